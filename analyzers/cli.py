@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import sys
 from collections import Counter
 from typing import Any, Sequence, TextIO
 
-import numpy as np
-
 from analyzers.diagnose import Diagnosis, diagnose_run
 from analyzers.findings import SEVERITY_ORDER, Finding
-from analyzers.reading import LogDirSnapshot, parse_rule, read_logdir
+from analyzers.formatting import clean, evidence_text, plain, where
+from analyzers.reading import LogDirSnapshot, parse_rule, read_logdir, unreadable
 from analyzers.rules import ALL_RULES, RuleFn
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -74,16 +71,11 @@ def _parser(out: TextIO) -> argparse.ArgumentParser:
 
 
 def _logdir_error(path: str) -> str | None:
-    if not os.path.exists(path):
-        return f"LOGDIR {path!r} does not exist"
-    if not os.path.isdir(path):
-        return f"LOGDIR {path!r} is not a directory (pass the directory that holds the run)"
-    try:
-        with os.scandir(path) as it:
-            next(it, None)
-    except OSError as exc:
-        return f"LOGDIR {path!r} cannot be read ({exc.strerror})"
-    return None
+    reason = unreadable(path)
+    if reason is None:
+        return None
+    hint = " (pass the directory that holds the run)" if reason == "is not a directory" else ""
+    return f"LOGDIR {path!r} {reason}{hint}"
 
 
 def main(
@@ -127,23 +119,6 @@ def main(
 # -- JSON -------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe copy: numpy to Python, non-finite floats to strings."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
 def _counts(diagnoses: Sequence[Diagnosis]) -> Counter[str]:
     return Counter(f.severity for d in diagnoses for f in d.findings)
 
@@ -165,45 +140,18 @@ def render_json(snapshot: LogDirSnapshot, diagnoses: Sequence[Diagnosis]) -> str
         "problems": list(snapshot.problems),
         "summary": {"runs": len(diagnoses), **{s: counts.get(s, 0) for s in SEVERITIES}},
     }
-    return json.dumps(_plain(doc), indent=2, allow_nan=False)
+    return json.dumps(plain(doc), indent=2, allow_nan=False)
 
 
 # -- text -------------------------------------------------------------------------
 
 
-def clean(text: object) -> str:
-    """Text from a log, safe for a terminal: control characters escaped."""
-    s = str(text)
-    if s.isprintable():
-        return s
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
-
-
-def _where(f: Finding) -> str:
-    parts = []
-    if f.step is not None:
-        parts.append(f"step {f.step:,}")
-    if f.layer is not None:
-        parts.append(f"layer {clean(f.layer)}")
-    return f" [{', '.join(parts)}]" if parts else ""
-
-
-def _evidence(f: Finding) -> str:
-    items = []
-    for key, value in f.evidence.items():
-        value = _plain(value)
-        if isinstance(value, float):
-            items.append(f"{clean(key)}={value:.4g}")
-        elif isinstance(value, (int, str, bool)) and len(str(value)) <= 40:
-            items.append(f"{clean(key)}={clean(value)}")
-    return ", ".join(items)
-
-
 def _finding_lines(f: Finding) -> list[str]:
     pad = " " * 12
-    lines = [f"  {f.severity.upper():<9} {clean(f.rule)}: {clean(f.title)}{_where(f)}"]
+    at = where(f)
+    lines = [f"  {f.severity.upper():<9} {clean(f.rule)}: {clean(f.title)}{f' [{at}]' if at else ''}"]
     lines.append(f"{pad}{clean(f.message)}")
-    evidence = _evidence(f)
+    evidence = evidence_text(f)
     if evidence:
         lines.append(f"{pad}evidence: {evidence}")
     for i, advice in enumerate(f.advice):

@@ -26,11 +26,12 @@ with `templates` and `tensors` (event records -> points), `lightning_csv`,
 value per step), `assemble` (raw series -> `Run`), `logdir` (the reader).
 """
 
-from analyzers.reading.logdir import LogDirReader, LogDirSnapshot, read_logdir
+from analyzers.reading.logdir import NO_RUNS_FOUND, LogDirReader, LogDirSnapshot, read_logdir, unreadable
 from analyzers.reading.tagmap import DEFAULT_RULES, TagMapper, TagRule, is_canonical, parse_rule
 
 __all__ = [
     "DEFAULT_RULES",
+    "NO_RUNS_FOUND",
     "LogDirReader",
     "LogDirSnapshot",
     "TagMapper",
@@ -38,4 +39,5 @@ __all__ = [
     "is_canonical",
     "parse_rule",
     "read_logdir",
+    "unreadable",
 ]

@@ -43,6 +43,23 @@ _SOURCE_OF_KIND = {
 }
 
 _PENDING, _CHILD, _OWN = "pending", "child", "own"
+# The problem a log dir with no runs (and nothing else wrong) reports, after its path.
+NO_RUNS_FOUND = "no runs found (no event files, metrics.csv, trainer_state.json or run.json)"
+
+
+def unreadable(path: str | os.PathLike[str]) -> str | None:
+    """Why `path` cannot be opened as a log dir ("does not exist", "is not a directory",
+    "cannot be read (Permission denied)"); None when it can."""
+    if not os.path.exists(path):
+        return "does not exist"
+    if not os.path.isdir(path):
+        return "is not a directory"
+    try:
+        with os.scandir(path) as entries:
+            next(entries, None)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -99,8 +116,8 @@ class LogDirReader:
 
     def _refresh(self, full: bool) -> LogDirSnapshot:
         problems: list[str] = []
-        if not os.path.isdir(self.path):
-            reason = "does not exist" if not os.path.exists(self.path) else "is not a directory"
+        reason = unreadable(self.path)
+        if reason is not None:
             self._snapshot = LogDirSnapshot(self.path, {}, (f"{self.path}: {reason}",), frozenset(self._snapshot.runs))
             return self._snapshot
         listing, changed = self._watcher.scan(full)
@@ -145,7 +162,7 @@ class LogDirReader:
                 new.add(state.run.name)
             runs[state.run.name] = state.run
         if not runs and not problems:
-            problems.append(f"{self.path}: no runs found (no event files, metrics.csv, trainer_state.json or run.json)")
+            problems.append(f"{self.path}: {NO_RUNS_FOUND}")
         new |= set(self._snapshot.runs) - set(runs)
         self._snapshot = LogDirSnapshot(self.path, runs, tuple(problems), frozenset(new), events, points)
         return self._snapshot

@@ -1,0 +1,67 @@
+"""Turning findings into text: shared by the command line and the dashboard's exports.
+
+`plain` makes any evidence JSON-safe, `clean` makes text from a log safe for a
+terminal, `where` and `evidence_text` say where a finding is and what it measured in
+one line each.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from analyzers.findings import Finding
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe copy: numpy to Python, non-finite floats to strings."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def clean(text: object) -> str:
+    """Text from a log, safe for a terminal: control characters escaped."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
+def where(f: Finding) -> str:
+    """``"step 1,200, layer features.0"``; empty when the finding has neither."""
+    parts = []
+    if f.step is not None:
+        parts.append(f"step {f.step:,}")
+    if f.layer is not None:
+        parts.append(f"layer {clean(f.layer)}")
+    return ", ".join(parts)
+
+
+def evidence_items(f: Finding) -> list[tuple[str, str]]:
+    """The evidence's single numbers and short texts as (key, formatted value); lists and tables left out."""
+    items = []
+    for key, value in f.evidence.items():
+        value = plain(value)
+        if isinstance(value, float):
+            items.append((clean(key), f"{value:.4g}"))
+        elif isinstance(value, (int, str, bool)) and len(str(value)) <= 40:
+            items.append((clean(key), clean(value)))
+    return items
+
+
+def evidence_text(f: Finding) -> str:
+    """``"start=2.31, end=0.41"``: `evidence_items` in one line."""
+    return ", ".join(f"{key}={value}" for key, value in evidence_items(f))
