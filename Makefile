@@ -18,8 +18,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 test: setup
 	$(PY) -m pytest -q
 
+# The dashboard on http://localhost:8501 (ADDRESS=0.0.0.0 to serve other machines).
+# Without LOGDIR=... on the command line it opens on the bundled sample runs.
+ADDRESS ?= localhost
 dashboard: setup
-	$(PY) -m analyzers $(LOGDIR)
+	$(PY) -m streamlit run app/main.py --server.address $(ADDRESS) -- \
+		$(if $(filter command line environment,$(origin LOGDIR)),--logdir $(LOGDIR))
 
 diagnose: setup
 	$(PY) -m analyzers $(LOGDIR)

@@ -1,0 +1,441 @@
+"""The charts of a run's page, in the order of `app.catalog`: each under its anchor (findings link
+to it), captioned with what healthy looks like, marking the steps where its findings begin.
+The charts a run cannot draw are listed together at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from analyzers.diagnose import Diagnosis
+from analyzers.findings import Finding
+from analyzers.rules.common import batch_size, ordered_layers
+from analyzers.run import Run, Series
+from app import catalog as C
+from app import figures as F
+from app import thresholds as TH
+from app.catalog import Chart
+from app.escape import code
+from app.figures.common import TRAIN_COLOR, VAL_COLOR
+from app.frame import guard
+from app.series import spans
+from logformat import runjson as RJ
+from logformat import tags as T
+
+OTHER_DEFAULT, OTHER_COLUMNS, OTHER_HEIGHT = 6, 3, 260  # unknown series: how many at first, per row, how tall
+MAX_DEFAULT_LAYERS = 8  # per-layer line charts start with at most this many layers (all are in the heatmap)
+SMOOTHING_DEFAULT = 0.6  # TensorBoard's default
+LOG_SPAN = 1e3  # a loss spanning more than three decades (a blow-up) starts on a log axis
+COLLECTOR_HINT = "TrainScope's collector (`collectors.watch`) records them; most other loggers do not."
+
+
+@dataclass(frozen=True)
+class View:
+    """How the charts are drawn this time: the page's controls, and this chart's findings."""
+
+    smoothing: float
+    log_y: bool  # the loss on a log axis
+    layers: tuple[str, ...]  # layers of the per-layer line charts
+    markers: tuple[F.Marker, ...] = ()
+    highlight: tuple[str, ...] = ()  # layers the findings name
+
+
+def markers(chart: Chart, findings: Sequence[Finding]) -> tuple[F.Marker, ...]:
+    return tuple(
+        F.Marker(int(f.step), f.rule, f.severity)
+        for f in findings
+        if f.rule in chart.rules and f.step is not None
+    )
+
+
+def show(d: Diagnosis) -> None:
+    run = d.run
+    st.header("Charts", anchor="charts")
+    smoothing_col, log_col, layers_col = st.columns([2, 1.5, 3.5], vertical_alignment="bottom")
+    smoothing = smoothing_col.slider(
+        "Smoothing",
+        0.0,
+        0.99,
+        SMOOTHING_DEFAULT,
+        0.01,
+        key="smoothing",
+        help="Weight of TensorBoard's debiased exponential moving average, applied to the full series before "
+        "it is thinned for display. Raw values stay faint behind the smoothed line. 0 turns it off.",
+    )
+    loss_values = run.scalar(T.TRAIN_LOSS)
+    log_y = log_col.toggle(
+        "Log-scale loss",
+        value=loss_values is not None and spans(loss_values.values, LOG_SPAN),
+        key=f"log_y:{run.name}",
+        help="The loss on a logarithmic axis; on from the start when it spans several decades (a blow-up)",
+    )
+    all_layers = layer_names(run)
+    chosen = tuple(all_layers)
+    if all_layers:
+        flagged = [f.layer for f in d.findings if f.layer in all_layers]
+        chosen = tuple(
+            layers_col.multiselect(
+                "Layers in the per-layer line charts",
+                all_layers,
+                default=default_layers(all_layers, flagged),
+                key=f"layers:{run.name}",
+                help="Layers in model order. The heatmap always shows every layer.",
+            )
+        )
+    absent = [chart for chart, _ in SECTIONS if not chart.available(run) and chart is not C.OTHER]
+    for chart, draw in SECTIONS:
+        if not chart.available(run):
+            continue
+        st.subheader(chart.title, anchor=chart.anchor)
+        st.caption(chart.healthy)
+        view = View(
+            smoothing,
+            log_y,
+            chosen,
+            markers(chart, d.findings),
+            tuple(f.layer for f in d.findings if f.rule in chart.rules and f.layer),
+        )
+        with guard(f"{chart.title} chart"):
+            draw(run, view)
+    if absent:
+        st.subheader("Not in this run's log", anchor="absent")
+        st.info(
+            "This run does not log what these charts draw, so they are left out (and the rules that need "
+            "it are listed under *Not checked*):\n\n"
+            + "\n".join(f"- **{chart.title}**: {chart.signals()}" for chart in absent)
+            + "\n\n"
+            + COLLECTOR_HINT,
+            icon=":material/visibility_off:",
+        )
+
+
+# -- one function per chart ---------------------------------------------------------
+
+
+def loss(run: Run, view: View) -> None:
+    train, val = run.scalar(T.TRAIN_LOSS), run.scalar(T.VAL_LOSS)
+    plot(
+        F.train_val_figure(
+            train,
+            val,
+            run.scalar(T.LR),
+            x_title=run.x_axis(T.TRAIN_LOSS),
+            smoothing=view.smoothing,
+            log_y=view.log_y,
+            markers=view.markers,
+            y_title="loss",
+        ),
+        "loss",
+    )
+
+
+def accuracy(run: Run, view: View) -> None:
+    train, val = run.scalar(T.TRAIN_ACC), run.scalar(T.VAL_ACC)
+    plot(
+        F.train_val_figure(
+            train,
+            val,
+            x_title=run.x_axis(T.TRAIN_ACC),
+            smoothing=view.smoothing,
+            markers=view.markers,
+            y_title="accuracy",
+        ),
+        "accuracy",
+    )
+
+
+def gradients(run: Run, view: View) -> None:
+    total = run.scalar(T.GRAD_GLOBAL_NORM)
+    layers = layer_series(run, T.GRAD_NORM_PREFIX)
+    left, right = st.columns(2)
+    if total is not None:
+        with left:
+            plot(
+                F.curves_figure(
+                    [F.Curve("global norm", total.steps, total.values, TRAIN_COLOR, smooth=False)],
+                    y_title="gradient norm (all layers)",
+                    x_title=run.x_axis(T.GRAD_GLOBAL_NORM),
+                    log_y=True,
+                    markers=view.markers,
+                ),
+                "grad_global",
+            )
+    if layers:
+        with right if total is not None else left:
+            shown = [(name, s) for name, s in layers if name in view.layers]
+            if shown:
+                plot(
+                    F.layer_lines_figure(
+                        shown,
+                        y_title="gradient norm per layer",
+                        log_y=True,
+                        markers=view.markers,
+                        highlight=view.highlight,
+                    ),
+                    "grad_layers",
+                )
+            else:
+                st.info("No layer selected above.")
+        plot(F.layer_heatmap(layers, value_title="gradient norm", markers=view.markers), "grad_heatmap")
+    else:
+        st.info(
+            f"Per-layer gradient norms ({code(T.GRAD_NORM_PREFIX + '<layer>')}) are not logged: only the "
+            "norm of all gradients together. " + COLLECTOR_HINT
+        )
+
+
+def updates(run: Run, view: View) -> None:
+    layers = layer_series(run, T.UPDATE_RATIO_PREFIX)
+    shown = [(name, s) for name, s in layers if name in view.layers] or layers
+    target = TH.UPDATE_RATIO_TARGET
+    plot(
+        F.layer_lines_figure(
+            shown,
+            y_title="‖Δw‖ / ‖w‖ per step",
+            log_y=True,
+            markers=view.markers,
+            highlight=view.highlight,
+            band=F.Band(target / 10, target * 10, f"healthy ≈ {target:g}"),
+            guides=[F.Guide(TH.UPDATE_RATIO_HIGH, "too large")],
+        ),
+        "updates",
+    )
+
+
+def activations(run: Run, view: View) -> None:
+    dead = layer_series(run, T.DEAD_FRACTION_PREFIX)
+    saturated = layer_series(run, T.SATURATED_FRACTION_PREFIX)
+    left, right = st.columns(2)
+    with left:
+        if dead:
+            plot(
+                F.layer_lines_figure(
+                    dead,
+                    y_title="share of ReLU units dead for the batch",
+                    markers=view.markers,
+                    highlight=view.highlight,
+                    guides=[F.Guide(TH.DEAD_WARNING, "warning"), F.Guide(TH.DEAD_CRITICAL, "critical")],
+                ),
+                "dead",
+            )
+        else:
+            st.info("No ReLU-family layers measured (no dead-unit shares logged).")
+    with right:
+        if saturated:
+            plot(
+                F.layer_lines_figure(
+                    saturated,
+                    y_title="share of outputs at the flat ends",
+                    markers=view.markers,
+                    highlight=view.highlight,
+                    guides=[F.Guide(TH.SATURATED_WARNING, "warning")],
+                ),
+                "saturated",
+            )
+        else:
+            st.info("No sigmoid/tanh layers measured (no saturation shares logged).")
+
+
+def weights(run: Run, view: View) -> None:
+    norms = layer_series(run, T.WEIGHT_NORM_PREFIX)
+    init = init_check_table(run)
+    if norms:
+        shown = [(name, s) for name, s in norms if name in view.layers] or norms
+        plot(
+            F.layer_lines_figure(
+                shown, y_title="weight norm ‖w‖", log_y=True, markers=view.markers, highlight=view.highlight
+            ),
+            "weights",
+        )
+    if init is not None:
+        st.markdown("**Initialization check** (when the collector attached)")
+        st.dataframe(init, hide_index=True)
+
+
+def histograms(run: Run, view: View) -> None:
+    kinds = {
+        "weights": {
+            name[len(T.HIST_WEIGHT_PREFIX) :]: h
+            for name, h in run.histograms.items()
+            if name.startswith(T.HIST_WEIGHT_PREFIX) and len(h.steps)
+        },
+        "gradients": {
+            name[len(T.HIST_GRAD_PREFIX) :]: h
+            for name, h in run.histograms.items()
+            if name.startswith(T.HIST_GRAD_PREFIX) and len(h.steps)
+        },
+    }
+    kinds = {kind: found for kind, found in kinds.items() if found}
+    kind_col, layer_col = st.columns([1, 3])
+    kind = kind_col.segmented_control(
+        "Distribution of", list(kinds), default=list(kinds)[0], key=f"hist_kind:{run.name}", required=True
+    )
+    names = ordered_layers(run, kinds[kind])
+    layer = layer_col.selectbox("Layer", names, key=f"hist_layer:{run.name}:{kind}")
+    plot(
+        F.ridgeline_figure(kinds[kind][layer], value_title="weight" if kind == "weights" else "gradient"),
+        "histograms",
+    )
+
+
+def inputs(run: Run, view: View) -> None:
+    mean, std = run.scalar(T.INPUT_MEAN), run.scalar(T.INPUT_STD)
+    batch, seen = run.scalar(T.LABEL_ENTROPY), run.scalar(T.LABEL_ENTROPY_SEEN)
+    left, middle, right = st.columns(3)
+    limit = TH.INPUT_MAX_ABS_MEAN
+    if mean is not None:
+        with left:
+            plot(
+                F.layer_lines_figure(
+                    [("input mean", mean)],
+                    y_title="input batch mean",
+                    markers=view.markers,
+                    band=F.Band(-limit, limit, "normalized"),
+                ),
+                "input_mean",
+            )
+    if std is not None:
+        with middle:
+            plot(
+                F.layer_lines_figure(
+                    [("input std", std)],
+                    y_title="input batch std",
+                    log_y=True,
+                    markers=view.markers,
+                    band=F.Band(TH.INPUT_STD_MIN, TH.INPUT_STD_MAX, "normalized"),
+                ),
+                "input_std",
+            )
+    if batch is not None:
+        with right:
+            lines = [F.Curve("per batch", batch.steps, batch.values, TRAIN_COLOR, smooth=False)]
+            if seen is not None:
+                lines.append(F.Curve("all labels seen", seen.steps, seen.values, VAL_COLOR, smooth=False))
+            plot(
+                F.curves_figure(lines, y_title="label entropy / log(classes)", markers=view.markers), "labels"
+            )
+
+
+def noise(run: Run, view: View) -> None:
+    scale = run.scalar(T.GRAD_NOISE_SCALE)
+    batch = batch_size(run)
+    plot(
+        F.layer_lines_figure(
+            [("noise scale", scale)],
+            y_title="B_simple (examples)",
+            log_y=True,
+            markers=view.markers,
+            guides=[F.Guide(float(batch), f"batch size {batch}")] if batch else (),
+        ),
+        "noise",
+    )
+
+
+def speed(run: Run, view: View) -> None:
+    step = run.scalar(T.STEP_SECONDS)
+    ranks = layer_series(run, T.STEP_SECONDS_RANK_PREFIX)
+    if ranks:
+        plot(
+            F.layer_lines_figure(
+                [(f"rank {name}", s) for name, s in ranks],
+                y_title="seconds per step",
+                smoothing=view.smoothing,
+            ),
+            "speed",
+        )
+    else:
+        plot(
+            F.curves_figure(
+                [F.Curve("step time", step.steps, step.values, TRAIN_COLOR)],
+                y_title="seconds per step",
+                smoothing=view.smoothing,
+            ),
+            "speed",
+        )
+
+
+def other(run: Run, view: View) -> None:
+    tags = sorted(t for t, s in run.unmapped.items() if len(s))
+    picked = st.multiselect("Series", tags, default=tags[:OTHER_DEFAULT], key=f"other:{run.name}")
+    columns = st.columns(OTHER_COLUMNS)
+    for i, tag in enumerate(picked):  # small multiples: unrelated series, each on its own scale
+        series = run.unmapped[tag]
+        with columns[i % OTHER_COLUMNS]:
+            plot(
+                F.curves_figure(
+                    [F.Curve(tag, series.steps, series.values, TRAIN_COLOR)],
+                    y_title=tag,
+                    x_title=run.x_axis(tag),
+                    smoothing=view.smoothing,
+                    height=OTHER_HEIGHT,
+                ),
+                f"other:{tag}",
+            )
+
+
+SECTIONS: tuple[tuple[Chart, Callable[[Run, View], None]], ...] = (
+    (C.LOSS, loss),
+    (C.ACCURACY, accuracy),
+    (C.GRADIENTS, gradients),
+    (C.UPDATES, updates),
+    (C.ACTIVATIONS, activations),
+    (C.WEIGHTS, weights),
+    (C.HISTOGRAMS, histograms),
+    (C.INPUTS, inputs),
+    (C.NOISE, noise),
+    (C.SPEED, speed),
+    (C.OTHER, other),
+)
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def plot(fig: go.Figure, key: str) -> None:
+    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+def layer_series(run: Run, prefix: str) -> list[tuple[str, Series]]:
+    """The run's per-layer series under `prefix`, in model order."""
+    found = run.layers(prefix)
+    return [(name, found[name]) for name in ordered_layers(run, found)]
+
+
+def layer_names(run: Run) -> list[str]:
+    """Every layer with a per-layer line chart signal, in model order."""
+    names: set[str] = set()
+    for prefix in (T.GRAD_NORM_PREFIX, T.UPDATE_RATIO_PREFIX, T.WEIGHT_NORM_PREFIX):
+        names.update(run.layers(prefix))
+    return ordered_layers(run, names)
+
+
+def default_layers(names: Sequence[str], flagged: Sequence[str], most: int = MAX_DEFAULT_LAYERS) -> list[str]:
+    """All layers when few; else the first and last, those a finding names, and evenly spread others."""
+    if len(names) <= most:
+        return list(names)
+    keep = {names[0], names[-1], *flagged}
+    for i in np.linspace(0, len(names) - 1, most).round().astype(int):
+        if len(keep) >= most:
+            break
+        keep.add(names[i])
+    return [name for name in names if name in keep]
+
+
+def init_check_table(run: Run) -> pd.DataFrame | None:
+    """run.json's initialization check as a table, or None."""
+    rows = run.meta.get(RJ.K_INIT_CHECK) if run.meta else None
+    if not isinstance(rows, list) or not rows:
+        return None
+    columns = ["layer", "param", "type", "shape", "std", "expected", "expected_std", "ratio", "constant"]
+    table = pd.DataFrame([r for r in rows if isinstance(r, dict)])
+    table = table[[c for c in columns if c in table.columns]]
+    if "shape" in table.columns:
+        table["shape"] = table["shape"].map(
+            lambda s: " x ".join(map(str, s)) if isinstance(s, list) else str(s)
+        )
+    return table.astype({c: str for c in ("layer", "param", "type", "expected") if c in table.columns})

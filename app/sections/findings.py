@@ -1,0 +1,144 @@
+"""A run's findings, most severe first: what was measured, what to do, where the advice comes from,
+and a link to the chart where it shows. Then what could not be checked, and why."""
+
+from __future__ import annotations
+
+import inspect
+
+import pandas as pd
+import streamlit as st
+
+from analyzers.diagnose import Diagnosis
+from analyzers.findings import Finding
+from analyzers.formatting import evidence_items, plain
+from analyzers.rules import ALL_RULES
+from analyzers.run import Run
+from analyzers.summary import end_of_run_advice
+from app.catalog import charts_of
+from app.escape import code, md, prose
+from app.summaries import CRITICAL, OK, WAITING, WARNING, health
+
+SEVERITY_BADGE = {
+    "critical": ":red-badge[:material/error: critical]",
+    "warning": ":orange-badge[:material/warning: warning]",
+    "info": ":blue-badge[:material/info: info]",
+}
+RULE_DOCS = {rule: inspect.cleandoc(fn.__doc__ or "") for rule, fn in ALL_RULES}
+
+
+def show(d: Diagnosis) -> None:
+    st.header("Findings", anchor="findings")
+    state = health(d)
+    if state == OK:
+        st.success(
+            "No problems found: every check that could run on this run came out clean.",
+            icon=":material/check_circle:",
+        )
+    elif state == WAITING and not any(f.severity in (CRITICAL, WARNING) for f in d.findings):
+        st.info(
+            "Nothing found so far, but some checks wait for more data (see *Not checked* below).",
+            icon=":material/hourglass_top:",
+        )
+    serious = [f for f in d.findings if f.severity in (CRITICAL, WARNING)]
+    for group in by_rule(serious):
+        card(group, d.run)
+    infos = [f for f in d.findings if f.severity not in (CRITICAL, WARNING)]
+    if infos:
+        with st.expander(f"{len(infos)} informational finding(s)", icon=":material/info:"):
+            for group in by_rule(infos):
+                card(group, d.run)
+    general(d)
+    skipped(d)
+    problems(d)
+
+
+def by_rule(findings: list[Finding]) -> list[list[Finding]]:
+    """Findings of the same rule together (one per layer, say), in the order of each rule's most severe."""
+    groups: dict[str, list[Finding]] = {}
+    for f in findings:
+        groups.setdefault(f.rule, []).append(f)
+    return list(groups.values())
+
+
+def card(group: list[Finding], run: Run) -> None:
+    """The rule's most severe finding in full; its other findings (other layers) folded below it."""
+    first, rest = group[0], group[1:]
+    with st.container(border=True):
+        st.markdown(f"{SEVERITY_BADGE.get(first.severity, first.severity)} **{prose(first.title)}**")
+        st.caption(where(first))
+        st.markdown(prose(first.message))
+        measured(first)
+        if first.advice:
+            st.markdown(
+                "**What to do**\n\n" + "\n".join(f"{i}. {prose(a)}" for i, a in enumerate(first.advice, 1))
+            )
+        if first.source:
+            st.caption(f"Source: {md(first.source)}")
+        links = [f"[{chart.title} chart ↓](#{chart.anchor})" for chart in charts_of(first.rule, run)]
+        if links:
+            st.markdown(
+                "**See it on the** "
+                + " · ".join(links)
+                + (f" (dashed line at step {first.step:,})" if first.step is not None else "")
+            )
+        if rest:
+            with st.expander(f"The same in {len(rest)} more place(s)"):
+                for f in rest:
+                    st.markdown(f"{SEVERITY_BADGE.get(f.severity, f.severity)} **{prose(f.title)}**")
+                    st.caption(where(f))
+                    st.markdown(prose(f.message))
+                    measured(f)
+        with st.expander(f"About {first.rule}, and all evidence"):
+            if RULE_DOCS.get(first.rule):
+                st.markdown(RULE_DOCS[first.rule])
+            for f in group:
+                st.json(plain(f.evidence), expanded=1)
+
+
+def where(f: Finding) -> str:
+    parts = [code(f.rule)]
+    if f.step is not None:
+        parts.append(f"from step {f.step:,}")
+    if f.layer is not None:
+        parts.append(f"layer {code(f.layer)}")
+    return " · ".join(parts)
+
+
+def measured(f: Finding) -> None:
+    numbers = evidence_items(f)
+    if numbers:
+        st.markdown("**Measured:** " + " · ".join(f"{md(key)} {code(value)}" for key, value in numbers))
+
+
+def general(d: Diagnosis) -> None:
+    advice = end_of_run_advice(d.run)
+    if not advice:
+        return
+    with st.expander(f"General advice for a finished run ({len(advice)})", icon=":material/lightbulb:"):
+        for a in advice:
+            st.markdown(f"**{prose(a.title)}**  \n{prose(a.message)}")
+            st.caption(f"Source: {md(a.source)}")
+
+
+def skipped(d: Diagnosis) -> None:
+    if not d.skipped:
+        return
+    with st.expander(
+        f"Not checked: {len(d.skipped)} of {len(ALL_RULES)} rules could not run on this run",
+        icon=":material/block:",
+    ):
+        st.dataframe(
+            pd.DataFrame([{"rule": s.rule, "why not": s.reason} for s in d.skipped]),
+            hide_index=True,
+            column_config={"why not": st.column_config.TextColumn(width="large")},
+        )
+
+
+def problems(d: Diagnosis) -> None:
+    if not d.run.problems:
+        return
+    st.warning(
+        f"**{len(d.run.problems)} reading problem(s)**: parts of this run could not be read and were skipped."
+        "\n\n" + "\n".join(f"- {md(p)}" for p in d.run.problems),
+        icon=":material/warning:",
+    )

@@ -1,0 +1,127 @@
+"""What happens to a series between the log and the screen: smoothing, thinning, binning.
+
+Every point stays on the server; only what a chart can show goes to the browser.
+The order matters and is the same everywhere: smooth the full series first, then
+thin the raw and the smoothed curve separately for display, so that neither the
+smoothing nor the spikes depend on how many points the screen has room for.
+Pure numpy (and scipy's linear filter); no Streamlit, no plotly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import lfilter
+from tsdownsample import MinMaxLTTBDownsampler
+
+# Points per trace sent to the browser: about two per pixel of a wide chart. Fewer
+# and a long run's curve loses its shape; more and the browser slows, showing nothing more.
+DISPLAY_POINTS = 2000
+# MinMaxLTTB first keeps the min and max of this many times `n_out` buckets (so every
+# spike survives), then picks the visually important points among them (LTTB).
+MINMAX_RATIO = 4
+# Time bins of a layers x steps heatmap: more than a chart is wide in pixels is wasted.
+HEATMAP_BINS = 300
+
+_DOWNSAMPLER = MinMaxLTTBDownsampler()
+
+
+def ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: a debiased exponential moving average.
+
+    ``s_n = a_n / (1 - weight**k_n)`` with ``a_n = weight * a_(n-1) + (1 - weight) * x_n``,
+    ``k_n`` counting the finite points so far. Non-finite values are passed through
+    unchanged and do not enter the average (as TensorBoard does); a constant series is
+    returned as is. ``weight`` 0 returns the values, 0.6 is TensorBoard's default.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    finite = np.isfinite(x)
+    every = bool(finite.all())
+    xf = x if every else x[finite]
+    if weight == 0.0 or xf.shape[0] == 0 or (every and xf.min() == xf.max()):
+        return x.copy()
+    # 1. the biased average a_n, a first-order linear filter over the finite points;
+    smoothed = lfilter([1.0 - weight], [1.0, -weight], xf)
+    # 2. divided by the weight the zero start took away, 1 - weight**k (k = 1, 2, ...): only
+    #    the first points need it, past them weight**k is below double precision.
+    head = min(xf.shape[0], int(np.ceil(np.log(np.finfo(float).eps) / np.log(weight))) + 1)
+    smoothed[:head] /= -np.expm1(np.arange(1, head + 1) * np.log(weight))
+    if every:
+        return smoothed
+    out = x.copy()
+    out[finite] = smoothed
+    return out
+
+
+def downsample(x: np.ndarray, y: np.ndarray, n_out: int = DISPLAY_POINTS) -> np.ndarray:
+    """Indices of at most `n_out` finite points of (x, y) that draw the same curve, spikes kept.
+
+    MinMaxLTTB (Van Der Donckt et al. 2023): the minimum and maximum of each of
+    ``MINMAX_RATIO * n_out`` buckets are kept, then Largest-Triangle-Three-Buckets picks
+    among them. A one-step spike is a bucket's maximum, so it is always kept. `x` must
+    be increasing (steps are). Non-finite values are left out: show them apart
+    (`nonfinite_indices`).
+    """
+    x = np.ascontiguousarray(x)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    finite_mask = np.isfinite(y)
+    if finite_mask.all():  # the usual case: no copies
+        if y.shape[0] <= n_out:
+            return np.arange(y.shape[0])
+        return np.asarray(
+            _DOWNSAMPLER.downsample(x, y, n_out=n_out, minmax_ratio=MINMAX_RATIO), dtype=np.int64
+        )
+    finite = np.flatnonzero(finite_mask)
+    if finite.shape[0] <= n_out:
+        return finite
+    picked = _DOWNSAMPLER.downsample(
+        np.ascontiguousarray(x[finite]),
+        np.ascontiguousarray(y[finite]),
+        n_out=n_out,
+        minmax_ratio=MINMAX_RATIO,
+    )
+    return finite[np.asarray(picked, dtype=np.int64)]
+
+
+def nonfinite_indices(y: np.ndarray, n_out: int = DISPLAY_POINTS) -> np.ndarray:
+    """Indices of NaN/Inf values, at most `n_out` (the first always among them, then evenly spread)."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(y, dtype=np.float64)))
+    if bad.shape[0] <= n_out:
+        return bad
+    return bad[np.unique(np.linspace(0, bad.shape[0] - 1, n_out).round().astype(np.int64))]
+
+
+def bin_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    """`bins` equal bins covering [lo, hi] (a single bin around lo when lo == hi)."""
+    if hi <= lo:
+        return np.array([lo - 0.5, lo + 0.5])
+    return np.linspace(lo, hi, bins + 1)
+
+
+def bin_max(steps: np.ndarray, values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The largest finite value in each bin of `edges` (NaN for a bin with none).
+
+    The maximum, not the mean, so that a spike still shows after binning. `steps`
+    must be increasing.
+    """
+    steps = np.asarray(steps)
+    values = np.asarray(values, dtype=np.float64)
+    n_bins = edges.shape[0] - 1
+    out = np.full(n_bins, np.nan)
+    keep = np.isfinite(values)
+    steps, values = steps[keep], values[keep]
+    if steps.shape[0] == 0:
+        return out
+    which = np.clip(np.searchsorted(edges, steps, side="right") - 1, 0, n_bins - 1)
+    # steps are sorted, so each bin's points are contiguous: reduce each run at once.
+    starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]])
+    out[which[starts]] = np.fmax.reduceat(values, starts)
+    return out
+
+
+def spans(values: np.ndarray, factor: float) -> bool:
+    """Whether the positive finite values span more than `factor` (max > factor * min): worth a log axis."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    return v.shape[0] > 1 and float(v.max()) > factor * float(v.min())

@@ -1,0 +1,155 @@
+"""A run in one line: its health badge, its most severe finding, where it has got to.
+
+Pure functions of a `Diagnosis`: they summarise what the analyzers found and add no
+judgement of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from analyzers.diagnose import Diagnosis
+from analyzers.run import Run
+
+CRITICAL, WARNING, OK, WAITING = "critical", "warning", "ok", "not enough data yet"
+HEALTH_ORDER = {CRITICAL: 0, WARNING: 1, WAITING: 2, OK: 3}
+# Material icons and Streamlit colour names for badges; (background, text) colours for table cells.
+HEALTH_ICON = {
+    CRITICAL: ":material/error:",
+    WARNING: ":material/warning:",
+    WAITING: ":material/hourglass_top:",
+    OK: ":material/check_circle:",
+}
+HEALTH_COLOR = {CRITICAL: "red", WARNING: "orange", WAITING: "gray", OK: "green"}
+HEALTH_CELL = {
+    CRITICAL: ("#fde2e1", "#a4161a"),
+    WARNING: ("#ffedd5", "#9a3412"),
+    WAITING: ("#eeeeee", "#4b5563"),
+    OK: ("#dcfce7", "#166534"),
+}
+# The reason a rule gives when its signal is there but still too short (analyzers.rules.common).
+NOT_ENOUGH_DATA = "not enough data yet"
+
+
+def health(d: Diagnosis) -> str:
+    """critical / warning from the worst finding; else "not enough data yet" while a rule
+    still waits for data (or nothing at all is logged yet); else ok. Info findings never
+    raise a run's health."""
+    if d.worst in (CRITICAL, WARNING):
+        return d.worst
+    if not any(len(s) for s in d.run.scalars.values()):
+        return WAITING
+    if any(s.reason.startswith(NOT_ENOUGH_DATA) for s in d.skipped):
+        return WAITING
+    return OK
+
+
+def headline(d: Diagnosis) -> str:
+    """The most severe finding's title; else why the run is ok or still waiting."""
+    state = health(d)
+    if state in (CRITICAL, WARNING):
+        return d.findings[0].title.replace("`", "")  # plain text: the rules' quotes around names dropped
+    if not any(len(s) for s in d.run.scalars.values()):
+        return "nothing logged yet"
+    waiting = [s.rule for s in d.skipped if s.reason.startswith(NOT_ENOUGH_DATA)]
+    if waiting:
+        return f"no problem so far; {len(waiting)} check(s) wait for more data ({', '.join(waiting[:3])}" + (
+            ", …)" if len(waiting) > 3 else ")"
+        )
+    return "no problem found"
+
+
+def cell_style(state: str) -> str:
+    """CSS for a table cell holding a health."""
+    background, color = HEALTH_CELL.get(state, ("", ""))
+    return f"background-color: {background}; color: {color}; font-weight: 600" if background else ""
+
+
+def last_step(run: Run) -> int | None:
+    """The last step of any series of the run."""
+    return max((int(s.steps[-1]) for s in run.scalars.values() if len(s)), default=None)
+
+
+def last_logged(run: Run) -> float | None:
+    """When the run last logged a point (seconds since the epoch), where the log says."""
+    newest = None
+    for s in run.scalars.values():
+        if s.wall_times is None or not len(s):
+            continue
+        finite = s.wall_times[np.isfinite(s.wall_times)]
+        if finite.shape[0]:
+            newest = max(newest or 0.0, float(finite.max()))
+    return newest
+
+
+def age(seconds: float) -> str:
+    """``"12 s"``, ``"4 min"``, ``"3 h"``, ``"2 days"``."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def worst_first(diagnoses: Mapping[str, Diagnosis]) -> list[str]:
+    """Run names, the worst run first (then by name)."""
+    return sorted(diagnoses, key=lambda name: (HEALTH_ORDER[health(diagnoses[name])], name))
+
+
+@dataclass(frozen=True)
+class Counts:
+    runs: int
+    critical: int
+    warning: int
+    waiting: int
+    ok: int
+
+
+def counts(diagnoses: Mapping[str, Diagnosis]) -> Counts:
+    states = [health(d) for d in diagnoses.values()]
+    return Counts(
+        len(states), states.count(CRITICAL), states.count(WARNING), states.count(WAITING), states.count(OK)
+    )
+
+
+def runs_table(diagnoses: Mapping[str, Diagnosis], now: float | None = None) -> pd.DataFrame:
+    """One row per run, worst first: health, name, most severe finding, findings, progress, source."""
+    now = time.time() if now is None else now
+    rows = []
+    for name in worst_first(diagnoses):
+        d = diagnoses[name]
+        by_severity = {s: sum(f.severity == s for f in d.findings) for s in (CRITICAL, WARNING, "info")}
+        logged = last_logged(d.run)
+        rows.append(
+            {
+                "health": health(d),
+                "run": name,
+                "most severe finding": headline(d),
+                "critical": by_severity[CRITICAL],
+                "warnings": by_severity[WARNING],
+                "last step": last_step(d.run),
+                "status": d.run.status or "",
+                "last logged": f"{age(now - logged)} ago" if logged is not None else "",
+                "source": d.run.source,
+            }
+        )
+    columns = [
+        "health",
+        "run",
+        "most severe finding",
+        "critical",
+        "warnings",
+        "last step",
+        "status",
+        "last logged",
+        "source",
+    ]
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,312 @@
+"""The dashboard, run headless with Streamlit's AppTest: every page renders, for every kind of log dir.
+
+AppTest does not fire `st.fragment(run_every=...)` timers; the live tests call `run()`
+again, which is what a timer tick does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from logformat import runjson as RJ
+from logformat import tags as T
+from logformat.events import EventFileWriter, summary_record
+from sample_runs import RUNS_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app" / "main.py"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RUN_PAGE, COMPARE_PAGE = "views/run.py", "views/compare.py"
+TIMEOUT = 60  # seconds per script run; a page takes about one on a laptop
+
+
+def start(logdir: str | os.PathLike[str] | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    if logdir is not None:
+        at.session_state["logdir"] = str(logdir)
+    return at.run()
+
+
+def clean(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def text(at: AppTest) -> str:
+    """Everything the page says, as one string."""
+    parts = []
+    for kind in (
+        "title",
+        "header",
+        "subheader",
+        "markdown",
+        "caption",
+        "info",
+        "warning",
+        "success",
+        "error",
+    ):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+def write_run(run_dir: Path, steps: range, *, status: str = RJ.STATUS_RUNNING, every: int = 10) -> None:
+    """A small TrainScope-shaped run: loss, accuracy, lr and two layers' gradient norms every step."""
+    writer = EventFileWriter(run_dir)
+    records = []
+    for s in steps:
+        scalars = {
+            T.TRAIN_LOSS: 2.3 / (1 + s / 50),
+            T.TRAIN_ACC: min(1.0, s / 300),
+            T.LR: 0.1,
+            T.GRAD_GLOBAL_NORM: 1.0,
+            T.grad_norm_tag("0"): 0.1,
+            T.grad_norm_tag("2"): 1.0,
+        }
+        if s % every == 0:
+            scalars[T.update_ratio_tag("0")] = 1e-3
+        records.append(summary_record(s, 1.7e9 + s, scalars))
+    writer.write(records)
+    writer.close()
+    RJ.write_run_json(run_dir, {RJ.K_SCHEMA: RJ.SCHEMA_VERSION, RJ.K_STATUS: status})
+
+
+# -- the sample runs ----------------------------------------------------------------
+
+
+def test_opens_on_the_sample_runs_worst_first():
+    at = clean(start())
+    table = at.dataframe[0].value
+    cases = sorted(p.name for p in RUNS_DIR.iterdir() if p.is_dir())
+    assert sorted(table["run"]) == cases
+    order = {"critical": 0, "warning": 1, "not enough data yet": 2, "ok": 3}
+    assert list(table["health"]) == sorted(table["health"], key=order.get)
+    assert table.set_index("run").loc["healthy_mlp", "health"] == "ok"
+    assert table.set_index("run").loc["lr_far_too_high_nan", "health"] == "critical"
+    assert at.metric[0].value == str(len(cases))
+
+
+def test_selecting_a_run_shows_its_findings_advice_and_charts():
+    at = start()
+    at.switch_page(RUN_PAGE).run()
+    at.selectbox(key="run").set_value("overfitting").run()
+    clean(at)
+    page = text(at)
+    assert "Overfitting since step" in page
+    assert "What to do" in page and "Source:" in page
+    assert "](#loss)" in page  # the link to the chart where it shows
+    subheaders = [s.value for s in at.subheader]
+    assert subheaders[:3] == ["Loss", "Accuracy", "Gradient norms"]
+    assert len(at.get("plotly_chart")) >= 8
+    assert len(at.download_button) == 2
+
+
+def test_a_link_opens_a_run():
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["run"] = "underfitting"  # /run?run=underfitting
+    at.run()
+    at.switch_page(RUN_PAGE).run()
+    assert clean(at).selectbox(key="run").value == "underfitting"
+
+
+def test_the_inspect_hand_over_from_the_runs_page():
+    at = start()
+    at.session_state["run"] = "lr_far_too_high_nan"  # what the Runs page's Inspect button sets
+    at.switch_page(RUN_PAGE).run()
+    clean(at)
+    assert at.selectbox(key="run").value == "lr_far_too_high_nan"
+    assert "nonfinite" in text(at)
+
+
+def test_every_sample_run_renders():
+    at = start()
+    at.switch_page(RUN_PAGE).run()
+    for case in sorted(p.name for p in RUNS_DIR.iterdir() if p.is_dir()):
+        at.selectbox(key="run").set_value(case).run()
+        clean(at)
+        assert at.title[0].value.replace("\\", "") == case
+
+
+def test_compare_overlays_runs():
+    at = start()
+    at.switch_page(COMPARE_PAGE).run()
+    at.multiselect(key="compare").set_value(["healthy_mlp", "overfitting", "lr_too_low"]).run()
+    at.selectbox(key="compare_metric").set_value(T.VAL_LOSS).run()
+    clean(at)
+    chart = at.get("plotly_chart")[0]
+    assert chart.proto.spec  # a figure was sent
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["healthy_mlp", "overfitting", "lr_too_low"]
+
+
+# -- bad and foreign log dirs -------------------------------------------------------
+
+
+def test_a_nonexistent_dir_says_so(tmp_path):
+    at = start(tmp_path / "nope")
+    assert not at.exception
+    assert "does not exist" in at.error[0].value
+
+
+def test_a_file_is_not_a_log_dir(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_text("hello")
+    at = start(path)
+    assert not at.exception
+    assert "not a directory" in at.error[0].value
+
+
+def test_an_empty_dir_says_how_runs_get_there(tmp_path):
+    at = clean(start(tmp_path))
+    assert "No runs found" in at.info[0].value
+    assert len(at.info) == 1 and not at.warning  # one message, not the reader's line beside it
+    at.switch_page(RUN_PAGE).run()
+    assert "No runs found" in clean(at).info[0].value
+
+
+def test_a_corrupt_event_file_is_reported_and_the_rest_shown(tmp_path):
+    write_run(tmp_path / "good", range(120), status=RJ.STATUS_FINISHED)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "events.out.tfevents.1700000000.host.1.0").write_bytes(os.urandom(4096))
+    write_run(tmp_path / "half", range(80))
+    event_file = next((tmp_path / "half").glob("events.out.tfevents.*"))
+    with open(event_file, "ab") as fh:
+        fh.write(os.urandom(2000))  # garbage after the last good record
+    at = clean(start(tmp_path))
+    assert sorted(at.dataframe[0].value["run"]) == ["bad", "good", "half"]
+    at.switch_page(RUN_PAGE).run()
+    for name in ("bad", "half"):
+        at.selectbox(key="run").set_value(name).run()
+        clean(at)
+        assert "reading problem" in text(at)
+
+
+def test_foreign_logs_render_and_say_what_they_lack():
+    at = clean(start(FIXTURES))
+    names = set(at.dataframe[0].value["run"])
+    assert {"lightning/tb/version_0", "lightning/csv/version_0", "hf_trainer", "keras"} <= names
+    at.switch_page(RUN_PAGE).run()
+    for name in ("lightning/tb/version_0", "lightning/csv/version_0", "hf_trainer", "keras"):
+        at.selectbox(key="run").set_value(name).run()
+        clean(at)
+        page = text(at)
+        assert "Not in this run's log" in page  # e.g. no per-layer gradient norms: said once, at the end
+        assert any("could not run on this run" in e.label for e in at.expander)  # skipped rules, with reasons
+        subheaders = [h.value for h in at.subheader]
+        assert "Loss" in subheaders and "Update / weight ratio" not in subheaders
+        assert subheaders[-1] == "Not in this run's log"
+        assert ("Gradient norms" in subheaders) == (name == "hf_trainer")  # HF logs the global gradient norm
+
+
+def test_text_from_logs_is_shown_as_text(tmp_path):
+    name = "**bold** [x](javascript:alert(1)) <b>hi</b> :red[x]"
+    write_run(tmp_path / name, range(60))
+    at = start(tmp_path)
+    assert not at.exception
+    at.switch_page(RUN_PAGE).run()
+    clean(at)
+    title = at.title[0].value
+    assert "\\*\\*bold\\*\\*" in title and "\\[x\\]\\(javascript" in title and "\\<b\\>" in title
+    assert all("](javascript" not in m.value for m in at.markdown)
+
+
+# -- live -----------------------------------------------------------------------------
+
+
+def test_live_refresh_reads_what_was_appended(tmp_path):
+    run_dir = tmp_path / "growing"
+    write_run(run_dir, range(0, 100))
+    at = start(tmp_path)
+    at.toggle(key="live").set_value(True).run()
+    at.switch_page(RUN_PAGE).run()
+    clean(at)
+    assert at.metric[0].value == "99"
+    write_run(run_dir, range(100, 400))  # a second event file, as a resumed run writes
+    at.run()  # what the fragment's timer does every few seconds
+    clean(at)
+    assert at.metric[0].value == "399"
+    assert "updated" in " ".join(c.value for c in at.caption)
+    assert "live: checking every" in " ".join(c.value for c in at.caption)
+
+
+def test_live_with_the_collector_curves_grow_and_advice_changes(tmp_path, digits):
+    torch = pytest.importorskip("torch")
+    from collectors import watch
+
+    X, y = digits
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    collector = watch(model, optimizer, log_dir=tmp_path / "digits", every=10, histogram_every=50)
+
+    def train(steps: int) -> None:
+        for _ in range(steps):
+            idx = torch.randint(0, X.shape[0], (32,))
+            optimizer.zero_grad()
+            out = model(X[idx])
+            loss = torch.nn.functional.cross_entropy(out, y[idx])
+            loss.backward()
+            optimizer.step()
+            collector.step(loss=loss, outputs=out, targets=y[idx], inputs=X[idx])
+        collector.flush(wait=True)
+
+    try:
+        train(20)
+        at = start(tmp_path)
+        at.switch_page(RUN_PAGE).run()
+        clean(at)
+        first = int(at.metric[0].value.replace(",", ""))
+        before = text(at)
+        assert "wait for more data" in before  # 20 steps: most checks cannot judge yet
+        train(220)
+        at.run()
+        clean(at)
+        assert int(at.metric[0].value.replace(",", "")) > first + 200
+        assert text(at) != before
+    finally:
+        collector.close()
+
+
+# -- the app never imports torch ------------------------------------------------------
+
+
+def test_the_app_never_imports_torch():
+    script = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({str(APP)!r}, default_timeout={TIMEOUT}).run()\n"
+        "at.switch_page('views/run.py').run()\n"
+        "assert not at.exception, at.exception\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_diagnoses_are_made_again_only_for_runs_that_changed(tmp_path, monkeypatch):
+    from analyzers.reading import LogDirReader
+    from app import data
+
+    write_run(tmp_path / "a", range(100))
+    write_run(tmp_path / "b", range(100))
+    made = []
+    real = data.diagnose_run
+    monkeypatch.setattr(data, "diagnose_run", lambda run: made.append(run.name) or real(run))
+    logdir = data.LogDir(LogDirReader(tmp_path))
+    first = data.diagnoses(logdir, logdir.refresh())
+    again = data.diagnoses(logdir, logdir.refresh())
+    assert all(first[n] is again[n] for n in first) and sorted(made) == ["a", "b"]
+    write_run(tmp_path / "b", range(100, 200))
+    third = data.diagnoses(logdir, logdir.refresh())
+    assert third["a"] is first["a"] and third["b"] is not first["b"]
+    assert sorted(made) == ["a", "b", "b"]

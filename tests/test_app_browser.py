@@ -1,0 +1,143 @@
+"""The dashboard in a real browser: `streamlit run` on a free local port, headless Chromium via Playwright.
+
+Uses Debian's Chromium (``apt-get install -y chromium``; CI installs it), never a browser
+downloaded by ``playwright install``. Skipped only when /usr/bin/chromium is absent.
+Set ``TRAINSCOPE_SCREENSHOT=docs/screenshot.png`` to also save the screenshots the README shows
+(the findings there, the chart a finding links to as ``docs/screenshot-chart.png``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from analyzers.diagnose import diagnose_run
+from analyzers.reading import read_logdir
+from sample_runs import RUNS_DIR
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ROOT = Path(__file__).resolve().parents[1]
+CASE = "lr_far_too_high_nan"  # a faulty sample run with a critical finding on the loss chart
+START_TIMEOUT = 45  # seconds for `streamlit run` to answer its health check
+PAGE_TIMEOUT_MS = 30_000
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium); CI installs it",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dashboard(tmp_path):
+    """`streamlit run app/main.py` on a free localhost port, always stopped afterwards."""
+    port = free_port()
+    log = open(tmp_path / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/main.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+            "--",
+            "--logdir",
+            os.path.relpath(RUNS_DIR, ROOT),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+def test_findings_of_a_faulty_run_show_in_a_browser(dashboard, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    d = diagnose_run(read_logdir(RUNS_DIR).runs[CASE])
+    worst = d.findings[0]
+    title = worst.title.replace("`", "")  # rule quotes render as inline code
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1400})
+            page.goto(f"{dashboard}/run?run={CASE}", timeout=PAGE_TIMEOUT_MS)
+            page.get_by_text(title).first.wait_for(timeout=PAGE_TIMEOUT_MS)
+            page.get_by_text("What to do").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+            assert page.locator("[data-testid='stException']").count() == 0
+            shot = tmp_path / "dashboard.png"
+            page.screenshot(path=str(shot))
+            assert shot.stat().st_size > 10_000
+            target = os.environ.get("TRAINSCOPE_SCREENSHOT")
+            if target:
+                page.screenshot(path=str(ROOT / target))
+
+            # The finding's link jumps to its chart, where the step is marked.
+            page.get_by_role("link", name="Loss chart ↓").first.click()
+            loss = page.locator("#loss")
+            loss.wait_for(timeout=PAGE_TIMEOUT_MS)
+            page.wait_for_timeout(500)
+            box = loss.bounding_box()
+            assert box is not None and 0 <= box["y"] < 1400, "the link did not scroll to the loss chart"
+            marker = page.locator(".js-plotly-plot .annotation-text", has_text=worst.rule).first
+            marker.wait_for(timeout=PAGE_TIMEOUT_MS)
+            page.screenshot(path=str(tmp_path / "chart.png"))
+            if target:  # and the chart the link led to, beside it: docs/screenshot-chart.png
+                page.screenshot(path=str((ROOT / target).with_name(Path(target).stem + "-chart.png")))
+        finally:
+            browser.close()
