@@ -34,9 +34,9 @@ def is_label_tensor(targets: torch.Tensor | None) -> bool:
 
 def accuracy(outputs: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
     with torch.no_grad():
-        valid = (targets >= 0) & (targets < classes)
-        hits = (outputs.detach().argmax(dim=-1) == targets) & valid
-        return hits.sum().float() / valid.sum().clamp_min(1).float()
+        valid = targets.clamp(0, classes - 1) == targets  # in [0, classes): two kernels, not three
+        hits = (outputs.detach().argmax(dim=-1) == targets).logical_and_(valid)
+        return hits.sum() / valid.sum().clamp_min(1)  # integer / integer: a float32 ratio
 
 
 def label_counts(targets: torch.Tensor, classes: int) -> torch.Tensor:

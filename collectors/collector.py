@@ -39,7 +39,7 @@ from collectors.config import CollectorConfig
 from collectors.distributed import rank_and_world_size
 from collectors.grad_stats import LayerNorms
 from collectors.guard import ErrorGuard
-from collectors.histograms import pack_histogram, packed_size
+from collectors.histograms import pack_histogram
 from collectors.init_check import check_initialization
 from collectors.layers import map_model, unwrap
 from collectors.noise_scale import NoiseWindow
