@@ -1,12 +1,15 @@
 """Cost of the collector per training step, measured in one interleaved run.
 
 Three copies of each model train side by side on synthetic data, in alternating
-blocks of `--block` steps: plain, with `watch()` at default settings, and with the
-naive reference (TensorBoard's `SummaryWriter.add_histogram` of every parameter each
-step). A block of 50 steps holds exactly one of the collector's sampled steps, so a
-block's mean step time carries the sampled work at its real rate. Printed: the median
-over blocks of the mean step time, and its ratio to plain; on CPU also the median of
-single steps.
+blocks of `--block` steps, in a rotating order: plain, with `watch()` at default
+settings, and with the naive reference (TensorBoard's `SummaryWriter.add_histogram` of
+every parameter each step). A block of 50 steps holds exactly one of the collector's
+sampled steps, so a block's mean step time carries the sampled work at its real rate;
+a block ends once what its arm logged is on disk (`flush`), so background writing is
+charged to the arm that caused it, never to the one that runs next. Printed: the median
+over blocks of the mean step time; the median over rounds of each block's ratio to the
+plain block of the same round (all work, the sampled steps included); and the ratio of
+the median single steps (the every-step work alone).
 
     python benchmarks/collector_overhead.py [--device cuda] [--blocks 30]
 """
@@ -73,6 +76,13 @@ class Arm:
                 self.writer.add_histogram(name, p, self.step_count)
         self.step_count += 1
 
+    def drain(self) -> None:
+        """Wait until what this arm logged is on disk: its writer thread's work is charged to it."""
+        if self.collector is not None:
+            self.collector.flush(wait=True)
+        elif self.writer is not None:
+            self.writer.flush()
+
     def close(self) -> None:
         if self.collector is not None:
             self.collector.close()
@@ -94,7 +104,9 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
         block_means: dict[str, list[float]] = {k: [] for k in kinds}
         single: dict[str, list[float]] = {k: [] for k in kinds}
         for block in range(args.warmup_blocks + args.blocks):
-            for kind in kinds:
+            # The arms take turns in a rotating order, so that whatever one leaves running
+            # (a writer thread, a warm or cold cache) falls on each of the others alike.
+            for kind in kinds[block % len(kinds):] + kinds[: block % len(kinds)]:
                 arm = arms[kind]
                 sync()
                 start = time.perf_counter()
@@ -103,19 +115,22 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
                     arm.step(*data[(block * args.block + i) % len(data)])
                     if block >= args.warmup_blocks:
                         single[kind].append(time.perf_counter() - t0)
+                arm.drain()
                 sync()
                 if block >= args.warmup_blocks:
                     block_means[kind].append((time.perf_counter() - start) / args.block)
         for arm in arms.values():
             arm.close()
-    plain = statistics.median(block_means["plain"])
     print(f"\n{name} (batch {batch}, {args.blocks} blocks x {args.block} steps, {device.type}, {torch.get_num_threads()} threads)")
     print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'single-step median ratio':>27}")
     for kind in kinds:
         median = statistics.median(block_means[kind])
+        # Each round's block against the plain block of the same round: drift of the machine
+        # (other load, clock changes) between rounds cancels out.
+        ratio = statistics.median(b / p for b, p in zip(block_means[kind], block_means["plain"]))
         single_ratio = statistics.median(single[kind]) / statistics.median(single["plain"])
         label = {"plain": "without", "collector": "with watch() (defaults)", "add_histogram": "add_histogram every step"}[kind]
-        print(f"  {label:<28}{median * 1e3:>17.3f} ms{median / plain:>8.3f}{single_ratio:>27.3f}")
+        print(f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{single_ratio:>27.3f}")
 
 
 def main() -> None:
