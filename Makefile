@@ -28,8 +28,12 @@ dashboard: setup
 diagnose: setup
 	$(PY) -m analyzers $(LOGDIR)
 
+# Every benchmark, each printing ratios measured in one run (README: Performance).
 bench: setup
 	$(PY) benchmarks/collector_overhead.py
+	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/analyze.py
+	$(PY) benchmarks/dashboard.py $(if $(wildcard /usr/bin/chromium),--browser)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
