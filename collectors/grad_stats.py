@@ -2,9 +2,8 @@
 
 `torch._foreach_norm` gives one norm per tensor (on CPU, a dot product per tensor,
 which is cheaper there); a cached 0/1 matrix (layers x tensors) sums their squares
-per layer in one matmul. A matmul, unlike `index_add_`,
-is deterministic on CUDA, so `torch.use_deterministic_algorithms(True)` runs keep
-working.
+per layer in one matmul. A matmul, unlike `index_add_`, is deterministic on CUDA, so
+`torch.use_deterministic_algorithms(True)` runs keep working.
 """
 
 from __future__ import annotations
