@@ -15,6 +15,7 @@ from logformat import tags as T
 # Metrics offered first, in this order; then every other signal the chosen runs share.
 FIRST_METRICS = (T.TRAIN_LOSS, T.VAL_LOSS, T.TRAIN_ACC, T.VAL_ACC, T.LR, T.GRAD_GLOBAL_NORM, T.STEP_SECONDS)
 DEFAULT_RUNS = 3  # runs compared when none were chosen
+VALUE_COLUMNS = ("final train loss", "best val loss", "best val acc")  # shown with 4 significant digits
 
 
 def compare_runs() -> None:
@@ -57,9 +58,14 @@ def compare_runs() -> None:
     lacking = [run.name for run in runs if run.scalar(metric) is None]
     if lacking:
         st.caption(f"Not logged by: {', '.join(code(n) for n in lacking)}")
+    table = side_by_side(opened.diagnoses, chosen)
+    # Values as text with 4 significant digits: the grid shows a float beyond 2**53 (a
+    # diverged loss, 1e25) in full and flagged as unsafe, whatever number format it is given.
+    shown = table.assign(**{c: table[c].map(significant) for c in VALUE_COLUMNS})
     st.dataframe(
-        side_by_side(opened.diagnoses, chosen).style.map(summaries.cell_style, subset=["health"]),
+        shown.style.map(summaries.cell_style, subset=["health"]),
         hide_index=True,
+        column_config={c: st.column_config.TextColumn(c, width="small") for c in VALUE_COLUMNS},
     )
 
 
@@ -79,12 +85,16 @@ def side_by_side(diagnoses: dict, names: list[str]) -> pd.DataFrame:
                 "health": summaries.health(d),
                 "most severe finding": summaries.headline(d),
                 "last step": summaries.last_step(run),
-                "final train loss": last_finite(run.scalar(T.TRAIN_LOSS)),
-                "best val loss": best(run.scalar(T.VAL_LOSS), np.nanmin),
-                "best val acc": best(run.scalar(T.VAL_ACC), np.nanmax),
+                VALUE_COLUMNS[0]: last_finite(run.scalar(T.TRAIN_LOSS)),
+                VALUE_COLUMNS[1]: best(run.scalar(T.VAL_LOSS), np.nanmin),
+                VALUE_COLUMNS[2]: best(run.scalar(T.VAL_ACC), np.nanmax),
             }
         )
     return pd.DataFrame(rows)
+
+
+def significant(value: float | None) -> str:
+    return "–" if value is None or pd.isna(value) else f"{value:.4g}"
 
 
 def last_finite(series) -> float | None:
