@@ -28,17 +28,14 @@ class LogDir:
 
     reader: LogDirReader
     updated_at: float = 0.0  # when a refresh last found new data (time.time())
-    checked_at: float = 0.0  # when it last looked
     _diagnoses: dict[str, Diagnosis] = field(default_factory=dict)  # by run name
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refresh(self) -> LogDirSnapshot:
         snapshot = self.reader.refresh()
-        now = time.time()
         with self._lock:
-            self.checked_at = now
             if snapshot.changed or not self.updated_at:
-                self.updated_at = now
+                self.updated_at = time.time()
             for gone in set(self._diagnoses) - set(snapshot.runs):
                 del self._diagnoses[gone]
         return snapshot

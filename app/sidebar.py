@@ -11,12 +11,11 @@ from app.settings import (
     KEY_INTERVAL,
     KEY_LIVE,
     KEY_LOGDIR,
-    Settings,
-    current,
 )
 
 
-def show(default_logdir: str) -> Settings:
+def show(default_logdir: str) -> None:
+    """The widgets; pages read what they were set to through `settings.current()`."""
     st.session_state.setdefault(KEY_LOGDIR, default_logdir)
     st.session_state.setdefault(KEY_INTERVAL, INTERVAL_DEFAULT)
     with st.sidebar:
@@ -47,4 +46,3 @@ def show(default_logdir: str) -> Settings:
                 ":material/public: Listening on every network interface. Start it from the TrainScope "
                 "checkout (`make dashboard`) or pass `--server.address localhost` to keep it local."
             )
-    return current()
