@@ -1,9 +1,10 @@
 """Cost of the collector per training step, measured in one interleaved run.
 
-Three copies of each model train side by side on synthetic data, in alternating
-blocks of `--block` steps, in a rotating order: plain, with `watch()` at default
-settings, and with the naive reference (TensorBoard's `SummaryWriter.add_histogram` of
-every parameter each step). A block of 50 steps holds exactly one of the collector's
+Copies of each model train on synthetic data in alternating blocks of `--block` steps,
+in a rotating order, in two phases: plain against `watch()` at default settings, then
+plain against the naive reference (TensorBoard's `SummaryWriter.add_histogram` of every
+parameter each step), so that the reference's garbage and writer thread never run in
+the collector's blocks. A block of 50 steps holds exactly one of the collector's
 sampled steps, so a block's mean step time carries the sampled work at its real rate;
 a block ends once what its arm logged is on disk (`flush`), so background writing is
 charged to the arm that caused it, never to the one that runs next. Printed: the median
@@ -17,6 +18,7 @@ the median single steps (the every-step work alone).
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import tempfile
 import time
@@ -90,6 +92,29 @@ class Arm:
             self.writer.close()
 
 
+def interleave(arms: list[Arm], data: list, args: argparse.Namespace, sync: Callable[[], None]) -> dict[str, tuple[list[float], list[float]]]:
+    """Per arm: the mean step time of each block, and every single step's time."""
+    block_means: dict[str, list[float]] = {arm.kind: [] for arm in arms}
+    single: dict[str, list[float]] = {arm.kind: [] for arm in arms}
+    for block in range(args.warmup_blocks + args.blocks):
+        # The arms take turns in a rotating order, so that whatever one leaves running
+        # (a writer thread, a warm or cold cache) falls on each of the others alike.
+        for arm in arms[block % len(arms):] + arms[: block % len(arms)]:
+            gc.collect()  # garbage another arm left is not collected on this arm's time
+            sync()
+            start = time.perf_counter()
+            for i in range(args.block):
+                t0 = time.perf_counter()
+                arm.step(*data[(block * args.block + i) % len(data)])
+                if block >= args.warmup_blocks:
+                    single[arm.kind].append(time.perf_counter() - t0)
+            arm.drain()
+            sync()
+            if block >= args.warmup_blocks:
+                block_means[arm.kind].append((time.perf_counter() - start) / args.block)
+    return {kind: (block_means[kind], single[kind]) for kind in block_means}
+
+
 def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], batch: int, args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -98,38 +123,27 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
         (torch.randn(batch, *shape, generator=gen).to(device), torch.randint(0, 10, (batch,), generator=gen).to(device))
         for _ in range(16)
     ]
-    kinds = ["plain", "collector", "add_histogram"]
+    rows = []
     with tempfile.TemporaryDirectory() as log_dir:
-        arms = {kind: Arm(make, device, kind, log_dir) for kind in kinds}
-        block_means: dict[str, list[float]] = {k: [] for k in kinds}
-        single: dict[str, list[float]] = {k: [] for k in kinds}
-        for block in range(args.warmup_blocks + args.blocks):
-            # The arms take turns in a rotating order, so that whatever one leaves running
-            # (a writer thread, a warm or cold cache) falls on each of the others alike.
-            for kind in kinds[block % len(kinds):] + kinds[: block % len(kinds)]:
-                arm = arms[kind]
-                sync()
-                start = time.perf_counter()
-                for i in range(args.block):
-                    t0 = time.perf_counter()
-                    arm.step(*data[(block * args.block + i) % len(data)])
-                    if block >= args.warmup_blocks:
-                        single[kind].append(time.perf_counter() - t0)
-                arm.drain()
-                sync()
-                if block >= args.warmup_blocks:
-                    block_means[kind].append((time.perf_counter() - start) / args.block)
-        for arm in arms.values():
-            arm.close()
+        # Each way of logging is paired with its own plain arm in a phase of its own: the
+        # naive reference's garbage and writer thread never run inside the collector's blocks.
+        for kind in ("collector", "add_histogram"):
+            arms = [Arm(make, device, "plain", log_dir), Arm(make, device, kind, log_dir)]
+            timed = interleave(arms, data, args, sync)
+            for arm in arms:
+                arm.close()
+            (plain_blocks, plain_single), (blocks, single) = timed["plain"], timed[kind]
+            if not rows:
+                rows.append(("without", statistics.median(plain_blocks), 1.0, 1.0))
+            # Each round's block against the plain block of the same round: drift of the machine
+            # (other load, clock changes) between rounds cancels out.
+            ratio = statistics.median(b / p for b, p in zip(blocks, plain_blocks))
+            single_ratio = statistics.median(single) / statistics.median(plain_single)
+            label = {"collector": "with watch() (defaults)", "add_histogram": "add_histogram every step"}[kind]
+            rows.append((label, statistics.median(blocks), ratio, single_ratio))
     print(f"\n{name} (batch {batch}, {args.blocks} blocks x {args.block} steps, {device.type}, {torch.get_num_threads()} threads)")
     print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'single-step median ratio':>27}")
-    for kind in kinds:
-        median = statistics.median(block_means[kind])
-        # Each round's block against the plain block of the same round: drift of the machine
-        # (other load, clock changes) between rounds cancels out.
-        ratio = statistics.median(b / p for b, p in zip(block_means[kind], block_means["plain"]))
-        single_ratio = statistics.median(single[kind]) / statistics.median(single["plain"])
-        label = {"plain": "without", "collector": "with watch() (defaults)", "add_histogram": "add_histogram every step"}[kind]
+    for label, median, ratio, single_ratio in rows:
         print(f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{single_ratio:>27.3f}")
 
 

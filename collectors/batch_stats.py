@@ -32,11 +32,17 @@ def is_label_tensor(targets: torch.Tensor | None) -> bool:
     return targets is not None and not targets.is_floating_point() and not targets.is_complex() and targets.dim() >= 1
 
 
-def accuracy(outputs: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
-    with torch.no_grad():
-        valid = targets.clamp(0, classes - 1) == targets  # in [0, classes): two kernels, not three
-        hits = (outputs.detach().argmax(dim=-1) == targets).logical_and_(valid)
-        return hits.sum() / valid.sum().clamp_min(1)  # integer / integer: a float32 ratio
+def correct_and_valid(outputs: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
+    """``[correct, valid]`` counts for (batch, classes) logits and (batch,) labels, as an
+    int64 pair on the device; the writer divides them.
+
+    A target outside [0, classes) never equals an argmax, so it cannot count as
+    correct; it is only left out of the denominator. Five kernels and no division:
+    inside a CPU training step each small op costs ~7 µs of dispatch.
+    """
+    # Integer results: autograd records nothing, so no `no_grad` block is needed.
+    in_range = targets.clamp(0, classes - 1)  # equals the target where it is valid
+    return (torch.stack((outputs.argmax(dim=-1), in_range)) == targets).sum(dim=1)
 
 
 def label_counts(targets: torch.Tensor, classes: int) -> torch.Tensor:

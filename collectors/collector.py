@@ -37,13 +37,13 @@ from collectors import batch_stats
 from collectors.activations import ActivationProbe
 from collectors.config import CollectorConfig
 from collectors.distributed import rank_and_world_size
-from collectors.grad_stats import LayerNorms
+from collectors.grad_stats import LayerFold, LayerNorms
 from collectors.guard import ErrorGuard
 from collectors.histograms import pack_histogram
 from collectors.init_check import check_initialization
 from collectors.layers import map_model, unwrap
 from collectors.noise_scale import NoiseWindow
-from collectors.packets import Batch, HistogramSpec, NoiseSpec, Packet, ScalarSpec, VectorSpec
+from collectors.packets import Batch, FractionSpec, HistogramSpec, LayerNormSpec, NoiseSpec, Packet, ScalarSpec, UpdateSpec
 from collectors.writer import WriterThread
 from logformat import runjson as RJ
 from logformat import tags as T
@@ -131,9 +131,8 @@ class Collector:
         model_map = map_model(self._model, optimizer)
         self._layers = model_map.layers
         self._norms = LayerNorms(self._layers)
-        self._grad_norm_spec = VectorSpec(tuple(T.grad_norm_tag(layer.name) for layer in self._layers))
-        self._update_spec = VectorSpec(tuple(T.update_ratio_tag(layer.name) for layer in self._layers))
-        self._weight_spec = VectorSpec(tuple(T.weight_norm_tag(layer.name) for layer in self._layers))
+        self._grad_specs: dict[LayerFold, LayerNormSpec] = {}  # one per pattern of parameters with a gradient
+        self._update_specs: dict[LayerFold, UpdateSpec] = {}
         self._noise = NoiseWindow(self._norms.params)
         self._probe = ActivationProbe(
             self._model,
@@ -250,18 +249,24 @@ class Collector:
         step, cfg = self._step, self.config
         grads = self._norms.grads()
         with torch.no_grad():
-            norms = self._norms.per_layer(grads)
-            if norms is None:
+            measured = self._norms.tensor_norms(grads)
+            if measured is None:
                 return
-            global_norm, layer_norms = norms
-            self._current.append((ScalarSpec(T.GRAD_GLOBAL_NORM), global_norm))
-            self._current.append((self._grad_norm_spec, layer_norms))
+            fold, values = measured
+            self._current.append((self._grad_spec(fold), values))
             if cfg.update_ratios and cfg.is_sampled(step):
                 self._weights_before = [p.detach().clone() for p in self._norms.params]
         if cfg.is_histogram_step(step):
             self._guard.call("histograms", self._histograms, T.hist_grad_tag, lambda w: w.grad)
         if cfg.in_noise_window(step) and self._batch_size:
-            self._guard.call("noise_scale", self._accumulate_noise, grads, global_norm.square())
+            self._guard.call("noise_scale", self._accumulate_noise, grads, self._norms.global_square(fold, values))
+
+    def _grad_spec(self, fold: LayerFold) -> LayerNormSpec:
+        spec = self._grad_specs.get(fold)
+        if spec is None:
+            tags = tuple(T.grad_norm_tag(layer.name) for layer in self._layers)
+            spec = self._grad_specs[fold] = LayerNormSpec(fold, tags, T.GRAD_GLOBAL_NORM)
+        return spec
 
     def _accumulate_noise(self, grads: list[torch.Tensor | None], global_sq: torch.Tensor) -> None:
         if self._step % self.config.every == 0:
@@ -278,14 +283,16 @@ class Collector:
         assert before is not None
         with torch.no_grad():
             after = [p.detach() for p in self._norms.params]
-            deltas = torch._foreach_sub(after, before)
-            delta_norms = self._norms.per_layer(deltas)
-            before_norms = self._norms.per_layer(before)
-            after_norms = self._norms.per_layer(after)
-            assert delta_norms and before_norms and after_norms
-            ratio = delta_norms[1] / before_norms[1].clamp_min(1e-30)
-            self._current.append((self._update_spec, ratio))
-            self._current.append((self._weight_spec, after_norms[1]))
+            measured = [self._norms.tensor_norms(ts) for ts in (torch._foreach_sub(after, before), before, after)]
+            fold = measured[0][0]  # the same tensors, so the same fold, for all three
+            spec = self._update_specs.get(fold)
+            if spec is None:
+                spec = self._update_specs[fold] = UpdateSpec(
+                    fold,
+                    tuple(T.update_ratio_tag(layer.name) for layer in self._layers),
+                    tuple(T.weight_norm_tag(layer.name) for layer in self._layers),
+                )
+            self._current.append((spec, torch.cat([values for _, values in measured])))
         if self.config.is_histogram_step(self._step):
             self._guard.call("histograms", self._histograms, T.hist_weight_tag, lambda w: w)
 
@@ -355,8 +362,8 @@ class Collector:
         classes = batch_stats.class_count(outputs, targets, self._num_classes)
         labels_ok = classes is not None and batch_stats.is_label_tensor(targets)
         items = packet.items
-        if want_acc and labels_ok and outputs is not None and outputs.dim() == 2:
-            items.append((ScalarSpec(T.TRAIN_ACC), batch_stats.accuracy(outputs, targets, classes)))
+        if want_acc and labels_ok and outputs is not None and outputs.dim() == 2 and targets.shape == outputs.shape[:1]:
+            items.append((FractionSpec(T.TRAIN_ACC), batch_stats.correct_and_valid(outputs, targets, classes)))
         if not self.config.is_sampled(packet.step):
             return
         if inputs is not None and inputs.is_floating_point():  # overrides what the forward hook saw
@@ -374,10 +381,9 @@ class Collector:
         """The optimizer did not step (AMP skipped an inf step, or accumulation):
         record the gradients as they are, so an inf shows, marked as skipped."""
         with torch.no_grad():
-            norms = self._norms.per_layer(self._norms.grads())
-        if norms is not None:
-            self._current.append((ScalarSpec(T.GRAD_GLOBAL_NORM), norms[0]))
-            self._current.append((self._grad_norm_spec, norms[1]))
+            measured = self._norms.tensor_norms(self._norms.grads())
+        if measured is not None:
+            self._current.append((self._grad_spec(measured[0]), measured[1]))
         self._weights_before = None
 
     def _update_batch_size(self, given: int | None, *tensors: torch.Tensor | None) -> None:
@@ -403,7 +409,12 @@ class Collector:
             return
         device = tensors[0].device
         with torch.no_grad():
-            flat = torch.cat([t.reshape(-1).to(device=device, dtype=torch.float32, non_blocking=True) for t in tensors])
+            if all(t.device == device and t.dim() <= 1 for t in tensors):
+                # Three calls for any number of tensors (cat promotes mixed dtypes), where a
+                # reshape and a cast per tensor cost ~1 ms a flush on a 2-core CPU.
+                flat = torch.cat(torch.atleast_1d(tensors)).float()
+            else:
+                flat = torch.cat([t.reshape(-1).to(device=device, dtype=torch.float32, non_blocking=True) for t in tensors])
         if flat.device.type == "cuda":
             host = torch.empty(flat.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(flat, non_blocking=True)

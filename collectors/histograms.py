@@ -18,11 +18,11 @@ _HEAD = 4  # min, max, sum, sum of squares
 def pack_histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
     """``[min, max, sum, sum_sq, count_0 .. count_{bins-1}]`` as float32 on x's device."""
     x = x.detach().reshape(-1).float()
-    lo, hi = x.min(), x.max()
+    lo, hi = torch.aminmax(x)
     width = (hi - lo).clamp_min(1e-12)
     idx = ((x - lo) * (bins / width)).nan_to_num(0.0).long().clamp_(0, bins - 1)
     counts = torch.zeros(bins, device=x.device).scatter_add_(0, idx, torch.ones_like(x))
-    return torch.cat([torch.stack([lo, hi, x.sum(), x.square().sum()]), counts])
+    return torch.cat([torch.stack([lo, hi, x.sum(), torch.dot(x, x)]), counts])
 
 
 def packed_size(bins: int) -> int:

@@ -37,12 +37,16 @@ class NoiseWindow:
 
     def add(self, grads: Sequence[torch.Tensor | None], global_sq: torch.Tensor, batch_size: float) -> None:
         with torch.no_grad():
-            dense = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, self._params)]
+            # float32 sums (a half-precision gradient is cast); under no_grad, no detach needed.
+            dense = [
+                torch.zeros_like(p, dtype=torch.float32) if g is None else g if g.dtype is torch.float32 else g.float()
+                for g, p in zip(grads, self._params)
+            ]
             if self._sum is None:
-                self._sum = [g.detach().float().clone() for g in dense]
+                self._sum = torch._foreach_mul(dense, 1.0)  # one call for the copies
                 self._small_sq = global_sq.detach().clone()
             else:
-                torch._foreach_add_(self._sum, [g.detach().float() for g in dense])
+                torch._foreach_add_(self._sum, dense)
                 self._small_sq += global_sq
             self.count += 1
             self.batch_size += batch_size

@@ -13,6 +13,8 @@ from typing import Union
 
 import torch
 
+from collectors.grad_stats import LayerFold
+
 
 @dataclass(frozen=True)
 class ScalarSpec:
@@ -23,14 +25,41 @@ class ScalarSpec:
 
 
 @dataclass(frozen=True)
-class VectorSpec:
-    """One value per tag, e.g. a norm per layer; MISSING entries are dropped."""
+class LayerNormSpec:
+    """One norm (or squared norm) per parameter tensor, folded by the writer into a
+    norm per layer (`tags`) and, if `global_tag` is set, the norm of them all."""
 
+    fold: LayerFold
     tags: tuple[str, ...]
+    global_tag: str | None = None
 
     @property
     def size(self) -> int:
-        return len(self.tags)
+        return self.fold.size
+
+
+@dataclass(frozen=True)
+class UpdateSpec:
+    """Per-tensor norms of the update Δw, of the weights before it and after it, in
+    that order: the writer folds them into ‖Δw‖/‖w‖ (`ratio_tags`) and ‖w‖ (`weight_tags`)
+    per layer."""
+
+    fold: LayerFold
+    ratio_tags: tuple[str, ...]
+    weight_tags: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return 3 * self.fold.size
+
+
+@dataclass(frozen=True)
+class FractionSpec:
+    """[numerator, denominator] counts (e.g. correct and valid labels): the writer divides."""
+
+    tag: str
+
+    size = 2
 
 
 @dataclass(frozen=True)
@@ -49,7 +78,7 @@ class NoiseSpec:
     size = 2
 
 
-Spec = Union[ScalarSpec, VectorSpec, HistogramSpec, NoiseSpec]
+Spec = Union[ScalarSpec, LayerNormSpec, UpdateSpec, FractionSpec, HistogramSpec, NoiseSpec]
 
 
 @dataclass

@@ -17,7 +17,7 @@ from collectors.grad_stats import MISSING
 from collectors.guard import ErrorGuard
 from collectors.histograms import unpack_histogram
 from collectors.noise_scale import NoiseScaleEMA, two_batch_estimate
-from collectors.packets import Batch, HistogramSpec, NoiseSpec, Packet, ScalarSpec, VectorSpec
+from collectors.packets import Batch, FractionSpec, HistogramSpec, LayerNormSpec, NoiseSpec, Packet, ScalarSpec, UpdateSpec
 from logformat import tags as T
 from logformat.events import EventFileWriter, Histogram, summary_record
 
@@ -89,10 +89,17 @@ class WriterThread:
                 value = float(chunk[0])
                 if not (spec.optional and value == MISSING):
                     scalars[spec.tag] = value
-            elif isinstance(spec, VectorSpec):
-                for tag, value in zip(spec.tags, chunk.tolist()):
-                    if value != MISSING:
-                        scalars[tag] = value
+            elif isinstance(spec, LayerNormSpec):
+                total, layers = spec.fold.norms(chunk)
+                if spec.global_tag is not None:
+                    scalars[spec.global_tag] = total
+                _put_layers(scalars, spec.tags, layers)
+            elif isinstance(spec, FractionSpec):
+                scalars[spec.tag] = float(chunk[0]) / max(float(chunk[1]), 1.0)
+            elif isinstance(spec, UpdateSpec):
+                ratios, weights = spec.fold.update_ratios(chunk)
+                _put_layers(scalars, spec.ratio_tags, ratios)
+                _put_layers(scalars, spec.weight_tags, weights)
             elif isinstance(spec, HistogramSpec):
                 histograms[spec.tag] = unpack_histogram(chunk)
             elif isinstance(spec, NoiseSpec):
@@ -101,3 +108,9 @@ class WriterThread:
                 if math.isfinite(scale):
                     scalars[T.GRAD_NOISE_SCALE] = scale
         return scalars, histograms, offset
+
+
+def _put_layers(scalars: dict[str, float], tags: tuple[str, ...], values: np.ndarray) -> None:
+    for tag, value in zip(tags, values.tolist()):
+        if value != MISSING:
+            scalars[tag] = value

@@ -7,8 +7,12 @@ one Event per value.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import math
 import os
 import socket
+import struct
 import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -53,24 +57,70 @@ def summary_record(
     scalars: Mapping[str, float],
     histograms: Mapping[str, Histogram] | None = None,
 ) -> bytes:
-    values = [summary_pb2.Summary.Value(tag=tag, simple_value=value) for tag, value in scalars.items()]
-    for tag, h in (histograms or {}).items():
-        values.append(
-            summary_pb2.Summary.Value(
-                tag=tag,
-                histo=summary_pb2.HistogramProto(
-                    min=h.min,
-                    max=h.max,
-                    num=h.num,
-                    sum=h.sum,
-                    sum_squares=h.sum_squares,
-                    bucket_limit=list(h.bucket_limit),
-                    bucket=list(h.bucket),
-                ),
-            )
+    """One Event holding every scalar (as ``simple_value``) and histogram of a step.
+
+    The scalars are encoded by hand, in the Event's protobuf wire format: building
+    protobuf messages took ~10 µs for a step of 13 scalars (this takes ~2.5), held by
+    the collector's writer thread, and so the GIL, once per training step. Histograms
+    (rare) go through protobuf; serialized Summaries concatenate into one.
+    """
+    prefixes, layout = _scalar_layout(tuple(scalars))
+    values = scalars.values()
+    try:
+        summary = layout.pack(*itertools.chain.from_iterable(zip(prefixes, values)))
+    except OverflowError:  # beyond float32's range: inf, as protobuf stores it
+        values = [v if abs(v) <= _FLOAT32_MAX or v != v else math.copysign(math.inf, v) for v in values]
+        summary = layout.pack(*itertools.chain.from_iterable(zip(prefixes, values)))
+    if histograms:
+        summary += _histogram_summary(histograms)
+    head = _WALL_TIME.pack(0x09, wall_time) + (b"\x10" + _varint(step & _UINT64) if step else b"")
+    return encode_record(head + b"\x2a" + _varint(len(summary)) + summary)
+
+
+_WALL_TIME = struct.Struct("<Bd")  # Event.wall_time: field 1, 64-bit
+_UINT64 = (1 << 64) - 1  # a negative int64 is a 10-byte varint of its two's complement
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _scalar_layout(tags: tuple[str, ...]) -> tuple[tuple[bytes, ...], struct.Struct]:
+    """Per tag, the bytes of a Summary.value (field 1) holding a Value with that tag
+    (field 1) up to its simple_value (field 2, 32-bit); and one Struct that packs them
+    all with their floats. A run's steps share a few tag sets, so this is cached."""
+    prefixes = []
+    for tag in tags:
+        name = tag.encode()
+        value = b"\x0a" + _varint(len(name)) + name + b"\x15"
+        prefixes.append(b"\x0a" + _varint(len(value) + 4) + value)
+    return tuple(prefixes), struct.Struct("<" + "".join(f"{len(p)}sf" for p in prefixes))
+
+
+def _histogram_summary(histograms: Mapping[str, Histogram]) -> bytes:
+    values = [
+        summary_pb2.Summary.Value(
+            tag=tag,
+            histo=summary_pb2.HistogramProto(
+                min=h.min,
+                max=h.max,
+                num=h.num,
+                sum=h.sum,
+                sum_squares=h.sum_squares,
+                bucket_limit=list(h.bucket_limit),
+                bucket=list(h.bucket),
+            ),
         )
-    event = event_pb2.Event(step=step, wall_time=wall_time, summary=summary_pb2.Summary(value=values))
-    return encode_record(event.SerializeToString())
+        for tag, h in histograms.items()
+    ]
+    return summary_pb2.Summary(value=values).SerializeToString()
 
 
 class EventFileWriter:

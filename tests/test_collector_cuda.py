@@ -1,24 +1,37 @@
-"""On a GPU: the steps between two flushes must not synchronize the host with the device.
+"""The collector on a GPU: the same records as on the CPU, an unchanged run, and no host
+sync between flushes. Skipped where no CUDA device exists.
 
 `torch.cuda.set_sync_debug_mode("error")` turns every synchronizing call (`.item()`,
-a blocking copy, `nonzero`, ...) into an error. Skipped where no CUDA device exists.
+a blocking copy, `nonzero`, ...) into an error.
 """
 
 from __future__ import annotations
+
+import json
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from collector_helpers import SmallCNN, read_scalars
+from collector_helpers import SmallCNN, mlp, read_scalars, train
 from collectors import watch
 from logformat import tags as T
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# cuBLAS is deterministic only with a fixed workspace, set before its first use.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+EVERYTHING = dict(every=2, histogram_every=2, noise_window=2)
 
 
-def test_steps_between_flushes_do_not_sync(tmp_path, digits):
-    X, y = (t.cuda() for t in digits)
+@pytest.fixture
+def cuda_digits(digits):
+    return tuple(t.cuda() for t in digits)
+
+
+def test_steps_between_flushes_do_not_sync(tmp_path, cuda_digits):
+    X, y = cuda_digits
     model = SmallCNN().cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True)
     # Sample and histogram often, so the sampled paths run inside the checked window.
@@ -48,3 +61,72 @@ def test_steps_between_flushes_do_not_sync(tmp_path, digits):
     scalars = read_scalars(tmp_path)
     assert sorted(scalars[T.TRAIN_LOSS]) == list(range(40))
     assert sorted(scalars[T.dead_fraction_tag("act")]) == list(range(0, 40, 4))
+    assert sorted(scalars[T.update_ratio_tag("fc")]) == list(range(0, 40, 4))
+
+
+@pytest.mark.parametrize("make_model", [mlp, SmallCNN], ids=["mlp", "bn-cnn"])
+def test_attached_run_is_bit_identical_on_cuda(tmp_path, cuda_digits, make_model):
+    X, y = cuda_digits
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.manual_seed(0)
+        plain = train(make_model().cuda(), X, y, steps=30)
+        torch.manual_seed(0)
+        watched = train(make_model().cuda(), X, y, steps=30, collector=lambda m, o: watch(m, o, tmp_path, **EVERYTHING))
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
+        assert torch.equal(a, b), f"{name} differs with the collector attached"
+    assert json.loads((tmp_path / "run.json").read_text())["collector_errors"] == []
+
+
+def test_recorded_values_match_torch_on_cuda(tmp_path, cuda_digits):
+    """Per-layer gradient norms (`_foreach_norm` on the device, folded on the host) and
+    accuracy (counted on the device, divided on the host) against direct computation."""
+    X, y = cuda_digits
+    expected: dict[int, dict[str, float]] = {}
+
+    def measure(step, model, xb, yb, out):
+        grads = {name: p.grad.double() for name, p in model.named_parameters()}
+        layer = lambda n: torch.cat([grads[f"{n}.weight"].reshape(-1), grads[f"{n}.bias"]]).norm().item()  # noqa: E731
+        expected[step] = {
+            T.grad_norm_tag(n): layer(n) for n in "024"
+        } | {
+            T.GRAD_GLOBAL_NORM: torch.cat([g.reshape(-1) for g in grads.values()]).norm().item(),
+            T.TRAIN_ACC: (out.argmax(1) == yb).double().mean().item(),
+            T.TRAIN_LOSS: F.cross_entropy(out, yb).item(),
+        }
+
+    train(mlp().cuda(), X, y, steps=20, on_step=measure, collector=lambda m, o: watch(m, o, tmp_path))
+    scalars = read_scalars(tmp_path)
+    for step, values in expected.items():
+        for tag, value in values.items():
+            assert scalars[tag][step] == pytest.approx(value, rel=1e-5), (tag, step)
+
+
+def test_amp_on_cuda_marks_skipped_steps_without_errors(tmp_path, cuda_digits):
+    X, y = cuda_digits
+    model = mlp().cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**24)  # the first steps overflow and are skipped
+    collector = watch(model, opt, tmp_path, scaler=scaler, every=2)
+    for step in range(40):
+        idx = torch.arange(step * 32, step * 32 + 32, device="cuda") % len(X)
+        opt.zero_grad()
+        with torch.autocast("cuda", dtype=torch.float16):
+            out = model(X[idx])
+            loss = F.cross_entropy(out.float(), y[idx])
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        collector.step(loss=loss, outputs=out, targets=y[idx])
+    collector.close()
+    scalars = read_scalars(tmp_path)
+    skipped = sorted(scalars[T.STEP_SKIPPED])
+    scales = scalars[T.LOSS_SCALE]
+    previous = {0: 2.0**24, **{k: scales[k - 1] for k in range(1, 40)}}
+    assert skipped and skipped == [k for k in range(40) if scales[k] < previous[k]]
+    assert all(torch.isfinite(torch.tensor(v)) for s, v in scalars[T.GRAD_GLOBAL_NORM].items() if s not in skipped)
+    assert sorted(scalars[T.TRAIN_ACC]) == list(range(40))
+    assert collector.errors == []

@@ -67,7 +67,7 @@ def test_hook_error_is_reported_once_and_training_goes_on(tmp_path, digits, monk
 
 def test_error_in_norms_does_not_reach_training(tmp_path, digits, monkeypatch):
     X, y = digits
-    monkeypatch.setattr(LayerNorms, "per_layer", lambda self, tensors: 1 / 0)
+    monkeypatch.setattr(LayerNorms, "tensor_norms", lambda self, tensors: 1 / 0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train(mlp(), X, y, steps=8, collector=lambda m, o: watch(m, o, tmp_path, every=2))
