@@ -92,11 +92,13 @@ class Arm:
             self.writer.close()
 
 
-def interleave(arms: list[Arm], data: list, args: argparse.Namespace, sync: Callable[[], None]) -> dict[str, tuple[list[float], list[float]]]:
+def interleave(
+    arms: list[Arm], data: list, blocks: int, args: argparse.Namespace, sync: Callable[[], None]
+) -> dict[str, tuple[list[float], list[float]]]:
     """Per arm: the mean step time of each block, and every single step's time."""
     block_means: dict[str, list[float]] = {arm.kind: [] for arm in arms}
     single: dict[str, list[float]] = {arm.kind: [] for arm in arms}
-    for block in range(args.warmup_blocks + args.blocks):
+    for block in range(args.warmup_blocks + blocks):
         # The arms take turns in a rotating order, so that whatever one leaves running
         # (a writer thread, a warm or cold cache) falls on each of the others alike.
         for arm in arms[block % len(arms):] + arms[: block % len(arms)]:
@@ -129,7 +131,7 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
         # naive reference's garbage and writer thread never run inside the collector's blocks.
         for kind in ("collector", "add_histogram"):
             arms = [Arm(make, device, "plain", log_dir), Arm(make, device, kind, log_dir)]
-            timed = interleave(arms, data, args, sync)
+            timed = interleave(arms, data, args.blocks if kind == "collector" else args.naive_blocks, args, sync)
             for arm in arms:
                 arm.close()
             (plain_blocks, plain_single), (blocks, single) = timed["plain"], timed[kind]
@@ -141,7 +143,8 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
             single_ratio = statistics.median(single) / statistics.median(plain_single)
             label = {"collector": "with watch() (defaults)", "add_histogram": "add_histogram every step"}[kind]
             rows.append((label, statistics.median(blocks), ratio, single_ratio))
-    print(f"\n{name} (batch {batch}, {args.blocks} blocks x {args.block} steps, {device.type}, {torch.get_num_threads()} threads)")
+    blocks = f"{args.blocks} blocks x {args.block} steps ({args.naive_blocks} for the reference)"
+    print(f"\n{name} (batch {batch}, {blocks}, {device.type}, {torch.get_num_threads()} threads)")
     print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'single-step median ratio':>27}")
     for label, median, ratio, single_ratio in rows:
         print(f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{single_ratio:>27.3f}")
@@ -151,6 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--blocks", type=int, default=30)
+    parser.add_argument("--naive-blocks", type=int, default=10, help="blocks for the add_histogram reference (a ratio of several x)")
     parser.add_argument("--block", type=int, default=50, help="steps per block (default: the collector's sampling interval)")
     parser.add_argument("--warmup-blocks", type=int, default=2)
     args = parser.parse_args()

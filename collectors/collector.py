@@ -43,7 +43,16 @@ from collectors.histograms import pack_histogram
 from collectors.init_check import check_initialization
 from collectors.layers import map_model, unwrap
 from collectors.noise_scale import NoiseWindow
-from collectors.packets import Batch, FractionSpec, HistogramSpec, LayerNormSpec, NoiseSpec, Packet, ScalarSpec, UpdateSpec
+from collectors.packets import (
+    Batch,
+    FractionSpec,
+    HistogramSpec,
+    LayerNormSpec,
+    NoiseSpec,
+    Packet,
+    ScalarSpec,
+    UpdateSpec,
+)
 from collectors.writer import WriterThread
 from logformat import runjson as RJ
 from logformat import tags as T
@@ -268,6 +277,14 @@ class Collector:
             spec = self._grad_specs[fold] = LayerNormSpec(fold, tags, T.GRAD_GLOBAL_NORM)
         return spec
 
+    def _update_spec(self, fold: LayerFold) -> UpdateSpec:
+        spec = self._update_specs.get(fold)
+        if spec is None:
+            ratio_tags = tuple(T.update_ratio_tag(layer.name) for layer in self._layers)
+            weight_tags = tuple(T.weight_norm_tag(layer.name) for layer in self._layers)
+            spec = self._update_specs[fold] = UpdateSpec(fold, ratio_tags, weight_tags)
+        return spec
+
     def _accumulate_noise(self, grads: list[torch.Tensor | None], global_sq: torch.Tensor) -> None:
         if self._step % self.config.every == 0:
             self._noise.reset()  # a window left open by a skipped last step is not carried over
@@ -283,16 +300,10 @@ class Collector:
         assert before is not None
         with torch.no_grad():
             after = [p.detach() for p in self._norms.params]
-            measured = [self._norms.tensor_norms(ts) for ts in (torch._foreach_sub(after, before), before, after)]
-            fold = measured[0][0]  # the same tensors, so the same fold, for all three
-            spec = self._update_specs.get(fold)
-            if spec is None:
-                spec = self._update_specs[fold] = UpdateSpec(
-                    fold,
-                    tuple(T.update_ratio_tag(layer.name) for layer in self._layers),
-                    tuple(T.weight_norm_tag(layer.name) for layer in self._layers),
-                )
-            self._current.append((spec, torch.cat([values for _, values in measured])))
+            deltas = torch._foreach_sub(after, before)
+            delta, w_before, w_after = (self._norms.tensor_norms(ts) for ts in (deltas, before, after))
+            assert delta and w_before and w_after  # every parameter has a value: one fold for all three
+            self._current.append((self._update_spec(delta[0]), torch.cat([delta[1], w_before[1], w_after[1]])))
         if self.config.is_histogram_step(self._step):
             self._guard.call("histograms", self._histograms, T.hist_weight_tag, lambda w: w)
 

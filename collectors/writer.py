@@ -17,7 +17,16 @@ from collectors.grad_stats import MISSING
 from collectors.guard import ErrorGuard
 from collectors.histograms import unpack_histogram
 from collectors.noise_scale import NoiseScaleEMA, two_batch_estimate
-from collectors.packets import Batch, FractionSpec, HistogramSpec, LayerNormSpec, NoiseSpec, Packet, ScalarSpec, UpdateSpec
+from collectors.packets import (
+    Batch,
+    FractionSpec,
+    HistogramSpec,
+    LayerNormSpec,
+    NoiseSpec,
+    Packet,
+    ScalarSpec,
+    UpdateSpec,
+)
 from logformat import tags as T
 from logformat.events import EventFileWriter, Histogram, summary_record
 

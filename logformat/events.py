@@ -69,7 +69,7 @@ def summary_record(
     try:
         summary = layout.pack(*itertools.chain.from_iterable(zip(prefixes, values)))
     except OverflowError:  # beyond float32's range: inf, as protobuf stores it
-        values = [v if abs(v) <= _FLOAT32_MAX or v != v else math.copysign(math.inf, v) for v in values]
+        values = [math.copysign(math.inf, v) if abs(v) > _FLOAT32_MAX else v for v in values]
         summary = layout.pack(*itertools.chain.from_iterable(zip(prefixes, values)))
     if histograms:
         summary += _histogram_summary(histograms)

@@ -13,8 +13,8 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-
 from collector_helpers import SmallCNN, mlp, read_scalars, train
+
 from collectors import watch
 from logformat import tags as T
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # cuBLAS is deterministic only with a fixed workspace, set before its first use.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-EVERYTHING = dict(every=2, histogram_every=2, noise_window=2)
+EVERYTHING = {"every": 2, "histogram_every": 2, "noise_window": 2}
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_recorded_values_match_torch_on_cuda(tmp_path, cuda_digits):
 
     def measure(step, model, xb, yb, out):
         grads = {name: p.grad.double() for name, p in model.named_parameters()}
-        layer = lambda n: torch.cat([grads[f"{n}.weight"].reshape(-1), grads[f"{n}.bias"]]).norm().item()  # noqa: E731
+        layer = lambda n: torch.cat([grads[f"{n}.weight"].reshape(-1), grads[f"{n}.bias"]]).norm().item()
         expected[step] = {
             T.grad_norm_tag(n): layer(n) for n in "024"
         } | {
