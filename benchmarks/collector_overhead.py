@@ -12,7 +12,7 @@ over blocks of the mean step time; the median over rounds of each block's ratio 
 plain block of the same round (all work, the sampled steps included); and the ratio of
 the median single steps (the every-step work alone).
 
-    python benchmarks/collector_overhead.py [--device cuda] [--blocks 30]
+    python benchmarks/collector_overhead.py [--device cuda] [--blocks 40]
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--blocks", type=int, default=30)
+    parser.add_argument("--blocks", type=int, default=40)
     parser.add_argument("--naive-blocks", type=int, default=10, help="blocks for the add_histogram reference (a ratio of several x)")
     parser.add_argument("--block", type=int, default=50, help="steps per block (default: the collector's sampling interval)")
     parser.add_argument("--warmup-blocks", type=int, default=2)
