@@ -167,75 +167,41 @@ def browser(logdir: Path, long_run: str, small_run: str) -> None:
     The ratio says what the million steps cost the browser over a run of ordinary size
     (both pages draw the same charts, each thinned to at most `DISPLAY_POINTS` a trace).
     """
-    import socket
-    import subprocess
-    import sys
     import urllib.parse
-    import urllib.request
 
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(APP),
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--server.fileWatcherType",
-            "none",
-            "--",
-            "--logdir",
-            str(logdir),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        with sync_playwright() as p:
-            b = p.chromium.launch(
-                executable_path="/usr/bin/chromium",
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
-            )
-            page = b.new_page(viewport={"width": 1440, "height": 1000})
+    from app.serve import local_dashboard
 
-            def load(run: str) -> float:
-                start = time.perf_counter()
-                page.goto(f"http://127.0.0.1:{port}/run?run={urllib.parse.quote(run)}")
-                page.locator("#other, #speed").first.wait_for(timeout=120_000)  # the last section
-                page.wait_for_function(
-                    "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 10", timeout=120_000
-                )
-                return time.perf_counter() - start
+    with (
+        tempfile.TemporaryDirectory() as server_dir,
+        local_dashboard(logdir, Path(server_dir) / "streamlit.log") as url,
+        sync_playwright() as p,
+    ):
+        b = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
+        )
+        page = b.new_page(viewport={"width": 1440, "height": 1000})
 
-            cold = load(long_run)
-            print(f"  browser, the long run's page, cold (read + diagnose every run + draw): {cold:.2f} s")
-            small = statistics.median(load(small_run) for _ in range(REPEATS))
-            big = statistics.median(load(long_run) for _ in range(REPEATS))
-            print(
-                f"  browser, to the last chart (readers cached): a small run's page ({small_run}) {small:.2f} s, "
-                f"the 1,000,000-step page {big:.2f} s: ratio {big / small:.2f}"
+        def load(run: str) -> float:
+            start = time.perf_counter()
+            page.goto(f"{url}/run?run={urllib.parse.quote(run)}")
+            page.locator("#other, #speed").first.wait_for(timeout=120_000)  # the last section
+            page.wait_for_function(
+                "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 10", timeout=120_000
             )
-            b.close()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+            return time.perf_counter() - start
+
+        cold = load(long_run)
+        print(f"  browser, the long run's page, cold (read + diagnose every run + draw): {cold:.2f} s")
+        small = statistics.median(load(small_run) for _ in range(REPEATS))
+        big = statistics.median(load(long_run) for _ in range(REPEATS))
+        print(
+            f"  browser, to the last chart (readers cached): a small run's page ({small_run}) {small:.2f} s, "
+            f"the long run's page {big:.2f} s: ratio {big / small:.2f}"
+        )
+        b.close()
 
 
 def main() -> None:

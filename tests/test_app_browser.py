@@ -9,17 +9,13 @@ Set ``TRAINSCOPE_SCREENSHOT=docs/screenshot.png`` to also save the screenshots t
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from analyzers.diagnose import diagnose_run
 from analyzers.reading import read_logdir
+from app.serve import DashboardDidNotStart, local_dashboard
 from sample_runs import RUNS_DIR
 
 CHROMIUM = "/usr/bin/chromium"
@@ -43,65 +39,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def dashboard(tmp_path):
     """`streamlit run app/main.py` on a free localhost port, always stopped afterwards."""
-    port = free_port()
-    log = open(tmp_path / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app/main.py",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-            "--",
-            "--logdir",
-            os.path.relpath(RUNS_DIR, ROOT),
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+        with local_dashboard(os.path.relpath(RUNS_DIR, ROOT), tmp_path / "streamlit.log", START_TIMEOUT) as url:
+            yield url
+    except DashboardDidNotStart as exc:
+        pytest.fail(str(exc))
 
 
 def test_findings_of_a_faulty_run_show_in_a_browser(dashboard, tmp_path):

@@ -430,6 +430,8 @@ def lr_too_high(run: Run) -> Iterable[Finding]:
             after = np.flatnonzero(values[best_i:] > RISE_ONSET * best)
             step = int(loss.curve.steps[best_i + after[0]]) if after.shape[0] else int(loss.curve.steps[-1])
             times_best = f"{fmt_factor(float(tail[-1]) / best)} its best, " if best > 0 else ""
+            # The smoothed level the message cites; "end" is the robust level of the last raw steps.
+            evidence.update(smoothed_end=float(tail[-1]))
             reasons.append(
                 f"the smoothed train loss climbed from its best {fmt(best)} at step "
                 f"{fmt_step(loss.curve.steps[best_i])} to {fmt(float(tail[-1]))} "
@@ -463,7 +465,7 @@ def lr_too_high(run: Run) -> Iterable[Finding]:
             )
         rise = _rise_with_grad_growth(run, loss)
         if rise is not None:
-            step = rise["from_step"] if step is None else step
+            step = rise["rise_window_from_step"] if step is None else step
             evidence.update(rise)
             reasons.append(
                 f"over the last {fmt_pct(RISE_WINDOW)} of the run the "
@@ -549,7 +551,7 @@ def _rise_with_grad_growth(run: Run, loss: LossCurve) -> dict | None:
     growth = float(g_thirds[2] / g_thirds[0])
     increased, _ = lr_changed_between(run, first_step, last_step, 0.01)
     if loss_rise + 1 >= RISE_FACTOR and growth >= GRAD_GROWTH_FACTOR and not increased:
-        return {"from_step": first_step, "loss_rise": loss_rise, "grad_growth": growth}
+        return {"rise_window_from_step": first_step, "loss_rise": loss_rise, "grad_growth": growth}
     return None
 
 
