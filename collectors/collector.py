@@ -53,6 +53,7 @@ from collectors.packets import (
     ScalarSpec,
     UpdateSpec,
 )
+from collectors.scratch import Scratch
 from collectors.writer import WriterThread
 from logformat import runjson as RJ
 from logformat import tags as T
@@ -142,6 +143,7 @@ class Collector:
         self._norms = LayerNorms(self._layers)
         self._grad_specs: dict[LayerFold, LayerNormSpec] = {}  # one per pattern of parameters with a gradient
         self._update_specs: dict[LayerFold, UpdateSpec] = {}
+        self._snapshot = Scratch()  # the weights before a sampled step's update
         self._noise = NoiseWindow(self._norms.params)
         self._probe = ActivationProbe(
             self._model,
@@ -264,7 +266,7 @@ class Collector:
             fold, values = measured
             self._current.append((self._grad_spec(fold), values))
             if cfg.update_ratios and cfg.is_sampled(step):
-                self._weights_before = [p.detach().clone() for p in self._norms.params]
+                self._weights_before = self._snapshot.copy_of([p.detach() for p in self._norms.params])
         if cfg.is_histogram_step(step):
             self._guard.call("histograms", self._histograms, T.hist_grad_tag, lambda w: w.grad)
         if cfg.in_noise_window(step) and self._batch_size:
@@ -300,8 +302,9 @@ class Collector:
         assert before is not None
         with torch.no_grad():
             after = [p.detach() for p in self._norms.params]
-            deltas = torch._foreach_sub(after, before)
-            delta, w_before, w_after = (self._norms.tensor_norms(ts) for ts in (deltas, before, after))
+            w_before, w_after = self._norms.tensor_norms(before), self._norms.tensor_norms(after)
+            torch._foreach_sub_(before, after)  # our copy becomes -Δw: no third weight-sized tensor
+            delta = self._norms.tensor_norms(before)
             assert delta and w_before and w_after  # every parameter has a value: one fold for all three
             self._current.append((self._update_spec(delta[0]), torch.cat([delta[1], w_before[1], w_after[1]])))
         if self.config.is_histogram_step(self._step):

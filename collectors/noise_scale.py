@@ -24,6 +24,8 @@ from typing import Sequence
 
 import torch
 
+from collectors.scratch import Scratch
+
 
 class NoiseWindow:
     """Accumulates W consecutive gradients on the device."""
@@ -31,6 +33,7 @@ class NoiseWindow:
     def __init__(self, params: Sequence[torch.nn.Parameter]) -> None:
         self._params = list(params)
         self._sum: list[torch.Tensor] | None = None
+        self._scratch = Scratch()  # the sum's buffers, kept between windows on CPU
         self._small_sq: torch.Tensor | None = None
         self.count = 0
         self.batch_size: float = 0.0
@@ -43,7 +46,7 @@ class NoiseWindow:
                 for g, p in zip(grads, self._params)
             ]
             if self._sum is None:
-                self._sum = torch._foreach_mul(dense, 1.0)  # one call for the copies
+                self._sum = self._scratch.copy_of(dense, torch.float32)
                 self._small_sq = global_sq.detach().clone()
             else:
                 torch._foreach_add_(self._sum, dense)
