@@ -10,7 +10,8 @@ from typing import Any
 class CollectorConfig:
     # Steps between samples of the expensive signals (update ratios, weight norms,
     # activations, input and label statistics). Each sample costs a copy of the
-    # weights and a few reductions; 1 in 50 keeps the average cost near zero while a
+    # weights and a few reductions; 1 in 50 keeps their average cost small (with the
+    # noise window and histograms, ~2% of a 0.8M-parameter MLP's CPU step) while a
     # 1,000-step run still gets 20 samples.
     every: int = 50
     # Steps between weight/gradient histograms: the most expensive sample (a pass over

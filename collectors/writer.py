@@ -104,7 +104,8 @@ class WriterThread:
                     scalars[spec.global_tag] = total
                 _put_layers(scalars, spec.tags, layers)
             elif isinstance(spec, FractionSpec):
-                scalars[spec.tag] = float(chunk[0]) / max(float(chunk[1]), 1.0)
+                if chunk[1] > 0:  # a batch with no valid label has no accuracy, not 0
+                    scalars[spec.tag] = float(chunk[0]) / float(chunk[1])
             elif isinstance(spec, UpdateSpec):
                 ratios, weights = spec.fold.update_ratios(chunk)
                 _put_layers(scalars, spec.ratio_tags, ratios)

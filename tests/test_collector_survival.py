@@ -322,3 +322,29 @@ def test_odd_step_arguments_cost_nothing_else(tmp_path, digits):
     # input statistics come from the model's forward when step() has no usable inputs
     assert scalars[T.INPUT_MEAN][0] == pytest.approx(float(X[:32].mean()))
     assert scalars[T.INPUT_STD][0] == pytest.approx(float(X[:32].std(correction=0)))
+
+
+def test_accuracy_leaves_out_ignored_labels(tmp_path, digits):
+    """Token-style targets: -100 (cross-entropy's ignore_index) is neither right nor wrong,
+    and a batch with no valid label records no accuracy rather than 0."""
+    X, y = digits
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    collector = watch(model, opt, tmp_path)
+    expected = {}
+    for step in range(3):
+        xb, yb = X[step * 40 : step * 40 + 40], y[step * 40 : step * 40 + 40].clone()
+        yb[: (10, 0, 40)[step]] = -100
+        out = model(xb)
+        loss = F.cross_entropy(out, yb) if step < 2 else out.sum() * 0
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        valid = yb >= 0
+        if valid.any():
+            expected[step] = ((out.argmax(1) == yb) & valid).sum().item() / valid.sum().item()
+        collector.step(loss=loss, outputs=out, targets=yb)
+    collector.close()
+    acc = read_scalars(tmp_path)[T.TRAIN_ACC]
+    assert acc.keys() == expected.keys() == {0, 1}
+    assert acc == pytest.approx(expected)
