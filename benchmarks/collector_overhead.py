@@ -143,8 +143,8 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
             single_ratio = statistics.median(single) / statistics.median(plain_single)
             label = {"collector": "with watch() (defaults)", "add_histogram": "add_histogram every step"}[kind]
             rows.append((label, statistics.median(blocks), ratio, single_ratio))
-    blocks = f"{args.blocks} blocks x {args.block} steps ({args.naive_blocks} for the reference)"
-    print(f"\n{name} (batch {batch}, {blocks}, {device.type}, {torch.get_num_threads()} threads)")
+    rounds = f"{args.blocks} blocks x {args.block} steps ({args.naive_blocks} for the reference)"
+    print(f"\n{name} (batch {batch}, {rounds}, {device.type}, {torch.get_num_threads()} threads)")
     print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'single-step median ratio':>27}")
     for label, median, ratio, single_ratio in rows:
         print(f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{single_ratio:>27.3f}")

@@ -4,11 +4,13 @@ How a step is recorded (step k, `every` = sampling interval):
 
 1. Before step k's forward (at the end of step k-1): if k is sampled, arm the
    activation hooks.
-2. `optimizer.step()` pre-hook: per-layer and global gradient norms (device
-   tensors); on sampled steps a copy of the weights; on histogram steps gradient
-   histograms; inside a noise window, the gradient sum.
-3. `optimizer.step()` post-hook, sampled steps: update/weight ratios ‖Δw‖/‖w‖ and
-   weight norms; on histogram steps weight histograms.
+2. `optimizer.step()` pre-hook: the gradient norm of every parameter tensor (device
+   tensors; the writer thread folds them into per-layer and global norms); on
+   sampled steps a copy of the weights; on histogram steps gradient histograms;
+   inside a noise window, the gradient sum.
+3. `optimizer.step()` post-hook, sampled steps: norms of the update and of the
+   weights (folded into ‖Δw‖/‖w‖ and weight norms); on histogram steps weight
+   histograms.
 4. `collector.step(loss, ...)`: loss, accuracy, learning rate, step time, sampled
    input/label statistics; all device values stay tensors in a pending packet.
 5. Every `flush_steps` steps or `flush_seconds`: one device-to-host copy of every

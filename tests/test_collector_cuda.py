@@ -1,5 +1,6 @@
 """The collector on a GPU: the same records as on the CPU, an unchanged run, and no host
-sync between flushes. Skipped where no CUDA device exists.
+sync between flushes (AMP on CUDA: `test_collector_survival.py`). Skipped where no CUDA
+device exists.
 
 `torch.cuda.set_sync_debug_mode("error")` turns every synchronizing call (`.item()`,
 a blocking copy, `nonzero`, ...) into an error.
@@ -104,29 +105,3 @@ def test_recorded_values_match_torch_on_cuda(tmp_path, cuda_digits):
         for tag, value in values.items():
             assert scalars[tag][step] == pytest.approx(value, rel=1e-5), (tag, step)
 
-
-def test_amp_on_cuda_marks_skipped_steps_without_errors(tmp_path, cuda_digits):
-    X, y = cuda_digits
-    model = mlp().cuda()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**24)  # the first steps overflow and are skipped
-    collector = watch(model, opt, tmp_path, scaler=scaler, every=2)
-    for step in range(40):
-        idx = torch.arange(step * 32, step * 32 + 32, device="cuda") % len(X)
-        opt.zero_grad()
-        with torch.autocast("cuda", dtype=torch.float16):
-            out = model(X[idx])
-            loss = F.cross_entropy(out.float(), y[idx])
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        collector.step(loss=loss, outputs=out, targets=y[idx])
-    collector.close()
-    scalars = read_scalars(tmp_path)
-    skipped = sorted(scalars[T.STEP_SKIPPED])
-    scales = scalars[T.LOSS_SCALE]
-    previous = {0: 2.0**24, **{k: scales[k - 1] for k in range(1, 40)}}
-    assert skipped and skipped == [k for k in range(40) if scales[k] < previous[k]]
-    assert all(torch.isfinite(torch.tensor(v)) for s, v in scalars[T.GRAD_GLOBAL_NORM].items() if s not in skipped)
-    assert sorted(scalars[T.TRAIN_ACC]) == list(range(40))
-    assert collector.errors == []

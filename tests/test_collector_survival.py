@@ -125,18 +125,25 @@ def test_no_memory_growth_over_thousands_of_steps(tmp_path, digits):
     assert counts[2999] <= counts[999] + 5, counts
 
 
-def test_amp_grad_scaler_skipped_steps_are_marked_not_errors(tmp_path, digits):
-    X, y = digits
-    model = mlp()
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
+    ],
+)
+def test_amp_grad_scaler_skipped_steps_are_marked_not_errors(tmp_path, digits, device):
+    X, y = (t.to(device) for t in digits)
+    model = mlp().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     # float16 autocast with a large initial scale: the first steps overflow and GradScaler
     # skips them, halving the scale each time, as in any real AMP run.
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)
+    scaler = torch.amp.GradScaler(device, init_scale=2.0**24)
     collector = watch(model, opt, tmp_path, scaler=scaler, every=2)
     for step in range(40):
-        idx = torch.arange(step * 32, step * 32 + 32) % len(X)
+        idx = torch.arange(step * 32, step * 32 + 32, device=device) % len(X)
         opt.zero_grad()
-        with torch.autocast("cpu", dtype=torch.float16):
+        with torch.autocast(device, dtype=torch.float16):
             out = model(X[idx])
             loss = F.cross_entropy(out.float(), y[idx])
         scaler.scale(loss).backward()
@@ -152,6 +159,7 @@ def test_amp_grad_scaler_skipped_steps_are_marked_not_errors(tmp_path, digits):
     for step in skipped:
         assert not torch.isfinite(torch.tensor(scalars[T.GRAD_GLOBAL_NORM][step]))
     assert all(torch.isfinite(torch.tensor(v)) for s, v in scalars[T.GRAD_GLOBAL_NORM].items() if s not in skipped)
+    assert sorted(scalars[T.TRAIN_ACC]) == list(range(40))
     assert collector.errors == []
 
 
