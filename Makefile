@@ -30,7 +30,7 @@ diagnose: setup
 
 # Every benchmark, each printing ratios measured in one run (README: Performance).
 bench: setup
-	$(PY) benchmarks/collector_overhead.py
+	$(PY) benchmarks/collector_overhead.py --breakdown
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/analyze.py
 	$(PY) benchmarks/dashboard.py $(if $(wildcard /usr/bin/chromium),--browser)

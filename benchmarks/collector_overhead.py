@@ -12,7 +12,7 @@ over blocks of the mean step time; the median over rounds of each block's ratio 
 plain block of the same round (all work, the sampled steps included); and the ratio of
 the median single steps (the every-step work alone).
 
-    python benchmarks/collector_overhead.py [--device cuda] [--blocks 40]
+    python benchmarks/collector_overhead.py [--device cuda] [--blocks 40] [--breakdown]
 """
 
 from __future__ import annotations
@@ -28,7 +28,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from collectors import watch
+from collectors import batch_stats, watch
+from collectors.grad_stats import LayerNorms
+from collectors.layers import map_model
+
+SAMPLED_OFF = {"update_ratios": False, "activations": False, "histograms": False, "noise_scale": False}
+LABELS = {
+    "plain": "without",
+    "collector": "with watch() (defaults)",
+    "every_step": "  every-step work only",
+    "device_only": "  its device kernels alone",
+    "add_histogram": "add_histogram every step",
+}
 
 
 def mlp() -> nn.Module:
@@ -49,6 +60,27 @@ def bn_cnn() -> nn.Module:
     )
 
 
+class DeviceKernels:
+    """The collector's every-step kernels (gradient norms, loss copy, accuracy counts) with
+    none of its host work around them: what `--breakdown` charges to the device side."""
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer) -> None:
+        self.norms = LayerNorms(map_model(model, opt).layers)
+        self.kept: list[torch.Tensor] = []
+        opt.register_step_pre_hook(self._pre_step)
+
+    def _pre_step(self, *args: object) -> None:
+        with torch.no_grad():
+            measured = self.norms.tensor_norms(self.norms.grads())
+        if measured is not None:
+            self.kept.append(measured[1])
+
+    def step(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
+        self.kept += [loss.detach().clone(), batch_stats.correct_and_valid(out, y, out.shape[1])]
+        if len(self.kept) > 300:  # dropped about as often as the collector flushes
+            self.kept = []
+
+
 class Arm:
     """One copy of the model with its optimizer and its way of logging."""
 
@@ -57,7 +89,11 @@ class Arm:
         self.model = make().to(device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
         self.kind = kind
-        self.collector = watch(self.model, self.opt, f"{log_dir}/collector") if kind == "collector" else None
+        self.collector = None
+        if kind in ("collector", "every_step"):
+            settings = SAMPLED_OFF if kind == "every_step" else {}
+            self.collector = watch(self.model, self.opt, f"{log_dir}/{kind}", **settings)
+        self.kernels = DeviceKernels(self.model, self.opt) if kind == "device_only" else None
         self.writer = None
         if kind == "add_histogram":
             from torch.utils.tensorboard import SummaryWriter
@@ -73,6 +109,8 @@ class Arm:
         self.opt.step()
         if self.collector is not None:
             self.collector.step(loss=loss, outputs=out, targets=y, inputs=x)
+        elif self.kernels is not None:
+            self.kernels.step(loss, out, y)
         elif self.writer is not None:
             for name, p in self.model.named_parameters():
                 self.writer.add_histogram(name, p, self.step_count)
@@ -129,20 +167,22 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
     with tempfile.TemporaryDirectory() as log_dir:
         # Each way of logging is paired with its own plain arm in a phase of its own: the
         # naive reference's garbage and writer thread never run inside the collector's blocks.
-        for kind in ("collector", "add_histogram"):
-            arms = [Arm(make, device, "plain", log_dir), Arm(make, device, kind, log_dir)]
-            timed = interleave(arms, data, args.blocks if kind == "collector" else args.naive_blocks, args, sync)
+        phases = [["collector", "every_step", "device_only"] if args.breakdown else ["collector"], ["add_histogram"]]
+        for kinds, blocks in zip(phases, (args.blocks, args.naive_blocks)):
+            arms = [Arm(make, device, kind, log_dir) for kind in ["plain", *kinds]]
+            timed = interleave(arms, data, blocks, args, sync)
             for arm in arms:
                 arm.close()
-            (plain_blocks, plain_single), (blocks, single) = timed["plain"], timed[kind]
+            plain_blocks, plain_single = timed["plain"]
             if not rows:
-                rows.append(("without", statistics.median(plain_blocks), 1.0, 1.0))
-            # Each round's block against the plain block of the same round: drift of the machine
-            # (other load, clock changes) between rounds cancels out.
-            ratio = statistics.median(b / p for b, p in zip(blocks, plain_blocks))
-            single_ratio = statistics.median(single) / statistics.median(plain_single)
-            label = {"collector": "with watch() (defaults)", "add_histogram": "add_histogram every step"}[kind]
-            rows.append((label, statistics.median(blocks), ratio, single_ratio))
+                rows.append((LABELS["plain"], statistics.median(plain_blocks), 1.0, 1.0))
+            for kind in kinds:
+                kind_blocks, single = timed[kind]
+                # Each round's block against the plain block of the same round: drift of the
+                # machine (other load, clock changes) between rounds cancels out.
+                ratio = statistics.median(b / p for b, p in zip(kind_blocks, plain_blocks))
+                single_ratio = statistics.median(single) / statistics.median(plain_single)
+                rows.append((LABELS[kind], statistics.median(kind_blocks), ratio, single_ratio))
     rounds = f"{args.blocks} blocks x {args.block} steps ({args.naive_blocks} for the reference)"
     print(f"\n{name} (batch {batch}, {rounds}, {device.type}, {torch.get_num_threads()} threads)")
     print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'single-step median ratio':>27}")
@@ -157,6 +197,11 @@ def main() -> None:
     parser.add_argument("--naive-blocks", type=int, default=10, help="blocks for the add_histogram reference (a ratio of several x)")
     parser.add_argument("--block", type=int, default=50, help="steps per block (default: the collector's sampling interval)")
     parser.add_argument("--warmup-blocks", type=int, default=2)
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the collector with its sampled signals off, and its every-step device kernels alone",
+    )
     args = parser.parse_args()
     print(f"torch {torch.__version__}")
     measure("784-512-512-256-10 ReLU MLP", mlp, (1, 28, 28), 128, args)
