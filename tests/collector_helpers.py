@@ -6,12 +6,23 @@ readable by the standard tool, independent of this project's analyzers.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# cuBLAS is deterministic only with a fixed workspace, set before its first use (tests run
+# after every module is imported).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+# For tests that must hold on both: CUDA where a device exists.
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
+]
 
 
 def mlp(seed: int = 0) -> nn.Module:

@@ -1,6 +1,6 @@
-"""The collector on a GPU: the same records as on the CPU, an unchanged run, and no host
-sync between flushes (AMP on CUDA: `test_collector_survival.py`). Skipped where no CUDA
-device exists.
+"""The collector on a GPU: the same records as torch computes, and no host sync between
+flushes (bit-identical weights and AMP on CUDA: `test_collector_survival.py`).
+Skipped where no CUDA device exists.
 
 `torch.cuda.set_sync_debug_mode("error")` turns every synchronizing call (`.item()`,
 a blocking copy, `nonzero`, ...) into an error.
@@ -8,22 +8,15 @@ a blocking copy, `nonzero`, ...) into an error.
 
 from __future__ import annotations
 
-import json
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
-from collector_helpers import SmallCNN, mlp, read_scalars, train
 
+from collector_helpers import SmallCNN, mlp, read_scalars, train
 from collectors import watch
 from logformat import tags as T
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-# cuBLAS is deterministic only with a fixed workspace, set before its first use.
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-EVERYTHING = {"every": 2, "histogram_every": 2, "noise_window": 2}
 
 
 @pytest.fixture
@@ -63,23 +56,6 @@ def test_steps_between_flushes_do_not_sync(tmp_path, cuda_digits):
     assert sorted(scalars[T.TRAIN_LOSS]) == list(range(40))
     assert sorted(scalars[T.dead_fraction_tag("act")]) == list(range(0, 40, 4))
     assert sorted(scalars[T.update_ratio_tag("fc")]) == list(range(0, 40, 4))
-
-
-@pytest.mark.parametrize("make_model", [mlp, SmallCNN], ids=["mlp", "bn-cnn"])
-def test_attached_run_is_bit_identical_on_cuda(tmp_path, cuda_digits, make_model):
-    X, y = cuda_digits
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        torch.manual_seed(0)
-        plain = train(make_model().cuda(), X, y, steps=30)
-        torch.manual_seed(0)
-        watched = train(make_model().cuda(), X, y, steps=30, collector=lambda m, o: watch(m, o, tmp_path, **EVERYTHING))
-    finally:
-        torch.use_deterministic_algorithms(previous)
-    for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
-        assert torch.equal(a, b), f"{name} differs with the collector attached"
-    assert json.loads((tmp_path / "run.json").read_text())["collector_errors"] == []
 
 
 def test_recorded_values_match_torch_on_cuda(tmp_path, cuda_digits):

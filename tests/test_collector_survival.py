@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import collectors.collector as collector_module
-from collector_helpers import SmallCNN, mlp, read_scalars, train
+from collector_helpers import DEVICES, SmallCNN, mlp, read_scalars, train
 from collectors import CollectorConfig, watch
 from collectors.grad_stats import LayerNorms
 from logformat import tags as T
@@ -32,16 +32,20 @@ def deterministic():
     torch.use_deterministic_algorithms(previous)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("make_model", [mlp, SmallCNN], ids=["mlp", "bn-cnn"])
-def test_attached_run_is_bit_identical(tmp_path, digits, deterministic, make_model):
-    X, y = digits
+def test_attached_run_is_bit_identical(tmp_path, digits, deterministic, make_model, device):
+    X, y = (t.to(device) for t in digits)
     torch.manual_seed(0)
-    plain = train(make_model(), X, y, steps=30)
+    plain = train(make_model().to(device), X, y, steps=30)
     torch.manual_seed(0)
-    watched = train(make_model(), X, y, steps=30, collector=lambda m, o: watch(m, o, tmp_path, **EVERYTHING))
+    watched = train(
+        make_model().to(device), X, y, steps=30, collector=lambda m, o: watch(m, o, tmp_path, **EVERYTHING)
+    )
     for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
         assert torch.equal(a, b), f"{name} differs with the collector attached"
     assert read_scalars(tmp_path)[T.TRAIN_LOSS]  # and it did record
+    assert json.loads((tmp_path / "run.json").read_text())["collector_errors"] == []
 
 
 def test_hook_error_is_reported_once_and_training_goes_on(tmp_path, digits, monkeypatch):
@@ -125,13 +129,7 @@ def test_no_memory_growth_over_thousands_of_steps(tmp_path, digits):
     assert counts[2999] <= counts[999] + 5, counts
 
 
-@pytest.mark.parametrize(
-    "device",
-    [
-        "cpu",
-        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
-    ],
-)
+@pytest.mark.parametrize("device", DEVICES)
 def test_amp_grad_scaler_skipped_steps_are_marked_not_errors(tmp_path, digits, device):
     X, y = (t.to(device) for t in digits)
     model = mlp().to(device)
