@@ -3,16 +3,19 @@
 How a step is recorded (step k, `every` = sampling interval):
 
 1. Before step k's forward (at the end of step k-1): if k is sampled, arm the
-   activation hooks.
-2. `optimizer.step()` pre-hook: the gradient norm of every parameter tensor (device
-   tensors; the writer thread folds them into per-layer and global norms); on
-   sampled steps a copy of the weights; on histogram steps gradient histograms;
-   inside a noise window, the gradient sum.
+   activation hooks; ask the `StatsCadence` whether k is a statistics step (all of the
+   first 200, then every step unless that costs more than `stats_budget` of the step
+   time; sampled steps always).
+2. `optimizer.step()` pre-hook: on statistics steps the gradient norm of every
+   parameter tensor (device tensors; the writer thread folds them into per-layer and
+   global norms); on sampled steps a copy of the weights; on histogram steps gradient
+   histograms; inside a noise window, the gradient sum.
 3. `optimizer.step()` post-hook, sampled steps: norms of the update and of the
    weights (folded into ‖Δw‖/‖w‖ and weight norms); on histogram steps weight
    histograms.
-4. `collector.step(loss, ...)`: loss, accuracy, learning rate, step time, sampled
-   input/label statistics; all device values stay tensors in a pending packet.
+4. `collector.step(loss, ...)`: loss, learning rate, step time; accuracy on
+   statistics steps; sampled input/label statistics; all device values stay tensors
+   in a pending packet.
 5. Every `flush_steps` steps or `flush_seconds`: one device-to-host copy of every
    pending value, handed to the writer thread. Nothing in 1-4 reads a device value
    on the host, so steps between flushes never wait for the GPU.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as _dt
+import functools
 import math
 import os
 import sys
@@ -37,6 +41,7 @@ from torch import nn
 
 from collectors import batch_stats
 from collectors.activations import ActivationProbe
+from collectors.cadence import StatsCadence
 from collectors.config import CollectorConfig
 from collectors.distributed import rank_and_world_size
 from collectors.grad_stats import LayerFold, LayerNorms
@@ -129,11 +134,19 @@ class Collector:
         self._last_step_time = time.perf_counter()
         self._last_flush = time.monotonic()
         self._device = _first_device(self._model)
+        self._cadence = StatsCadence(config.stats_every, config.stats_budget)
+        self._stats_due = True  # whether the step in progress gets gradient norms and accuracy
+        self._reads_gradients = False  # whether its optimizer pre-hook has anything to do
+        self._stats_cost = 0.0  # host seconds they took in the step in progress (0: not taken)
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._is_writer = self.rank == 0
         self._writer = WriterThread(
-            self.log_dir, "" if self.world_size == 1 else f".rank{self.rank}", self._guard, config.noise_ema
+            self.log_dir,
+            "" if self.world_size == 1 else f".rank{self.rank}",
+            self._guard,
+            config.noise_ema,
+            config.noise_window,
         )
         self._handles.append(optimizer.register_step_pre_hook(self._pre_step_hook))
         self._handles.append(optimizer.register_step_post_hook(self._post_step_hook))
@@ -143,7 +156,8 @@ class Collector:
         model_map = map_model(self._model, optimizer)
         self._layers = model_map.layers
         self._norms = LayerNorms(self._layers)
-        self._grad_specs: dict[LayerFold, LayerNormSpec] = {}  # one per pattern of parameters with a gradient
+        # One per pattern of parameters with a gradient, inside a noise window or not.
+        self._grad_specs: dict[tuple[LayerFold, bool], LayerNormSpec] = {}
         self._update_specs: dict[LayerFold, UpdateSpec] = {}
         self._snapshot = Scratch()  # the weights before a sampled step's update
         self._noise = NoiseWindow(self._norms.params)
@@ -155,7 +169,7 @@ class Collector:
         )
         self._run_json = self._initial_run_json(hparams, run_name, model_map.summary)
         RJ.write_run_json(self.log_dir, self._run_json)
-        self._arm_for(self._step)
+        self._plan(self._step)
         self._previous_excepthook = sys.excepthook
         sys.excepthook = self._excepthook
         atexit.register(self._close_at_exit)
@@ -179,13 +193,17 @@ class Collector:
         seconds, self._last_step_time = now - self._last_step_time, now
         if self._is_writer:
             self._guard.call("step", self._record_step, seconds, loss, outputs, targets, inputs, acc, batch_size)
+            self._cadence.step_took(seconds)
+            if self._stats_cost:
+                self._cadence.recorded(self._step, self._stats_cost)
+                self._stats_cost = 0.0
         else:
             self._pending.append(Packet(self._step, time.time(), {T.step_seconds_rank_tag(self.rank): seconds}))
         self._step += 1
         self._optimizer_stepped = False
         self._current = []
         if self._is_writer:
-            self._arm_for(self._step)
+            self._plan(self._step)
         if len(self._pending) >= self.config.flush_steps or time.monotonic() - self._last_flush >= self.config.flush_seconds:
             self.flush()
 
@@ -251,7 +269,7 @@ class Collector:
 
     def _pre_step_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._optimizer_stepped = True
-        if self._is_writer and not self.closed:
+        if self._reads_gradients and not self.closed:  # most steps: one attribute read
             self._guard.call("gradients", self._read_gradients)
 
     def _post_step_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -260,25 +278,31 @@ class Collector:
 
     def _read_gradients(self) -> None:
         step, cfg = self._step, self.config
-        grads = self._norms.grads()
-        with torch.no_grad():
-            measured = self._norms.tensor_norms(grads)
-            if measured is None:
+        in_noise_window = cfg.in_noise_window(step) and bool(self._batch_size)
+        sampled, histogram = cfg.update_ratios and cfg.is_sampled(step), cfg.is_histogram_step(step)
+        if self._stats_due:
+            started = time.perf_counter()
+            with torch.no_grad():
+                measured = self._norms.tensor_norms(self._norms.grads())
+            if measured is None:  # no parameter has a gradient: nothing to record
                 return
-            fold, values = measured
-            self._current.append((self._grad_spec(fold), values))
-            if cfg.update_ratios and cfg.is_sampled(step):
+            self._current.append((self._grad_spec(measured[0], in_noise_window), measured[1]))
+            self._stats_cost += time.perf_counter() - started
+        elif (in_noise_window or sampled or histogram) and all(p.grad is None for p in self._norms.params):
+            return
+        if in_noise_window:
+            self._guard.call("noise_scale", self._accumulate_noise)
+        if sampled:
+            with torch.no_grad():
                 self._weights_before = self._snapshot.copy_of([p.detach() for p in self._norms.params])
-        if cfg.is_histogram_step(step):
+        if histogram:
             self._guard.call("histograms", self._histograms, T.hist_grad_tag, lambda w: w.grad)
-        if cfg.in_noise_window(step) and self._batch_size:
-            self._guard.call("noise_scale", self._accumulate_noise, grads, self._norms.global_square(fold, values))
 
-    def _grad_spec(self, fold: LayerFold) -> LayerNormSpec:
-        spec = self._grad_specs.get(fold)
+    def _grad_spec(self, fold: LayerFold, noise_sample: bool = False) -> LayerNormSpec:
+        spec = self._grad_specs.get((fold, noise_sample))
         if spec is None:
             tags = tuple(T.grad_norm_tag(layer.name) for layer in self._layers)
-            spec = self._grad_specs[fold] = LayerNormSpec(fold, tags, T.GRAD_GLOBAL_NORM)
+            spec = self._grad_specs[(fold, noise_sample)] = LayerNormSpec(fold, tags, T.GRAD_GLOBAL_NORM, noise_sample)
         return spec
 
     def _update_spec(self, fold: LayerFold) -> UpdateSpec:
@@ -289,15 +313,15 @@ class Collector:
             spec = self._update_specs[fold] = UpdateSpec(fold, ratio_tags, weight_tags)
         return spec
 
-    def _accumulate_noise(self, grads: list[torch.Tensor | None], global_sq: torch.Tensor) -> None:
+    def _accumulate_noise(self) -> None:
         if self._step % self.config.every == 0:
             self._noise.reset()  # a window left open by a skipped last step is not carried over
-        self._noise.add(grads, global_sq, self._batch_size * self.world_size)
+        self._noise.add(self._step, self._norms.grads(), self._batch_size * self.world_size)
         if self._step % self.config.every == min(self.config.noise_window, self.config.every) - 1:
             window = self._noise.close()
             if window is not None:
-                packed, b_small, b_big = window
-                self._current.append((NoiseSpec(b_small, b_big), packed))
+                big_sq, b_small, b_big, first_step = window
+                self._current.append((NoiseSpec(b_small, b_big, first_step), big_sq))
 
     def _read_updates(self) -> None:
         before, self._weights_before = self._weights_before, None
@@ -321,8 +345,15 @@ class Collector:
                     packed = pack_histogram(values, self.config.histogram_bins)
                     self._current.append((HistogramSpec(tag(layer.name), packed.numel()), packed))
 
-    def _arm_for(self, step: int) -> None:
-        if self.config.is_sampled(step) and self._guard.enabled("activations"):
+    def _plan(self, step: int) -> None:
+        """Decide, before `step` starts, what it records: the hooks then only read flags
+        (inside a step each line of Python costs several times its usual time)."""
+        cfg = self.config
+        sampled = cfg.is_sampled(step)
+        # A sampled step gets the statistics too: the full picture, and a noise window's first |g|².
+        self._stats_due = self._cadence.due(step) or sampled
+        self._reads_gradients = self._stats_due or cfg.is_histogram_step(step) or cfg.in_noise_window(step)
+        if sampled and self._guard.enabled("activations"):
             self._guard.call("activations", self._probe.arm)
 
     # ---- recording --------------------------------------------------------------
@@ -348,7 +379,9 @@ class Collector:
         if not self._optimizer_stepped:
             packet.host[T.STEP_SKIPPED] = 1.0
             self._current = []
-            self._read_gradients_now()
+            self._weights_before = None
+            if self._stats_due:
+                self._read_gradients_now()
         items.extend(self._current)
         if acc is not None:
             _put(packet, T.TRAIN_ACC, acc)
@@ -358,8 +391,12 @@ class Collector:
         if cfg.is_sampled(step) and self._probe.armed:
             for tag, value in self._probe.disarm().items():
                 items.append((ScalarSpec(tag, optional=True), value))
-        # Whatever the user passes (tuples, dicts, token ids) must not cost the loss above.
-        self._guard.call("batch_stats", self._batch_stats, packet, outputs, targets, inputs, acc is None, batch_size)
+        want_acc = acc is None and self._stats_due
+        if want_acc or cfg.is_sampled(step):
+            # Whatever the user passes (tuples, dicts, token ids) must not cost the loss above.
+            self._guard.call("batch_stats", self._batch_stats, packet, outputs, targets, inputs, want_acc, batch_size)
+        elif batch_size or not self._batch_size_fixed:
+            self._update_batch_size(batch_size, targets, inputs, outputs)
         self._pending.append(packet)
 
     def _batch_stats(
@@ -379,7 +416,9 @@ class Collector:
         labels_ok = classes is not None and batch_stats.is_label_tensor(targets)
         items = packet.items
         if want_acc and labels_ok and outputs is not None and outputs.dim() == 2 and targets.shape == outputs.shape[:1]:
+            started = time.perf_counter()
             items.append((FractionSpec(T.TRAIN_ACC), batch_stats.correct_and_valid(outputs, targets, classes)))
+            self._stats_cost += time.perf_counter() - started
         if not self.config.is_sampled(packet.step):
             return
         if inputs is not None and inputs.is_floating_point():  # overrides what the forward hook saw
@@ -396,13 +435,14 @@ class Collector:
     def _read_gradients_now(self) -> None:
         """The optimizer did not step (AMP skipped an inf step, or accumulation):
         record the gradients as they are, so an inf shows, marked as skipped."""
+        started = time.perf_counter()
         with torch.no_grad():
             measured = self._norms.tensor_norms(self._norms.grads())
         if measured is not None:
             self._current.append((self._grad_spec(measured[0]), measured[1]))
-        self._weights_before = None
+            self._stats_cost += time.perf_counter() - started
 
-    def _update_batch_size(self, given: int | None, *tensors: torch.Tensor | None) -> None:
+    def _update_batch_size(self, given: int | None, *tensors: Any) -> None:
         if given:
             self._batch_size = float(given)
         elif not self._batch_size_fixed:
@@ -497,9 +537,15 @@ def _put(packet: Packet, tag: str, value: TensorOrNumber | None) -> None:
     if isinstance(value, torch.Tensor):
         # A copy: schedulers and GradScaler update their tensors in place before the flush.
         value = value.detach()
-        packet.items.append((ScalarSpec(tag), value.float().mean() if value.numel() != 1 else value.clone()))
+        packet.items.append((_scalar_spec(tag), value.float().mean() if value.numel() != 1 else value.clone()))
     else:
         packet.host[tag] = float(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _scalar_spec(tag: str) -> ScalarSpec:
+    """One spec per tag, made once: the loss's is needed every step."""
+    return ScalarSpec(tag)
 
 
 def _first_device(model: nn.Module) -> torch.device:

@@ -8,10 +8,22 @@ from typing import Any
 
 @dataclass(frozen=True)
 class CollectorConfig:
+    # Steps between the per-step statistics (gradient norms, batch accuracy) at the
+    # least: 1 = every step. Loss, learning rate and step time are recorded every step
+    # regardless.
+    stats_every: int = 1
+    # Share of the training time those statistics may take on average after a run's
+    # first 200 steps; where they cost more (small models with fast steps) they are
+    # spread to every k-th step, k <= 8 (collectors/cadence.py). 1% of host time, which
+    # is what they are timed by: inside a real CPU step they cost ~1.5x that (cold
+    # caches), and the collector's 5% must also hold the sampled signals and its
+    # bookkeeping. None: keep to `stats_every` whatever they cost, the same steps in
+    # every run (the sample runs do).
+    stats_budget: float | None = 0.01
     # Steps between samples of the expensive signals (update ratios, weight norms,
     # activations, input and label statistics). Each sample costs a copy of the
     # weights and a few reductions; 1 in 50 keeps their average cost small (with the
-    # noise window and histograms, ~2% of a 0.8M-parameter MLP's CPU step) while a
+    # noise window and histograms, ~1.5% of a 0.8M-parameter MLP's CPU step) while a
     # 1,000-step run still gets 20 samples.
     every: int = 50
     # Steps between weight/gradient histograms: the most expensive sample (a pass over
@@ -20,9 +32,11 @@ class CollectorConfig:
     # Buckets per histogram, as TensorBoard's default view.
     histogram_bins: int = 30
     # Consecutive steps whose gradients are averaged for the large-batch side of the
-    # gradient-noise-scale estimate; a window starts at every sampled step. Ten steps
-    # make B_big = 10·B, enough contrast with B_small = B.
-    noise_window: int = 10
+    # gradient-noise-scale estimate; a window starts at every sampled step. Five steps
+    # make B_big = 5·B: |G_small|² − |G_big|² keeps 80% of tr(Σ)/B (ten would keep
+    # 90%) while each window step is a pass over every gradient (ten of them took
+    # 2.4% of the overhead benchmark's MLP step on CPU, five half that).
+    noise_window: int = 5
     # Decay of the EMAs of tr(Σ) and |G|² before dividing (McCandlish et al. smooth
     # numerator and denominator separately: their ratio of noisy estimates is biased).
     noise_ema: float = 0.9
@@ -38,9 +52,11 @@ class CollectorConfig:
     noise_scale: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("every", "histogram_every", "histogram_bins", "noise_window", "flush_steps"):
+        for name in ("stats_every", "every", "histogram_every", "histogram_bins", "noise_window", "flush_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"CollectorConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.stats_budget is not None and not self.stats_budget > 0.0:
+            raise ValueError(f"CollectorConfig.stats_budget must be > 0 or None, got {self.stats_budget}")
         if not 0.0 <= self.noise_ema < 1.0:
             raise ValueError(f"CollectorConfig.noise_ema must be in [0, 1), got {self.noise_ema}")
 

@@ -104,10 +104,6 @@ class LayerNorms:
             stacked = torch.stack([n.to(norms[0].device, non_blocking=True) for n in norms])
         return self._fold(present, False), stacked
 
-    def global_square(self, fold: LayerFold, values: torch.Tensor) -> torch.Tensor:
-        """‖all tensors‖², on the device (for the noise-scale window, which sums it there)."""
-        return values.sum() if fold.squared else values.square().sum()
-
     def grads(self) -> list[torch.Tensor | None]:
         return [p.grad for p in self.params]
 

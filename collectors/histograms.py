@@ -2,7 +2,9 @@
 
 `torch.histc` needs the range as Python numbers (a sync on CUDA) and `bincount`
 sizes its output from the data (another sync); bucket indices from the device-side
-min/max plus a 1-D `scatter_add_` avoid both.
+min/max plus a 1-D `scatter_add_` avoid both. On CPU there is nothing to sync, and
+`bincount` of int32 indices counts a 400k-weight layer in 0.19 ms where int64
+indices and `scatter_add_` take 0.29 ms.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ def pack_histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
     # temporary the size of x can be a fresh allocation that the CPU page-faults in
     # (a 400k-weight layer: 0.7 ms this way, up to 2.7 ms with the three temporaries
     # of `(x - lo) * scale` then `nan_to_num`).
-    idx = torch.addcmul(-lo * scale, x, scale).nan_to_num_(0.0).clamp_(0, bins - 1).long()
-    counts = torch.zeros(bins, device=x.device).scatter_add_(0, idx, torch.ones_like(x))
+    bucket = torch.addcmul(-lo * scale, x, scale).nan_to_num_(0.0).clamp_(0, bins - 1)
+    if x.is_cpu:
+        counts = torch.bincount(bucket.int(), minlength=bins).float()
+    else:
+        counts = torch.zeros(bins, device=x.device).scatter_add_(0, bucket.long(), torch.ones_like(x))
     return torch.cat([torch.stack([lo, hi, x.sum(), torch.dot(x, x)]), counts])
 
 

@@ -5,8 +5,11 @@ B_simple is the batch size past which a larger batch stops buying much: far abov
 the batch in use, each step's gradient is mostly noise. It is estimated from two
 batch sizes without per-example gradients:
 
-1. B_small = B: each step's gradient g_t, with |g_t|² averaged over a window of W
-   steps: E|G_small|² = |G|² + tr(Σ)/B_small.
+1. B_small = B: each step's gradient g_t, with |g_t|² averaged over the steps of a
+   window of W steps that recorded a gradient norm: E|G_small|² = |G|² + tr(Σ)/B_small.
+   Which steps record one is decided by timing (collectors/cadence.py), never by the
+   gradient, so a subset of the window is an unbiased sample; the window's first
+   step, a sampled step, always records one.
 2. B_big = W·B: the mean of those W gradients, |mean g_t|²: E|G_big|² = |G|² + tr(Σ)/B_big.
 3. Solve: |G|² ≈ (B_big|G_big|² − B_small|G_small|²)/(B_big − B_small),
           tr(Σ) ≈ (|G_small|² − |G_big|²)/(1/B_small − 1/B_big).
@@ -14,12 +17,15 @@ batch sizes without per-example gradients:
    before dividing (the paper's advice).
 
 The device side (`NoiseWindow`) sums gradients over the window with one foreach add
-per step; the host side (`NoiseScaleEMA`) does steps 3-4 in the writer thread.
+per step; the writer thread takes the |g_t|² from the gradient norms it already
+receives (`SmallBatchSquares`) and does steps 3-4 (`NoiseScaleEMA`). A window step
+thus costs one pass over the gradients, not two.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Sequence
 
 import torch
@@ -34,11 +40,11 @@ class NoiseWindow:
         self._params = list(params)
         self._sum: list[torch.Tensor] | None = None
         self._scratch = Scratch()  # the sum's buffers, kept between windows on CPU
-        self._small_sq: torch.Tensor | None = None
         self.count = 0
         self.batch_size: float = 0.0
+        self.first_step = 0
 
-    def add(self, grads: Sequence[torch.Tensor | None], global_sq: torch.Tensor, batch_size: float) -> None:
+    def add(self, step: int, grads: Sequence[torch.Tensor | None], batch_size: float) -> None:
         with torch.no_grad():
             # float32 sums (a half-precision gradient is cast); under no_grad, no detach needed.
             dense = [
@@ -47,32 +53,47 @@ class NoiseWindow:
             ]
             if self._sum is None:
                 self._sum = self._scratch.copy_of(dense, torch.float32)
-                self._small_sq = global_sq.detach().clone()
+                self.first_step = step
             else:
                 torch._foreach_add_(self._sum, dense)
-                self._small_sq += global_sq
             self.count += 1
             self.batch_size += batch_size
 
-    def close(self) -> tuple[torch.Tensor, float, float] | None:
-        """``(tensor [mean |G_small|², |G_big|²], B_small, B_big)``; None if under 2 steps."""
+    def close(self) -> tuple[torch.Tensor, float, float, int] | None:
+        """``(|G_big|² as a 1-element device tensor, B_small, B_big, first step)``; None if
+        under 2 steps."""
         if self._sum is None or self.count < 2:
             self.reset()
             return None
         with torch.no_grad():
             n = self.count
             big_sq = torch.stack(torch._foreach_norm(self._sum, 2)).square().sum() / (n * n)
-            packed = torch.stack([self._small_sq / n, big_sq])
         b_small = self.batch_size / n
-        result = (packed, b_small, b_small * n)
+        result = (big_sq, b_small, b_small * n, self.first_step)
         self.reset()
         return result
 
     def reset(self) -> None:
         self._sum = None
-        self._small_sq = None
         self.count = 0
         self.batch_size = 0.0
+
+
+class SmallBatchSquares:
+    """|g_t|² of the latest window steps that recorded a gradient norm (writer side)."""
+
+    def __init__(self, window: int) -> None:
+        self._recent: deque[tuple[int, float]] = deque(maxlen=window)  # a window has at most `window` steps
+
+    def add(self, step: int, square: float) -> None:
+        if math.isfinite(square):
+            self._recent.append((step, square))
+
+    def mean_since(self, first_step: int) -> float | None:
+        """Mean |g_t|² over the steps from `first_step` on (None if none); then forget them."""
+        values = [square for step, square in self._recent if step >= first_step]
+        self._recent.clear()
+        return sum(values) / len(values) if values else None
 
 
 def two_batch_estimate(small_sq: float, big_sq: float, b_small: float, b_big: float) -> tuple[float, float]:

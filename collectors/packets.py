@@ -32,6 +32,7 @@ class LayerNormSpec:
     fold: LayerFold
     tags: tuple[str, ...]
     global_tag: str | None = None
+    noise_sample: bool = False  # a step inside a noise window: its |g|² is one of |G_small|²'s samples
 
     @property
     def size(self) -> int:
@@ -70,12 +71,14 @@ class HistogramSpec:
 
 @dataclass(frozen=True)
 class NoiseSpec:
-    """[mean |G_small|², |G_big|²] of one window, with its two batch sizes."""
+    """|G_big|² of the window that began at `first_step`, with its two batch sizes; the
+    writer averages |G_small|² from that window's `noise_sample` gradient norms."""
 
     b_small: float
     b_big: float
+    first_step: int
 
-    size = 2
+    size = 1
 
 
 Spec = Union[ScalarSpec, LayerNormSpec, UpdateSpec, FractionSpec, HistogramSpec, NoiseSpec]

@@ -16,7 +16,7 @@ import numpy as np
 from collectors.grad_stats import MISSING
 from collectors.guard import ErrorGuard
 from collectors.histograms import unpack_histogram
-from collectors.noise_scale import NoiseScaleEMA, two_batch_estimate
+from collectors.noise_scale import NoiseScaleEMA, SmallBatchSquares, two_batch_estimate
 from collectors.packets import (
     Batch,
     FractionSpec,
@@ -37,10 +37,13 @@ MAX_QUEUED_BATCHES = 64
 
 
 class WriterThread:
-    def __init__(self, log_dir: str | os.PathLike[str], suffix: str, guard: ErrorGuard, noise_ema: float) -> None:
+    def __init__(
+        self, log_dir: str | os.PathLike[str], suffix: str, guard: ErrorGuard, noise_ema: float, noise_window: int
+    ) -> None:
         self._file = EventFileWriter(log_dir, suffix)
         self._guard = guard
         self._noise = NoiseScaleEMA(noise_ema)
+        self._small_squares = SmallBatchSquares(noise_window)
         self._queue: queue.Queue[object] = queue.Queue(maxsize=MAX_QUEUED_BATCHES)
         self._thread = threading.Thread(target=self._run, name="trainscope-writer", daemon=True)
         self._thread.start()
@@ -102,6 +105,8 @@ class WriterThread:
                 total, layers = spec.fold.norms(chunk)
                 if spec.global_tag is not None:
                     scalars[spec.global_tag] = total
+                if spec.noise_sample:
+                    self._small_squares.add(packet.step, total * total)
                 _put_layers(scalars, spec.tags, layers)
             elif isinstance(spec, FractionSpec):
                 if chunk[1] > 0:  # a batch with no valid label has no accuracy, not 0
@@ -113,10 +118,12 @@ class WriterThread:
             elif isinstance(spec, HistogramSpec):
                 histograms[spec.tag] = unpack_histogram(chunk)
             elif isinstance(spec, NoiseSpec):
-                trace, g2 = two_batch_estimate(float(chunk[0]), float(chunk[1]), spec.b_small, spec.b_big)
-                scale = self._noise.update(trace, g2)
-                if math.isfinite(scale):
-                    scalars[T.GRAD_NOISE_SCALE] = scale
+                small_sq = self._small_squares.mean_since(spec.first_step)
+                if small_sq is not None:
+                    trace, g2 = two_batch_estimate(small_sq, float(chunk[0]), spec.b_small, spec.b_big)
+                    scale = self._noise.update(trace, g2)
+                    if math.isfinite(scale):
+                        scalars[T.GRAD_NOISE_SCALE] = scale
         return scalars, histograms, offset
 
 

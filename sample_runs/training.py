@@ -146,6 +146,8 @@ def _train(
         log_dir,
         hparams,
         run_name=case.name,
+        # Every step, whatever it costs: the runs must come out the same on every machine.
+        stats_budget=None,
         every=case.every,
         histogram_every=case.histogram_every,
     )

@@ -58,13 +58,14 @@ def test_a_layer_without_tensors_is_missing_and_none_at_all_is_none():
     assert norms.tensor_norms([None, None]) is None
 
 
-def test_the_global_square_on_the_device_matches_the_fold():
+def test_the_fold_reads_squares_and_norms_alike():
     norms = LayerNorms(layers_of(((4,), (2,)), ((3,),), dtype=torch.float32))
     for dtype in (torch.float32, torch.float16):  # dot products (squares) and _foreach_norm (norms)
         tensors = [torch.full((4,), 2.0, dtype=dtype), None, torch.ones(3, dtype=dtype)]
         fold, values = norms.tensor_norms(tensors)
         assert fold.squared == (dtype == torch.float32)
-        assert norms.global_square(fold, values).item() == pytest.approx(fold.norms(values.float().numpy())[0] ** 2)
+        global_norm, layer_norms = fold.norms(values.float().numpy())
+        assert global_norm == pytest.approx(19**0.5) and layer_norms.tolist() == pytest.approx([4.0, 3**0.5])
 
 
 def test_update_ratios_fold_three_runs_of_values():

@@ -15,7 +15,7 @@ import torch
 
 from collector_helpers import read_scalars
 from collectors import watch
-from collectors.noise_scale import NoiseScaleEMA, two_batch_estimate
+from collectors.noise_scale import NoiseScaleEMA, SmallBatchSquares, two_batch_estimate
 from logformat import tags as T
 
 D, SIGMA, BATCH = 10, 3.0, 8
@@ -37,7 +37,28 @@ def test_ema_is_debiased_and_ignores_nonfinite():
     assert ema.update(10.0, 2.0) == pytest.approx(5.0)
 
 
-def test_collector_estimates_known_noise_scale(tmp_path):
+def test_small_batch_squares_are_those_of_the_closing_window_only():
+    squares = SmallBatchSquares(window=5)
+    squares.add(3, 100.0)  # a window abandoned after one step (its last step was skipped)
+    squares.add(10, 2.0)
+    squares.add(11, math.inf)  # an overflowing AMP step is not a sample
+    squares.add(13, 4.0)
+    assert squares.mean_since(10) == pytest.approx(3.0)
+    assert squares.mean_since(20) is None  # a window without a recorded norm has no estimate
+    for step in range(20, 40):
+        squares.add(step, float(step))
+    assert squares.mean_since(30) == pytest.approx(37.0)  # only the last `window` are kept
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(noise_window=10),  # norms on every step where they fit the budget: tiny steps, a subset
+        dict(noise_window=5, stats_budget=None),  # the default window, |G_small|² from every step
+        dict(noise_window=10, stats_budget=None, stats_every=4),  # a fixed subset of each window
+    ],
+)
+def test_collector_estimates_known_noise_scale(tmp_path, settings):
     gen = torch.Generator().manual_seed(0)
     w_star = torch.randn(D, generator=gen)
     delta = torch.randn(D, generator=gen)
@@ -46,7 +67,7 @@ def test_collector_estimates_known_noise_scale(tmp_path):
     with torch.no_grad():
         model.weight.copy_((w_star + delta)[None])
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    collector = watch(model, opt, tmp_path, every=10, noise_window=10, noise_ema=0.99, batch_size=BATCH)
+    collector = watch(model, opt, tmp_path, every=10, noise_ema=0.99, batch_size=BATCH, **settings)
     for _ in range(8000):
         x = torch.randn(BATCH, D, generator=gen)
         y = x @ w_star + SIGMA * torch.randn(BATCH, generator=gen)

@@ -1,0 +1,111 @@
+"""The cadence of gradient norms and accuracy: every step for the first 200 steps and
+wherever they fit in their budget, spread out (at most to every 8th step) where they do
+not, and always on the same steps as each other."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector_helpers import mlp, read_scalars, train
+from collectors import CollectorConfig, watch
+from collectors.cadence import FULL_START, MAX_STRIDE, StatsCadence
+from logformat import tags as T
+
+MS = 1e-3
+
+
+def steady(cadence: StatsCadence, steps: int, step_seconds: float, cost_seconds: float, start: int = 0) -> list[int]:
+    """Run `steps` steps of a fixed duration; the steps that were due (and so recorded)."""
+    due = []
+    for step in range(start, start + steps):
+        if cadence.due(step):
+            due.append(step)
+            cadence.recorded(step, cost_seconds)
+        cadence.step_took(step_seconds)
+    return due
+
+
+def test_without_a_budget_the_schedule_is_fixed():
+    assert steady(StatsCadence(every=3, budget=None), 10, 1 * MS, 5 * MS) == [0, 3, 6, 9]
+    assert steady(StatsCadence(every=1, budget=None), 4, 1 * MS, 5 * MS) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "every, cost_ms, stride",
+    [
+        (1, 0.005, 1),  # 0.5% of a 1 ms step: fits a 1% budget every step
+        (1, 0.025, 3),  # 2.5%: every 3rd step
+        (1, 0.5, MAX_STRIDE),  # 50%: capped, so that short runs keep enough points
+        (5, 0.025, 5),  # never closer than `every`
+        (10, 0.5, 10),  # a chosen interval beyond the cap is kept
+    ],
+)
+def test_the_stride_keeps_the_cost_within_the_budget(every, cost_ms, stride):
+    cadence = StatsCadence(every=every, budget=0.01)
+    due = steady(cadence, FULL_START + 400, 1 * MS, cost_ms * MS)
+    assert [s for s in due if s < FULL_START] == list(range(0, FULL_START, every))  # the start: all
+    assert cadence.stride == stride
+    gaps = {b - a for a, b in zip(due[-20:], due[-19:])}
+    assert gaps == {stride}
+
+
+def test_a_pause_between_steps_does_not_count_as_training_time():
+    cadence = StatsCadence(every=1, budget=0.01)
+    steady(cadence, 100, 1 * MS, 0.045 * MS)
+    assert cadence.stride == 5
+    cadence.step_took(2.0)  # a validation pass: 2000 steps' worth
+    cadence.recorded(100, 0.045 * MS)
+    assert cadence.stride == 5  # an unclipped mean would have dropped it to 1
+
+
+def test_a_step_that_really_slows_down_is_followed():
+    cadence = StatsCadence(every=1, budget=0.01)
+    assert steady(cadence, 300, 1 * MS, 0.045 * MS)[-2:] == [294, 299]
+    due = steady(cadence, 100, 10 * MS, 0.045 * MS, start=300)  # ten times slower from now on
+    assert cadence.stride == 1 and due[-3:] == [397, 398, 399]
+
+
+def test_config_rejects_a_budget_that_is_not_positive():
+    with pytest.raises(ValueError, match="stats_budget"):
+        CollectorConfig(stats_budget=0.0)
+    with pytest.raises(ValueError, match="stats_every"):
+        CollectorConfig(stats_every=0)
+
+
+STEPS = FULL_START + 60
+
+
+@pytest.mark.parametrize(
+    "settings, expected_steps",
+    [
+        # Any real cost is over a budget this small: after the start, the cap, plus every
+        # sampled step (every=10).
+        (
+            dict(stats_budget=1e-12, every=10),
+            [*range(FULL_START), *(FULL_START + s for s in (0, 8, 10, 18, 20, 28, 30, 38, 40, 48, 50, 58))],
+        ),
+        (dict(stats_budget=None, stats_every=4, every=10), sorted({*range(0, STEPS, 4), *range(0, STEPS, 10)})),
+        (dict(stats_budget=1e12, every=10), list(range(STEPS))),
+    ],
+)
+def test_norms_and_accuracy_are_recorded_on_the_same_steps(tmp_path, digits, settings, expected_steps):
+    X, y = digits
+    train(mlp(), X, y, steps=STEPS, collector=lambda m, o: watch(m, o, tmp_path, **settings))
+    scalars = read_scalars(tmp_path)
+    for tag in (T.GRAD_GLOBAL_NORM, T.grad_norm_tag("0"), T.TRAIN_ACC):
+        assert sorted(scalars[tag]) == expected_steps, tag
+    assert sorted(scalars[T.TRAIN_LOSS]) == list(range(STEPS))  # the loss stays on every step
+    assert sorted(scalars[T.LR]) == list(range(STEPS))
+
+
+def test_the_default_budget_spreads_them_on_a_small_fast_model(tmp_path, digits):
+    """The digits MLP's step is a few hundred µs, the statistics a sizable share of it."""
+    X, y = digits
+    train(mlp(), X, y, steps=FULL_START + 400, collector=lambda m, o: watch(m, o, tmp_path))
+    steps = sorted(read_scalars(tmp_path)[T.GRAD_GLOBAL_NORM])
+    assert steps[:FULL_START] == list(range(FULL_START))
+    later = steps[FULL_START:]
+    gaps = [b - a for a, b in zip(later, later[1:])]
+    assert max(gaps) <= MAX_STRIDE
+    assert len(later) < 400  # spread out...
+    assert len(later) >= 400 // MAX_STRIDE  # ...but never below the cap's density
