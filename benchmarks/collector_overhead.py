@@ -10,7 +10,8 @@ a block ends once what its arm logged is on disk (`flush`), so background writin
 charged to the arm that caused it, never to the one that runs next. Printed: the median
 over blocks of the mean step time; the median over rounds of each block's ratio to the
 plain block of the same round (all work, the sampled steps included); and the ratio of
-the median single steps (the every-step work alone).
+the median single steps (a typical step: where the gradient norms and accuracy are
+spread out to every few steps, one without them).
 
     python benchmarks/collector_overhead.py [--device cuda] [--blocks 40] [--breakdown]
 """
@@ -28,16 +29,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from collectors import batch_stats, watch
-from collectors.grad_stats import LayerNorms
-from collectors.layers import map_model
+from collectors import watch
 
-SAMPLED_OFF = {"update_ratios": False, "activations": False, "histograms": False, "noise_scale": False}
+# The collector's settings per arm: defaults, and for --breakdown the defaults less one thing.
+SETTINGS = {
+    "collector": {},
+    "sampled_off": {"update_ratios": False, "activations": False, "histograms": False, "noise_scale": False},
+    "stats_every_step": {"stats_budget": None},
+}
 LABELS = {
     "plain": "without",
     "collector": "with watch() (defaults)",
-    "every_step": "  every-step work only",
-    "device_only": "  its device kernels alone",
+    "sampled_off": "  sampled signals off",
+    "stats_every_step": "  norms+accuracy every step",
     "add_histogram": "add_histogram every step",
 }
 
@@ -60,27 +64,6 @@ def bn_cnn() -> nn.Module:
     )
 
 
-class DeviceKernels:
-    """The collector's every-step kernels (gradient norms, loss copy, accuracy counts) with
-    none of its host work around them: what `--breakdown` charges to the device side."""
-
-    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer) -> None:
-        self.norms = LayerNorms(map_model(model, opt).layers)
-        self.kept: list[torch.Tensor] = []
-        opt.register_step_pre_hook(self._pre_step)
-
-    def _pre_step(self, *args: object) -> None:
-        with torch.no_grad():
-            measured = self.norms.tensor_norms(self.norms.grads())
-        if measured is not None:
-            self.kept.append(measured[1])
-
-    def step(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
-        self.kept += [loss.detach().clone(), batch_stats.correct_and_valid(out, y, out.shape[1])]
-        if len(self.kept) > 300:  # dropped about as often as the collector flushes
-            self.kept = []
-
-
 class Arm:
     """One copy of the model with its optimizer and its way of logging."""
 
@@ -90,10 +73,8 @@ class Arm:
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
         self.kind = kind
         self.collector = None
-        if kind in ("collector", "every_step"):
-            settings = SAMPLED_OFF if kind == "every_step" else {}
-            self.collector = watch(self.model, self.opt, f"{log_dir}/{kind}", **settings)
-        self.kernels = DeviceKernels(self.model, self.opt) if kind == "device_only" else None
+        if kind in SETTINGS:
+            self.collector = watch(self.model, self.opt, f"{log_dir}/{kind}", **SETTINGS[kind])
         self.writer = None
         if kind == "add_histogram":
             from torch.utils.tensorboard import SummaryWriter
@@ -109,8 +90,6 @@ class Arm:
         self.opt.step()
         if self.collector is not None:
             self.collector.step(loss=loss, outputs=out, targets=y, inputs=x)
-        elif self.kernels is not None:
-            self.kernels.step(loss, out, y)
         elif self.writer is not None:
             for name, p in self.model.named_parameters():
                 self.writer.add_histogram(name, p, self.step_count)
@@ -167,7 +146,7 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
     with tempfile.TemporaryDirectory() as log_dir:
         # Each way of logging is paired with its own plain arm in a phase of its own: the
         # naive reference's garbage and writer thread never run inside the collector's blocks.
-        phases = [["collector", "every_step", "device_only"] if args.breakdown else ["collector"], ["add_histogram"]]
+        phases = [list(SETTINGS) if args.breakdown else ["collector"], ["add_histogram"]]
         for kinds, blocks in zip(phases, (args.blocks, args.naive_blocks)):
             arms = [Arm(make, device, kind, log_dir) for kind in ["plain", *kinds]]
             timed = interleave(arms, data, blocks, args, sync)
@@ -200,7 +179,7 @@ def main() -> None:
     parser.add_argument(
         "--breakdown",
         action="store_true",
-        help="also time the collector with its sampled signals off, and its every-step device kernels alone",
+        help="also time the collector with its sampled signals off, and with gradient norms and accuracy every step",
     )
     args = parser.parse_args()
     print(f"torch {torch.__version__}")
