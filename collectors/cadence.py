@@ -1,16 +1,16 @@
 """Which steps get the per-step statistics: gradient norms and batch accuracy.
 
 They cost a pass over every gradient plus a dozen small kernels. On the overhead
-benchmark's 0.8M-parameter MLP on a 2-core CPU that is ~0.19 ms of host time in a
+benchmark's 0.8M-parameter MLP on a 2-core CPU that is ~0.2 ms of host time in a
 3.5 ms step, and more inside the step (its own work has just left the caches cold):
-recorded on every step they put the collector at ~1.09x that step, against ~1.05x
+recorded on every step they put the collector at ~1.09x that step, against ~1.04x
 spread out (`benchmarks/collector_overhead.py --breakdown`). On a launch-bound GPU
-step they are ~8 kernel launches. On a model whose step takes 100 ms they are lost in the noise. No fixed
-interval suits both, so the collector measures what recording them costs and spreads
-them out just enough to stay within a share of the training time (`stats_budget`):
-every step where they fit, every k-th step where they do not. The first steps of a
-run always get them: that is where a bad initialization or learning rate shows, and a
-short run spends little time on them in absolute terms.
+step they are ~8 kernel launches. On a model whose step takes 100 ms they are lost
+in the noise. No fixed interval suits both, so the collector measures what recording
+them costs and spreads them out just enough to stay within a share of the training
+time (`stats_budget`): every step where they fit, every k-th step where they do not.
+The first steps of a run always get them: that is where a bad initialization or
+learning rate shows, and a short run spends little time on them in absolute terms.
 
 The cost is host time. On CPU that is all of it; on a GPU it is the launches, which
 is what slows a launch-bound step, while on a compute-bound step the kernels' device

@@ -4,6 +4,8 @@ not, and always on the same steps as each other."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from collector_helpers import mlp, read_scalars, train
@@ -45,7 +47,7 @@ def test_the_stride_keeps_the_cost_within_the_budget(every, cost_ms, stride):
     due = steady(cadence, FULL_START + 400, 1 * MS, cost_ms * MS)
     assert [s for s in due if s < FULL_START] == list(range(0, FULL_START, every))  # the start: all
     assert cadence.stride == stride
-    gaps = {b - a for a, b in zip(due[-20:], due[-19:])}
+    gaps = {b - a for a, b in pairwise(due[-20:])}
     assert gaps == {stride}
 
 
@@ -105,7 +107,7 @@ def test_the_default_budget_spreads_them_on_a_small_fast_model(tmp_path, digits)
     steps = sorted(read_scalars(tmp_path)[T.GRAD_GLOBAL_NORM])
     assert steps[:FULL_START] == list(range(FULL_START))
     later = steps[FULL_START:]
-    gaps = [b - a for a, b in zip(later, later[1:])]
+    gaps = [b - a for a, b in pairwise(later)]
     assert max(gaps) <= MAX_STRIDE
     assert len(later) < 400  # spread out...
     assert len(later) >= 400 // MAX_STRIDE  # ...but never below the cap's density
