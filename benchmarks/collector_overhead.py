@@ -9,9 +9,10 @@ sampled steps, so a block's mean step time carries the sampled work at its real 
 a block ends once what its arm logged is on disk (`flush`), so background writing is
 charged to the arm that caused it, never to the one that runs next. Printed: the median
 over blocks of the mean step time; the median over rounds of each block's ratio to the
-plain block of the same round (all work, the sampled steps included); and the ratio of
+plain block of the same round (all work, the sampled steps included); the ratio of
 the median single steps (a typical step: where the gradient norms and accuracy are
-spread out to every few steps, one without them).
+spread out to every few steps, one without them); and how often the collector took
+those at the end (``1/6``: every 6th step).
 
     python benchmarks/collector_overhead.py [--device cuda] [--blocks 40] [--breakdown]
 """
@@ -152,21 +153,23 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
             timed = interleave(arms, data, blocks, args, sync)
             for arm in arms:
                 arm.close()
+            strides = {arm.kind: arm.collector.stats_stride for arm in arms if arm.collector is not None}
             plain_blocks, plain_single = timed["plain"]
             if not rows:
-                rows.append((LABELS["plain"], statistics.median(plain_blocks), 1.0, 1.0))
+                rows.append((LABELS["plain"], statistics.median(plain_blocks), 1.0, 1.0, ""))
             for kind in kinds:
                 kind_blocks, single = timed[kind]
                 # Each round's block against the plain block of the same round: drift of the
                 # machine (other load, clock changes) between rounds cancels out.
                 ratio = statistics.median(b / p for b, p in zip(kind_blocks, plain_blocks))
                 single_ratio = statistics.median(single) / statistics.median(plain_single)
-                rows.append((LABELS[kind], statistics.median(kind_blocks), ratio, single_ratio))
+                stride = f"1/{strides[kind]}" if kind in strides else ""
+                rows.append((LABELS[kind], statistics.median(kind_blocks), ratio, single_ratio, stride))
     rounds = f"{args.blocks} blocks x {args.block} steps ({args.naive_blocks} for the reference)"
     print(f"\n{name} (batch {batch}, {rounds}, {device.type}, {torch.get_num_threads()} threads)")
-    print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'single-step median ratio':>27}")
-    for label, median, ratio, single_ratio in rows:
-        print(f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{single_ratio:>27.3f}")
+    print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'single-step median ratio':>27}{'norms':>8}")
+    for label, median, ratio, single_ratio, stride in rows:
+        print(f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{single_ratio:>27.3f}{stride:>8}")
 
 
 def main() -> None:

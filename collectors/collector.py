@@ -265,6 +265,12 @@ class Collector:
     def event_file(self) -> str:
         return self._writer.path
 
+    @property
+    def stats_stride(self) -> int:
+        """Steps between gradient norms and accuracy that `stats_budget` calls for now
+        (1: every step); the first 200 steps get them all whatever it says."""
+        return self._cadence.stride
+
     # ---- hooks ------------------------------------------------------------------
 
     def _pre_step_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -516,6 +522,7 @@ class Collector:
         data[RJ.K_STEPS] = self._step
         data[RJ.K_BATCH_SIZE] = self._batch_size
         data[RJ.K_ERRORS] = list(self._guard.errors)
+        data[RJ.K_COLLECTOR][RJ.K_STATS_STRIDE] = self._cadence.stride
         if self._probe.functional_relu_layers:
             data[RJ.K_MODEL]["activations"]["relu_functional_at_input_of"] = sorted(self._probe.functional_relu_layers)
         RJ.write_run_json(self.log_dir, data)

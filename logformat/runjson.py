@@ -33,6 +33,7 @@ K_TORCH = "torch_version"
 K_DEVICE = "device"
 K_WORLD_SIZE = "world_size"
 K_COLLECTOR = "collector"  # the collector's settings: sampling interval, histogram interval, ...
+K_STATS_STRIDE = "stats_stride"  # in K_COLLECTOR, at close: steps between gradient norms at the end
 K_STEPS = "steps"  # training steps recorded (updated at close)
 K_ERRORS = "collector_errors"  # hook errors reported during the run
 

@@ -4,6 +4,7 @@ not, and always on the same steps as each other."""
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 
 import pytest
@@ -103,7 +104,10 @@ def test_norms_and_accuracy_are_recorded_on_the_same_steps(tmp_path, digits, set
 def test_the_default_budget_spreads_them_on_a_small_fast_model(tmp_path, digits):
     """The digits MLP's step is a few hundred µs, the statistics a sizable share of it."""
     X, y = digits
-    train(mlp(), X, y, steps=FULL_START + 400, collector=lambda m, o: watch(m, o, tmp_path))
+    made = []
+    train(mlp(), X, y, steps=FULL_START + 400, collector=lambda m, o: made.append(watch(m, o, tmp_path)) or made[0])
+    stride = json.loads((tmp_path / "run.json").read_text())["collector"]["stats_stride"]
+    assert stride == made[0].stats_stride and 1 < stride <= MAX_STRIDE
     steps = sorted(read_scalars(tmp_path)[T.GRAD_GLOBAL_NORM])
     assert steps[:FULL_START] == list(range(FULL_START))
     later = steps[FULL_START:]
