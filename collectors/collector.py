@@ -13,9 +13,10 @@ How a step is recorded (step k, `every` = sampling interval):
 3. `optimizer.step()` post-hook, sampled steps: norms of the update and of the
    weights (folded into ‖Δw‖/‖w‖ and weight norms); on histogram steps weight
    histograms.
-4. `collector.step(loss, ...)`: loss, learning rate, step time; accuracy on
-   statistics steps; sampled input/label statistics; all device values stay tensors
-   in a pending packet.
+4. `collector.step(loss, ...)`: loss (kept by reference: on most steps the
+   collector launches no kernel at all), learning rate, step time, the norm before
+   clipping if given; accuracy on statistics steps; sampled input/label statistics;
+   all device values stay tensors in a pending packet.
 5. Every `flush_steps` steps or `flush_seconds`: one device-to-host copy of every
    pending value, handed to the writer thread. Nothing in 1-4 reads a device value
    on the host, so steps between flushes never wait for the GPU.
@@ -41,7 +42,7 @@ from torch import nn
 
 from collectors import batch_stats
 from collectors.activations import ActivationProbe
-from collectors.cadence import StatsCadence
+from collectors.cadence import QUIET, STATS, StatsCadence
 from collectors.config import CollectorConfig
 from collectors.distributed import rank_and_world_size
 from collectors.grad_stats import LayerFold, LayerNorms
@@ -67,6 +68,10 @@ from logformat import tags as T
 
 Number = float | int
 TensorOrNumber = torch.Tensor | Number
+
+# The ErrorGuard part that keeps the loss by reference; its error (the loss changed in
+# place before the flush) switches it off, and losses are copied from then on.
+BORROWING = "loss by reference"
 
 
 def watch(
@@ -131,11 +136,13 @@ class Collector:
         self._weights_before: list[torch.Tensor] | None = None
         self._label_seen: torch.Tensor | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._last_step_time = time.perf_counter()
+        self._last_step_time = time.perf_counter()  # when step() was last called: time/step_seconds
+        self._last_step_end = self._last_step_time  # when it last returned: the cadence's step time
         self._last_flush = time.monotonic()
         self._device = _first_device(self._model)
         self._cadence = StatsCadence(config.stats_every, config.stats_budget)
         self._stats_due = True  # whether the step in progress gets gradient norms and accuracy
+        self._adds_more = True  # whether it also gets sampled signals, a noise-window sum or histograms
         self._reads_gradients = False  # whether its optimizer pre-hook has anything to do
         self._stats_cost = 0.0  # host seconds they took in the step in progress (0: not taken)
 
@@ -185,20 +192,29 @@ class Collector:
         inputs: torch.Tensor | None = None,
         acc: TensorOrNumber | None = None,
         batch_size: int | None = None,
+        grad_norm: TensorOrNumber | None = None,
     ) -> None:
-        """Record the training step that just ended; call once per optimizer step, after it."""
+        """Record the training step that just ended; call once per optimizer step, after it.
+
+        If you clip gradients, pass what `clip_grad_norm_` returned as `grad_norm`: it is
+        the norm before clipping, which `grad/global_norm` should show (a clipped norm
+        hides an explosion), and the collector sees the gradients only at
+        `optimizer.step()`, after clipping. It is then recorded every step, at no cost.
+        """
         if self.closed:
             return
         now = time.perf_counter()
         seconds, self._last_step_time = now - self._last_step_time, now
         if self._is_writer:
-            self._guard.call("step", self._record_step, seconds, loss, outputs, targets, inputs, acc, batch_size)
-            self._cadence.step_took(seconds)
+            self._guard.call(
+                "step", self._record_step, seconds, loss, outputs, targets, inputs, acc, batch_size, grad_norm
+            )
             if self._stats_cost:
                 self._cadence.recorded(self._step, self._stats_cost)
                 self._stats_cost = 0.0
         else:
             self._pending.append(Packet(self._step, time.time(), {T.step_seconds_rank_tag(self.rank): seconds}))
+        kind = None if self._adds_more else STATS if self._stats_due else QUIET
         self._step += 1
         self._optimizer_stepped = False
         self._current = []
@@ -206,6 +222,11 @@ class Collector:
             self._plan(self._step)
         if len(self._pending) >= self.config.flush_steps or time.monotonic() - self._last_flush >= self.config.flush_seconds:
             self.flush()
+        if self._is_writer:
+            # From return to return, so that a step's own recording (its accuracy) is in its time.
+            end = time.perf_counter()
+            self._cadence.step_took(end - self._last_step_end, kind)
+            self._last_step_end = end
 
     def log_validation(
         self, loss: TensorOrNumber | None = None, acc: TensorOrNumber | None = None, *, step: int | None = None, **metrics: TensorOrNumber
@@ -358,7 +379,8 @@ class Collector:
         sampled = cfg.is_sampled(step)
         # A sampled step gets the statistics too: the full picture, and a noise window's first |g|².
         self._stats_due = self._cadence.due(step) or sampled
-        self._reads_gradients = self._stats_due or cfg.is_histogram_step(step) or cfg.in_noise_window(step)
+        self._adds_more = sampled or cfg.is_histogram_step(step) or cfg.in_noise_window(step)
+        self._reads_gradients = self._stats_due or self._adds_more
         if sampled and self._guard.enabled("activations"):
             self._guard.call("activations", self._probe.arm)
 
@@ -373,15 +395,19 @@ class Collector:
         inputs: torch.Tensor | None,
         acc: TensorOrNumber | None,
         batch_size: int | None,
+        grad_norm: TensorOrNumber | None,
     ) -> None:
         step, cfg = self._step, self.config
+        if self._pending:  # a loss changed in place is most likely changed before the next step: look now
+            self._check_borrowed(self._pending[-1])
+        borrow = self._guard.enabled(BORROWING)
         packet = Packet(step, time.time(), {T.STEP_SECONDS: seconds})
         if self.world_size > 1:
             packet.host[T.step_seconds_rank_tag(self.rank)] = seconds
         items = packet.items
         for i, group in enumerate(self._optimizer.param_groups):
             _put(packet, T.lr_tag(i), group.get("lr"))
-        _put(packet, T.TRAIN_LOSS, loss)
+        _put(packet, T.TRAIN_LOSS, loss, borrow)
         if not self._optimizer_stepped:
             packet.host[T.STEP_SKIPPED] = 1.0
             self._current = []
@@ -389,6 +415,7 @@ class Collector:
             if self._stats_due:
                 self._read_gradients_now()
         items.extend(self._current)
+        _put(packet, T.GRAD_GLOBAL_NORM, grad_norm)  # the writer prefers it to the norm measured after clipping
         if acc is not None:
             _put(packet, T.TRAIN_ACC, acc)
         if self._scaler is not None:
@@ -459,12 +486,15 @@ class Collector:
 
     def _log_scalars(self, values: Mapping[str, TensorOrNumber], step: int | None) -> None:
         packet = Packet(max(self._step - 1, 0) if step is None else step, time.time())
+        borrow = self._guard.enabled(BORROWING)
         for tag, value in values.items():
-            _put(packet, tag, value)
+            _put(packet, tag, value, borrow)
         self._pending.append(packet)
 
     def _flush(self) -> None:
         packets, self._pending = self._pending, []
+        for packet in packets:
+            self._check_borrowed(packet)
         tensors = [t for p in packets for t in p.take_tensors()]
         if not tensors:
             self._writer.submit(Batch(packets, None))
@@ -485,6 +515,16 @@ class Collector:
             self._writer.submit(Batch(packets, host, ready))
         else:
             self._writer.submit(Batch(packets, flat.cpu()))
+
+    def _check_borrowed(self, packet: Packet) -> None:
+        """Report (once) a borrowed loss changed in place: from then on losses are copied."""
+        changed = packet.changed_borrowed() if packet.borrowed else None
+        if changed and self._guard.enabled(BORROWING):
+            message = (
+                f"{changed[0]} of step {packet.step} was changed in place after it was recorded; that value is"
+                " dropped, and such values are copied from now on"
+            )
+            self._guard.report(BORROWING, RuntimeError(message))
 
     # ---- run.json -------------------------------------------------------------
 
@@ -537,14 +577,23 @@ class Collector:
         self.close(RJ.STATUS_FINISHED, "closed at interpreter exit (close() was not called)")
 
 
-def _put(packet: Packet, tag: str, value: TensorOrNumber | None) -> None:
-    """A host number goes into the packet as is; a tensor stays on its device until the flush."""
+def _put(packet: Packet, tag: str, value: TensorOrNumber | None, borrow: bool = False) -> None:
+    """A host number goes into the packet as is; a tensor stays on its device until the flush.
+
+    Tensors are copied (schedulers and GradScaler update theirs in place before the
+    flush), except, with `borrow`, one that requires grad: a result of the step's graph
+    such as the loss, kept by reference (see `Packet.borrow`).
+    """
     if value is None:
         return
     if isinstance(value, torch.Tensor):
-        # A copy: schedulers and GradScaler update their tensors in place before the flush.
-        value = value.detach()
-        packet.items.append((_scalar_spec(tag), value.float().mean() if value.numel() != 1 else value.clone()))
+        if value.numel() != 1:
+            packet.items.append((_scalar_spec(tag), value.detach().float().mean()))
+        elif borrow and value.requires_grad:
+            # detach() drops the graph but shares the version counter that take_tensors checks
+            packet.borrow(_scalar_spec(tag), value.detach())
+        else:
+            packet.items.append((_scalar_spec(tag), value.detach().clone()))
     else:
         packet.host[tag] = float(value)
 

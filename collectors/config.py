@@ -14,11 +14,11 @@ class CollectorConfig:
     stats_every: int = 1
     # Share of the training time those statistics may take on average after a run's
     # first 200 steps; where they cost more (small models with fast steps) they are
-    # spread to every k-th step, k <= 8 (collectors/cadence.py). 1% of host time, which
-    # is what they are timed by: inside a real CPU step they cost ~1.5x that (cold
-    # caches), and the collector's 5% must also hold the sampled signals and its
-    # bookkeeping. None: keep to `stats_every` whatever they cost, the same steps in
-    # every run (the sample runs do).
+    # spread to every k-th step, k <= 8 (collectors/cadence.py, which also says how
+    # their cost is measured). 1%: the collector's 5% must also hold the sampled
+    # signals (~1.5% on the overhead benchmark's MLP) and its bookkeeping (~1.5%).
+    # None: keep to `stats_every` whatever they cost, the same steps in every run (the
+    # sample runs do).
     stats_budget: float | None = 0.01
     # Steps between samples of the expensive signals (update ratios, weight norms,
     # activations, input and label statistics). Each sample costs a copy of the

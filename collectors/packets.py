@@ -13,7 +13,7 @@ from typing import Union
 
 import torch
 
-from collectors.grad_stats import LayerFold
+from collectors.grad_stats import MISSING, LayerFold
 
 
 @dataclass(frozen=True)
@@ -91,13 +91,32 @@ class Packet:
     host: dict[str, float] = field(default_factory=dict)
     items: list[tuple[Spec, torch.Tensor]] = field(default_factory=list)
     specs: list[Spec] = field(default_factory=list)  # set by take_tensors()
+    borrowed: list[tuple[int, int]] = field(default_factory=list)  # (index in items, version when borrowed)
+
+    def borrow(self, spec: ScalarSpec, value: torch.Tensor) -> None:
+        """Add a one-element tensor by reference instead of a copy, which saves a kernel
+        launch a step on a GPU. For a result of the step's graph (the loss): nothing
+        updates it in place afterwards, and `take_tensors` checks that nothing did."""
+        self.borrowed.append((len(self.items), value._version))
+        self.items.append((spec, value))
+
+    def changed_borrowed(self) -> list[str]:
+        """Tags of borrowed values that were changed in place since they were added."""
+        items = self.items
+        return [items[i][0].tag for i, version in self.borrowed if items[i][1]._version != version]  # type: ignore[union-attr]
 
     def take_tensors(self) -> list[torch.Tensor]:
         """Hand over the device values (for the one copy), keeping only their specs, so
-        that a packet waiting in the writer's queue holds no tensor."""
+        that a packet waiting in the writer's queue holds no tensor. A borrowed value
+        that was changed in place is dropped (sent as MISSING) rather than written
+        wrong: its true value is gone."""
         self.specs = [spec for spec, _ in self.items]
         tensors = [tensor for _, tensor in self.items]
-        self.items = []
+        for i, version in self.borrowed:
+            if tensors[i]._version != version:
+                self.specs[i] = ScalarSpec(self.specs[i].tag, optional=True)  # type: ignore[union-attr]
+                tensors[i] = torch.full((), MISSING, device=tensors[i].device)
+        self.items, self.borrowed = [], []
         return tensors
 
 

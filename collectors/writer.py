@@ -103,8 +103,8 @@ class WriterThread:
                     scalars[spec.tag] = value
             elif isinstance(spec, LayerNormSpec):
                 total, layers = spec.fold.norms(chunk)
-                if spec.global_tag is not None:
-                    scalars[spec.global_tag] = total
+                if spec.global_tag is not None:  # the norm before clipping wins, if step() was given it
+                    scalars.setdefault(spec.global_tag, total)
                 if spec.noise_sample:
                     self._small_squares.add(packet.step, total * total)
                 _put_layers(scalars, spec.tags, layers)

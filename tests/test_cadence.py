@@ -11,7 +11,7 @@ import pytest
 
 from collector_helpers import mlp, read_scalars, train
 from collectors import CollectorConfig, watch
-from collectors.cadence import FULL_START, MAX_STRIDE, StatsCadence
+from collectors.cadence import FULL_START, MAX_STRIDE, QUIET, STATS, StatsCadence
 from logformat import tags as T
 
 MS = 1e-3
@@ -66,6 +66,30 @@ def test_a_step_that_really_slows_down_is_followed():
     assert steady(cadence, 300, 1 * MS, 0.045 * MS)[-2:] == [294, 299]
     due = steady(cadence, 100, 10 * MS, 0.045 * MS, start=300)  # ten times slower from now on
     assert cadence.stride == 1 and due[-3:] == [397, 398, 399]
+
+
+def with_real_cost(cadence: StatsCadence, steps: int, quiet_seconds: float, stats_seconds: float, host_cost: float) -> None:
+    """Steps that take longer when the statistics are taken (by stats_seconds - quiet_seconds),
+    of which the host timing around them sees `host_cost`."""
+    for step in range(steps):
+        if cadence.due(step):
+            cadence.recorded(step, host_cost)
+            cadence.step_took(stats_seconds, STATS)
+        else:
+            cadence.step_took(quiet_seconds, QUIET)
+
+
+@pytest.mark.parametrize(
+    "stats_ms, stride",
+    [
+        (1.045, 5),  # they add 4.5% to the step (cold caches) where their host time says 2.5%: the 4.5% counts
+        (1.01, 3),  # they add 1% (their device time overlapped): the host time counts
+    ],
+)
+def test_the_larger_of_host_time_and_added_step_time_counts(stats_ms, stride):
+    cadence = StatsCadence(every=1, budget=0.01)
+    with_real_cost(cadence, FULL_START + 300, 1 * MS, stats_ms * MS, 0.025 * MS)
+    assert cadence.stride == stride
 
 
 def test_config_rejects_a_budget_that_is_not_positive():

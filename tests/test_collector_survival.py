@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from collections import Counter
 
 import pytest
 import torch
@@ -15,6 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import collectors.collector as collector_module
+from analyzers.diagnose import diagnose_run
+from analyzers.reading import read_logdir
+from analyzers.rules import ALL_RULES
 from collector_helpers import DEVICES, SmallCNN, mlp, read_scalars, train
 from collectors import CollectorConfig, watch
 from collectors.grad_stats import LayerNorms
@@ -189,6 +193,145 @@ def test_gradient_accumulation_reads_the_accumulated_gradient(tmp_path, digits):
         assert scalars[T.dead_fraction_tag("1")][step] == pytest.approx(dead)
     assert T.STEP_SKIPPED not in scalars
     assert json.loads((tmp_path / "run.json").read_text())["batch_size"] == 64
+
+
+def test_clipped_run_records_the_norm_before_clipping_when_given(tmp_path, digits):
+    """`clip_grad_norm_` hides an explosion from a norm read at optimizer.step(); the
+    norm it returns, passed as grad_norm (tensor or float), is recorded on every step,
+    while per-layer norms stay those the optimizer applied."""
+    X, y = digits
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    max_norm = 0.1
+    collector = watch(model, opt, tmp_path, stats_budget=None, stats_every=4)
+    before = {}
+    for step in range(16):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(X[step * 32 : step * 32 + 32]), y[step * 32 : step * 32 + 32])
+        loss.backward()
+        total = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        before[step] = total.item()
+        opt.step()
+        given = None if step >= 12 else total if step % 2 else total.item()
+        collector.step(loss=loss, grad_norm=given)
+    collector.close()
+    scalars = read_scalars(tmp_path)
+    assert min(before.values()) > 2 * max_norm  # every step was clipped
+    recorded = scalars[T.GRAD_GLOBAL_NORM]
+    assert sorted(recorded) == list(range(12)) + [12]  # given on 0-11; measured on statistics steps
+    assert [recorded[s] for s in range(12)] == pytest.approx([before[s] for s in range(12)], rel=1e-6)
+    assert recorded[12] == pytest.approx(max_norm, rel=1e-4)  # measured: after clipping
+    for step in (0, 4, 8, 12):  # the layers' norms are after clipping, given or not
+        layers = [scalars[T.grad_norm_tag(name)][step] for name in ("0", "2", "4")]
+        assert sum(v * v for v in layers) ** 0.5 == pytest.approx(max_norm, rel=1e-4)
+    assert collector.errors == []
+
+
+@pytest.mark.parametrize("pass_norm", [False, True], ids=["clipped-norm", "norm-before-clipping"])
+def test_exploding_rule_on_a_clipped_run(tmp_path, digits, pass_norm):
+    """End to end: the norm read after clipping sits at max_norm, and the rule says so
+    instead of calling the run healthy; given the norm before clipping, it judges it."""
+    X, y = digits
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with watch(model, opt, tmp_path) as collector:
+        for step in range(80):
+            opt.zero_grad()
+            idx = torch.arange(step * 16, step * 16 + 32) % len(X)
+            loss = F.cross_entropy(model(X[idx]), y[idx])
+            loss.backward()
+            total = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+            opt.step()
+            collector.step(loss=loss, grad_norm=total if pass_norm else None)
+    run = read_logdir(tmp_path).runs["."]
+    diagnosis = diagnose_run(run, tuple((rule, fn) for rule, fn in ALL_RULES if rule == "exploding_gradients"))
+    skipped = {s.rule: s.reason for s in diagnosis.skipped}
+    if pass_norm:
+        assert skipped == {} and diagnosis.findings == ()
+    else:
+        assert "sits at the same maximum, 0.1, on 100% of the steps" in skipped["exploding_gradients"]
+
+
+def test_a_quiet_step_runs_no_tensor_op(tmp_path, digits):
+    """Between statistics and sampled steps the collector computes nothing on the
+    device: on a launch-bound GPU step each kernel it added would cost ~1%. The ops of
+    optimizer.step() + collector.step() are those of a plain optimizer.step(), but for
+    detach (a view: no kernel)."""
+    X, y = digits
+
+    def ops_of_a_step(model: nn.Module, opt: torch.optim.Optimizer, collector=None) -> Counter:
+        xb, yb = X[:32], y[:32]
+        opt.zero_grad()
+        out = model(xb)
+        loss = F.cross_entropy(out, yb)
+        loss.backward()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            opt.step()
+            if collector is not None:
+                collector.step(loss=loss, outputs=out, targets=yb, inputs=xb)
+        return Counter(e.name for e in prof.events() if e.name.startswith("aten::") and e.name != "aten::detach")
+
+    def sgd(model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+    plain_model = mlp()
+    plain_opt = sgd(plain_model)
+    ops_of_a_step(plain_model, plain_opt)  # momentum buffers are created on the first step
+    plain = ops_of_a_step(plain_model, plain_opt)
+    model = mlp()
+    opt = sgd(model)
+    collector = watch(model, opt, tmp_path, stats_budget=None, stats_every=4)
+    counts = [ops_of_a_step(model, opt, collector) for _ in range(9)]
+    collector.close()
+    assert plain and counts[7] == plain  # 7: no statistics (every 4th), outside the noise window
+    assert counts[8] - plain  # 8: a statistics step, which does compute
+
+
+def test_loss_changed_in_place_after_step_is_dropped_and_reported(tmp_path, digits):
+    """The loss is kept by reference until the flush: one changed in place after step()
+    is not written wrong, it is dropped and reported once, and losses are copied after."""
+    X, y = digits
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    collector = watch(model, opt, tmp_path, flush_steps=1000, flush_seconds=1e9)
+    true_loss = {}
+
+    def train_and_spoil_the_loss() -> None:
+        for step in range(6):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(X[step * 32 : step * 32 + 32]), y[step * 32 : step * 32 + 32])
+            loss.backward()
+            opt.step()
+            true_loss[step] = loss.item()
+            collector.step(loss=loss)
+            if step >= 2:
+                with torch.no_grad():
+                    loss.mul_(100.0)  # what no loop should do, done after step() from step 2 on
+        collector.close()
+
+    with pytest.warns(RuntimeWarning, match="train/loss of step 2 was changed in place"):
+        train_and_spoil_the_loss()
+    recorded = read_scalars(tmp_path)[T.TRAIN_LOSS]
+    assert sorted(recorded) == [0, 1, 3, 4, 5]  # caught at step 3: copied from then on
+    assert recorded == pytest.approx({s: true_loss[s] for s in recorded}, rel=1e-6)
+    assert len(collector.errors) == 1
+
+
+def test_loss_changed_after_the_last_step_is_caught_at_the_flush(tmp_path, digits):
+    X, y = digits
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    collector = watch(model, opt, tmp_path)
+    for step in range(2):
+        loss = F.cross_entropy(model(X[:32]), y[:32])
+        loss.backward()
+        opt.step()
+        collector.step(loss=loss)
+    with torch.no_grad():
+        loss.zero_()
+    with pytest.warns(RuntimeWarning, match="train/loss of step 1 was changed in place"):
+        collector.close()
+    assert sorted(read_scalars(tmp_path)[T.TRAIN_LOSS]) == [0]
 
 
 def test_eval_passes_are_not_recorded_as_training(tmp_path, digits):

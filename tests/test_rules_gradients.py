@@ -159,6 +159,16 @@ EXPLODE_CASES = [
         id="record-breaking-spikes",
     ),
     pytest.param(_norm(noisy(np.ones(N), 0.3)), Quiet(), id="healthy"),
+    pytest.param(
+        _norm(np.minimum(_record_spikes()[T.GRAD_GLOBAL_NORM][1], 1.0)),
+        Skips("sits at the same maximum, 1, on 46% of the steps, as a norm recorded after clipping"),
+        id="recorded-after-clipping",
+    ),
+    pytest.param(
+        _norm(np.minimum(_record_spikes()[T.GRAD_GLOBAL_NORM][1], 250.0)),
+        Fires("warning", says=("spiked 3 times", "largest 250")),
+        id="one-point-at-the-maximum-is-not-clipping",
+    ),
     pytest.param(_late_small_batch_spikes(), Quiet(), id="late-spikes-below-early-norms"),
     pytest.param(_grows_out_of_tiny_init(), Quiet(), id="grows-out-of-a-tiny-init"),
     pytest.param(

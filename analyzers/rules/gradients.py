@@ -8,7 +8,6 @@ import numpy as np
 
 from analyzers.findings import Finding, Skip
 from analyzers.rules.common import (
-    quote,
     NORM_OR_EMBEDDING_TYPES,
     cite,
     finding,
@@ -20,6 +19,7 @@ from analyzers.rules.common import (
     missing_reason,
     model_layers,
     ordered_layers,
+    quote,
     require_finite_points,
     require_layers,
     require_points,
@@ -220,6 +220,12 @@ GROWTH_WINDOWS = 5  # exponential growth: 5 consecutive windows...
 GROWTH_PER_WINDOW = 2.0  # ...each with a median >= 2x the one before (AUTOTRAINER / TheDeepChecker)
 GROWTH_ABOVE_TYPICAL = 10.0  # ...ending >= 10x the run's typical norm (growing out of a tiny init is fine)
 GROWTH_MIN_WINDOW = 5  # points per window at the finest scale searched
+# A norm recorded after clip_grad_norm_ equals max_norm (to ~1e-5) on every clipped step,
+# where an unclipped norm, a continuous quantity, reaches its maximum once: so many
+# points at the maximum mean the norm was capped and spikes cannot show.
+CLIPPED_TOLERANCE = 1e-4  # relative distance to the maximum that counts as "at it"
+CLIPPED_MIN_SHARE = 0.02  # points at the maximum, after the warm-up: 2% of them...
+CLIPPED_MIN_COUNT = 5  # ...and 5 at least
 
 
 def _global_norm(run: Run) -> Series:
@@ -258,19 +264,21 @@ def exploding_gradients(run: Run) -> Iterable[Finding]:
 
     Why it matters: one huge gradient throws the weights far from where training had
     brought them (the loss jumps back up), and exponential growth ends in Inf/NaN.
-    Measured on the gradient norm before clipping, after the first 5% of the run: 3+
+    Measured on the gradient norm before clipping (a norm capped at one value on 2%+
+    of the steps was recorded after it: skipped), after the first 5% of the run: 3+
     separate spikes above 10x the median of the preceding 50 points and above 2x every
     norm seen before; or 5 consecutive windows each with a median >= 2x the previous,
     ending >= 10x the run's earlier typical norm (warning); critical when NaN/Inf
     follows (then one spike is enough).
     What to do: clip the gradient norm (about 2x the typical norm keeps normal steps
-    untouched; 5, 10 or 15 are common thresholds); lower the learning rate; check the
-    initialization.
+    untouched; 5, 10 or 15 are common thresholds), recording the norm before clipping;
+    lower the learning rate; check the initialization.
     """
     series = _global_norm(run)
     require_finite_points(series, EXPLODE_MIN_POINTS, "gradient-norm points")
     steps, values = finite_points(series)
     warm = min(max(10, int(EXPLODE_WARMUP * values.shape[0])), values.shape[0] - 1)
+    _require_unclipped(values[warm:])
     typical = float(np.median(values[warm:]))
     reasons: list[str] = []
     onset: int | None = None
@@ -332,7 +340,8 @@ def exploding_gradients(run: Run) -> Iterable[Finding]:
             (
                 "Clip the gradient norm: "
                 f"torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={fmt(clip)}) "
-                f"(about 2x the typical norm {fmt(typical)}; 5, 10 and 15 are common thresholds).",
+                f"(about 2x the typical norm {fmt(typical)}; 5, 10 and 15 are common thresholds), and keep "
+                "logging the norm before clipping, which it returns (TrainScope: collector.step(grad_norm=...)).",
                 "Lower the learning rate (divide by 3-10).",
                 "Check the initialization (He for ReLU, Xavier for tanh/sigmoid; no oversized weights).",
             ),
@@ -341,6 +350,19 @@ def exploding_gradients(run: Run) -> Iterable[Finding]:
             evidence=evidence,
         )
     ]
+
+
+def _require_unclipped(values: np.ndarray) -> None:
+    """Skip a norm that was recorded after clipping: capped at max_norm, an explosion
+    looks like a healthy run (the rule is defined on the norm before clipping)."""
+    ceiling = float(values.max())
+    at_ceiling = int(np.count_nonzero(values >= ceiling * (1.0 - CLIPPED_TOLERANCE)))
+    if ceiling > 0 and at_ceiling >= max(CLIPPED_MIN_COUNT, CLIPPED_MIN_SHARE * values.shape[0]):
+        raise Skip(
+            f"the gradient norm sits at the same maximum, {fmt(ceiling)}, on {fmt_pct(at_ceiling / values.shape[0])} "
+            "of the steps, as a norm recorded after clipping does, where an explosion cannot show: record the norm "
+            "before clipping, which clip_grad_norm_ returns (collector.step(..., grad_norm=that))"
+        )
 
 
 def _spikes(steps: np.ndarray, values: np.ndarray, warm: int) -> dict | None:
