@@ -114,9 +114,9 @@ class _RunningMean:
         self.count = 0
 
     def add(self, value: float) -> None:
-        self.value = value if self.count == 0 else COMPARE_DECAY * self.value + (1.0 - COMPARE_DECAY) * value
+        self.value = _mean(self.value if self.count else None, value, COMPARE_DECAY)
         self.count += 1
 
 
-def _mean(mean: float | None, value: float) -> float:
-    return value if mean is None else EMA_DECAY * mean + (1.0 - EMA_DECAY) * value
+def _mean(mean: float | None, value: float, decay: float = EMA_DECAY) -> float:
+    return value if mean is None else decay * mean + (1.0 - decay) * value

@@ -520,8 +520,9 @@ class Collector:
         """Report (once) a borrowed loss changed in place: from then on losses are copied."""
         changed = packet.changed_borrowed() if packet.borrowed else None
         if changed and self._guard.enabled(BORROWING):
+            tag = packet.items[changed[0]][0].tag  # type: ignore[union-attr]  # Packet.borrow takes ScalarSpecs
             message = (
-                f"{changed[0]} of step {packet.step} was changed in place after it was recorded; that value is"
+                f"{tag} of step {packet.step} was changed in place after it was recorded; that value is"
                 " dropped, and such values are copied from now on"
             )
             self._guard.report(BORROWING, RuntimeError(message))

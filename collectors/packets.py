@@ -100,10 +100,9 @@ class Packet:
         self.borrowed.append((len(self.items), value._version))
         self.items.append((spec, value))
 
-    def changed_borrowed(self) -> list[str]:
-        """Tags of borrowed values that were changed in place since they were added."""
-        items = self.items
-        return [items[i][0].tag for i, version in self.borrowed if items[i][1]._version != version]  # type: ignore[union-attr]
+    def changed_borrowed(self) -> list[int]:
+        """Where in `items` borrowed values were changed in place since they were added."""
+        return [i for i, version in self.borrowed if self.items[i][1]._version != version]
 
     def take_tensors(self) -> list[torch.Tensor]:
         """Hand over the device values (for the one copy), keeping only their specs, so
@@ -112,10 +111,9 @@ class Packet:
         wrong: its true value is gone."""
         self.specs = [spec for spec, _ in self.items]
         tensors = [tensor for _, tensor in self.items]
-        for i, version in self.borrowed:
-            if tensors[i]._version != version:
-                self.specs[i] = ScalarSpec(self.specs[i].tag, optional=True)  # type: ignore[union-attr]
-                tensors[i] = torch.full((), MISSING, device=tensors[i].device)
+        for i in self.changed_borrowed():
+            self.specs[i] = ScalarSpec(self.specs[i].tag, optional=True)  # type: ignore[union-attr]
+            tensors[i] = torch.full((), MISSING, device=tensors[i].device)
         self.items, self.borrowed = [], []
         return tensors
 
