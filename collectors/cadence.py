@@ -75,6 +75,16 @@ class StatsCadence:
             return step % self.every == 0
         return self._last is None or step - self._last >= self.stride
 
+    def next_due(self, step: int) -> int:
+        """The first step from `step` on that `due` accepts; it holds until `recorded` is
+        called again (nothing else moves the schedule)."""
+        if self.budget is None or step < FULL_START:
+            following = step + (-step) % self.every
+            if self.budget is None or following < FULL_START:
+                return following
+            step = FULL_START
+        return step if self._last is None else max(step, self._last + self.stride)
+
     def recorded(self, step: int, cost_seconds: float) -> None:
         """Statistics were taken at `step`, in `cost_seconds` of host time."""
         self._last = step

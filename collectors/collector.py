@@ -5,7 +5,8 @@ How a step is recorded (step k, `every` = sampling interval):
 1. Before step k's forward (at the end of step k-1): if k is sampled, arm the
    activation hooks; ask the `StatsCadence` whether k is a statistics step (all of the
    first 200, then every step unless that costs more than `stats_budget` of the step
-   time; sampled steps always).
+   time; sampled steps always). A quiet step (nothing but loss, learning rate and
+   step time) also says until when the steps stay quiet, and those are not planned.
 2. `optimizer.step()` pre-hook: on statistics steps the gradient norm of every
    parameter tensor (device tensors; the writer thread folds them into per-layer and
    global norms); on sampled steps a copy of the weights; on histogram steps gradient
@@ -144,6 +145,7 @@ class Collector:
         self._stats_due = True  # whether the step in progress gets gradient norms and accuracy
         self._adds_more = True  # whether it also gets sampled signals, a noise-window sum or histograms
         self._reads_gradients = False  # whether its optimizer pre-hook has anything to do
+        self._quiet_until = 0  # steps before it add nothing to loss, lr and step time: no planning
         self._stats_cost = 0.0  # host seconds they took in the step in progress (0: not taken)
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -375,12 +377,17 @@ class Collector:
     def _plan(self, step: int) -> None:
         """Decide, before `step` starts, what it records: the hooks then only read flags
         (inside a step each line of Python costs several times its usual time)."""
+        if step < self._quiet_until:  # as quiet as the step before: the flags stand
+            return
         cfg = self.config
         sampled = cfg.is_sampled(step)
         # A sampled step gets the statistics too: the full picture, and a noise window's first |g|².
         self._stats_due = self._cadence.due(step) or sampled
-        self._adds_more = sampled or cfg.is_histogram_step(step) or cfg.in_noise_window(step)
+        self._adds_more = sampled or cfg.adds_sampled_work(step)
         self._reads_gradients = self._stats_due or self._adds_more
+        if not self._reads_gradients:
+            # Only a statistics step moves the cadence, so this holds till the next one.
+            self._quiet_until = min(self._cadence.next_due(step), cfg.next_sampled_work(step))
         if sampled and self._guard.enabled("activations"):
             self._guard.call("activations", self._probe.arm)
 
@@ -493,19 +500,20 @@ class Collector:
 
     def _flush(self) -> None:
         packets, self._pending = self._pending, []
+        tensors: list[torch.Tensor] = []
         for packet in packets:
-            self._check_borrowed(packet)
-        tensors = [t for p in packets for t in p.take_tensors()]
+            tensors += packet.take_tensors(self._check_borrowed(packet))
         if not tensors:
             self._writer.submit(Batch(packets, None))
             return
-        device = tensors[0].device
         with torch.no_grad():
-            if all(t.device == device and t.dim() <= 1 for t in tensors):
-                # Three calls for any number of tensors (cat promotes mixed dtypes), where a
+            try:
+                # Four calls for any number of tensors (cat promotes mixed dtypes; after
+                # cat along dim 0, reshape gives each tensor's values in order), where a
                 # reshape and a cast per tensor cost ~1 ms a flush on a 2-core CPU.
-                flat = torch.cat(torch.atleast_1d(tensors)).float()
-            else:
+                flat = torch.cat(torch.atleast_1d(tensors)).reshape(-1).float()
+            except RuntimeError:  # tensors on several devices, or of unlike shapes
+                device = tensors[0].device
                 flat = torch.cat([t.reshape(-1).to(device=device, dtype=torch.float32, non_blocking=True) for t in tensors])
         if flat.device.type == "cuda":
             host = torch.empty(flat.shape, dtype=torch.float32, pin_memory=True)
@@ -516,9 +524,10 @@ class Collector:
         else:
             self._writer.submit(Batch(packets, flat.cpu()))
 
-    def _check_borrowed(self, packet: Packet) -> None:
-        """Report (once) a borrowed loss changed in place: from then on losses are copied."""
-        changed = packet.changed_borrowed() if packet.borrowed else None
+    def _check_borrowed(self, packet: Packet) -> list[int]:
+        """Where `packet`'s borrowed values were changed in place; the first such is
+        reported (once), and from then on such values are copied."""
+        changed = packet.changed_borrowed()
         if changed and self._guard.enabled(BORROWING):
             tag = packet.items[changed[0]][0].tag  # type: ignore[union-attr]  # Packet.borrow takes ScalarSpecs
             message = (
@@ -526,6 +535,7 @@ class Collector:
                 " dropped, and such values are copied from now on"
             )
             self._guard.report(BORROWING, RuntimeError(message))
+        return changed
 
     # ---- run.json -------------------------------------------------------------
 

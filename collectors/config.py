@@ -69,5 +69,19 @@ class CollectorConfig:
     def in_noise_window(self, step: int) -> bool:
         return self.noise_scale and step % self.every < min(self.noise_window, self.every)
 
+    def adds_sampled_work(self, step: int) -> bool:
+        """Whether `step` is sampled, has histograms or is in a noise window."""
+        return self.is_sampled(step) or self.is_histogram_step(step) or self.in_noise_window(step)
+
+    def next_sampled_work(self, step: int) -> int:
+        """The first step from `step` on for which `adds_sampled_work` holds: the steps
+        before it need no planning (noise windows open at sampled steps)."""
+        if self.adds_sampled_work(step):
+            return step
+        following = step + (-step) % self.every
+        if self.histograms:
+            following = min(following, step + (-step) % self.histogram_every)
+        return following
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

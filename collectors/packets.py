@@ -8,6 +8,7 @@ a tensor holds and what they mean.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -96,7 +97,8 @@ class Packet:
     def borrow(self, spec: ScalarSpec, value: torch.Tensor) -> None:
         """Add a one-element tensor by reference instead of a copy, which saves a kernel
         launch a step on a GPU. For a result of the step's graph (the loss): nothing
-        updates it in place afterwards, and `take_tensors` checks that nothing did."""
+        updates it in place afterwards, and the collector checks that nothing did
+        (`changed_borrowed`) before the copy."""
         self.borrowed.append((len(self.items), value._version))
         self.items.append((spec, value))
 
@@ -104,17 +106,17 @@ class Packet:
         """Where in `items` borrowed values were changed in place since they were added."""
         return [i for i, version in self.borrowed if self.items[i][1]._version != version]
 
-    def take_tensors(self) -> list[torch.Tensor]:
+    def take_tensors(self, dropped: Sequence[int] = ()) -> list[torch.Tensor]:
         """Hand over the device values (for the one copy), keeping only their specs, so
-        that a packet waiting in the writer's queue holds no tensor. A borrowed value
-        that was changed in place is dropped (sent as MISSING) rather than written
-        wrong: its true value is gone."""
-        self.specs = [spec for spec, _ in self.items]
-        tensors = [tensor for _, tensor in self.items]
-        for i in self.changed_borrowed():
+        that a packet waiting in the writer's queue holds no tensor. The items at
+        `dropped` (borrowed values changed in place: their true value is gone) are sent
+        as MISSING rather than written wrong."""
+        items, self.items, self.borrowed = self.items, [], []
+        self.specs = [spec for spec, _ in items]
+        tensors = [tensor for _, tensor in items]
+        for i in dropped:
             self.specs[i] = ScalarSpec(self.specs[i].tag, optional=True)  # type: ignore[union-attr]
             tensors[i] = torch.full((), MISSING, device=tensors[i].device)
-        self.items, self.borrowed = [], []
         return tensors
 
 

@@ -92,6 +92,49 @@ def test_the_larger_of_host_time_and_added_step_time_counts(stats_ms, stride):
     assert cadence.stride == stride
 
 
+def first_due(cadence: StatsCadence, step: int) -> int:
+    return next(s for s in range(step, step + 10 * FULL_START) if cadence.due(s))
+
+
+@pytest.mark.parametrize(
+    "every, budget, recorded_at, cost_ms",
+    [
+        (3, None, None, 0.0),  # a fixed schedule
+        (1, 0.01, None, 0.0),  # nothing recorded yet
+        (4, 0.01, 195, 0.5),  # the start's multiples of 4 run into the budgeted part
+        (1, 0.01, 250, 0.5),  # the cap: every 8th
+        (1, 0.01, 250, 0.025),  # every 3rd
+        (10, 0.01, 250, 0.5),  # a chosen interval beyond the cap
+    ],
+)
+def test_next_due_is_the_first_step_that_due_accepts(every, budget, recorded_at, cost_ms):
+    """The collector plans nothing for the steps before `next_due`: it must agree with `due`."""
+    cadence = StatsCadence(every=every, budget=budget)
+    cadence.step_took(1 * MS)
+    if recorded_at is not None:
+        cadence.recorded(recorded_at, cost_ms * MS)
+    for step in [*range(FULL_START + 40), *range(FULL_START + 200, FULL_START + 230)]:
+        if recorded_at is None or step > recorded_at:
+            assert cadence.next_due(step) == first_due(cadence, step), step
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"every": 10, "histogram_every": 25},  # histograms between samples
+        {"every": 7, "noise_window": 12},  # a window longer than the interval
+        {"histograms": False, "noise_scale": False},
+        {"every": 1},
+    ],
+)
+def test_next_sampled_work_is_the_first_step_that_has_some(settings):
+    config = CollectorConfig(**settings)
+    for step in range(1000):
+        expected = next(s for s in range(step, step + 1000) if config.adds_sampled_work(s))
+        assert config.next_sampled_work(step) == expected, step
+
+
 def test_config_rejects_a_budget_that_is_not_positive():
     with pytest.raises(ValueError, match="stats_budget"):
         CollectorConfig(stats_budget=0.0)

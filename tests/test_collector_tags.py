@@ -226,3 +226,29 @@ def test_learning_rate_of_every_param_group_follows_the_scheduler(tmp_path, digi
     assert scalars[T.lr_tag(0)] == pytest.approx({s: 0.1 * 0.5 ** (s // 3) for s in range(7)})
     assert scalars[T.lr_tag(1)] == pytest.approx({s: 0.01 * 0.5 ** (s // 3) for s in range(7)})
     assert T.lr_tag(1) == "opt/lr/group1"
+
+
+def test_values_of_any_shape_land_under_their_tags(tmp_path, digits):
+    """A flush copies every pending value with one `cat`: one-element values shaped (1, 1)
+    alone, and mixed with the statistics' vectors and 0-d losses (where that `cat` fails
+    and each value is flattened on its own), all come out under their own tags."""
+    X, y = digits
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    collector = watch(model, opt, tmp_path, stats_budget=None)
+    collector.log_scalars({"extra/alone": torch.full((1, 1), 2.0)}, step=0)
+    collector.flush()  # a flush of (1, 1) values only
+    for step in range(3):
+        loss = F.cross_entropy(model(X[:32]), y[:32])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        collector.step(loss=loss.reshape(1, 1))  # a loss shaped (1, 1) that requires grad: kept by reference
+        collector.log_scalars({"extra/matrix": torch.full((2, 2), float(step)), "extra/number": step + 0.5}, step=step)
+    collector.close()
+    scalars = read_scalars(tmp_path)
+    assert scalars["extra/alone"] == {0: 2.0}
+    assert scalars["extra/matrix"] == {0: 0.0, 1: 1.0, 2: 2.0}  # averaged
+    assert scalars["extra/number"] == {0: 0.5, 1: 1.5, 2: 2.5}
+    assert sorted(scalars[T.TRAIN_LOSS]) == [0, 1, 2] and sorted(scalars[T.GRAD_GLOBAL_NORM]) == [0, 1, 2]
+    assert all(1.0 < v < 4.0 for v in scalars[T.TRAIN_LOSS].values())  # ln(10) at the start: not a norm
