@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 LOGDIR ?= sample_runs
 
-.PHONY: setup test dashboard diagnose bench clean
+.PHONY: setup test dashboard diagnose bench check-cuda clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,13 @@ bench: setup
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/analyze.py
 	$(PY) benchmarks/dashboard.py $(if $(wildcard /usr/bin/chromium),--browser)
+
+# On a machine with a GPU: the collector's CUDA tests (no host sync between flushes,
+# bit-identical weights, AMP, the loss kept by reference) and its overhead on the GPU.
+check-cuda: setup
+	$(PY) -c "import torch, sys; sys.exit(None if torch.cuda.is_available() else 'check-cuda: no CUDA device')"
+	$(PY) -m pytest -q tests/test_collector_cuda.py tests/test_collector_survival.py
+	$(PY) benchmarks/collector_overhead.py --device cuda --breakdown --blocks 20 --naive-blocks 4
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
