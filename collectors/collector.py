@@ -383,7 +383,7 @@ class Collector:
         sampled = cfg.is_sampled(step)
         # A sampled step gets the statistics too: the full picture, and a noise window's first |g|².
         self._stats_due = self._cadence.due(step) or sampled
-        self._adds_more = sampled or cfg.adds_sampled_work(step)
+        self._adds_more = cfg.adds_sampled_work(step)
         self._reads_gradients = self._stats_due or self._adds_more
         if not self._reads_gradients:
             # Only a statistics step moves the cadence, so this holds till the next one.

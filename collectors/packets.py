@@ -106,7 +106,7 @@ class Packet:
         """Where in `items` borrowed values were changed in place since they were added."""
         return [i for i, version in self.borrowed if self.items[i][1]._version != version]
 
-    def take_tensors(self, dropped: Sequence[int] = ()) -> list[torch.Tensor]:
+    def take_tensors(self, dropped: Sequence[int]) -> list[torch.Tensor]:
         """Hand over the device values (for the one copy), keeping only their specs, so
         that a packet waiting in the writer's queue holds no tensor. The items at
         `dropped` (borrowed values changed in place: their true value is gone) are sent
