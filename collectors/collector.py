@@ -601,7 +601,7 @@ def _put(packet: Packet, tag: str, value: TensorOrNumber | None, borrow: bool = 
         if value.numel() != 1:
             packet.items.append((_scalar_spec(tag), value.detach().float().mean()))
         elif borrow and value.requires_grad:
-            # detach() drops the graph but shares the version counter that take_tensors checks
+            # detach() drops the graph but shares the version counter that _check_borrowed reads
             packet.borrow(_scalar_spec(tag), value.detach())
         else:
             packet.items.append((_scalar_spec(tag), value.detach().clone()))
