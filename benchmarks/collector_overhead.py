@@ -24,7 +24,7 @@ step page-faults its activations in afresh. Measured on the CNN: 750 minor fault
 changing from run to run. That measures where the heap happened to end, not the
 collector.
 
-    python benchmarks/collector_overhead.py [--device cuda] [--blocks 40] [--breakdown]
+    python benchmarks/collector_overhead.py [--device cuda] [--blocks 40] [--breakdown] [--compile]
 """
 
 from __future__ import annotations
@@ -85,9 +85,13 @@ def bn_cnn() -> nn.Module:
 class Arm:
     """One copy of the model with its optimizer and its way of logging."""
 
-    def __init__(self, make: Callable[[], nn.Module], device: torch.device, kind: str, log_dir: str) -> None:
+    def __init__(
+        self, make: Callable[[], nn.Module], device: torch.device, kind: str, log_dir: str, compiled: bool = False
+    ) -> None:
         torch.manual_seed(0)
         self.model = make().to(device)
+        if compiled:  # compiled in the first (warm-up) block
+            self.model = torch.compile(self.model)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
         self.kind = kind
         self.collector = None
@@ -166,7 +170,7 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
         # naive reference's garbage and writer thread never run inside the collector's blocks.
         phases = [["plain_again", *(SETTINGS if args.breakdown else ["collector"])], ["add_histogram"]]
         for kinds, blocks in zip(phases, (args.blocks, args.naive_blocks)):
-            arms = [Arm(make, device, kind, log_dir) for kind in ["plain", *kinds]]
+            arms = [Arm(make, device, kind, log_dir, args.compile) for kind in ["plain", *kinds]]
             timed = interleave(arms, data, blocks, args, sync)
             for arm in arms:
                 arm.close()
@@ -183,7 +187,8 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
                 stride = f"1/{strides[kind]}" if kind in strides else ""
                 rows.append((LABELS[kind], statistics.median(kind_blocks), ratio, single_ratio, stride))
     rounds = f"{args.blocks} blocks x {args.block} steps ({args.naive_blocks} for the reference)"
-    print(f"\n{name} (batch {batch}, {rounds}, {device.type}, {torch.get_num_threads()} threads)")
+    how = f"{device.type}{', torch.compile' if args.compile else ''}, {torch.get_num_threads()} threads"
+    print(f"\n{name} (batch {batch}, {rounds}, {how})")
     print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'single-step median ratio':>27}{'norms':>8}")
     for label, median, ratio, single_ratio, stride in rows:
         print(f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{single_ratio:>27.3f}{stride:>8}")
@@ -200,6 +205,9 @@ def main() -> None:
         "--breakdown",
         action="store_true",
         help="also time the collector with its sampled signals off, and with gradient norms and accuracy every step",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile every copy of the model (inductor; the collector's sampled steps run eagerly)"
     )
     parser.add_argument("--system-malloc", action="store_true", help="keep glibc's malloc defaults (see above)")
     args = parser.parse_args()

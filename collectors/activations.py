@@ -14,11 +14,19 @@ Dead units are found two ways:
   right after an activation module are skipped. The fraction is reported under the
   consuming layer's name.
 Everything is computed on the device; results stay tensors until the next flush.
+
+Under `torch.compile`, dynamo would trace the hooks into the compiled graph once,
+guarded only on how many hooks a module has, and replay that first trace on every
+later sampled step: their results would never arrive. So while the hooks are armed,
+compiled code runs eagerly (`torch.compiler.set_stance("force_eager")`): a sampled
+step is an ordinary eager step, and the compiled graph is neither recompiled nor
+broken up for the steps between.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import sys
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import nn
@@ -34,6 +42,8 @@ SIGMOID_LOW, SIGMOID_HIGH = 0.01, 0.99
 TANH_LIMIT = 0.99
 
 _CONSUMER_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
+
+Hook = TypeVar("Hook", bound=Callable[..., Any])
 
 
 def dead_fraction(y: torch.Tensor, unit_dim: int) -> torch.Tensor:
@@ -82,6 +92,7 @@ class ActivationProbe:
                 self._consumers.append(layer)
             previous = layer
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._holds_eager = False  # whether this probe holds compiled code eager (see _EagerStance)
         self.results: dict[str, torch.Tensor] = {}
         self.functional_relu_layers: set[str] = set()
         self._done: set[str] = set()
@@ -97,16 +108,22 @@ class ActivationProbe:
         self.results = {}
         self._done = set()
         self._first_consumer_seen = False
+        self._holds_eager, outside_graphs = _run_compiled_code_eagerly()
         for site in self._sites:
-            self._handles.append(site.module.register_forward_hook(self._site_hook(site)))
+            self._handles.append(site.module.register_forward_hook(outside_graphs(self._site_hook(site))))
         for layer in self._consumers:
-            self._handles.append(layer.module.register_forward_pre_hook(self._consumer_hook(layer)))
-        self._handles.append(self._model.register_forward_pre_hook(self._input_hook))
+            self._handles.append(
+                layer.module.register_forward_pre_hook(outside_graphs(self._consumer_hook(layer)))
+            )
+        self._handles.append(self._model.register_forward_pre_hook(outside_graphs(self._input_hook)))
 
     def disarm(self) -> dict[str, torch.Tensor]:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        if self._holds_eager:
+            _EAGER.release()
+            self._holds_eager = False
         results, self.results = self.results, {}
         return results
 
@@ -155,3 +172,50 @@ class ActivationProbe:
             unit_dim = 1 if isinstance(layer.module, nn.modules.conv._ConvNd) else -1
             self.results[T.dead_fraction_tag(layer.name)] = functional_relu_dead_fraction(x, unit_dim)
             self.functional_relu_layers.add(layer.name)
+
+
+def _run_compiled_code_eagerly() -> tuple[bool, Callable[[Hook], Hook]]:
+    """Make `torch.compile`d code run the armed hooks as Python: whether compiled code
+    is now held eager (to release in `disarm`), and what to wrap each hook in.
+
+    Dynamo is loaded once anything is compiled; without it there is nothing to do, and
+    importing it would cost the run most of a second. Before torch 2.6 (no stances)
+    each hook is kept out of the graph instead, which breaks the graph where it sits,
+    from then on also on the steps between samples.
+    """
+    if "torch._dynamo" not in sys.modules:
+        return False, _as_is
+    if not hasattr(torch.compiler, "set_stance"):
+        return False, torch.compiler.disable
+    _EAGER.acquire()
+    return True, _as_is
+
+
+def _as_is(hook: Hook) -> Hook:
+    return hook
+
+
+class _EagerStance:
+    """The compiler's stance is one setting for the whole process, and several probes
+    can be armed at once (a GAN's two watched models sample on the same steps, and
+    disarm in the order their `step()` is called): the first to arm sets
+    ``force_eager``, the last to disarm puts back the stance from before."""
+
+    def __init__(self) -> None:
+        self._holders = 0
+        self._stance: Any = None  # torch's set_stance object, whose exit restores the stance before
+
+    def acquire(self) -> None:
+        if self._holders == 0:
+            self._stance = torch.compiler.set_stance("force_eager")
+        self._holders += 1
+
+    def release(self) -> None:
+        self._holders -= 1
+        if self._holders == 0:
+            self._stance.__exit__(None, None, None)
+            self._stance = None
+
+
+# Module-level because what it counts for is process-wide: torch's compiler stance.
+_EAGER = _EagerStance()

@@ -2,11 +2,13 @@
 
 A layer is a module with trainable parameters of its own that the optimizer updates;
 it is named by its qualified name in `model.named_modules()` (wrappers such as
-DistributedDataParallel are looked through, so names match the bare model).
+DistributedDataParallel and `torch.compile`'s are looked through, so names match the
+bare model).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,10 +43,23 @@ _RECURRENT_KIND = {nn.LSTM: "tanh", nn.GRU: "tanh", nn.RNN: "tanh"}
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The user's model inside DataParallel/DistributedDataParallel wrappers."""
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
-    return model
+    """The user's model inside DataParallel/DistributedDataParallel wrappers and
+    `torch.compile`'s module: layers are named as in the model itself (``fc1``, not
+    ``_orig_mod.fc1``), so a compiled run's tags match an eager one's (how hooks meet
+    compiled code: `collectors.activations`)."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif _is_compiled(model):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _is_compiled(model: nn.Module) -> bool:
+    # A compiled model means dynamo is loaded; for any other, it need not be imported.
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    return eval_frame is not None and isinstance(model, eval_frame.OptimizedModule)
 
 
 @dataclass

@@ -1,0 +1,220 @@
+"""A `torch.compile`d model records what the eager model records, on every sampled step.
+
+Two ways a compiled model could go wrong without anything failing: its layers named
+through the compiled wrapper (`_orig_mod.0`, so a compiled run's tags match no eager
+run's), and the activation hooks traced into the compiled graph once, guarded only on
+how many hooks a module has, so that the hooks armed for later sampled steps replay
+the first one's trace and their results never arrive. And one way it could cost every
+step: hooks kept out of the graph break it where they sit, and the broken graph then
+runs on the steps between samples too. The collector runs the sampled steps eagerly
+instead; each test here fails on one of the three.
+
+`aot_eager` traces with dynamo as every backend does, then runs eager kernels: the
+values must equal the eager model's. `inductor` (it builds C++ on CPU) is run where a
+compiler exists.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from collector_helpers import FunctionalReLUNet, mlp, read_histograms, read_scalars, train
+
+from collectors import watch
+from logformat import tags as T
+
+# Raised from inside torch while it compiles, not by anything here.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
+SETTINGS = {"every": 5, "histogram_every": 10, "noise_window": 2}
+STEPS = 30
+SAMPLED = set(range(0, STEPS, SETTINGS["every"]))
+
+needs_cpp = pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
+    reason="inductor builds C++ on CPU",
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _compiled(model: torch.nn.Module, how: str, backend: str) -> torch.nn.Module:
+    if how == "torch.compile":
+        return torch.compile(model, backend=backend)
+    model.compile(backend=backend)  # in place: the module keeps its class and names
+    return model
+
+
+def _watched(log_dir, **settings):
+    return lambda model, optimizer: watch(model, optimizer, log_dir, **{**SETTINGS, **settings})
+
+
+@pytest.mark.parametrize("how", ["torch.compile", "Module.compile"])
+@pytest.mark.parametrize("make_model", [mlp, FunctionalReLUNet], ids=["relu-tanh-modules", "functional-relu"])
+def test_compiled_model_records_what_the_eager_model_records(tmp_path, digits, make_model, how):
+    X, y = digits
+    torch.manual_seed(0)
+    train(make_model(), X, y, steps=STEPS, collector=_watched(tmp_path / "eager"))
+    torch.manual_seed(0)
+    train(
+        _compiled(make_model(), how, "aot_eager"),
+        X,
+        y,
+        steps=STEPS,
+        collector=_watched(tmp_path / "compiled"),
+    )
+
+    eager, compiled = read_scalars(tmp_path / "eager"), read_scalars(tmp_path / "compiled")
+    assert sorted(compiled) == sorted(eager)
+    activation_tags = [tag for tag in eager if tag.startswith("act/")]
+    assert activation_tags
+    for tag in activation_tags:
+        assert set(compiled[tag]) == SAMPLED, f"{tag}: sampled steps missing"
+    for tag, values in eager.items():
+        if tag != T.STEP_SECONDS:
+            assert compiled[tag] == pytest.approx(values, rel=1e-5, abs=1e-7), tag
+    assert read_histograms(tmp_path / "compiled").keys() == read_histograms(tmp_path / "eager").keys()
+
+
+def test_compiled_run_is_bit_identical_with_the_collector_attached(tmp_path, digits):
+    X, y = digits
+    torch.manual_seed(0)
+    plain = train(torch.compile(mlp(), backend="aot_eager"), X, y, steps=STEPS)
+    torch._dynamo.reset()
+    watched = train(
+        torch.compile(mlp(), backend="aot_eager"), X, y, steps=STEPS, collector=_watched(tmp_path)
+    )
+    for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
+        assert torch.equal(a, b), f"{name} differs with the collector attached"
+
+
+@needs_cpp
+def test_inductor_compiled_model(tmp_path, digits):
+    """Inductor: every signal on every sampled step, values as eager's up to rounding
+    (its kernels round tanh unlike eager's, and the sampled steps run eagerly)."""
+    X, y = digits
+    torch.manual_seed(0)
+    train(mlp(), X, y, steps=STEPS, collector=_watched(tmp_path / "eager"))
+    torch.manual_seed(0)
+    train(torch.compile(mlp()), X, y, steps=STEPS, collector=_watched(tmp_path / "compiled"))
+    eager, compiled = read_scalars(tmp_path / "eager"), read_scalars(tmp_path / "compiled")
+    assert sorted(compiled) == sorted(eager)
+    for tag, values in eager.items():
+        if tag.startswith("act/"):
+            assert set(compiled[tag]) == SAMPLED, f"{tag}: sampled steps missing"
+        if tag != T.STEP_SECONDS:
+            assert compiled[tag] == pytest.approx(values, rel=1e-3, abs=1e-5), tag
+
+
+def _graph_calls_per_step(tmp_path, X, y, watched: bool) -> tuple[int, list[int]]:
+    """Graphs compiled, and compiled graphs run in each step (a backend that counts)."""
+    calls: list[int] = []
+
+    def counting_backend(graph: torch.fx.GraphModule, example_inputs: list) -> object:
+        index = len(calls)
+        calls.append(0)
+
+        def run(*args: torch.Tensor) -> object:
+            calls[index] += 1
+            return graph.forward(*args)
+
+        return run
+
+    model = torch.compile(mlp(), backend=counting_backend)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    collector = watch(model, optimizer, tmp_path, **SETTINGS) if watched else None
+    per_step = []
+    for step in range(4 * SETTINGS["every"]):
+        before = sum(calls)
+        optimizer.zero_grad()
+        out = model(X[:64])
+        loss = F.cross_entropy(out, y[:64])
+        loss.backward()
+        optimizer.step()
+        if collector is not None:
+            collector.step(loss=loss, outputs=out, targets=y[:64])
+        per_step.append(sum(calls) - before)
+    if collector is not None:
+        collector.close()  # while the next step, a sampled one, is armed
+    before = sum(calls)
+    model(X[:64])
+    per_step.append(sum(calls) - before)
+    return len(calls), per_step
+
+
+def test_steps_between_samples_run_the_whole_compiled_graph(tmp_path, digits):
+    """Sampled steps run eagerly; every other step runs the one graph a plain compiled
+    run runs, compiled once (no recompile per sampled step, no graph broken by hooks),
+    and after `close()` the model runs compiled again."""
+    X, y = digits
+    plain_graphs, plain_calls = _graph_calls_per_step(tmp_path / "plain", X, y, watched=False)
+    torch._dynamo.reset()
+    graphs, calls = _graph_calls_per_step(tmp_path / "watched", X, y, watched=True)
+    assert plain_graphs == graphs == 1 and set(plain_calls) == {1}
+    sampled_steps_run = [0 if step % SETTINGS["every"] == 0 else 1 for step in range(len(calls) - 1)]
+    assert calls == sampled_steps_run + [1], "close() leaves compiled code compiled"
+
+
+def test_without_compiler_stances_hooks_are_kept_out_of_the_graph(tmp_path, digits, monkeypatch):
+    """Before torch 2.6 there is no `set_stance`: the hooks then run outside the graph
+    (it breaks there), and the values still arrive on every sampled step."""
+    monkeypatch.delattr(torch.compiler, "set_stance")
+    X, y = digits
+    torch.manual_seed(0)
+    train(mlp(), X, y, steps=STEPS, collector=_watched(tmp_path / "eager"))
+    torch.manual_seed(0)
+    train(
+        torch.compile(mlp(), backend="aot_eager"),
+        X,
+        y,
+        steps=STEPS,
+        collector=_watched(tmp_path / "compiled"),
+    )
+    eager, compiled = read_scalars(tmp_path / "eager"), read_scalars(tmp_path / "compiled")
+    for tag in (tag for tag in eager if tag.startswith("act/")):
+        assert compiled[tag] == pytest.approx(eager[tag], rel=1e-5, abs=1e-7), tag
+
+
+def test_two_watched_compiled_models_leave_compiled_code_compiled(tmp_path, digits):
+    """Two compiled models, each watched (a GAN's generator and discriminator), sample on
+    the same steps and disarm one after the other: compiled code must run compiled
+    again once both are done, not stay eager with the stance the second found."""
+    X, y = digits
+    calls = [0]
+
+    def counting_backend(graph: torch.fx.GraphModule, example_inputs: list) -> object:
+        def run(*args: torch.Tensor) -> object:
+            calls[0] += 1
+            return graph.forward(*args)
+
+        return run
+
+    pairs = []
+    for name in ("first", "second"):
+        model = torch.compile(mlp(), backend=counting_backend)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        pairs.append((model, optimizer, watch(model, optimizer, tmp_path / name, **SETTINGS)))
+    per_step = []
+    for step in range(2 * SETTINGS["every"] + 1):
+        before = calls[0]
+        for model, optimizer, _ in pairs:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(X[:64]), y[:64])
+            loss.backward()
+            optimizer.step()
+        for _, _, collector in pairs:
+            collector.step(loss=loss)
+        per_step.append(calls[0] - before)
+    for _, _, collector in pairs:
+        collector.close()
+    assert per_step == [0 if step % SETTINGS["every"] == 0 else 2 for step in range(len(per_step))]
+    for name in ("first", "second"):
+        assert set(read_scalars(tmp_path / name)[T.dead_fraction_tag("1")]) == {0, 5, 10}
