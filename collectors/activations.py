@@ -100,10 +100,12 @@ class ActivationProbe:
 
     @property
     def armed(self) -> bool:
-        return bool(self._handles)
+        # Holding compiled code eager counts too: a hook that failed to register must not
+        # leave the process eager until close().
+        return bool(self._handles) or self._holds_eager
 
     def arm(self) -> None:
-        if self._handles:
+        if self.armed:
             return
         self.results = {}
         self._done = set()

@@ -218,3 +218,17 @@ def test_two_watched_compiled_models_leave_compiled_code_compiled(tmp_path, digi
     assert per_step == [0 if step % SETTINGS["every"] == 0 else 2 for step in range(len(per_step))]
     for name in ("first", "second"):
         assert set(read_scalars(tmp_path / name)[T.dead_fraction_tag("1")]) == {0, 5, 10}
+
+
+def test_a_hook_that_fails_to_register_leaves_compiled_code_compiled(tmp_path, digits, monkeypatch):
+    """An error while arming is reported (the activations switch off), and the steps
+    after it run compiled: the stance set before the hooks must still be released."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no hooks here")
+
+    monkeypatch.setattr(torch.nn.Module, "register_forward_hook", refuse)
+    X, y = digits
+    with pytest.warns(RuntimeWarning, match="no hooks here"):
+        _, calls = _graph_calls_per_step(tmp_path, X, y, watched=True)
+    assert calls == [0] + [1] * (len(calls) - 1)
