@@ -17,6 +17,7 @@ compiler exists.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -114,8 +115,9 @@ def test_inductor_compiled_model(tmp_path, digits):
             assert compiled[tag] == pytest.approx(values, rel=1e-3, abs=1e-5), tag
 
 
-def _graph_calls_per_step(tmp_path, X, y, watched: bool) -> tuple[int, list[int]]:
-    """Graphs compiled, and compiled graphs run in each step (a backend that counts)."""
+def _counting_backend() -> tuple[Callable[..., object], list[int]]:
+    """A dynamo backend that runs each graph as traced, and how often each graph it
+    compiled was run (one entry per graph)."""
     calls: list[int] = []
 
     def counting_backend(graph: torch.fx.GraphModule, example_inputs: list) -> object:
@@ -128,7 +130,13 @@ def _graph_calls_per_step(tmp_path, X, y, watched: bool) -> tuple[int, list[int]
 
         return run
 
-    model = torch.compile(mlp(), backend=counting_backend)
+    return counting_backend, calls
+
+
+def _graph_calls_per_step(tmp_path, X, y, watched: bool) -> tuple[int, list[int]]:
+    """Graphs compiled, and compiled graphs run in each step."""
+    backend, calls = _counting_backend()
+    model = torch.compile(mlp(), backend=backend)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     collector = watch(model, optimizer, tmp_path, **SETTINGS) if watched else None
     per_step = []
@@ -188,23 +196,15 @@ def test_two_watched_compiled_models_leave_compiled_code_compiled(tmp_path, digi
     the same steps and disarm one after the other: compiled code must run compiled
     again once both are done, not stay eager with the stance the second found."""
     X, y = digits
-    calls = [0]
-
-    def counting_backend(graph: torch.fx.GraphModule, example_inputs: list) -> object:
-        def run(*args: torch.Tensor) -> object:
-            calls[0] += 1
-            return graph.forward(*args)
-
-        return run
-
+    backend, calls = _counting_backend()
     pairs = []
     for name in ("first", "second"):
-        model = torch.compile(mlp(), backend=counting_backend)
+        model = torch.compile(mlp(), backend=backend)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
         pairs.append((model, optimizer, watch(model, optimizer, tmp_path / name, **SETTINGS)))
     per_step = []
     for step in range(2 * SETTINGS["every"] + 1):
-        before = calls[0]
+        before = sum(calls)
         for model, optimizer, _ in pairs:
             optimizer.zero_grad()
             loss = F.cross_entropy(model(X[:64]), y[:64])
@@ -212,7 +212,7 @@ def test_two_watched_compiled_models_leave_compiled_code_compiled(tmp_path, digi
             optimizer.step()
         for _, _, collector in pairs:
             collector.step(loss=loss)
-        per_step.append(calls[0] - before)
+        per_step.append(sum(calls) - before)
     for _, _, collector in pairs:
         collector.close()
     assert per_step == [0 if step % SETTINGS["every"] == 0 else 2 for step in range(len(per_step))]
