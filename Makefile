@@ -36,7 +36,8 @@ bench: setup
 	$(PY) benchmarks/dashboard.py $(if $(wildcard /usr/bin/chromium),--browser)
 
 # On a machine with a GPU: the collector's CUDA tests (no host sync between flushes,
-# bit-identical weights, AMP, the loss kept by reference) and its overhead on the GPU.
+# bit-identical weights, AMP, the loss kept by reference and under CUDA graphs) and its
+# overhead on the GPU.
 check-cuda: setup
 	$(PY) -c "import torch, sys; sys.exit(None if torch.cuda.is_available() else 'check-cuda: no CUDA device')"
 	$(PY) -m pytest -q tests/test_collector_cuda.py tests/test_collector_survival.py

@@ -15,9 +15,10 @@ How a step is recorded (step k, `every` = sampling interval):
    weights (folded into ‖Δw‖/‖w‖ and weight norms); on histogram steps weight
    histograms.
 4. `collector.step(loss, ...)`: loss (kept by reference: on most steps the
-   collector launches no kernel at all), learning rate, step time, the norm before
-   clipping if given; accuracy on statistics steps; sampled input/label statistics;
-   all device values stay tensors in a pending packet.
+   collector launches no kernel at all; copied where CUDA graphs would overwrite
+   it), learning rate, step time, the norm before clipping if given; accuracy on
+   statistics steps; sampled input/label statistics; all device values stay
+   tensors in a pending packet.
 5. Every `flush_steps` steps or `flush_seconds`: one device-to-host copy of every
    pending value, handed to the writer thread. Nothing in 1-4 reads a device value
    on the host, so steps between flushes never wait for the GPU.
@@ -45,6 +46,7 @@ from collectors import batch_stats
 from collectors.activations import ActivationProbe
 from collectors.cadence import QUIET, STATS, StatsCadence
 from collectors.config import CollectorConfig
+from collectors.cuda_graphs import cuda_graphs_run_on
 from collectors.distributed import rank_and_world_size
 from collectors.grad_stats import LayerFold, LayerNorms
 from collectors.guard import ErrorGuard
@@ -60,7 +62,9 @@ from collectors.packets import (
     NoiseSpec,
     Packet,
     ScalarSpec,
+    Spec,
     UpdateSpec,
+    spec_tag,
 )
 from collectors.scratch import Scratch
 from collectors.writer import WriterThread
@@ -512,10 +516,11 @@ class Collector:
                 # cat along dim 0, reshape gives each tensor's values in order), where a
                 # reshape and a cast per tensor cost ~1 ms a flush on a 2-core CPU.
                 flat = torch.cat(torch.atleast_1d(tensors)).reshape(-1).float()
-            except RuntimeError:  # tensors on several devices, or of unlike shapes
-                device = tensors[0].device
-                flat = torch.cat([t.reshape(-1).to(device=device, dtype=torch.float32, non_blocking=True) for t in tensors])
-        if flat.device.type == "cuda":
+            except RuntimeError:  # tensors on several devices, of unlike shapes, or one that cannot be read
+                flat = self._gather_one_by_one(packets, tensors)
+        if flat is None:
+            self._writer.submit(Batch(packets, None))
+        elif flat.device.type == "cuda":
             host = torch.empty(flat.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(flat, non_blocking=True)
             ready = torch.cuda.Event()
@@ -524,18 +529,45 @@ class Collector:
         else:
             self._writer.submit(Batch(packets, flat.cpu()))
 
+    def _gather_one_by_one(self, packets: list[Packet], tensors: list[torch.Tensor]) -> torch.Tensor | None:
+        """The flush's slow path: each value moved to one device on its own, so that a
+        value that cannot be read (memory taken back, a tensor without data) costs only
+        itself: it is left out, with its spec, and reported once per tag. Flushing the
+        rest goes on; before, one such value lost the flush and every flush after it."""
+        gathered: list[torch.Tensor] = []
+        values = iter(tensors)
+        for packet in packets:
+            kept = []
+            for spec in packet.specs:
+                value = next(values)
+                try:
+                    gathered.append(value.reshape(-1).to(device=self._device, dtype=torch.float32, non_blocking=True))
+                    kept.append(spec)
+                except RuntimeError as exc:
+                    self._report_unreadable(spec, packet.step, exc)
+            packet.specs = kept
+        return torch.cat(gathered) if gathered else None
+
+    def _report_unreadable(self, spec: Spec, step: int, exc: RuntimeError) -> None:
+        tag = spec_tag(spec)
+        part = f"reading {tag}"
+        if self._guard.enabled(part):
+            problem = RuntimeError(f"{tag} of step {step} could not be read at the flush ({exc})")
+            self._guard.report(part, problem, consequence="Such values are left out; everything else is written")
+
     def _check_borrowed(self, packet: Packet) -> list[int]:
-        """Where `packet`'s borrowed values were changed in place; the first such is
-        reported (once), and from then on such values are copied."""
-        changed = packet.changed_borrowed()
-        if changed and self._guard.enabled(BORROWING):
-            tag = packet.items[changed[0]][0].tag  # type: ignore[union-attr]  # Packet.borrow takes ScalarSpecs
+        """Where `packet`'s borrowed values were lost (changed in place, or overwritten);
+        the first such is reported (once), and from then on such values are copied."""
+        lost = packet.lost_borrowed()
+        if lost and self._guard.enabled(BORROWING):
+            index, why = lost[0]
+            tag = packet.items[index][0].tag  # type: ignore[union-attr]  # Packet.borrow takes ScalarSpecs
             message = (
-                f"{tag} of step {packet.step} was changed in place after it was recorded; that value is"
+                f"{tag} of step {packet.step} was {why} after it was recorded; that value is"
                 " dropped, and such values are copied from now on"
             )
             self._guard.report(BORROWING, RuntimeError(message))
-        return changed
+        return [index for index, _ in lost]
 
     # ---- run.json -------------------------------------------------------------
 
@@ -593,14 +625,15 @@ def _put(packet: Packet, tag: str, value: TensorOrNumber | None, borrow: bool = 
 
     Tensors are copied (schedulers and GradScaler update theirs in place before the
     flush), except, with `borrow`, one that requires grad: a result of the step's graph
-    such as the loss, kept by reference (see `Packet.borrow`).
+    such as the loss, kept by reference (see `Packet.borrow`), unless CUDA graphs may
+    overwrite it (see `collectors.cuda_graphs`).
     """
     if value is None:
         return
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             packet.items.append((_scalar_spec(tag), value.detach().float().mean()))
-        elif borrow and value.requires_grad:
+        elif borrow and value.requires_grad and not (value.is_cuda and cuda_graphs_run_on(value.device)):
             # detach() drops the graph but shares the version counter that _check_borrowed reads
             packet.borrow(_scalar_spec(tag), value.detach())
         else:

@@ -32,14 +32,15 @@ class ErrorGuard:
             self.report(part, exc)
             return None
 
-    def report(self, part: str, exc: BaseException) -> None:
+    def report(self, part: str, exc: BaseException, consequence: str = "This part is off for the rest of the run") -> None:
+        """Report `exc` and switch `part` off; `consequence` tells the user what that means."""
         self._disabled.add(part)
         where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         at = f" ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
         line = f"{part}: {type(exc).__name__}: {exc}{at}"
         self.errors.append(line)
         warnings.warn(
-            f"TrainScope collector: {line}. This part is off for the rest of the run; training is unaffected.",
+            f"TrainScope collector: {line}. {consequence}; training is unaffected.",
             RuntimeWarning,
             stacklevel=3,
         )

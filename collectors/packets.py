@@ -15,6 +15,7 @@ from typing import Union
 import torch
 
 from collectors.grad_stats import MISSING, LayerFold
+from logformat import tags as T
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,25 @@ class NoiseSpec:
     size = 1
 
 
+# Why a borrowed value was lost. Changed in place: by the user's code after step().
+# Overwritten: its memory was taken back; CUDA graphs (torch.compile with
+# mode="reduce-overhead") do that to a graph's outputs when the graph runs again, and
+# make reading them raise from then on.
+CHANGED_IN_PLACE = "changed in place"
+OVERWRITTEN = "overwritten (its memory was reused, as CUDA graphs reuse a graph's outputs)"
+
 Spec = Union[ScalarSpec, LayerNormSpec, UpdateSpec, FractionSpec, HistogramSpec, NoiseSpec]
+
+
+def spec_tag(spec: Spec) -> str:
+    """The tag that names `spec`'s values in a message (the first, for a tag per layer)."""
+    if isinstance(spec, LayerNormSpec):
+        return spec.global_tag or (spec.tags[0] if spec.tags else "grad/norm")
+    if isinstance(spec, UpdateSpec):
+        return spec.ratio_tags[0] if spec.ratio_tags else "update_ratio"
+    if isinstance(spec, NoiseSpec):
+        return T.GRAD_NOISE_SCALE
+    return spec.tag
 
 
 @dataclass
@@ -98,18 +117,26 @@ class Packet:
         """Add a one-element tensor by reference instead of a copy, which saves a kernel
         launch a step on a GPU. For a result of the step's graph (the loss): nothing
         updates it in place afterwards, and the collector checks that nothing did
-        (`changed_borrowed`) before the copy."""
+        (`lost_borrowed`) before the copy."""
         self.borrowed.append((len(self.items), value._version))
         self.items.append((spec, value))
 
-    def changed_borrowed(self) -> list[int]:
-        """Where in `items` borrowed values were changed in place since they were added."""
-        return [i for i, version in self.borrowed if self.items[i][1]._version != version]
+    def lost_borrowed(self) -> list[tuple[int, str]]:
+        """Where in `items` borrowed values can no longer be trusted, and why
+        (CHANGED_IN_PLACE or OVERWRITTEN)."""
+        lost = []
+        for i, version in self.borrowed:
+            value = self.items[i][1]
+            if value._version != version:
+                lost.append((i, CHANGED_IN_PLACE))
+            elif not _readable(value):
+                lost.append((i, OVERWRITTEN))
+        return lost
 
     def take_tensors(self, dropped: Sequence[int]) -> list[torch.Tensor]:
         """Hand over the device values (for the one copy), keeping only their specs, so
         that a packet waiting in the writer's queue holds no tensor. The items at
-        `dropped` (borrowed values changed in place: their true value is gone) are sent
+        `dropped` (borrowed values that were lost: their true value is gone) are sent
         as MISSING rather than written wrong."""
         items, self.items, self.borrowed = self.items, [], []
         self.specs = [spec for spec, _ in items]
@@ -127,3 +154,11 @@ class Batch:
     packets: list[Packet]
     values: torch.Tensor | None
     ready: torch.cuda.Event | None = None  # set when the copy was asynchronous
+
+
+def _readable(value: torch.Tensor) -> bool:
+    try:
+        value.data_ptr()  # raises for memory that CUDA graphs took back
+    except RuntimeError:
+        return False
+    return True

@@ -232,3 +232,23 @@ def test_a_hook_that_fails_to_register_leaves_compiled_code_compiled(tmp_path, d
     with pytest.warns(RuntimeWarning, match="no hooks here"):
         _, calls = _graph_calls_per_step(tmp_path, X, y, watched=True)
     assert calls == [0] + [1] * (len(calls) - 1)
+
+
+def test_cuda_graph_trees_are_found_where_torch_keeps_them(monkeypatch):
+    """On a device where torch.compile runs CUDA graphs (mode="reduce-overhead") the loss
+    is copied at step(), not kept by reference: a replay overwrites it. Finding them reads
+    torch internals (`collectors.cuda_graphs`); this checks, in the torch installed, that
+    they are where it looks. The loss itself is checked on a GPU (test_collector_cuda.py)."""
+    from collectors.cuda_graphs import cuda_graphs_run_on
+
+    trees = pytest.importorskip("torch._inductor.cudagraph_trees")
+    containers = trees.get_obj(trees.local, "tree_manager_containers")
+    monkeypatch.delitem(containers, 0, raising=False)
+    cuda0 = torch.device("cuda", 0)
+    assert not cuda_graphs_run_on(cuda0)
+    monkeypatch.setitem(containers, 0, trees.TreeManagerContainer(0))
+    assert not cuda_graphs_run_on(cuda0)  # a container, but no graph recorded in it
+    monkeypatch.setattr(containers[0], "tree_manager", object())
+    assert cuda_graphs_run_on(cuda0)
+    assert not cuda_graphs_run_on(torch.device("cuda", 1))
+    assert not cuda_graphs_run_on(torch.device("cpu"))

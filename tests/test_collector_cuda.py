@@ -81,3 +81,54 @@ def test_recorded_values_match_torch_on_cuda(tmp_path, cuda_digits):
         for tag, value in values.items():
             assert scalars[tag][step] == pytest.approx(value, rel=1e-5), (tag, step)
 
+
+
+def _train_with_cuda_graphs(log_dir, X, y, steps: int = 12) -> tuple[object, dict[int, float]]:
+    """Digits with the loss computed inside torch.compile(mode="reduce-overhead"), as a
+    Hugging Face model computes it inside forward: the loss is an output of a CUDA graph,
+    whose memory the next step's replay writes again."""
+    model = mlp().cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+
+    @torch.compile(mode="reduce-overhead")
+    def loss_of(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(xb), yb)
+
+    collector = watch(model, opt, log_dir, flush_steps=1000, flush_seconds=1e9)
+    losses = {}
+    for step in range(steps):
+        idx = (torch.arange(64, device="cuda") + step * 64) % X.shape[0]
+        opt.zero_grad()
+        loss = loss_of(X[idx], y[idx])
+        loss.backward()
+        opt.step()
+        losses[step] = loss.item()
+        collector.step(loss=loss)
+    collector.close()
+    return collector, losses
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_a_loss_from_cuda_graphs_is_copied_and_every_one_arrives(tmp_path, cuda_digits):
+    from collectors.cuda_graphs import cuda_graphs_run_on
+
+    collector, losses = _train_with_cuda_graphs(tmp_path, *cuda_digits)
+    assert cuda_graphs_run_on(torch.device("cuda", torch.cuda.current_device()))  # the graphs did run
+    assert collector.errors == []
+    assert read_scalars(tmp_path)[T.TRAIN_LOSS] == pytest.approx(losses, rel=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_a_loss_overwritten_by_cuda_graphs_is_caught_where_they_go_unseen(tmp_path, cuda_digits, monkeypatch):
+    """Should the graphs go unseen (torch internals changed), the loss kept by reference
+    is overwritten by the next replay, and reading it raises: that one loss is dropped and
+    reported, later losses are copied, and the flush still writes everything else."""
+    monkeypatch.setattr("collectors.collector.cuda_graphs_run_on", lambda device: False)
+    with pytest.warns(RuntimeWarning, match=r"train/loss of step \d+ was overwritten"):
+        collector, losses = _train_with_cuda_graphs(tmp_path, *cuda_digits)
+    assert len(collector.errors) == 1
+    scalars = read_scalars(tmp_path)
+    recorded = scalars[T.TRAIN_LOSS]
+    assert len(recorded) == len(losses) - 1
+    assert recorded == pytest.approx({step: losses[step] for step in recorded}, rel=1e-6)
+    assert sorted(scalars[T.GRAD_GLOBAL_NORM]) == sorted(losses)

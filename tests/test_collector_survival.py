@@ -334,6 +334,39 @@ def test_loss_changed_after_the_last_step_is_caught_at_the_flush(tmp_path, digit
     assert sorted(read_scalars(tmp_path)[T.TRAIN_LOSS]) == [0]
 
 
+def test_a_value_that_cannot_be_read_costs_only_itself(tmp_path, digits):
+    """A value the flush cannot read (here a tensor without data; on a GPU, memory that
+    CUDA graphs took back) is left out and reported once; the rest of that flush and
+    every later flush are written. It used to fail the flush, and every one after it."""
+    X, y = digits
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    collector = watch(model, opt, tmp_path, every=2, flush_steps=3, flush_seconds=1e9)
+
+    def train_logging_a_tensor_without_data() -> None:
+        for step in range(10):
+            opt.zero_grad()
+            out = model(X[step * 32 : step * 32 + 32])
+            loss = F.cross_entropy(out, y[step * 32 : step * 32 + 32])
+            loss.backward()
+            opt.step()
+            collector.step(loss=loss, outputs=out, targets=y[step * 32 : step * 32 + 32])
+            if step in (3, 7):
+                collector.log_scalars({"val/probe": torch.empty((), device="meta"), "val/kept": float(step)})
+        collector.close()
+
+    with pytest.warns(RuntimeWarning, match="val/probe of step 3 could not be read") as caught:
+        train_logging_a_tensor_without_data()
+    assert len([w for w in caught if "TrainScope" in str(w.message)]) == 1
+    assert len(collector.errors) == 1 and collector.errors[0].startswith("reading val/probe: ")
+    scalars = read_scalars(tmp_path)
+    assert "val/probe" not in scalars
+    assert scalars["val/kept"] == {3: 3.0, 7: 7.0}
+    for tag in (T.TRAIN_LOSS, T.TRAIN_ACC, T.GRAD_GLOBAL_NORM):
+        assert sorted(scalars[tag]) == list(range(10)), tag
+    assert sorted(scalars[T.update_ratio_tag("0")]) == [0, 2, 4, 6, 8]
+
+
 def test_eval_passes_are_not_recorded_as_training(tmp_path, digits):
     X, y = digits
     model = mlp()
