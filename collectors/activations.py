@@ -17,10 +17,20 @@ Everything is computed on the device; results stay tensors until the next flush.
 
 Under `torch.compile`, dynamo would trace the hooks into the compiled graph once,
 guarded only on how many hooks a module has, and replay that first trace on every
-later sampled step: their results would never arrive. So while the hooks are armed,
-compiled code runs eagerly (`torch.compiler.set_stance("force_eager")`): a sampled
-step is an ordinary eager step, and the compiled graph is neither recompiled nor
-broken up for the steps between.
+later sampled step: their results would never arrive. So the measured forward runs
+eagerly (`torch.compiler.set_stance("force_eager")`): a sampled step is an ordinary
+eager step, and the compiled graph is neither recompiled nor broken up for the steps
+between. The stance is one setting for the whole process, so it is held no longer
+than it must be:
+- `torch.compile(model)`: its wrapper module runs its own hooks before any compiled
+  code, so the wrapper's hooks hold the stance, and the measuring hooks exist, only
+  during the sampled step's first training forward. A validation pass, or another
+  compiled model, run between two steps stays compiled. (Held from one `step()` to
+  the next, the stance made them eager: in `benchmarks/collector_overhead.py
+  --compile` the plain copies ran eagerly in every block after the watched copy's.)
+- `model.compile()`, which compiles the module's hook-running call itself, or a
+  compiled function that calls the model: no hook runs before the compiled code, so
+  the stance is held from the end of the step before the sampled one to its end.
 """
 
 from __future__ import annotations
@@ -79,8 +89,10 @@ class ActivationProbe:
         sites: list[ActivationSite],
         layers: list[Layer],
         guarded: Callable[..., Any],
+        compiled_wrapper: nn.Module | None = None,
     ) -> None:
         self._model = model
+        self._wrapper = compiled_wrapper  # torch.compile(model)'s module, which the user calls
         self._sites = sites
         self._guarded = guarded  # ErrorGuard.call bound to this probe's part name
         # Functional-ReLU candidates: Linear/Conv layers with no activation module
@@ -92,7 +104,9 @@ class ActivationProbe:
                 self._consumers.append(layer)
             previous = layer
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._measuring: list[torch.utils.hooks.RemovableHandle] = []  # the hooks that measure
         self._holds_eager = False  # whether this probe holds compiled code eager (see _EagerStance)
+        self._forward_seen = False  # the armed step's first training forward through the wrapper began
         self.results: dict[str, torch.Tensor] = {}
         self.functional_relu_layers: set[str] = set()
         self._done: set[str] = set()
@@ -102,7 +116,7 @@ class ActivationProbe:
     def armed(self) -> bool:
         # Holding compiled code eager counts too: a hook that failed to register must not
         # leave the process eager until close().
-        return bool(self._handles) or self._holds_eager
+        return bool(self._handles or self._measuring) or self._holds_eager
 
     def arm(self) -> None:
         if self.armed:
@@ -110,24 +124,54 @@ class ActivationProbe:
         self.results = {}
         self._done = set()
         self._first_consumer_seen = False
-        self._holds_eager, outside_graphs = _run_compiled_code_eagerly()
-        for site in self._sites:
-            self._handles.append(site.module.register_forward_hook(outside_graphs(self._site_hook(site))))
-        for layer in self._consumers:
+        self._forward_seen = False
+        if self._wrapper is not None and hasattr(torch.compiler, "set_stance"):
+            wrapper = self._wrapper
             self._handles.append(
-                layer.module.register_forward_pre_hook(outside_graphs(self._consumer_hook(layer)))
+                wrapper.register_forward_pre_hook(lambda module, args: self._guarded(self._enter_measured_forward))
             )
-        self._handles.append(self._model.register_forward_pre_hook(outside_graphs(self._input_hook)))
+            # always_call: also after a forward that raised, so that nothing stays eager
+            self._handles.append(
+                wrapper.register_forward_hook(
+                    lambda module, args, output: self._guarded(self._remove_measuring_hooks), always_call=True
+                )
+            )
+            return
+        self._holds_eager, outside_graphs = _run_compiled_code_eagerly()
+        self._add_measuring_hooks(outside_graphs)
 
     def disarm(self) -> dict[str, torch.Tensor]:
+        self._remove_measuring_hooks()
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        results, self.results = self.results, {}
+        return results
+
+    def _add_measuring_hooks(self, outside_graphs: Callable[[Hook], Hook]) -> None:
+        for site in self._sites:
+            self._measuring.append(site.module.register_forward_hook(outside_graphs(self._site_hook(site))))
+        for layer in self._consumers:
+            self._measuring.append(layer.module.register_forward_pre_hook(outside_graphs(self._consumer_hook(layer))))
+        self._measuring.append(self._model.register_forward_pre_hook(outside_graphs(self._input_hook)))
+
+    def _remove_measuring_hooks(self) -> None:
+        for handle in self._measuring:
+            handle.remove()
+        self._measuring = []
         if self._holds_eager:
             _EAGER.release()
             self._holds_eager = False
-        results, self.results = self.results, {}
-        return results
+
+    def _enter_measured_forward(self) -> None:
+        """Before the compiled wrapper runs any compiled code: the armed step's first
+        training forward runs eagerly, with the measuring hooks."""
+        if self._forward_seen or not self._model.training:
+            return
+        self._forward_seen = True
+        _EAGER.acquire()
+        self._holds_eager = True
+        self._add_measuring_hooks(_as_is)
 
     def _site_hook(self, site: ActivationSite) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:

@@ -52,7 +52,7 @@ from collectors.grad_stats import LayerFold, LayerNorms
 from collectors.guard import ErrorGuard
 from collectors.histograms import pack_histogram
 from collectors.init_check import check_initialization
-from collectors.layers import map_model, unwrap
+from collectors.layers import compiled_wrapper, map_model, unwrap
 from collectors.noise_scale import NoiseWindow
 from collectors.packets import (
     Batch,
@@ -179,6 +179,7 @@ class Collector:
             model_map.sites if config.activations else [],
             self._layers if config.activations else [],
             lambda fn, *a: self._guard.call("activations", fn, *a),
+            compiled_wrapper(model),
         )
         self._run_json = self._initial_run_json(hparams, run_name, model_map.summary)
         RJ.write_run_json(self.log_dir, self._run_json)

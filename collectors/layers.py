@@ -56,6 +56,18 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def compiled_wrapper(model: nn.Module) -> nn.Module | None:
+    """The outermost `torch.compile(...)` module in `model`'s wrappers, if any: the one
+    whose own hooks run before its compiled code (`collectors.activations`)."""
+    while True:
+        if _is_compiled(model):
+            return model
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            return None
+
+
 def _is_compiled(model: nn.Module) -> bool:
     # A compiled model means dynamo is loaded; for any other, it need not be imported.
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")

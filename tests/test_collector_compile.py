@@ -47,9 +47,19 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+class _Sequential(torch.nn.Sequential):
+    """A Sequential whose forward is not torch.nn's own: `Module.compile()` on a bare
+    torch.nn class compiles nothing (dynamo does not start tracing in torch.nn's code)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
+
+
 def _compiled(model: torch.nn.Module, how: str, backend: str) -> torch.nn.Module:
     if how == "torch.compile":
         return torch.compile(model, backend=backend)
+    if type(model) is torch.nn.Sequential:
+        model = _Sequential(*model)  # the same layers under the same names
     model.compile(backend=backend)  # in place: the module keeps its class and names
     return model
 
@@ -133,10 +143,10 @@ def _counting_backend() -> tuple[Callable[..., object], list[int]]:
     return counting_backend, calls
 
 
-def _graph_calls_per_step(tmp_path, X, y, watched: bool) -> tuple[int, list[int]]:
+def _graph_calls_per_step(tmp_path, X, y, watched: bool, how: str = "torch.compile") -> tuple[int, list[int]]:
     """Graphs compiled, and compiled graphs run in each step."""
     backend, calls = _counting_backend()
-    model = torch.compile(mlp(), backend=backend)
+    model = _compiled(mlp(), how, backend)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     collector = watch(model, optimizer, tmp_path, **SETTINGS) if watched else None
     per_step = []
@@ -220,18 +230,54 @@ def test_two_watched_compiled_models_leave_compiled_code_compiled(tmp_path, digi
         assert set(read_scalars(tmp_path / name)[T.dead_fraction_tag("1")]) == {0, 5, 10}
 
 
-def test_a_hook_that_fails_to_register_leaves_compiled_code_compiled(tmp_path, digits, monkeypatch):
+def test_code_run_between_steps_stays_compiled(tmp_path, digits):
+    """Only the sampled step's forward runs eagerly: a validation pass of the watched
+    model, or another compiled model, run between the step before and the sampled step
+    runs compiled. (The stance is process-wide; held from one step() to the next, it
+    made both eager, a validation pass every 50 steps on every sampled step's eve.)"""
+    X, y = digits
+    backend, calls = _counting_backend()
+    model = torch.compile(mlp(), backend=backend)
+    other = torch.compile(mlp(seed=1), backend=backend)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    collector = watch(model, optimizer, tmp_path, **SETTINGS)
+    graphs_run_between = []
+    for step in range(2 * SETTINGS["every"] + 1):
+        optimizer.zero_grad()
+        out = model(X[:64])
+        loss = F.cross_entropy(out, y[:64])
+        loss.backward()
+        optimizer.step()
+        collector.step(loss=loss, outputs=out, targets=y[:64])
+        before = sum(calls)
+        model.eval()
+        with torch.no_grad():
+            model(X[64:128])
+        model.train()
+        other(X[:64])
+        graphs_run_between.append(sum(calls) - before)
+    collector.close()
+    assert graphs_run_between == [2] * len(graphs_run_between)
+    assert set(read_scalars(tmp_path)[T.dead_fraction_tag("1")]) == {0, 5, 10}
+
+
+@pytest.mark.parametrize("how", ["torch.compile", "Module.compile"])
+def test_a_hook_that_fails_to_register_leaves_compiled_code_compiled(tmp_path, digits, monkeypatch, how):
     """An error while arming is reported (the activations switch off), and the steps
-    after it run compiled: the stance set before the hooks must still be released."""
+    after it run compiled: a stance set before the hooks must still be released. (Where
+    the compiled wrapper's own hooks hold the stance, the first step runs compiled too.)"""
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no hooks here")
 
     monkeypatch.setattr(torch.nn.Module, "register_forward_hook", refuse)
     X, y = digits
+    backend, graph_calls = _counting_backend()  # compiled in place too (not so on a bare Sequential)
+    _compiled(mlp(), how, backend)(X[:8])
+    assert graph_calls == [1]
     with pytest.warns(RuntimeWarning, match="no hooks here"):
-        _, calls = _graph_calls_per_step(tmp_path, X, y, watched=True)
-    assert calls == [0] + [1] * (len(calls) - 1)
+        _, calls = _graph_calls_per_step(tmp_path, X, y, watched=True, how=how)
+    assert calls == [int(how == "torch.compile")] + [1] * (len(calls) - 1)
 
 
 def test_cuda_graph_trees_are_found_where_torch_keeps_them(monkeypatch):
