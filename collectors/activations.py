@@ -25,9 +25,11 @@ than it must be:
 - `torch.compile(model)`: its wrapper module runs its own hooks before any compiled
   code, so the wrapper's hooks hold the stance, and the measuring hooks exist, only
   during the sampled step's first training forward. A validation pass, or another
-  compiled model, run between two steps stays compiled. (Held from one `step()` to
+  compiled model, run between two steps stays compiled (held from one `step()` to
   the next, the stance made them eager: in `benchmarks/collector_overhead.py
-  --compile` the plain copies ran eagerly in every block after the watched copy's.)
+  --compile` the plain copies ran eagerly in every block after the watched copy's).
+  A sampled step that trains without calling the wrapper (the model called directly)
+  switches the probe to the way below from the next sampled step on.
 - `model.compile()`, which compiles the module's hook-running call itself, or a
   compiled function that calls the model: no hook runs before the compiled code, so
   the stance is held from the end of the step before the sampled one to its end.
@@ -142,6 +144,10 @@ class ActivationProbe:
 
     def disarm(self) -> dict[str, torch.Tensor]:
         self._remove_measuring_hooks()
+        if self._handles and not self._forward_seen:
+            # The step trained without calling the compiled wrapper (the model itself was
+            # called): from the next sampled step on, hook the layers at arm() instead.
+            self._wrapper = None
         for handle in self._handles:
             handle.remove()
         self._handles = []

@@ -261,6 +261,25 @@ def test_code_run_between_steps_stays_compiled(tmp_path, digits):
     assert set(read_scalars(tmp_path)[T.dead_fraction_tag("1")]) == {0, 5, 10}
 
 
+def test_a_model_trained_past_its_compiled_wrapper_is_measured_from_the_next_sample(tmp_path, digits):
+    """watch(torch.compile(model)) hooks the wrapper; a loop that calls `model` itself
+    never goes through it. The first sampled step shows that, and the later ones hook
+    the layers as for any model."""
+    X, y = digits
+    model = mlp()
+    compiled = torch.compile(model, backend="aot_eager")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    collector = watch(compiled, optimizer, tmp_path, **SETTINGS)
+    for step in range(STEPS):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(X[:64]), y[:64])
+        loss.backward()
+        optimizer.step()
+        collector.step(loss=loss)
+    collector.close()
+    assert set(read_scalars(tmp_path)[T.dead_fraction_tag("1")]) == SAMPLED - {0}
+
+
 @pytest.mark.parametrize("how", ["torch.compile", "Module.compile"])
 def test_a_hook_that_fails_to_register_leaves_compiled_code_compiled(tmp_path, digits, monkeypatch, how):
     """An error while arming is reported (the activations switch off), and the steps
