@@ -19,7 +19,7 @@ import collectors.collector as collector_module
 from analyzers.diagnose import diagnose_run
 from analyzers.reading import read_logdir
 from analyzers.rules import ALL_RULES
-from collector_helpers import DEVICES, SmallCNN, mlp, read_scalars, train
+from collector_helpers import DEVICES, SmallCNN, mlp, read_histograms, read_scalars, train
 from collectors import CollectorConfig, watch
 from collectors.grad_stats import LayerNorms
 from logformat import tags as T
@@ -285,6 +285,68 @@ def test_a_quiet_step_runs_no_tensor_op(tmp_path, digits):
     collector.close()
     assert plain and counts[7] == plain  # 7: no statistics (every 4th), outside the noise window
     assert counts[8] - plain  # 8: a statistics step, which does compute
+
+
+# What reading a device value on the host dispatches (`.item()`, `float(t)`, `bool(t)`),
+# and ops whose output size depends on values: on a GPU each waits for the device.
+HOST_READS = {
+    "aten::item",
+    "aten::_local_scalar_dense",
+    "aten::is_nonzero",
+    "aten::nonzero",
+    "aten::masked_select",
+    "aten::unique",
+    "aten::_unique2",
+}
+
+
+def _host_reads(prof: torch.profiler.profile) -> Counter:
+    """HOST_READS called from Python. One inside another op is that op's CPU kernel at
+    work (`std` over a whole CPU tensor reads its result back; on a GPU it is a kernel)."""
+    return Counter(
+        e.name
+        for e in prof.events()
+        if e.name in HOST_READS and not (e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::"))
+    )
+
+
+def test_no_step_reads_a_device_value_on_the_host_between_flushes(tmp_path, digits):
+    """On a GPU, a host read of a device value stalls the step until the device catches
+    up. test_collector_cuda.py checks that with CUDA's sync debug mode where a GPU is
+    lent; this checks the same on every CPU run, by the ops dispatched: no step of a
+    watched run (statistics, sampled, histogram and noise-window steps included) runs
+    one that a plain step does not."""
+    X, y = digits
+
+    def host_reads_of_steps(model: nn.Module, opt: torch.optim.Optimizer, steps: int, collector=None) -> list[Counter]:
+        per_step = []
+        for step in range(steps):
+            idx = torch.arange(step * 32, step * 32 + 32)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                opt.zero_grad()
+                out = model(X[idx])
+                loss = F.cross_entropy(out, y[idx])
+                loss.backward()
+                opt.step()
+                if collector is not None:
+                    collector.step(loss=loss, outputs=out, targets=y[idx], inputs=X[idx])
+            per_step.append(_host_reads(prof))
+        return per_step
+
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    plain = host_reads_of_steps(model, opt, 4)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    collector = watch(model, opt, tmp_path, every=4, histogram_every=4, noise_window=3, flush_steps=10**6, flush_seconds=1e9)
+    watched = host_reads_of_steps(model, opt, 12, collector)
+    collector.close()
+    assert plain == [Counter()] * 4, "the training step itself reads device values: the collector's would not stand out"
+    assert watched == [Counter()] * 12
+    scalars = read_scalars(tmp_path)
+    assert sorted(scalars[T.dead_fraction_tag("1")]) == [0, 4, 8]  # the sampled work did run
+    assert sorted(read_histograms(tmp_path)[T.hist_weight_tag("0")]) == [0, 4, 8]
+    assert T.GRAD_NOISE_SCALE in scalars
 
 
 def test_loss_changed_in_place_after_step_is_dropped_and_reported(tmp_path, digits):
