@@ -301,10 +301,14 @@ class Collector:
 
     # ---- hooks ------------------------------------------------------------------
 
-    def _pre_step_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    def _pre_step_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> tuple[Any, Any] | None:
         self._optimizer_stepped = True
         if self._reads_gradients and not self.closed:  # most steps: one attribute read
+            if len(args) > 1 or kwargs:  # step(closure): the gradients do not exist yet
+                read = functools.partial(self._guard.call, "gradients", self._read_gradients)
+                return self._guard.call("gradients", _read_after_first_call, read, args, kwargs)
             self._guard.call("gradients", self._read_gradients)
+        return None
 
     def _post_step_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._is_writer and not self.closed and self._weights_before is not None:
@@ -619,6 +623,32 @@ class Collector:
 
     def _close_at_exit(self) -> None:
         self.close(RJ.STATUS_FINISHED, "closed at interpreter exit (close() was not called)")
+
+
+def _read_after_first_call(
+    read: Callable[[], object], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, Any] | None:
+    """`optimizer.step(closure)` (L-BFGS; any optimizer may take one) runs the forward and
+    backward pass inside the step, possibly several times, so the gradients do not exist
+    yet when the step begins. Returns the step's `args` (`args[0]` is the optimizer) and
+    `kwargs` with the closure wrapped so that `read` runs once, after its first call: on
+    the gradients at the weights the step starts from, as for any other optimizer.
+    Without a closure, `read` runs now and None is returned (nothing to change)."""
+    closure = args[1] if len(args) > 1 else kwargs.get("closure")
+    if closure is None:
+        read()
+        return None
+    pending = [read]
+
+    def closure_then_read() -> Any:
+        loss = closure()
+        if pending:
+            pending.pop()()
+        return loss
+
+    if len(args) > 1:
+        return (args[0], closure_then_read, *args[2:]), kwargs
+    return args, {**kwargs, "closure": closure_then_read}
 
 
 def _put(packet: Packet, tag: str, value: TensorOrNumber | None, borrow: bool = False) -> None:

@@ -429,6 +429,54 @@ def test_a_value_that_cannot_be_read_costs_only_itself(tmp_path, digits):
     assert sorted(scalars[T.update_ratio_tag("0")]) == [0, 2, 4, 6, 8]
 
 
+def test_a_closure_optimizer_records_the_gradients_its_step_starts_from(tmp_path, digits):
+    """L-BFGS runs the forward and backward pass inside `step(closure)`, several times a
+    step. The gradient norms recorded are those of the closure's first call, at the
+    weights the step starts from, like any optimizer's (read when the step begins, they
+    would be the step before's, or none); the closure given by position or by keyword;
+    weights bit-identical to a run without the collector."""
+    X, y = digits
+    first_norms: dict[int, float] = {}
+    calls_per_step: list[int] = []
+
+    def run(log_dir=None) -> nn.Module:
+        torch.manual_seed(0)
+        model = mlp()
+        opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4, history_size=5)
+        collector = watch(model, opt, log_dir, every=3) if log_dir else None
+        for step in range(6):
+            xb, yb = X[step * 64 : step * 64 + 64], y[step * 64 : step * 64 + 64]
+            calls = []
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                loss = F.cross_entropy(model(xb), yb)
+                loss.backward()
+                if not calls:
+                    norms = torch.stack([p.grad.double().norm() for p in model.parameters()])
+                    first_norms[step] = norms.norm().item()
+                calls.append(1)
+                return loss
+
+            loss = opt.step(closure) if step % 2 else opt.step(closure=closure)
+            calls_per_step.append(len(calls))
+            if collector is not None:
+                collector.step(loss=loss)
+        if collector is not None:
+            collector.close()
+            assert collector.errors == []
+        return model
+
+    plain = run()
+    watched = run(tmp_path)
+    for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
+        assert torch.equal(a, b), f"{name} differs with the collector attached"
+    assert max(calls_per_step) > 1  # the closure did run several times within a step
+    scalars = read_scalars(tmp_path)
+    assert scalars[T.GRAD_GLOBAL_NORM] == pytest.approx(first_norms, rel=1e-5)
+    assert sorted(scalars[T.update_ratio_tag("0")]) == [0, 3]
+
+
 def test_eval_passes_are_not_recorded_as_training(tmp_path, digits):
     X, y = digits
     model = mlp()
