@@ -5,7 +5,6 @@ Run as ``python ddp_worker.py LOG_DIR PORT``; used by test_collector_ddp.py.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import torch
@@ -21,9 +20,10 @@ WORLD = 2
 STEPS = 10
 
 
-def worker(rank: int, log_dir: str, port: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def worker(rank: int, log_dir: str, store: str) -> None:
+    # A file to meet at, not a TCP port: a free port picked beforehand can be taken by
+    # another process before rank 0 listens on it.
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = nn.parallel.DistributedDataParallel(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,18 +13,13 @@ from collector_helpers import read_scalars
 from logformat import tags as T
 
 
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory) -> Path:
     log_dir = tmp_path_factory.mktemp("ddp")
+    store = tmp_path_factory.mktemp("ddp_store") / "store"
     worker = Path(__file__).with_name("ddp_worker.py")
     proc = subprocess.run(
-        [sys.executable, str(worker), str(log_dir), _free_port()], capture_output=True, text=True, timeout=300
+        [sys.executable, str(worker), str(log_dir), str(store)], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return log_dir
