@@ -100,6 +100,13 @@ def watch(
     is then recorded. Further keyword arguments are `CollectorConfig` fields, e.g.
     ``every=10``.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"watch() takes the model as a torch.nn.Module, got {type(model).__name__}")
+    if not (hasattr(optimizer, "param_groups") and hasattr(optimizer, "register_step_pre_hook")):
+        raise TypeError(
+            f"watch() takes a torch.optim.Optimizer, got {type(optimizer).__name__}: the collector reads"
+            " gradients and updates through the optimizer's step hooks"
+        )
     if config is None:
         config = CollectorConfig(**settings)
     elif settings:
@@ -168,6 +175,12 @@ class Collector:
             return
         model_map = map_model(self._model, optimizer)
         self._layers = model_map.layers
+        if not self._layers and any(p.requires_grad for p in self._model.parameters()):
+            problem = ValueError(
+                "the optimizer updates none of the model's trainable parameters (the optimizer of another"
+                " model, or parameters replaced after the optimizer was made?); nothing per layer is recorded"
+            )
+            self._guard.report("layers", problem, consequence="Loss, learning rate and step time are still recorded")
         self._norms = LayerNorms(self._layers)
         # One per pattern of parameters with a gradient, inside a noise window or not.
         self._grad_specs: dict[tuple[LayerFold, bool], LayerNormSpec] = {}

@@ -534,6 +534,29 @@ def test_frozen_and_unused_parameters(tmp_path, digits):
     }
 
 
+def test_what_is_not_a_model_or_an_optimizer_is_refused_in_one_line(tmp_path):
+    model = mlp()
+    with pytest.raises(TypeError, match="takes the model as a torch.nn.Module, got OrderedDict"):
+        watch(model.state_dict(), torch.optim.SGD(model.parameters(), lr=0.1), tmp_path)
+    with pytest.raises(TypeError, match="takes a torch.optim.Optimizer, got list: the collector reads"):
+        watch(model, [torch.optim.SGD(model.parameters(), lr=0.1)], tmp_path)
+
+
+def test_an_optimizer_of_another_model_is_reported_and_the_rest_recorded(tmp_path, digits):
+    """A likely slip (the optimizer of another model, or one made before the parameters
+    were replaced): nothing per layer can be measured, which is said once, in the
+    warning and run.json; loss, learning rate and step time are still recorded."""
+    X, y = digits
+    other_optimizer = torch.optim.SGD(mlp(seed=1).parameters(), lr=0.1)
+    with pytest.warns(RuntimeWarning, match="the optimizer updates none of the model's trainable parameters"):
+        train(mlp(), X, y, steps=4, collector=lambda model, _: watch(model, other_optimizer, tmp_path))
+    scalars = read_scalars(tmp_path)
+    assert sorted(scalars[T.TRAIN_LOSS]) == [0, 1, 2, 3] and sorted(scalars[T.lr_tag(0)]) == [0, 1, 2, 3]
+    assert not any(tag.startswith("grad/") for tag in scalars)
+    data = json.loads((tmp_path / "run.json").read_text())
+    assert len(data["collector_errors"]) == 1 and data["collector_errors"][0].startswith("layers: ValueError")
+
+
 def test_crash_inside_the_context_manager_is_recorded(tmp_path, digits):
     X, y = digits
     model = mlp()
