@@ -7,13 +7,14 @@ How a step is recorded (step k, `every` = sampling interval):
    first 200, then every step unless that costs more than `stats_budget` of the step
    time; sampled steps always). A quiet step (nothing but loss, learning rate and
    step time) also says until when the steps stay quiet, and those are not planned.
-2. `optimizer.step()` pre-hook: on statistics steps the gradient norm of every
-   parameter tensor (device tensors; the writer thread folds them into per-layer and
-   global norms); on sampled steps a copy of the weights; on histogram steps gradient
-   histograms; inside a noise window, the gradient sum.
-3. `optimizer.step()` post-hook, sampled steps: norms of the update and of the
-   weights (folded into ‖Δw‖/‖w‖ and weight norms); on histogram steps weight
-   histograms.
+2. `optimizer.step()` pre-hook (the first optimizer's to step, with several): on
+   statistics steps the gradient norm of every parameter tensor (device tensors; the
+   writer thread folds them into per-layer and global norms); on sampled steps a copy
+   of the weights; on histogram steps gradient histograms; inside a noise window, the
+   gradient sum.
+3. `optimizer.step()` post-hook, sampled steps (the last optimizer's, with several):
+   norms of the update and of the weights (folded into ‖Δw‖/‖w‖ and weight norms);
+   on histogram steps weight histograms.
 4. `collector.step(loss, ...)`: loss (kept by reference: on most steps the
    collector launches no kernel at all; copied where CUDA graphs would overwrite
    it), learning rate, step time, the norm before clipping if given; accuracy on
@@ -35,6 +36,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Mapping
@@ -81,7 +83,7 @@ BORROWING = "loss by reference"
 
 def watch(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
     log_dir: str | os.PathLike[str],
     hparams: Mapping[str, Any] | None = None,
     *,
@@ -94,6 +96,10 @@ def watch(
 ) -> "Collector":
     """Attach a collector to `model` and `optimizer`, writing a run into `log_dir`.
 
+    `optimizer` may be a list of the optimizers that train the model together (e.g.
+    Muon for the matrices, AdamW for the rest): each step's gradients are read when the
+    first of them steps, and its updates once the last of them has.
+
     `hparams` are recorded as given (a ``batch_size`` entry is used as the batch size).
     `batch_size` matters with gradient accumulation, where a step's batch is larger
     than the tensors passed to `step()`. `scaler` is an AMP GradScaler whose loss scale
@@ -102,16 +108,20 @@ def watch(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"watch() takes the model as a torch.nn.Module, got {type(model).__name__}")
-    if not (hasattr(optimizer, "param_groups") and hasattr(optimizer, "register_step_pre_hook")):
-        raise TypeError(
-            f"watch() takes a torch.optim.Optimizer, got {type(optimizer).__name__}: the collector reads"
-            " gradients and updates through the optimizer's step hooks"
-        )
+    optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+    for each in optimizers:
+        if not (hasattr(each, "param_groups") and hasattr(each, "register_step_pre_hook")):
+            raise TypeError(
+                f"watch() takes a torch.optim.Optimizer or a list of them, got {type(each).__name__}: the"
+                " collector reads gradients through the optimizers' step hooks"
+            )
+    if not optimizers:
+        raise TypeError("watch() takes a torch.optim.Optimizer or a list of them, got an empty list")
     if config is None:
         config = CollectorConfig(**settings)
     elif settings:
         raise TypeError("pass either config= or CollectorConfig fields, not both")
-    return Collector(model, optimizer, log_dir, dict(hparams or {}), run_name, batch_size, num_classes, scaler, config)
+    return Collector(model, optimizers, log_dir, dict(hparams or {}), run_name, batch_size, num_classes, scaler, config)
 
 
 class Collector:
@@ -120,7 +130,7 @@ class Collector:
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizers: list[torch.optim.Optimizer],
         log_dir: str | os.PathLike[str],
         hparams: dict[str, Any],
         run_name: str | None,
@@ -135,7 +145,7 @@ class Collector:
         self.closed = False
         self._guard = ErrorGuard()
         self._model = unwrap(model)
-        self._optimizer = optimizer
+        self._optimizers = optimizers
         self._scaler = scaler
         self._num_classes = num_classes
         hinted = batch_size or hparams.get("batch_size")
@@ -144,7 +154,10 @@ class Collector:
         self._step = 0  # the step being trained now; step() records it
         self._pending: list[Packet] = []
         self._current: list[tuple[Any, torch.Tensor]] = []  # device values of the step in progress
-        self._optimizer_stepped = False
+        self._optimizer_stepped = False  # whether an optimizer stepped (its pre-hook ran) in this step
+        self._gradients_read = False  # whether this step's gradients were read (by the first pre-hook)
+        # Optimizers yet to step before this step's update and weight histograms are read.
+        self._updates_pending = 0
         self._weights_before: list[torch.Tensor] | None = None
         self._label_seen: torch.Tensor | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -168,12 +181,13 @@ class Collector:
             config.noise_ema,
             config.noise_window,
         )
-        self._handles.append(optimizer.register_step_pre_hook(self._pre_step_hook))
-        self._handles.append(optimizer.register_step_post_hook(self._post_step_hook))
+        for optimizer in optimizers:
+            self._handles.append(optimizer.register_step_pre_hook(self._pre_step_hook))
+            self._handles.append(optimizer.register_step_post_hook(self._post_step_hook))
         self._run_json: dict[str, Any] = {}
         if not self._is_writer:
             return
-        model_map = map_model(self._model, optimizer)
+        model_map = map_model(self._model, self._param_groups())
         self._layers = model_map.layers
         if not self._layers and any(p.requires_grad for p in self._model.parameters()):
             problem = ValueError(
@@ -236,7 +250,7 @@ class Collector:
             self._pending.append(Packet(self._step, time.time(), {T.step_seconds_rank_tag(self.rank): seconds}))
         kind = None if self._adds_more else STATS if self._stats_due else QUIET
         self._step += 1
-        self._optimizer_stepped = False
+        self._optimizer_stepped = self._gradients_read = False
         self._current = []
         if self._is_writer:
             self._plan(self._step)
@@ -312,11 +326,20 @@ class Collector:
         (1: every step); the first 200 steps get them all whatever it says."""
         return self._cadence.stride
 
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """Every optimizer's param groups, in order: `lr/group<i>` counts across them."""
+        if len(self._optimizers) == 1:
+            return self._optimizers[0].param_groups
+        return [group for optimizer in self._optimizers for group in optimizer.param_groups]
+
     # ---- hooks ------------------------------------------------------------------
 
     def _pre_step_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> tuple[Any, Any] | None:
         self._optimizer_stepped = True
-        if self._reads_gradients and not self.closed:  # most steps: one attribute read
+        # Most steps: one attribute read. With several optimizers, the first to step reads
+        # every gradient, before any weight has moved.
+        if self._reads_gradients and not self._gradients_read and not self.closed:
+            self._gradients_read = True
             if len(args) > 1 or kwargs:  # step(closure): the gradients do not exist yet
                 read = functools.partial(self._guard.call, "gradients", self._read_gradients)
                 return self._guard.call("gradients", _read_after_first_call, read, args, kwargs)
@@ -324,8 +347,10 @@ class Collector:
         return None
 
     def _post_step_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self._is_writer and not self.closed and self._weights_before is not None:
-            self._guard.call("updates", self._read_updates)
+        if self._updates_pending and not self.closed:  # most steps: one attribute read
+            self._updates_pending -= 1
+            if self._updates_pending == 0:  # the last optimizer has stepped
+                self._read_after_update()
 
     def _read_gradients(self) -> None:
         step, cfg = self._step, self.config
@@ -348,6 +373,8 @@ class Collector:
                 self._weights_before = self._snapshot.copy_of([p.detach() for p in self._norms.params])
         if histogram:
             self._guard.call("histograms", self._histograms, T.hist_grad_tag, lambda w: w.grad)
+        if sampled or histogram:
+            self._updates_pending = len(self._optimizers)
 
     def _grad_spec(self, fold: LayerFold, noise_sample: bool = False) -> LayerNormSpec:
         spec = self._grad_specs.get((fold, noise_sample))
@@ -374,6 +401,14 @@ class Collector:
                 big_sq, b_small, b_big, first_step = window
                 self._current.append((NoiseSpec(b_small, b_big, first_step), big_sq))
 
+    def _read_after_update(self) -> None:
+        """The update of a sampled step, and weight histograms on a histogram step."""
+        self._updates_pending = 0
+        if self._weights_before is not None:
+            self._guard.call("updates", self._read_updates)
+        if self.config.is_histogram_step(self._step):
+            self._guard.call("histograms", self._histograms, T.hist_weight_tag, lambda w: w)
+
     def _read_updates(self) -> None:
         before, self._weights_before = self._weights_before, None
         assert before is not None
@@ -384,8 +419,6 @@ class Collector:
             delta = self._norms.tensor_norms(before)
             assert delta and w_before and w_after  # every parameter has a value: one fold for all three
             self._current.append((self._update_spec(delta[0]), torch.cat([delta[1], w_before[1], w_after[1]])))
-        if self.config.is_histogram_step(self._step):
-            self._guard.call("histograms", self._histograms, T.hist_weight_tag, lambda w: w)
 
     def _histograms(self, tag: Callable[[str], str], of: Callable[[nn.Parameter], torch.Tensor | None]) -> None:
         """A histogram of `of(weight)` for every layer that has a weight (and a gradient, for gradients)."""
@@ -434,15 +467,18 @@ class Collector:
         if self.world_size > 1:
             packet.host[T.step_seconds_rank_tag(self.rank)] = seconds
         items = packet.items
-        for i, group in enumerate(self._optimizer.param_groups):
+        for i, group in enumerate(self._param_groups()):
             _put(packet, T.lr_tag(i), group.get("lr"))
         _put(packet, T.TRAIN_LOSS, loss, borrow)
         if not self._optimizer_stepped:
             packet.host[T.STEP_SKIPPED] = 1.0
             self._current = []
             self._weights_before = None
+            self._updates_pending = 0
             if self._stats_due:
                 self._read_gradients_now()
+        elif self._updates_pending:  # not every optimizer stepped (AMP skipped one): what those did
+            self._read_after_update()
         items.extend(self._current)
         _put(packet, T.GRAD_GLOBAL_NORM, grad_norm)  # the writer prefers it to the norm measured after clipping
         if acc is not None:
@@ -599,9 +635,12 @@ class Collector:
             RJ.K_STATUS_REASON: None,
             RJ.K_HPARAMS: _jsonable(hparams),
             RJ.K_OPTIMIZER: {
-                "type": type(self._optimizer).__name__,
+                "type": "+".join(type(optimizer).__name__ for optimizer in self._optimizers),
                 "param_groups": [
-                    {k: _jsonable(v) for k, v in group.items() if k != "params"} for group in self._optimizer.param_groups
+                    {k: _jsonable(v) for k, v in group.items() if k != "params"}
+                    | ({"optimizer": type(optimizer).__name__} if len(self._optimizers) > 1 else {})
+                    for optimizer in self._optimizers
+                    for group in optimizer.param_groups
                 ],
             },
             RJ.K_BATCH_SIZE: self._batch_size,

@@ -9,10 +9,10 @@ bare model).
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 ROOT_NAME = "_root"
@@ -113,11 +113,11 @@ def _is_conv_like(module: nn.Module) -> bool:
     return isinstance(module, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm))
 
 
-def map_model(model: nn.Module, optimizer: torch.optim.Optimizer) -> ModelMap:
+def map_model(model: nn.Module, param_groups: Iterable[Mapping[str, Any]]) -> ModelMap:
     """Find layers (in registration order, which is forward order for ordinary models)
-    and the activation modules between them."""
+    and the activation modules between them; `param_groups` are the optimizers'."""
     model = unwrap(model)
-    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    in_optimizer = {id(p) for group in param_groups for p in group["params"]}
     layers: list[Layer] = []
     sites: list[ActivationSite] = []
     summary_layers: list[dict[str, Any]] = []

@@ -25,7 +25,9 @@ K_END = "end_time"
 K_STATUS = "status"
 K_STATUS_REASON = "status_reason"
 K_HPARAMS = "hparams"
-K_OPTIMIZER = "optimizer"  # {"type": str, "param_groups": [{hyperparameter: value}]}
+# {"type": str, "param_groups": [{hyperparameter: value}]}; with several optimizers the type
+# is their names joined by "+" ("Muon+AdamW"), and each group names its optimizer ("optimizer").
+K_OPTIMIZER = "optimizer"
 K_BATCH_SIZE = "batch_size"
 K_MODEL = "model"  # {"class", "parameters", "trainable_parameters", "layers": [...], "activations": {...}}
 K_INIT_CHECK = "init_check"  # [{"layer", "shape", "fan_in", "std", "expected", "expected_std", "ratio", "constant", ...}]

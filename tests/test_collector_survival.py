@@ -477,6 +477,67 @@ def test_a_closure_optimizer_records_the_gradients_its_step_starts_from(tmp_path
     assert sorted(scalars[T.update_ratio_tag("0")]) == [0, 3]
 
 
+def test_several_optimizers_are_watched_as_one(tmp_path, digits):
+    """Two optimizers train one model (SGD the first layer, Adam the rest, as Muon and
+    AdamW split a model between them): every layer's gradient norm is read before
+    either steps, its update ratio spans the whole step (also one where only one of
+    them steps), each optimizer's learning rate is recorded and run.json names both;
+    weights bit-identical to a run without the collector."""
+    X, y = digits
+    expected: dict[int, dict[str, float]] = {}
+
+    def layer_norms(tensors: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {
+            layer: torch.cat([tensors[f"{layer}.weight"].reshape(-1), tensors[f"{layer}.bias"]]).double().norm().item()
+            for layer in ("0", "2", "4")
+        }
+
+    def run(log_dir=None) -> nn.Module:
+        model = mlp()
+        params = dict(model.named_parameters())
+        sgd = torch.optim.SGD([params["0.weight"], params["0.bias"]], lr=0.05, momentum=0.9)
+        adam = torch.optim.Adam([p for name, p in params.items() if not name.startswith("0.")], lr=1e-3)
+        collector = watch(model, [sgd, adam], log_dir, every=3) if log_dir else None
+        for step in range(7):
+            xb, yb = X[step * 64 : step * 64 + 64], y[step * 64 : step * 64 + 64]
+            sgd.zero_grad()
+            adam.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            grads = layer_norms({name: p.grad for name, p in params.items()})
+            before = {name: p.detach().clone() for name, p in params.items()}
+            sgd.step()
+            if step % 2 == 0:  # on odd steps, one optimizer does not step (sampled step 3 among them)
+                adam.step()
+            deltas = layer_norms({name: p.detach() - before[name] for name, p in params.items()})
+            weights = layer_norms(before)
+            expected[step] = {T.grad_norm_tag(layer): value for layer, value in grads.items()} | {
+                T.update_ratio_tag(layer): deltas[layer] / weights[layer] for layer in deltas
+            }
+            if collector is not None:
+                collector.step(loss=loss)
+        if collector is not None:
+            collector.close()
+            assert collector.errors == []
+        return model
+
+    plain = run()
+    watched = run(tmp_path)
+    for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
+        assert torch.equal(a, b), f"{name} differs with the collector attached"
+    scalars = read_scalars(tmp_path)
+    for step, values in expected.items():
+        for tag, value in values.items():
+            if tag.startswith(T.UPDATE_RATIO_PREFIX) and step % 3:
+                assert step not in scalars[tag]  # sampled steps only
+            else:
+                assert scalars[tag][step] == pytest.approx(value, rel=1e-4), (tag, step)
+    assert scalars[T.lr_tag(0)][6] == pytest.approx(0.05) and scalars[T.lr_tag(1)][6] == pytest.approx(1e-3)
+    optimizer = json.loads((tmp_path / "run.json").read_text())["optimizer"]
+    assert optimizer["type"] == "SGD+Adam"
+    assert [group["optimizer"] for group in optimizer["param_groups"]] == ["SGD", "Adam"]
+
+
 def test_eval_passes_are_not_recorded_as_training(tmp_path, digits):
     X, y = digits
     model = mlp()
@@ -538,8 +599,10 @@ def test_what_is_not_a_model_or_an_optimizer_is_refused_in_one_line(tmp_path):
     model = mlp()
     with pytest.raises(TypeError, match="takes the model as a torch.nn.Module, got OrderedDict"):
         watch(model.state_dict(), torch.optim.SGD(model.parameters(), lr=0.1), tmp_path)
-    with pytest.raises(TypeError, match="takes a torch.optim.Optimizer, got list: the collector reads"):
-        watch(model, [torch.optim.SGD(model.parameters(), lr=0.1)], tmp_path)
+    with pytest.raises(TypeError, match="takes a torch.optim.Optimizer or a list of them, got dict: the"):
+        watch(model, {"sgd": torch.optim.SGD(model.parameters(), lr=0.1)}, tmp_path)
+    with pytest.raises(TypeError, match="got an empty list"):
+        watch(model, [], tmp_path)
 
 
 def test_an_optimizer_of_another_model_is_reported_and_the_rest_recorded(tmp_path, digits):

@@ -252,3 +252,29 @@ def test_values_of_any_shape_land_under_their_tags(tmp_path, digits):
     assert scalars["extra/number"] == {0: 0.5, 1: 1.5, 2: 2.5}
     assert sorted(scalars[T.TRAIN_LOSS]) == [0, 1, 2] and sorted(scalars[T.GRAD_GLOBAL_NORM]) == [0, 1, 2]
     assert all(1.0 < v < 4.0 for v in scalars[T.TRAIN_LOSS].values())  # ln(10) at the start: not a norm
+
+
+SAMPLED_SIGNALS = {
+    "update_ratios": lambda tag: tag.startswith((T.UPDATE_RATIO_PREFIX, T.WEIGHT_NORM_PREFIX)),
+    "activations": lambda tag: tag.startswith("act/"),
+    "noise_scale": lambda tag: tag == T.GRAD_NOISE_SCALE,
+    "histograms": lambda tag: tag.startswith("hist/"),
+}
+
+
+@pytest.mark.parametrize("switched_off", sorted(SAMPLED_SIGNALS))
+def test_each_sampled_signal_switches_off_alone(tmp_path, digits, switched_off):
+    """A switch turns off its own tags and nothing else (weight histograms were once
+    taken with the update ratios, and went with them)."""
+    X, y = digits
+    settings = {"every": 2, "histogram_every": 2, "noise_window": 2}
+    off = {**settings, switched_off: False}
+    train(mlp(), X, y, steps=8, collector=lambda m, o: watch(m, o, tmp_path / "all", **settings))
+    train(mlp(), X, y, steps=8, collector=lambda m, o: watch(m, o, tmp_path / "off", **off))
+
+    def tags(run: str) -> set[str]:
+        return set(read_scalars(tmp_path / run)) | set(read_histograms(tmp_path / run))
+
+    belongs = SAMPLED_SIGNALS[switched_off]
+    assert any(belongs(tag) for tag in tags("all"))
+    assert tags("off") == {tag for tag in tags("all") if not belongs(tag)}
