@@ -190,9 +190,10 @@ class Collector:
         model_map = map_model(self._model, self._param_groups())
         self._layers = model_map.layers
         if not self._layers and any(p.requires_grad for p in self._model.parameters()):
+            which = "the optimizer updates" if len(optimizers) == 1 else "the optimizers update"
             problem = ValueError(
-                "the optimizer updates none of the model's trainable parameters (the optimizer of another"
-                " model, or parameters replaced after the optimizer was made?); nothing per layer is recorded"
+                f"{which} none of the model's trainable parameters (the optimizer of another model, or"
+                " parameters replaced after the optimizer was made?); nothing per layer is recorded"
             )
             self._guard.report("layers", problem, consequence="Loss, learning rate and step time are still recorded")
         self._norms = LayerNorms(self._layers)
