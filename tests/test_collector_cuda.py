@@ -1,6 +1,6 @@
-"""The collector on a GPU: the same records as torch computes, and no host sync between
-flushes (bit-identical weights and AMP on CUDA: `test_collector_survival.py`).
-Skipped where no CUDA device exists.
+"""The collector on a GPU: the same records as torch computes, no host sync between
+flushes, and every loss under CUDA graphs (bit-identical weights and AMP on CUDA:
+`test_collector_survival.py`). Skipped where no CUDA device exists.
 
 `torch.cuda.set_sync_debug_mode("error")` turns every synchronizing call (`.item()`,
 a blocking copy, `nonzero`, ...) into an error.
