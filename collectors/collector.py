@@ -30,6 +30,7 @@ Hook code runs under an `ErrorGuard`: an error is reported once, never raised.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import datetime as _dt
 import functools
 import math
@@ -54,7 +55,7 @@ from collectors.grad_stats import LayerFold, LayerNorms
 from collectors.guard import ErrorGuard
 from collectors.histograms import pack_histogram
 from collectors.init_check import check_initialization
-from collectors.layers import compiled_wrapper, map_model, unwrap
+from collectors.layers import compiled_wrapper, has_sharded_parameters, map_model, unwrap
 from collectors.noise_scale import NoiseWindow
 from collectors.packets import (
     Batch,
@@ -139,12 +140,16 @@ class Collector:
         scaler: Any | None,
         config: CollectorConfig,
     ) -> None:
-        self.config = config
         self.log_dir = Path(log_dir)
         self.rank, self.world_size = rank_and_world_size()
         self.closed = False
         self._guard = ErrorGuard()
         self._model = unwrap(model)
+        # Sharded parameters (FSDP, tensor parallel): what reads them is off, as said below.
+        self._sharded = has_sharded_parameters(model)
+        if self._sharded:
+            config = dataclasses.replace(config, update_ratios=False, histograms=False, noise_scale=False)
+        self.config = config
         self._optimizers = optimizers
         self._scaler = scaler
         self._num_classes = num_classes
@@ -189,14 +194,22 @@ class Collector:
             return
         model_map = map_model(self._model, self._param_groups())
         self._layers = model_map.layers
-        if not self._layers and any(p.requires_grad for p in self._model.parameters()):
+        if self._sharded:
+            problem = ValueError(
+                "the model's parameters are sharded across ranks (FSDP or tensor parallel): gradient norms,"
+                " update ratios, weight norms and histograms, the noise scale and the initialization check"
+                " would see rank 0's shard alone, or start collectives that the other ranks do not join"
+            )
+            consequence = "They are off; loss, accuracy, learning rate, step time and activations are recorded"
+            self._guard.report("sharded parameters", problem, consequence=consequence)
+        elif not self._layers and any(p.requires_grad for p in self._model.parameters()):
             which = "the optimizer updates" if len(optimizers) == 1 else "the optimizers update"
             problem = ValueError(
                 f"{which} none of the model's trainable parameters (the optimizer of another model, or"
                 " parameters replaced after the optimizer was made?); nothing per layer is recorded"
             )
             self._guard.report("layers", problem, consequence="Loss, learning rate and step time are still recorded")
-        self._norms = LayerNorms(self._layers)
+        self._norms = LayerNorms([] if self._sharded else self._layers)
         # One per pattern of parameters with a gradient, inside a noise window or not.
         self._grad_specs: dict[tuple[LayerFold, bool], LayerNormSpec] = {}
         self._update_specs: dict[LayerFold, UpdateSpec] = {}
@@ -627,6 +640,8 @@ class Collector:
     # ---- run.json -------------------------------------------------------------
 
     def _initial_run_json(self, hparams: dict[str, Any], run_name: str | None, summary: dict[str, Any]) -> dict[str, Any]:
+        # A sharded weight's statistics would be a collective that only this rank starts.
+        init_check = [] if self._sharded else self._guard.call("init_check", check_initialization, self._layers) or []
         return {
             RJ.K_SCHEMA: RJ.SCHEMA_VERSION,
             RJ.K_RUN_NAME: run_name or self.log_dir.name,
@@ -646,7 +661,7 @@ class Collector:
             },
             RJ.K_BATCH_SIZE: self._batch_size,
             RJ.K_MODEL: summary,
-            RJ.K_INIT_CHECK: self._guard.call("init_check", check_initialization, self._layers) or [],
+            RJ.K_INIT_CHECK: init_check,
             RJ.K_TORCH: torch.__version__,
             RJ.K_DEVICE: str(self._device),
             RJ.K_WORLD_SIZE: self.world_size,

@@ -2,8 +2,8 @@
 
 A layer is a module with trainable parameters of its own that the optimizer updates;
 it is named by its qualified name in `model.named_modules()` (wrappers such as
-DistributedDataParallel and `torch.compile`'s are looked through, so names match the
-bare model).
+DistributedDataParallel, `torch.compile`'s, FSDP's and activation checkpointing's are
+looked through, so names match the bare model).
 """
 
 from __future__ import annotations
@@ -68,6 +68,19 @@ def compiled_wrapper(model: nn.Module) -> nn.Module | None:
             return None
 
 
+def has_sharded_parameters(model: nn.Module) -> bool:
+    """Whether the model's parameters are sharded across ranks: FSDP (its wrapper, or
+    `fully_shard`'s DTensors) or tensor parallelism (DTensors). A rank then holds a
+    shard of each, and a norm or a histogram of one is either that shard's alone or a
+    collective that every rank must join."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    wrapper = getattr(fsdp, "FullyShardedDataParallel", None)
+    if wrapper is not None and any(isinstance(module, wrapper) for module in model.modules()):
+        return True
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+    return dtensor is not None and any(isinstance(p, dtensor) for p in model.parameters())
+
+
 def _is_compiled(model: nn.Module) -> bool:
     # A compiled model means dynamo is loaded; for any other, it need not be imported.
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")
@@ -105,6 +118,19 @@ class ModelMap:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+# Attributes under which wrappers keep the module they wrap: FSDP's (FullyShardedDataParallel)
+# and activation checkpointing's (`checkpoint_wrapper`). Left out of names, so that a layer
+# is named as in the bare model.
+_WRAPPED_MODULE_ATTRS = frozenset({"_fsdp_wrapped_module", "_checkpoint_wrapped_module"})
+
+
+def _bare_name(name: str) -> str:
+    """`name` without wrappers' attributes (``layers.0._fsdp_wrapped_module.fc`` -> ``layers.0.fc``)."""
+    if "_wrapped_module" not in name:
+        return name
+    return ".".join(part for part in name.split(".") if part not in _WRAPPED_MODULE_ATTRS)
+
+
 def _layer_name(name: str) -> str:
     return name or ROOT_NAME
 
@@ -123,7 +149,8 @@ def map_model(model: nn.Module, param_groups: Iterable[Mapping[str, Any]]) -> Mo
     summary_layers: list[dict[str, Any]] = []
     activations: dict[str, list[str]] = {}
     last_conv_like = False
-    for name, module in model.named_modules():
+    for wrapped_name, module in model.named_modules():
+        name = _bare_name(wrapped_name)
         own = list(module.parameters(recurse=False))
         kind = ACTIVATION_KINDS.get(type(module))
         if kind is not None:

@@ -278,3 +278,28 @@ def test_each_sampled_signal_switches_off_alone(tmp_path, digits, switched_off):
     belongs = SAMPLED_SIGNALS[switched_off]
     assert any(belongs(tag) for tag in tags("all"))
     assert tags("off") == {tag for tag in tags("all") if not belongs(tag)}
+
+
+def test_layers_inside_wrappers_are_named_as_in_the_bare_model(tmp_path, digits):
+    """Activation checkpointing (`checkpoint_wrapper`, as FSDP setups use) puts a wrapper
+    between a block and its layers (``0._checkpoint_wrapped_module.0``): tags name them
+    as the bare model does, and the values are the same (the recomputed forward pass
+    in backward is not measured twice)."""
+    from torch import nn
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    def model(wrapped: bool) -> nn.Module:
+        torch.manual_seed(0)
+        block = nn.Sequential(nn.Linear(64, 64), nn.ReLU())
+        return nn.Sequential(checkpoint_wrapper(block) if wrapped else block, nn.Linear(64, 10))
+
+    X, y = digits
+    for wrapped in (False, True):
+        log_dir = tmp_path / str(wrapped)
+        train(model(wrapped), X, y, steps=6, collector=lambda m, o, log_dir=log_dir: watch(m, o, log_dir, every=2))
+    bare, wrapped = read_scalars(tmp_path / "False"), read_scalars(tmp_path / "True")
+    assert T.dead_fraction_tag("0.1") in bare and T.grad_norm_tag("0.0") in bare
+    assert sorted(wrapped) == sorted(bare)
+    for tag, values in bare.items():
+        if tag != T.STEP_SECONDS:
+            assert wrapped[tag] == pytest.approx(values, rel=1e-6), tag
