@@ -22,17 +22,18 @@ eagerly (`torch.compiler.set_stance("force_eager")`): a sampled step is an ordin
 eager step, and the compiled graph is neither recompiled nor broken up for the steps
 between. The stance is one setting for the whole process, so it is held no longer
 than it must be:
-- `torch.compile(model)`: its wrapper module runs its own hooks before any compiled
-  code, so the wrapper's hooks hold the stance, and the measuring hooks exist, only
-  during the sampled step's first training forward. A validation pass, or another
-  compiled model, run between two steps stays compiled (held from one `step()` to
-  the next, the stance made them eager: in `benchmarks/collector_overhead.py
-  --compile` the plain copies ran eagerly in every block after the watched copy's).
-  A sampled step that trains without calling the wrapper (the model called directly)
-  switches the probe to the way below from the next sampled step on.
-- `model.compile()`, which compiles the module's hook-running call itself, or a
-  compiled function that calls the model: no hook runs before the compiled code, so
-  the stance is held from the end of the step before the sampled one to its end.
+- `torch.compile(model)`, whose wrapper module runs its own hooks before any compiled
+  code, and `model.compile()`, whose compiled call the probe wraps while armed: the
+  stance is held, and the measuring hooks exist, only during the sampled step's first
+  training forward. A validation pass, or another compiled model, run between two
+  steps stays compiled (held from one `step()` to the next, the stance made them
+  eager: in `benchmarks/collector_overhead.py --compile` the plain copies ran eagerly
+  in every block after the watched copy's). A sampled step that trains without that
+  call (the model called past the wrapper) switches the probe to the way below from
+  the next sampled step on.
+- A compiled function that calls the model (a compiled training step): nothing of the
+  collector's runs before the compiled code, so the stance is held from the end of
+  the step before the sampled one to its end.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ class ActivationProbe:
         self._measuring: list[torch.utils.hooks.RemovableHandle] = []  # the hooks that measure
         self._holds_eager = False  # whether this probe holds compiled code eager (see _EagerStance)
         self._forward_seen = False  # the armed step's first training forward through the wrapper began
+        # Whether to hold the stance only inside the compiled model's call (see the module's docstring).
+        self._entry_points = True
+        self._wrapped_call: tuple[nn.Module, Callable[..., Any], Callable[..., Any]] | None = None
         self.results: dict[str, torch.Tensor] = {}
         self.functional_relu_layers: set[str] = set()
         self._done: set[str] = set()
@@ -118,7 +122,7 @@ class ActivationProbe:
     def armed(self) -> bool:
         # Holding compiled code eager counts too: a hook that failed to register must not
         # leave the process eager until close().
-        return bool(self._handles or self._measuring) or self._holds_eager
+        return bool(self._handles or self._measuring or self._wrapped_call) or self._holds_eager
 
     def arm(self) -> None:
         if self.armed:
@@ -127,32 +131,60 @@ class ActivationProbe:
         self._done = set()
         self._first_consumer_seen = False
         self._forward_seen = False
-        if self._wrapper is not None and hasattr(torch.compiler, "set_stance"):
-            wrapper = self._wrapper
-            self._handles.append(
-                wrapper.register_forward_pre_hook(lambda module, args: self._guarded(self._enter_measured_forward))
-            )
-            # always_call: also after a forward that raised, so that nothing stays eager
-            self._handles.append(
-                wrapper.register_forward_hook(
-                    lambda module, args, output: self._guarded(self._remove_measuring_hooks), always_call=True
-                )
-            )
-            return
+        if self._entry_points and hasattr(torch.compiler, "set_stance"):
+            if self._wrapper is not None:
+                self._hook_the_wrapper(self._wrapper)
+                return
+            if getattr(self._model, "_compiled_call_impl", None) is not None:
+                self._wrap_the_compiled_call(self._model)
+                return
         self._holds_eager, outside_graphs = _run_compiled_code_eagerly()
         self._add_measuring_hooks(outside_graphs)
 
     def disarm(self) -> dict[str, torch.Tensor]:
         self._remove_measuring_hooks()
-        if self._handles and not self._forward_seen:
-            # The step trained without calling the compiled wrapper (the model itself was
-            # called): from the next sampled step on, hook the layers at arm() instead.
-            self._wrapper = None
+        if (self._handles or self._wrapped_call) and not self._forward_seen:
+            # The step trained without calling the compiled model it was given (the model
+            # was called past the wrapper, or inside another compiled function): from the
+            # next sampled step on, hook the layers at arm() instead.
+            self._entry_points = False
+        if self._wrapped_call is not None:
+            module, compiled, ours = self._wrapped_call
+            if module.__dict__.get("_compiled_call_impl") is ours:  # not compiled anew meanwhile
+                module._compiled_call_impl = compiled
+            self._wrapped_call = None
         for handle in self._handles:
             handle.remove()
         self._handles = []
         results, self.results = self.results, {}
         return results
+
+    def _hook_the_wrapper(self, wrapper: nn.Module) -> None:
+        """torch.compile(model): the wrapper's own hooks run before its compiled code."""
+        self._handles.append(
+            wrapper.register_forward_pre_hook(lambda module, args: self._guarded(self._enter_measured_forward))
+        )
+        # always_call: also after a forward that raised, so that nothing stays eager
+        self._handles.append(
+            wrapper.register_forward_hook(
+                lambda module, args, output: self._guarded(self._remove_measuring_hooks), always_call=True
+            )
+        )
+
+    def _wrap_the_compiled_call(self, module: nn.Module) -> None:
+        """model.compile(): the module's hooks run inside its compiled call, so the call
+        itself is wrapped, until disarm()."""
+        compiled = module._compiled_call_impl
+
+        def measured_call(*args: Any, **kwargs: Any) -> Any:
+            self._guarded(self._enter_measured_forward)
+            try:
+                return compiled(*args, **kwargs)
+            finally:
+                self._guarded(self._remove_measuring_hooks)
+
+        module._compiled_call_impl = measured_call
+        self._wrapped_call = (module, compiled, measured_call)
 
     def _add_measuring_hooks(self, outside_graphs: Callable[[Hook], Hook]) -> None:
         for site in self._sites:
@@ -170,7 +202,7 @@ class ActivationProbe:
             self._holds_eager = False
 
     def _enter_measured_forward(self) -> None:
-        """Before the compiled wrapper runs any compiled code: the armed step's first
+        """Before the compiled model runs any compiled code: the armed step's first
         training forward runs eagerly, with the measuring hooks."""
         if self._forward_seen or not self._model.training:
             return

@@ -230,16 +230,18 @@ def test_two_watched_compiled_models_leave_compiled_code_compiled(tmp_path, digi
         assert set(read_scalars(tmp_path / name)[T.dead_fraction_tag("1")]) == {0, 5, 10}
 
 
-def test_code_run_between_steps_stays_compiled(tmp_path, digits):
+@pytest.mark.parametrize("how", ["torch.compile", "Module.compile"])
+def test_code_run_between_steps_stays_compiled(tmp_path, digits, how):
     """Only the sampled step's forward runs eagerly: a validation pass of the watched
     model, or another compiled model, run between the step before and the sampled step
     runs compiled. (The stance is process-wide; held from one step() to the next, it
     made both eager, a validation pass every 50 steps on every sampled step's eve.)"""
     X, y = digits
     backend, calls = _counting_backend()
-    model = torch.compile(mlp(), backend=backend)
-    other = torch.compile(mlp(seed=1), backend=backend)
+    model = _compiled(mlp(), how, backend)
+    other = _compiled(mlp(seed=1), how, backend)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    compiled_call = model._compiled_call_impl  # Module.compile's, which a sampled step wraps
     collector = watch(model, optimizer, tmp_path, **SETTINGS)
     graphs_run_between = []
     for step in range(2 * SETTINGS["every"] + 1):
@@ -257,6 +259,7 @@ def test_code_run_between_steps_stays_compiled(tmp_path, digits):
         other(X[:64])
         graphs_run_between.append(sum(calls) - before)
     collector.close()
+    assert model._compiled_call_impl is compiled_call
     assert graphs_run_between == [2] * len(graphs_run_between)
     assert set(read_scalars(tmp_path)[T.dead_fraction_tag("1")]) == {0, 5, 10}
 
