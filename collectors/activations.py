@@ -161,15 +161,16 @@ class ActivationProbe:
 
     def _hook_the_wrapper(self, wrapper: nn.Module) -> None:
         """torch.compile(model): the wrapper's own hooks run before its compiled code."""
-        self._handles.append(
-            wrapper.register_forward_pre_hook(lambda module, args: self._guarded(self._enter_measured_forward))
-        )
+
+        def enter(module: nn.Module, args: Any) -> None:
+            self._guarded(self._enter_measured_forward)
+
+        def leave(module: nn.Module, args: Any, output: Any) -> None:
+            self._guarded(self._remove_measuring_hooks)
+
+        self._handles.append(wrapper.register_forward_pre_hook(enter))
         # always_call: also after a forward that raised, so that nothing stays eager
-        self._handles.append(
-            wrapper.register_forward_hook(
-                lambda module, args, output: self._guarded(self._remove_measuring_hooks), always_call=True
-            )
-        )
+        self._handles.append(wrapper.register_forward_hook(leave, always_call=True))
 
     def _wrap_the_compiled_call(self, module: nn.Module) -> None:
         """model.compile(): the module's hooks run inside its compiled call, so the call
@@ -190,7 +191,8 @@ class ActivationProbe:
         for site in self._sites:
             self._measuring.append(site.module.register_forward_hook(outside_graphs(self._site_hook(site))))
         for layer in self._consumers:
-            self._measuring.append(layer.module.register_forward_pre_hook(outside_graphs(self._consumer_hook(layer))))
+            hook = outside_graphs(self._consumer_hook(layer))
+            self._measuring.append(layer.module.register_forward_pre_hook(hook))
         self._measuring.append(self._model.register_forward_pre_hook(outside_graphs(self._input_hook)))
 
     def _remove_measuring_hooks(self) -> None:

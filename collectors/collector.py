@@ -208,7 +208,8 @@ class Collector:
                 f"{which} none of the model's trainable parameters (the optimizer of another model, or"
                 " parameters replaced after the optimizer was made?); nothing per layer is recorded"
             )
-            self._guard.report("layers", problem, consequence="Loss, learning rate and step time are still recorded")
+            consequence = "Loss, learning rate and step time are still recorded"
+            self._guard.report("layers", problem, consequence=consequence)
         self._norms = LayerNorms([] if self._sharded else self._layers)
         # One per pattern of parameters with a gradient, inside a noise window or not.
         self._grad_specs: dict[tuple[LayerFold, bool], LayerNormSpec] = {}
@@ -348,7 +349,9 @@ class Collector:
 
     # ---- hooks ------------------------------------------------------------------
 
-    def _pre_step_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> tuple[Any, Any] | None:
+    def _pre_step_hook(
+        self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any
+    ) -> tuple[Any, Any] | None:
         self._optimizer_stepped = True
         # Most steps: one attribute read. With several optimizers, the first to step reads
         # every gradient, before any weight has moved.

@@ -32,7 +32,9 @@ class ErrorGuard:
             self.report(part, exc)
             return None
 
-    def report(self, part: str, exc: BaseException, consequence: str = "This part is off for the rest of the run") -> None:
+    def report(
+        self, part: str, exc: BaseException, consequence: str = "This part is off for the rest of the run"
+    ) -> None:
         """Report `exc` and switch `part` off; `consequence` tells the user what that means."""
         self._disabled.add(part)
         where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
