@@ -89,6 +89,12 @@ def train(
     return model
 
 
+def assert_same_weights(plain: nn.Module, watched: nn.Module) -> None:
+    """Bit for bit: the collector must not change what a run computes."""
+    for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
+        assert torch.equal(a, b), f"{name} differs with the collector attached"
+
+
 def read_scalars(log_dir: str | Path) -> dict[str, dict[int, float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

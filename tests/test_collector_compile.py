@@ -22,7 +22,14 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from collector_helpers import FunctionalReLUNet, mlp, read_histograms, read_scalars, train
+from collector_helpers import (
+    FunctionalReLUNet,
+    assert_same_weights,
+    mlp,
+    read_histograms,
+    read_scalars,
+    train,
+)
 
 from collectors import watch
 from logformat import tags as T
@@ -103,8 +110,7 @@ def test_compiled_run_is_bit_identical_with_the_collector_attached(tmp_path, dig
     watched = train(
         torch.compile(mlp(), backend="aot_eager"), X, y, steps=STEPS, collector=_watched(tmp_path)
     )
-    for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
-        assert torch.equal(a, b), f"{name} differs with the collector attached"
+    assert_same_weights(plain, watched)
 
 
 @needs_cpp

@@ -19,7 +19,15 @@ import collectors.collector as collector_module
 from analyzers.diagnose import diagnose_run
 from analyzers.reading import read_logdir
 from analyzers.rules import ALL_RULES
-from collector_helpers import DEVICES, SmallCNN, mlp, read_histograms, read_scalars, train
+from collector_helpers import (
+    DEVICES,
+    SmallCNN,
+    assert_same_weights,
+    mlp,
+    read_histograms,
+    read_scalars,
+    train,
+)
 from collectors import CollectorConfig, watch
 from collectors.grad_stats import LayerNorms
 from logformat import tags as T
@@ -46,8 +54,7 @@ def test_attached_run_is_bit_identical(tmp_path, digits, deterministic, make_mod
     watched = train(
         make_model().to(device), X, y, steps=30, collector=lambda m, o: watch(m, o, tmp_path, **EVERYTHING)
     )
-    for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
-        assert torch.equal(a, b), f"{name} differs with the collector attached"
+    assert_same_weights(plain, watched)
     assert read_scalars(tmp_path)[T.TRAIN_LOSS]  # and it did record
     assert json.loads((tmp_path / "run.json").read_text())["collector_errors"] == []
 
@@ -469,8 +476,7 @@ def test_a_closure_optimizer_records_the_gradients_its_step_starts_from(tmp_path
 
     plain = run()
     watched = run(tmp_path)
-    for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
-        assert torch.equal(a, b), f"{name} differs with the collector attached"
+    assert_same_weights(plain, watched)
     assert max(calls_per_step) > 1  # the closure did run several times within a step
     scalars = read_scalars(tmp_path)
     assert scalars[T.GRAD_GLOBAL_NORM] == pytest.approx(first_norms, rel=1e-5)
@@ -523,8 +529,7 @@ def test_several_optimizers_are_watched_as_one(tmp_path, digits):
 
     plain = run()
     watched = run(tmp_path)
-    for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
-        assert torch.equal(a, b), f"{name} differs with the collector attached"
+    assert_same_weights(plain, watched)
     scalars = read_scalars(tmp_path)
     for step, values in expected.items():
         for tag, value in values.items():
