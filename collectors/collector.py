@@ -109,13 +109,8 @@ def watch(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"watch() takes the model as a torch.nn.Module, got {type(model).__name__}")
-    optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
-    for each in optimizers:
-        if not (hasattr(each, "param_groups") and hasattr(each, "register_step_pre_hook")):
-            raise TypeError(
-                f"watch() takes a torch.optim.Optimizer or a list of them, got {type(each).__name__}: the"
-                " collector reads gradients through the optimizers' step hooks"
-            )
+    given = optimizer if isinstance(optimizer, (list, tuple)) else [optimizer]
+    optimizers = [_hooked_optimizer(each) for each in given]
     if not optimizers:
         raise TypeError("watch() takes a torch.optim.Optimizer or a list of them, got an empty list")
     if config is None:
@@ -694,6 +689,24 @@ class Collector:
 
     def _close_at_exit(self) -> None:
         self.close(RJ.STATUS_FINISHED, "closed at interpreter exit (close() was not called)")
+
+
+def _hooked_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The optimizer whose `step()` runs the step hooks. A wrapper that subclasses
+    Optimizer without calling its `__init__` (Accelerate's `AcceleratedOptimizer`) has
+    no hooks of its own, and its `step()` calls the wrapped optimizer's: that one's
+    hooks are the ones that run."""
+    for _ in range(8):  # wrappers of wrappers, but never a cycle
+        if "_optimizer_step_pre_hooks" in getattr(optimizer, "__dict__", {}) and hasattr(optimizer, "param_groups"):
+            return optimizer
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None or inner is optimizer:
+            break
+        optimizer = inner
+    raise TypeError(
+        f"watch() takes a torch.optim.Optimizer or a list of them, got {type(optimizer).__name__}: the"
+        " collector reads gradients through the optimizers' step hooks"
+    )
 
 
 def _read_after_first_call(

@@ -610,6 +610,46 @@ def test_what_is_not_a_model_or_an_optimizer_is_refused_in_one_line(tmp_path):
         watch(model, [], tmp_path)
 
 
+class DelegatingOptimizer(torch.optim.Optimizer):
+    """Built as Accelerate's `AcceleratedOptimizer` is: an Optimizer subclass that skips
+    `Optimizer.__init__` (so it holds no step hooks) and hands every call to the
+    optimizer it wraps."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.optimizer.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None):
+        return self.optimizer.step(closure)
+
+
+def test_an_optimizer_wrapper_is_watched_through_to_the_optimizer_it_wraps(tmp_path, digits):
+    """Registering hooks on such a wrapper raised AttributeError inside watch(), and its
+    step() never runs hooks: the collector hooks the wrapped optimizer instead."""
+    X, y = digits
+    model = mlp()
+    opt = DelegatingOptimizer(torch.optim.SGD(model.parameters(), lr=0.05))
+    collector = watch(model, opt, tmp_path, every=2)
+    for step in range(4):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(X[step * 32 : step * 32 + 32]), y[step * 32 : step * 32 + 32])
+        loss.backward()
+        opt.step()
+        collector.step(loss=loss)
+    collector.close()
+    assert collector.errors == []
+    scalars = read_scalars(tmp_path)
+    assert sorted(scalars[T.GRAD_GLOBAL_NORM]) == [0, 1, 2, 3] and T.STEP_SKIPPED not in scalars
+    assert sorted(scalars[T.update_ratio_tag("0")]) == [0, 2]
+    assert json.loads((tmp_path / "run.json").read_text())["optimizer"]["type"] == "SGD"
+
+
 def test_an_optimizer_of_another_model_is_reported_and_the_rest_recorded(tmp_path, digits):
     """A likely slip (the optimizer of another model, or one made before the parameters
     were replaced): nothing per layer can be measured, which is said once, in the
