@@ -28,13 +28,16 @@ MISSING = -1.0
 class LayerFold:
     """How the per-tensor values of one step fold into per-layer norms.
 
-    `owners[i]` is the layer of the i-th measured tensor; `squared` says whether the
-    device sent squared norms (dot products) or norms.
+    The i-th measured tensor belongs to layer `owners[i]`, or, for a tensor that
+    several layers share (tied weights: an embedding and the output layer), to each
+    layer `owners[j]` with `tensor_of[j] == i`; `squared` says whether the device
+    sent squared norms (dot products) or norms. `size` is the number of tensors.
     """
 
     owners: np.ndarray
     n_layers: int
     squared: bool
+    tensor_of: np.ndarray | None = None  # None: one layer per tensor, owners[i] for tensor i
     empty: np.ndarray = field(init=False)  # layers with no measured tensor: MISSING
 
     def __post_init__(self) -> None:
@@ -42,19 +45,26 @@ class LayerFold:
 
     @property
     def size(self) -> int:
-        return len(self.owners)
+        return len(self.owners) if self.tensor_of is None else int(self.tensor_of.max(initial=-1)) + 1
+
+    def tensor_squares(self, values: np.ndarray) -> np.ndarray:
+        """Squared norm of each tensor, in float64."""
+        v = values.astype(np.float64)
+        return v if self.squared else v * v
 
     def layer_squares(self, values: np.ndarray) -> np.ndarray:
         """Squared norm of each layer, in float64 (0 for an `empty` layer)."""
-        v = values.astype(np.float64)
-        return np.bincount(self.owners, weights=v if self.squared else v * v, minlength=self.n_layers)
+        sq = self.tensor_squares(values)
+        if self.tensor_of is not None:
+            sq = sq[self.tensor_of]
+        return np.bincount(self.owners, weights=sq, minlength=self.n_layers)
 
     def norms(self, values: np.ndarray) -> tuple[float, np.ndarray]:
-        """``(global_norm, layer_norms)``, with MISSING for `empty` layers."""
-        sq = self.layer_squares(values)
-        layer = np.sqrt(sq)
+        """``(global_norm, layer_norms)``, with MISSING for `empty` layers. The global
+        norm counts a shared tensor once."""
+        layer = np.sqrt(self.layer_squares(values))
         layer[self.empty] = MISSING
-        return float(np.sqrt(sq.sum())), layer
+        return float(np.sqrt(self.tensor_squares(values).sum())), layer
 
     def update_ratios(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(‖Δw‖/‖w_before‖, ‖w_after‖)`` per layer from three runs of per-tensor values
@@ -71,16 +81,28 @@ class LayerNorms:
     """Norms of per-parameter tensors, aggregated per layer."""
 
     def __init__(self, layers: Sequence[Layer]) -> None:
-        self.params = [p for layer in layers for p in layer.params]
-        self._owner = [i for i, layer in enumerate(layers) for _ in layer.params]
+        # Each tensor once, with every layer that holds it: a tied weight is measured
+        # once, shown under each of its layers, and counted once in the global norm.
+        index: dict[int, int] = {}
+        self.params: list[torch.Tensor] = []
+        self._owners: list[list[int]] = []
+        for i, layer in enumerate(layers):
+            for p in layer.params:
+                if id(p) not in index:
+                    index[id(p)] = len(self.params)
+                    self.params.append(p)
+                    self._owners.append([])
+                self._owners[index[id(p)]].append(i)
         self.n_layers = len(layers)
         self._folds: dict[tuple[tuple[int, ...], bool], LayerFold] = {}
 
     def _fold(self, present: tuple[int, ...], squared: bool) -> LayerFold:
         fold = self._folds.get((present, squared))
         if fold is None:
-            owners = np.array([self._owner[i] for i in present], dtype=np.int64)
-            fold = self._folds[(present, squared)] = LayerFold(owners, self.n_layers, squared)
+            owners = [(k, layer) for k, i in enumerate(present) for layer in self._owners[i]]
+            tensor_of = None if len(owners) == len(present) else np.array([k for k, _ in owners], dtype=np.int64)
+            layers = np.array([layer for _, layer in owners], dtype=np.int64)
+            fold = self._folds[(present, squared)] = LayerFold(layers, self.n_layers, squared, tensor_of)
         return fold
 
     def tensor_norms(self, tensors: Sequence[torch.Tensor | None]) -> tuple[LayerFold, torch.Tensor] | None:

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from collector_helpers import FunctionalReLUNet, SmallCNN, mlp, read_histograms, read_scalars, train
 from collectors import watch
@@ -285,7 +286,6 @@ def test_layers_inside_wrappers_are_named_as_in_the_bare_model(tmp_path, digits)
     between a block and its layers (``0._checkpoint_wrapped_module.0``): tags name them
     as the bare model does, and the values are the same (the recomputed forward pass
     in backward is not measured twice)."""
-    from torch import nn
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
     def model(wrapped: bool) -> nn.Module:
@@ -303,3 +303,46 @@ def test_layers_inside_wrappers_are_named_as_in_the_bare_model(tmp_path, digits)
     for tag, values in bare.items():
         if tag != T.STEP_SECONDS:
             assert wrapped[tag] == pytest.approx(values, rel=1e-6), tag
+
+
+class TiedEmbedding(nn.Module):
+    """A language-model shape: the output layer shares the embedding's weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(16, 12)
+        self.mid = nn.Linear(12, 12)
+        self.head = nn.Linear(12, 16, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.mid(self.emb(x)))).mean(dim=1)
+
+
+def test_a_tied_weight_is_counted_once_in_the_global_norm(tmp_path):
+    """The shared weight shows under both of its layers, and the global gradient norm
+    (and the noise scale built on it) counts it once; counted twice, it read high."""
+    torch.manual_seed(0)
+    model = TiedEmbedding()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    collector = watch(model, opt, tmp_path, every=1)
+    expected = {}
+    for step in range(3):
+        x, y = torch.randint(0, 16, (8, 5)), torch.randint(0, 16, (8,))
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        grads = {name: p.grad.double() for name, p in model.named_parameters()}  # the tied weight once
+        expected[step] = {
+            T.GRAD_GLOBAL_NORM: torch.sqrt(sum(g.pow(2).sum() for g in grads.values())).item(),
+            T.grad_norm_tag("emb"): grads["emb.weight"].norm().item(),
+            T.grad_norm_tag("head"): grads["emb.weight"].norm().item(),
+        }
+        opt.step()
+        collector.step(loss=loss)
+    collector.close()
+    scalars = read_scalars(tmp_path)
+    for step, values in expected.items():
+        for tag, value in values.items():
+            assert scalars[tag][step] == pytest.approx(value, rel=1e-5), (tag, step)
+    assert scalars[T.update_ratio_tag("head")] == pytest.approx(scalars[T.update_ratio_tag("emb")], rel=1e-6)
