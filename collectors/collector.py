@@ -384,7 +384,7 @@ class Collector:
             with torch.no_grad():
                 self._weights_before = self._snapshot.copy_of([p.detach() for p in self._norms.params])
         if histogram:
-            self._guard.call("histograms", self._histograms, T.hist_grad_tag, lambda w: w.grad)
+            self._guard.call("histograms", self._histograms, T.hist_grad_tag, _dense_grad)
         if sampled or histogram:
             self._updates_pending = len(self._optimizers)
 
@@ -707,6 +707,12 @@ def _hooked_optimizer(optimizer: Any) -> torch.optim.Optimizer:
         f"watch() takes a torch.optim.Optimizer or a list of them, got {type(optimizer).__name__}: the"
         " collector reads gradients through the optimizers' step hooks"
     )
+
+
+def _dense_grad(weight: nn.Parameter) -> torch.Tensor | None:
+    """A weight's gradient as a histogram counts it: with its zeros, also where it is sparse."""
+    grad = weight.grad
+    return grad.to_dense() if grad is not None and grad.is_sparse else grad
 
 
 def _read_after_first_call(

@@ -115,7 +115,7 @@ class LayerNorms:
         present = tuple(i for i, t in enumerate(tensors) if t is not None)
         if not present:
             return None
-        chosen = [tensors[i] for i in present]
+        chosen = [_dense_values(tensors[i]) for i in present]
         if all(_plain_cpu(t) for t in chosen):
             return self._fold(present, True), torch.stack([_square_sum(t) for t in chosen])
         # Sent as norms, squared on the host: one kernel fewer than squaring them here.
@@ -128,6 +128,13 @@ class LayerNorms:
 
     def grads(self) -> list[torch.Tensor | None]:
         return [p.grad for p in self.params]
+
+
+def _dense_values(t: torch.Tensor) -> torch.Tensor:
+    """A sparse gradient (`nn.Embedding(sparse=True)`) holds a row once per lookup: its
+    norm is that of its values with the repeats summed (`coalesce`, which on a GPU waits
+    for the device: statistics steps of sparse models only)."""
+    return t.coalesce().values() if t.is_sparse else t
 
 
 def _plain_cpu(t: torch.Tensor) -> bool:

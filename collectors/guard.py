@@ -39,10 +39,21 @@ class ErrorGuard:
         self._disabled.add(part)
         where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         at = f" ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
-        line = f"{part}: {type(exc).__name__}: {exc}{at}"
+        line = f"{part}: {type(exc).__name__}: {_first_line(str(exc))}{at}"
         self.errors.append(line)
         warnings.warn(
             f"TrainScope collector: {line}. {consequence}; training is unaffected.",
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+# An error's first line, at most this long: torch's dispatcher errors run to pages (every
+# backend an operator has), and the user gets one line.
+MAX_MESSAGE = 300
+
+
+def _first_line(message: str) -> str:
+    lines = message.strip().splitlines()
+    first = lines[0] if lines else ""
+    return first if len(first) <= MAX_MESSAGE else first[: MAX_MESSAGE - 1] + "…"

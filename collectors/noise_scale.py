@@ -48,7 +48,7 @@ class NoiseWindow:
         with torch.no_grad():
             # float32 sums (a half-precision gradient is cast); under no_grad, no detach needed.
             dense = [
-                torch.zeros_like(p, dtype=torch.float32) if g is None else g if g.dtype is torch.float32 else g.float()
+                torch.zeros_like(p, dtype=torch.float32) if g is None else _dense_float(g)
                 for g, p in zip(grads, self._params)
             ]
             if self._sum is None:
@@ -121,3 +121,11 @@ class NoiseScaleEMA:
         debias = 1 - self.decay**self._n
         trace_hat, g2_hat = self._trace / debias, self._g2 / debias
         return trace_hat / g2_hat if g2_hat > 0 else math.nan
+
+
+def _dense_float(g: torch.Tensor) -> torch.Tensor:
+    """A gradient as the sum needs it: float32, and dense (a sparse embedding gradient
+    becomes a tensor of the weight's size, as the sum already is)."""
+    if g.is_sparse:
+        g = g.to_dense()
+    return g if g.dtype is torch.float32 else g.float()

@@ -543,6 +543,49 @@ def test_several_optimizers_are_watched_as_one(tmp_path, digits):
     assert [group["optimizer"] for group in optimizer["param_groups"]] == ["SGD", "Adam"]
 
 
+def test_sparse_gradients_are_measured_like_dense_ones(tmp_path):
+    """`nn.Embedding(sparse=True)` gives a sparse gradient, a row once per lookup: its norm
+    is that of the dense gradient (repeats summed), histograms count its zeros, the noise
+    window sums it. Before, the first norm raised (no sparse kernel) and every gradient
+    statistic was off for the rest of the run."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 16, sparse=True), nn.Flatten(), nn.Linear(80, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    collector = watch(model, opt, tmp_path, every=3, histogram_every=3, noise_window=2, batch_size=8)
+    dense_norms = {}
+    for step in range(12):
+        x, y = torch.randint(0, 50, (8, 5)), torch.randint(0, 10, (8,))
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        dense_norms[step] = model[0].weight.grad.to_dense().norm().item()
+        opt.step()
+        collector.step(loss=loss)
+    collector.close()
+    assert collector.errors == []
+    scalars = read_scalars(tmp_path)
+    assert scalars[T.grad_norm_tag("0")] == pytest.approx(dense_norms, rel=1e-5)
+    assert T.GRAD_NOISE_SCALE in scalars
+    assert sorted(read_histograms(tmp_path)[T.hist_grad_tag("0")]) == [0, 3, 6, 9]
+
+
+def test_an_error_is_reported_in_one_line(tmp_path, digits, monkeypatch):
+    """torch's dispatcher errors list every backend an operator has, pages of it: the
+    warning and run.json get the first line."""
+
+    def fail(*args: object, **kwargs: object) -> None:
+        first = "Could not run 'aten::x' with arguments from the 'Sparse' backend.\n"
+        raise NotImplementedError(first + "Backend: registered at ...\n" * 500)
+
+    monkeypatch.setattr(collector_module.LayerNorms, "tensor_norms", fail)
+    X, y = digits
+    with pytest.warns(RuntimeWarning, match="Could not run 'aten::x'"):
+        train(mlp(), X, y, steps=2, collector=lambda m, o: watch(m, o, tmp_path))
+    errors = json.loads((tmp_path / "run.json").read_text())["collector_errors"]
+    assert len(errors) == 1 and "\n" not in errors[0] and len(errors[0]) < 400
+    assert errors[0].startswith("gradients: NotImplementedError: Could not run 'aten::x' with arguments")
+
+
 def test_eval_passes_are_not_recorded_as_training(tmp_path, digits):
     X, y = digits
     model = mlp()
