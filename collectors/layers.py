@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
+from torch.nn.utils import parametrize
 
 ROOT_NAME = "_root"
 
@@ -139,6 +140,16 @@ def _is_conv_like(module: nn.Module) -> bool:
     return isinstance(module, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm))
 
 
+def _own_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """A module's parameters, with those that compute its parametrized tensors
+    (`weight_norm`, `spectral_norm` of `torch.nn.utils.parametrizations`: its weight is
+    made from `parametrizations.weight.original0/1`). One layer, not two."""
+    own = list(module.parameters(recurse=False))
+    if parametrize.is_parametrized(module):
+        own += list(module.parametrizations.parameters())
+    return own
+
+
 def map_model(model: nn.Module, param_groups: Iterable[Mapping[str, Any]]) -> ModelMap:
     """Find layers (in registration order, which is forward order for ordinary models)
     and the activation modules between them; `param_groups` are the optimizers'."""
@@ -150,8 +161,10 @@ def map_model(model: nn.Module, param_groups: Iterable[Mapping[str, Any]]) -> Mo
     activations: dict[str, list[str]] = {}
     last_conv_like = False
     for wrapped_name, module in model.named_modules():
+        if "parametrizations" in wrapped_name.split("."):
+            continue  # counted with the module they parametrize (_own_parameters)
         name = _bare_name(wrapped_name)
-        own = list(module.parameters(recurse=False))
+        own = _own_parameters(module)
         kind = ACTIVATION_KINDS.get(type(module))
         if kind is not None:
             activations.setdefault(kind, []).append(name)

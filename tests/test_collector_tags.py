@@ -346,3 +346,29 @@ def test_a_tied_weight_is_counted_once_in_the_global_norm(tmp_path):
         for tag, value in values.items():
             assert scalars[tag][step] == pytest.approx(value, rel=1e-5), (tag, step)
     assert scalars[T.update_ratio_tag("head")] == pytest.approx(scalars[T.update_ratio_tag("emb")], rel=1e-6)
+
+
+def test_a_parametrized_layer_is_one_layer(tmp_path, digits):
+    """`weight_norm` and `spectral_norm` compute a layer's weight from parameters kept
+    under `parametrizations.weight`: they belong to the layer (one `grad/norm/0`, not a
+    second `grad/norm/0.parametrizations.weight`)."""
+    from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+    X, y = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(weight_norm(nn.Linear(64, 32)), nn.ReLU(), spectral_norm(nn.Linear(32, 10)))
+    expected = {}
+
+    def measure(step, model, xb, yb, out):
+        expected[step] = {
+            T.grad_norm_tag(name): torch.cat([p.grad.reshape(-1) for p in model[int(name)].parameters()]).norm().item()
+            for name in ("0", "2")
+        }
+
+    train(model, X, y, steps=4, on_step=measure, collector=lambda m, o: watch(m, o, tmp_path, every=2))
+    scalars = read_scalars(tmp_path)
+    assert not any("parametrizations" in tag for tag in scalars)
+    for step, values in expected.items():
+        for tag, value in values.items():
+            assert scalars[tag][step] == pytest.approx(value, rel=1e-5), (tag, step)
+    assert sorted(scalars[T.update_ratio_tag("0")]) == [0, 2]
