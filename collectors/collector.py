@@ -189,6 +189,7 @@ class Collector:
             return
         model_map = map_model(self._model, self._param_groups())
         self._layers = model_map.layers
+        self._trained = self._trained_parameters()
         if self._sharded:
             problem = ValueError(
                 "the model's parameters are sharded across ranks (FSDP or tensor parallel): gradient norms,"
@@ -205,12 +206,7 @@ class Collector:
             )
             consequence = "Loss, learning rate and step time are still recorded"
             self._guard.report("layers", problem, consequence=consequence)
-        self._norms = LayerNorms([] if self._sharded else self._layers)
-        # One per pattern of parameters with a gradient, inside a noise window or not.
-        self._grad_specs: dict[tuple[LayerFold, bool], LayerNormSpec] = {}
-        self._update_specs: dict[LayerFold, UpdateSpec] = {}
-        self._snapshot = Scratch()  # the weights before a sampled step's update
-        self._noise = NoiseWindow(self._norms.params)
+        self._measure_layers()
         self._probe = ActivationProbe(
             self._model,
             model_map.sites if config.activations else [],
@@ -336,6 +332,34 @@ class Collector:
         (1: every step); the first 200 steps get them all whatever it says."""
         return self._cadence.stride
 
+    def _measure_layers(self) -> None:
+        """What measures `self._layers`: made at attach, and again when the parameters
+        being trained change."""
+        self._norms = LayerNorms([] if self._sharded else self._layers)
+        # One per pattern of parameters with a gradient, inside a noise window or not.
+        self._grad_specs: dict[tuple[LayerFold, bool], LayerNormSpec] = {}
+        self._update_specs: dict[LayerFold, UpdateSpec] = {}
+        self._snapshot = Scratch()  # the weights before a sampled step's update
+        self._noise = NoiseWindow(self._norms.params)
+
+    def _trained_parameters(self) -> tuple[int, int]:
+        """How many parameters the optimizers hold, and how many of those require grad:
+        what decides which layers there are."""
+        held = [p for group in self._param_groups() for p in group["params"]]
+        return len(held), sum(p.requires_grad for p in held)
+
+    def _remap_layers(self) -> None:
+        """Fine-tuning unfreezes layers as it goes (`requires_grad_()`, `add_param_group`):
+        checked on sampled steps, so that they are measured from the next one on."""
+        self._trained = self._trained_parameters()
+        model_map = map_model(self._model, self._param_groups())
+        self._layers = model_map.layers
+        self._measure_layers()
+        self._run_json[RJ.K_MODEL]["layers"] = model_map.summary["layers"]
+        self._run_json[RJ.K_MODEL]["trainable_parameters"] = model_map.summary["trainable_parameters"]
+        self._run_json[RJ.K_COLLECTOR]["layers"] = [layer.name for layer in self._layers]
+        RJ.write_run_json(self.log_dir, self._run_json)
+
     def _param_groups(self) -> list[dict[str, Any]]:
         """Every optimizer's param groups, in order: `lr/group<i>` counts across them."""
         if len(self._optimizers) == 1:
@@ -448,6 +472,8 @@ class Collector:
             return
         cfg = self.config
         sampled = cfg.is_sampled(step)
+        if sampled and not self._sharded and self._trained_parameters() != self._trained:
+            self._guard.call("layers changed", self._remap_layers)
         # A sampled step gets the statistics too: the full picture, and a noise window's first |g|².
         self._stats_due = self._cadence.due(step) or sampled
         self._adds_more = cfg.adds_sampled_work(step)

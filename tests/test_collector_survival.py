@@ -586,6 +586,45 @@ def test_an_error_is_reported_in_one_line(tmp_path, digits, monkeypatch):
     assert errors[0].startswith("gradients: NotImplementedError: Could not run 'aten::x' with arguments")
 
 
+@pytest.mark.parametrize("unfreeze", ["requires_grad", "add_param_group"])
+def test_layers_unfrozen_during_the_run_are_measured_from_the_next_sample(tmp_path, digits, unfreeze):
+    """Fine-tuning trains the head first and unfreezes the body later, by switching its
+    `requires_grad` back on (its parameters already in the optimizer) or by adding them
+    to the optimizer then. The body's layers are measured from the next sampled step on,
+    values as torch computes them; run.json lists them."""
+    X, y = digits
+    model = mlp()
+    body = [model[0], model[2]]
+    for layer in body:
+        layer.requires_grad_(False)
+    held = model.parameters() if unfreeze == "requires_grad" else model[4].parameters()
+    opt = torch.optim.SGD(held, lr=0.05)
+    collector = watch(model, opt, tmp_path, every=3)
+    expected = {}
+    for step in range(9):
+        if step == 4:
+            for layer in body:
+                layer.requires_grad_(True)
+            if unfreeze == "add_param_group":
+                opt.add_param_group({"params": [p for layer in body for p in layer.parameters()], "lr": 0.01})
+        opt.zero_grad()
+        loss = F.cross_entropy(model(X[step * 32 : step * 32 + 32]), y[step * 32 : step * 32 + 32])
+        loss.backward()
+        if model[0].weight.grad is not None:
+            expected[step] = torch.cat([model[0].weight.grad.reshape(-1), model[0].bias.grad]).norm().item()
+        opt.step()
+        collector.step(loss=loss)
+    collector.close()
+    assert collector.errors == []
+    scalars = read_scalars(tmp_path)
+    assert sorted(expected) == [4, 5, 6, 7, 8]
+    assert scalars[T.grad_norm_tag("0")] == pytest.approx({s: expected[s] for s in (6, 7, 8)}, rel=1e-5)
+    assert sorted(scalars[T.update_ratio_tag("0")]) == [6]
+    assert sorted(scalars[T.update_ratio_tag("4")]) == [0, 3, 6]
+    data = json.loads((tmp_path / "run.json").read_text())
+    assert data["collector"]["layers"] == ["0", "2", "4"]
+
+
 def test_eval_passes_are_not_recorded_as_training(tmp_path, digits):
     X, y = digits
     model = mlp()
