@@ -2,8 +2,8 @@
 
 Reads every run of LOGDIR, applies the rules and prints the findings grouped by run,
 most severe first, ending with a one-line summary; ``--json`` prints
-``{"runs": [{"run", "source", "findings", "skipped", "problems"}], "problems", "summary"}``
-(strict JSON: a non-finite number in a finding's evidence is written as the string
+``{"runs": [{"run", "source", "findings", "skipped", "problems", "collector_errors"}],
+"problems", "summary"}`` (strict JSON: a non-finite number in a finding's evidence is written as the string
 ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``). Exit status: 0; 1 when ``--fail-on`` is
 met; 2 for a usage error or an unreadable LOGDIR, with a one-line reason on stderr.
 Text from logs (run names, tags) is printed with control characters escaped.
@@ -134,6 +134,7 @@ def render_json(snapshot: LogDirSnapshot, diagnoses: Sequence[Diagnosis]) -> str
                 "findings": [f.to_dict() for f in d.findings],
                 "skipped": [s.to_dict() for s in d.skipped],
                 "problems": list(d.run.problems),
+                "collector_errors": d.run.collector_errors,
             }
             for d in diagnoses
         ],
@@ -190,6 +191,8 @@ def render_text(snapshot: LogDirSnapshot, diagnoses: Sequence[Diagnosis]) -> str
             lines.append("  no findings")
         for problem in d.run.problems:
             lines.append(f"  problem: {clean(problem)}")
+        for error in d.run.collector_errors:
+            lines.append(f"  collector: {clean(error)}")
         lines.extend(_skipped_lines(d))
         lines.append("")
     for problem in snapshot.problems:

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from logformat import runjson as RJ
 from logformat import tags as T
 
 
@@ -80,6 +81,13 @@ class Run:
     @property
     def status(self) -> str | None:
         return self.meta.get("status") if self.meta else None
+
+    @property
+    def collector_errors(self) -> list[str]:
+        """What the collector reported it could not measure (run.json), one line each:
+        a part that was switched off, whose tags are then missing from the run."""
+        errors = self.meta.get(RJ.K_ERRORS) if self.meta else None
+        return [str(e) for e in errors] if isinstance(errors, list) else []
 
     @property
     def last_step(self) -> int | None:

@@ -70,6 +70,10 @@ def diagnosis_markdown(logdir: str, d: Diagnosis) -> str:
         lines += ["## Reading problems", ""]
         lines += [f"- {_text(p)}" for p in run.problems]
         lines.append("")
+    if run.collector_errors:
+        lines += ["## Collector problems", ""]
+        lines += [f"- {_text(e)}" for e in run.collector_errors]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -188,6 +188,26 @@ def test_a_corrupt_event_file_is_reported_and_the_rest_shown(tmp_path):
         assert "reading problem" in text(at)
 
 
+def test_what_the_collector_could_not_measure_is_shown_on_the_run_page(tmp_path, digits):
+    """A run whose collector switched a part off (here: the optimizer given updates none
+    of the model's parameters, so nothing per layer) says so on its page."""
+    import torch
+    from collector_helpers import mlp, train
+
+    from collectors import watch
+
+    X, y = digits
+    other_optimizer = torch.optim.SGD(mlp(seed=1).parameters(), lr=0.1)
+    with pytest.warns(RuntimeWarning):
+        train(mlp(), X, y, steps=30, collector=lambda model, _: watch(model, other_optimizer, tmp_path / "run"))
+    at = clean(start(tmp_path))
+    at.switch_page(RUN_PAGE).run()
+    clean(at)
+    warning = next(w.value for w in at.warning if "collector reported" in w.value)
+    assert "**The collector reported 1 problem(s)**" in warning
+    assert "the optimizer updates none of the model" in warning
+
+
 def test_foreign_logs_render_and_say_what_they_lack():
     at = clean(start(FIXTURES))
     names = set(at.dataframe[0].value["run"])

@@ -252,6 +252,16 @@ def test_markdown_export_has_findings_advice_and_sources():
     assert f.advice[0].split()[0] in text
 
 
+def test_markdown_export_lists_what_the_collector_could_not_measure():
+    import dataclasses
+
+    run = read_logdir(RUNS_DIR).runs["overfitting"]
+    errors = ["layers: ValueError: the optimizer updates none of the model's trainable parameters"]
+    run = dataclasses.replace(run, meta={**run.meta, "collector_errors": errors})
+    text = diagnosis_markdown(RUNS_DIR, diagnose_run(run))
+    assert "## Collector problems\n\n- layers: ValueError: the optimizer updates none" in text
+
+
 # -- text from logs is text ---------------------------------------------------------
 
 

@@ -10,11 +10,11 @@ import subprocess
 import sys
 
 import pytest
+from reading_helpers import scalar_events, write_events
 
 from analyzers.cli import main
 from analyzers.findings import Finding, Skip
 from logformat import tags as T
-from reading_helpers import scalar_events, write_events
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
@@ -194,3 +194,23 @@ def test_nan_loss_of_a_real_lightning_run_is_a_critical_finding():
     code, out, _ = _run_in_process(logdir, "--json", "--fail-on", "critical")
     findings = json.loads(out)["runs"][0]["findings"]
     assert code == 1 and any(f["rule"] == "nonfinite" and f["severity"] == "critical" for f in findings)
+
+
+def test_what_the_collector_could_not_measure_is_shown_with_the_run(tmp_path, digits):
+    """run.json's collector errors (a part switched off, its tags missing) are printed
+    with the run and listed in the JSON: otherwise only the training log said so."""
+    import torch
+    from collector_helpers import mlp, train
+
+    from collectors import watch
+
+    X, y = digits
+    other_optimizer = torch.optim.SGD(mlp(seed=1).parameters(), lr=0.1)
+    with pytest.warns(RuntimeWarning):
+        train(mlp(), X, y, steps=3, collector=lambda model, _: watch(model, other_optimizer, tmp_path / "run"))
+    code, out, _ = _run_in_process(str(tmp_path))
+    assert code == 0
+    assert "  collector: layers: ValueError: the optimizer updates none of the model's trainable parameters" in out
+    code, out, _ = _run_in_process(str(tmp_path), "--json")
+    (run,) = json.loads(out)["runs"]
+    assert len(run["collector_errors"]) == 1 and run["collector_errors"][0].startswith("layers: ValueError")

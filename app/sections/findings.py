@@ -39,6 +39,7 @@ def show(d: Diagnosis) -> None:
             "Nothing found so far, but some checks wait for more data (see *Not checked* below).",
             icon=":material/hourglass_top:",
         )
+    collector_errors(d.run)  # before the findings: it says why some signals are missing
     serious = [f for f in d.findings if f.severity in (CRITICAL, WARNING)]
     for group in by_rule(serious):
         card(group, d.run)
@@ -132,6 +133,18 @@ def skipped(d: Diagnosis) -> None:
             hide_index=True,
             column_config={"why not": st.column_config.TextColumn(width="large")},
         )
+
+
+def collector_errors(run: Run) -> None:
+    errors = run.collector_errors
+    if not errors:
+        return
+    st.warning(
+        f"**The collector reported {len(errors)} problem(s)** while recording this run: what each names"
+        " was switched off, so its signals are missing and the checks that need them did not run."
+        "\n\n" + "\n".join(f"- {md(e)}" for e in errors),
+        icon=":material/sensors_off:",
+    )
 
 
 def problems(d: Diagnosis) -> None:
