@@ -92,6 +92,7 @@ def watch(
     batch_size: int | None = None,
     num_classes: int | None = None,
     scaler: Any | None = None,
+    start_step: int = 0,
     config: CollectorConfig | None = None,
     **settings: Any,
 ) -> "Collector":
@@ -104,8 +105,10 @@ def watch(
     `hparams` are recorded as given (a ``batch_size`` entry is used as the batch size).
     `batch_size` matters with gradient accumulation, where a step's batch is larger
     than the tensors passed to `step()`. `scaler` is an AMP GradScaler whose loss scale
-    is then recorded. Further keyword arguments are `CollectorConfig` fields, e.g.
-    ``every=10``.
+    is then recorded. `start_step` is the number of the first step recorded: a run
+    resumed from a checkpoint of step N passes N, and its curves go on in the same
+    `log_dir` where they stopped. Further keyword arguments are `CollectorConfig`
+    fields, e.g. ``every=10``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"watch() takes the model as a torch.nn.Module, got {type(model).__name__}")
@@ -113,11 +116,14 @@ def watch(
     optimizers = [_hooked_optimizer(each) for each in given]
     if not optimizers:
         raise TypeError("watch() takes a torch.optim.Optimizer or a list of them, got an empty list")
+    if not (isinstance(start_step, int) and start_step >= 0):
+        raise ValueError(f"watch() takes start_step as an int >= 0, got {start_step!r}")
     if config is None:
         config = CollectorConfig(**settings)
     elif settings:
         raise TypeError("pass either config= or CollectorConfig fields, not both")
-    return Collector(model, optimizers, log_dir, dict(hparams or {}), run_name, batch_size, num_classes, scaler, config)
+    hparams = dict(hparams or {})
+    return Collector(model, optimizers, log_dir, hparams, run_name, batch_size, num_classes, scaler, start_step, config)
 
 
 class Collector:
@@ -133,6 +139,7 @@ class Collector:
         batch_size: int | None,
         num_classes: int | None,
         scaler: Any | None,
+        start_step: int,
         config: CollectorConfig,
     ) -> None:
         self.log_dir = Path(log_dir)
@@ -151,7 +158,7 @@ class Collector:
         hinted = batch_size or hparams.get("batch_size")
         self._batch_size: float | None = float(hinted) if isinstance(hinted, (int, float)) else None
         self._batch_size_fixed = self._batch_size is not None
-        self._step = 0  # the step being trained now; step() records it
+        self._step = start_step  # the step being trained now; step() records it
         self._pending: list[Packet] = []
         self._current: list[tuple[Any, torch.Tensor]] = []  # device values of the step in progress
         self._optimizer_stepped = False  # whether an optimizer stepped (its pre-hook ran) in this step
@@ -215,6 +222,7 @@ class Collector:
             compiled_wrapper(model),
         )
         self._run_json = self._initial_run_json(hparams, run_name, model_map.summary)
+        self._check_earlier_run(start_step)
         RJ.write_run_json(self.log_dir, self._run_json)
         self._plan(self._step)
         self._previous_excepthook = sys.excepthook
@@ -331,6 +339,23 @@ class Collector:
         """Steps between gradient norms and accuracy that `stats_budget` calls for now
         (1: every step); the first 200 steps get them all whatever it says."""
         return self._cadence.stride
+
+    def _check_earlier_run(self, start_step: int) -> None:
+        """A log dir that already holds a run: continued (`start_step`), it keeps its start
+        time; started over from step 0, both runs' events would read as one run, steps
+        repeated, which is said once (a notebook cell run again, say)."""
+        earlier, _ = RJ.read_run_json(self.log_dir)
+        if not earlier:
+            return
+        if start_step:
+            self._run_json[RJ.K_START] = earlier.get(RJ.K_START, self._run_json[RJ.K_START])
+            return
+        problem = ValueError(
+            f"{self.log_dir} already holds a run ({earlier.get(RJ.K_STATUS)}, {earlier.get(RJ.K_STEPS)} steps): this"
+            " run's events join it, and readers show one run with its steps twice; give each run its own"
+            " log_dir, or pass start_step= to continue that one"
+        )
+        self._guard.report("log dir", problem, consequence="Recording goes on")
 
     def _measure_layers(self) -> None:
         """What measures `self._layers`: made at attach, and again when the parameters

@@ -625,6 +625,56 @@ def test_layers_unfrozen_during_the_run_are_measured_from_the_next_sample(tmp_pa
     assert data["collector"]["layers"] == ["0", "2", "4"]
 
 
+def _events_per_step(log_dir, tag: str) -> dict[int, int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    counts: dict[int, int] = {}
+    for event in acc.Scalars(tag):
+        counts[event.step] = counts.get(event.step, 0) + 1
+    return counts
+
+
+def test_a_resumed_run_goes_on_in_its_log_dir(tmp_path, digits):
+    """Training resumed from a checkpoint of step 10 passes start_step=10: the curves go
+    on where they stopped, each step once, in the same run, with nothing reported."""
+    X, y = digits
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+
+    def train_steps(steps: range, collector) -> None:
+        for step in steps:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(X[step * 32 : step * 32 + 32]), y[step * 32 : step * 32 + 32])
+            loss.backward()
+            opt.step()
+            collector.step(loss=loss)
+        collector.close()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train_steps(range(10), watch(model, opt, tmp_path, every=5))
+        started = json.loads((tmp_path / "run.json").read_text())["start_time"]
+        resumed = watch(model, opt, tmp_path, every=5, start_step=10)
+        train_steps(range(10, 20), resumed)
+    assert _events_per_step(tmp_path, T.TRAIN_LOSS) == {step: 1 for step in range(20)}
+    assert sorted(read_scalars(tmp_path)[T.update_ratio_tag("0")]) == [0, 5, 10, 15]
+    data = json.loads((tmp_path / "run.json").read_text())
+    assert data["steps"] == 20 and data["start_time"] == started and data["collector_errors"] == []
+
+
+def test_a_second_run_started_over_in_a_used_log_dir_is_reported(tmp_path, digits):
+    """A notebook cell run again writes a second run from step 0 into the first one's
+    log dir: readers would show one run with every step twice. Said once; recorded."""
+    X, y = digits
+    train(mlp(), X, y, steps=3, collector=lambda m, o: watch(m, o, tmp_path))
+    with pytest.warns(RuntimeWarning, match="already holds a run \\(finished, 3 steps\\)"):
+        train(mlp(), X, y, steps=3, collector=lambda m, o: watch(m, o, tmp_path))
+    errors = json.loads((tmp_path / "run.json").read_text())["collector_errors"]
+    assert len(errors) == 1 and errors[0].startswith("log dir: ValueError:")
+
+
 def test_eval_passes_are_not_recorded_as_training(tmp_path, digits):
     X, y = digits
     model = mlp()
