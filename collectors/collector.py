@@ -55,7 +55,15 @@ from collectors.grad_stats import LayerFold, LayerNorms
 from collectors.guard import ErrorGuard
 from collectors.histograms import pack_histogram
 from collectors.init_check import check_initialization
-from collectors.layers import compiled_wrapper, has_sharded_parameters, map_model, unwrap
+from collectors.layers import (
+    ModelMap,
+    compiled_wrapper,
+    has_lazy_parameters,
+    has_sharded_parameters,
+    lazy_model_summary,
+    map_model,
+    unwrap,
+)
 from collectors.noise_scale import NoiseWindow
 from collectors.packets import (
     Batch,
@@ -194,9 +202,13 @@ class Collector:
         self._run_json: dict[str, Any] = {}
         if not self._is_writer:
             return
-        model_map = map_model(self._model, self._param_groups())
+        # Lazy modules (nn.LazyLinear) get their parameters' shapes in the first forward
+        # pass: mapped then, from the first statistics step (_read_gradients).
+        self._lazy = has_lazy_parameters(self._model)
+        model_map = ModelMap([], [], lazy_model_summary(self._model)) if self._lazy else self._map()
         self._layers = model_map.layers
         self._trained = self._trained_parameters()
+        self._probe_to_rebuild: ModelMap | None = None  # a remap found new sites while the probe was armed
         if self._sharded:
             problem = ValueError(
                 "the model's parameters are sharded across ranks (FSDP or tensor parallel): gradient norms,"
@@ -205,7 +217,7 @@ class Collector:
             )
             consequence = "They are off; loss, accuracy, learning rate, step time and activations are recorded"
             self._guard.report("sharded parameters", problem, consequence=consequence)
-        elif not self._layers and any(p.requires_grad for p in self._model.parameters()):
+        elif not self._layers and not self._lazy and any(p.requires_grad for p in self._model.parameters()):
             which = "the optimizer updates" if len(optimizers) == 1 else "the optimizers update"
             problem = ValueError(
                 f"{which} none of the model's trainable parameters (the optimizer of another model, or"
@@ -214,13 +226,8 @@ class Collector:
             consequence = "Loss, learning rate and step time are still recorded"
             self._guard.report("layers", problem, consequence=consequence)
         self._measure_layers()
-        self._probe = ActivationProbe(
-            self._model,
-            model_map.sites if config.activations else [],
-            self._layers if config.activations else [],
-            lambda fn, *a: self._guard.call("activations", fn, *a),
-            compiled_wrapper(model),
-        )
+        self._compiled_wrapper = compiled_wrapper(model)
+        self._probe = self._new_probe(model_map)
         self._run_json = self._initial_run_json(hparams, run_name, model_map.summary)
         self._check_earlier_run(start_step)
         RJ.write_run_json(self.log_dir, self._run_json)
@@ -373,15 +380,41 @@ class Collector:
         held = [p for group in self._param_groups() for p in group["params"]]
         return len(held), sum(p.requires_grad for p in held)
 
+    def _map(self) -> ModelMap:
+        return map_model(self._model, self._param_groups())
+
+    def _new_probe(self, model_map: ModelMap) -> ActivationProbe:
+        on = self.config.activations
+        return ActivationProbe(
+            self._model,
+            model_map.sites if on else [],
+            self._layers if on else [],
+            lambda fn, *a: self._guard.call("activations", fn, *a),
+            self._compiled_wrapper,
+        )
+
     def _remap_layers(self) -> None:
         """Fine-tuning unfreezes layers as it goes (`requires_grad_()`, `add_param_group`):
-        checked on sampled steps, so that they are measured from the next one on."""
+        checked on sampled steps, so that they are measured from the next one on. And a
+        lazy model is mapped once its parameters have their shapes."""
+        was_lazy, self._lazy = self._lazy, has_lazy_parameters(self._model)
+        if self._lazy:
+            return
         self._trained = self._trained_parameters()
-        model_map = map_model(self._model, self._param_groups())
+        model_map = self._map()
         self._layers = model_map.layers
         self._measure_layers()
-        self._run_json[RJ.K_MODEL]["layers"] = model_map.summary["layers"]
-        self._run_json[RJ.K_MODEL]["trainable_parameters"] = model_map.summary["trainable_parameters"]
+        if was_lazy:  # the sites and the summary were waiting for the shapes too
+            self._probe_to_rebuild = model_map
+            functional = self._run_json[RJ.K_MODEL].get("activations", {}).get("relu_functional_at_input_of")
+            self._run_json[RJ.K_MODEL] = model_map.summary
+            if functional:
+                self._run_json[RJ.K_MODEL]["activations"]["relu_functional_at_input_of"] = functional
+            if not self._sharded:
+                self._run_json[RJ.K_INIT_CHECK] = self._guard.call("init_check", check_initialization, self._layers) or []
+        else:
+            self._run_json[RJ.K_MODEL]["layers"] = model_map.summary["layers"]
+            self._run_json[RJ.K_MODEL]["trainable_parameters"] = model_map.summary["trainable_parameters"]
         self._run_json[RJ.K_COLLECTOR]["layers"] = [layer.name for layer in self._layers]
         RJ.write_run_json(self.log_dir, self._run_json)
 
@@ -414,6 +447,8 @@ class Collector:
                 self._read_after_update()
 
     def _read_gradients(self) -> None:
+        if self._lazy:  # the first forward pass has run: the parameters have their shapes
+            self._guard.call("layers changed", self._remap_layers)
         step, cfg = self._step, self.config
         in_noise_window = cfg.in_noise_window(step) and bool(self._batch_size)
         sampled, histogram = cfg.update_ratios and cfg.is_sampled(step), cfg.is_histogram_step(step)
@@ -506,6 +541,8 @@ class Collector:
         if not self._reads_gradients:
             # Only a statistics step moves the cadence, so this holds till the next one.
             self._quiet_until = min(self._cadence.next_due(step), cfg.next_sampled_work(step))
+        if self._probe_to_rebuild is not None and not self._probe.armed:
+            self._probe, self._probe_to_rebuild = self._new_probe(self._probe_to_rebuild), None
         if sampled and self._guard.enabled("activations"):
             self._guard.call("activations", self._probe.arm)
 

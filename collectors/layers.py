@@ -82,6 +82,17 @@ def has_sharded_parameters(model: nn.Module) -> bool:
     return dtensor is not None and any(isinstance(p, dtensor) for p in model.parameters())
 
 
+def has_lazy_parameters(model: nn.Module) -> bool:
+    """Whether some parameter waits for the first forward pass to get its shape
+    (`nn.LazyLinear` and the other lazy modules): until then there is nothing to map."""
+    return any(nn.parameter.is_lazy(p) for p in model.parameters())
+
+
+def lazy_model_summary(model: nn.Module) -> dict[str, Any]:
+    """run.json's model summary until the lazy parameters have their shapes."""
+    return {"class": type(model).__name__, "layers": [], "activations": {}, "lazy": True}
+
+
 def _is_compiled(model: nn.Module) -> bool:
     # A compiled model means dynamo is loaded; for any other, it need not be imported.
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")

@@ -675,6 +675,29 @@ def test_a_second_run_started_over_in_a_used_log_dir_is_reported(tmp_path, digit
     assert len(errors) == 1 and errors[0].startswith("log dir: ValueError:")
 
 
+def test_a_lazy_model_is_mapped_once_its_parameters_have_shapes(tmp_path, digits):
+    """`nn.LazyLinear` gets its parameters' shapes in the first forward pass: watch()
+    before it raised ValueError (a shape asked of an uninitialized parameter), breaking
+    the script at attach. The layers are mapped at the first step: gradient norms from
+    step 0, against direct computation; activations from the next sampled step."""
+    X, y = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LazyLinear(32), nn.ReLU(), nn.LazyLinear(10))
+    expected = {}
+
+    def measure(step, model, xb, yb, out):
+        expected[step] = torch.cat([p.grad.reshape(-1) for p in model[0].parameters()]).norm().item()
+
+    train(model, X, y, steps=6, on_step=measure, collector=lambda m, o: watch(m, o, tmp_path, every=2))
+    scalars = read_scalars(tmp_path)
+    assert scalars[T.grad_norm_tag("0")] == pytest.approx(expected, rel=1e-5)
+    assert sorted(scalars[T.update_ratio_tag("2")]) == [0, 2, 4]
+    assert sorted(scalars[T.dead_fraction_tag("1")]) == [2, 4]
+    data = json.loads((tmp_path / "run.json").read_text())
+    assert [layer["name"] for layer in data["model"]["layers"]] == ["0", "2"]
+    assert len(data["init_check"]) == 2 and data["collector_errors"] == []
+
+
 def test_eval_passes_are_not_recorded_as_training(tmp_path, digits):
     X, y = digits
     model = mlp()
