@@ -406,12 +406,10 @@ class Collector:
         self._measure_layers()
         if was_lazy:  # the sites and the summary were waiting for the shapes too
             self._probe_to_rebuild = model_map
-            functional = self._run_json[RJ.K_MODEL].get("activations", {}).get("relu_functional_at_input_of")
             self._run_json[RJ.K_MODEL] = model_map.summary
-            if functional:
-                self._run_json[RJ.K_MODEL]["activations"]["relu_functional_at_input_of"] = functional
             if not self._sharded:
-                self._run_json[RJ.K_INIT_CHECK] = self._guard.call("init_check", check_initialization, self._layers) or []
+                checked = self._guard.call("init_check", check_initialization, self._layers)
+                self._run_json[RJ.K_INIT_CHECK] = checked or []
         else:
             self._run_json[RJ.K_MODEL]["layers"] = model_map.summary["layers"]
             self._run_json[RJ.K_MODEL]["trainable_parameters"] = model_map.summary["trainable_parameters"]
