@@ -209,22 +209,7 @@ class Collector:
         self._layers = model_map.layers
         self._trained = self._trained_parameters()
         self._probe_to_rebuild: ModelMap | None = None  # a remap found new sites while the probe was armed
-        if self._sharded:
-            problem = ValueError(
-                "the model's parameters are sharded across ranks (FSDP or tensor parallel): gradient norms,"
-                " update ratios, weight norms and histograms, the noise scale and the initialization check"
-                " would see rank 0's shard alone, or start collectives that the other ranks do not join"
-            )
-            consequence = "They are off; loss, accuracy, learning rate, step time and activations are recorded"
-            self._guard.report("sharded parameters", problem, consequence=consequence)
-        elif not self._layers and not self._lazy and any(p.requires_grad for p in self._model.parameters()):
-            which = "the optimizer updates" if len(optimizers) == 1 else "the optimizers update"
-            problem = ValueError(
-                f"{which} none of the model's trainable parameters (the optimizer of another model, or"
-                " parameters replaced after the optimizer was made?); nothing per layer is recorded"
-            )
-            consequence = "Loss, learning rate and step time are still recorded"
-            self._guard.report("layers", problem, consequence=consequence)
+        self._say_what_cannot_be_measured()
         self._measure_layers()
         self._compiled_wrapper = compiled_wrapper(model)
         self._probe = self._new_probe(model_map)
@@ -346,6 +331,25 @@ class Collector:
         """Steps between gradient norms and accuracy that `stats_budget` calls for now
         (1: every step); the first 200 steps get them all whatever it says."""
         return self._cadence.stride
+
+    def _say_what_cannot_be_measured(self) -> None:
+        """Once, at attach: parameters that cannot be read here, or none to read."""
+        if self._sharded:
+            problem = ValueError(
+                "the model's parameters are sharded across ranks (FSDP or tensor parallel): gradient norms,"
+                " update ratios, weight norms and histograms, the noise scale and the initialization check"
+                " would see rank 0's shard alone, or start collectives that the other ranks do not join"
+            )
+            consequence = "They are off; loss, accuracy, learning rate, step time and activations are recorded"
+            self._guard.report("sharded parameters", problem, consequence=consequence)
+        elif not self._layers and not self._lazy and any(p.requires_grad for p in self._model.parameters()):
+            which = "the optimizer updates" if len(self._optimizers) == 1 else "the optimizers update"
+            problem = ValueError(
+                f"{which} none of the model's trainable parameters (the optimizer of another model, or"
+                " parameters replaced after the optimizer was made?); nothing per layer is recorded"
+            )
+            consequence = "Loss, learning rate and step time are still recorded"
+            self._guard.report("layers", problem, consequence=consequence)
 
     def _check_earlier_run(self, start_step: int) -> None:
         """A log dir that already holds a run: continued (`start_step`), it keeps its start
