@@ -12,37 +12,48 @@ import math
 import torch
 
 
-def class_count(outputs: torch.Tensor | None, targets: torch.Tensor | None, num_classes: int | None) -> int | None:
-    """Number of classes when `outputs` are (batch, classes) logits for integer `targets`."""
+def class_dim(outputs: torch.Tensor | None, targets: torch.Tensor | None) -> int | None:
+    """The dimension of `outputs` that holds the class scores of `targets`' labels:
+    the last for (batch, classes) and a language model's (batch, tokens, vocabulary);
+    the second, as `F.cross_entropy` takes it, for a segmentation's (batch, classes,
+    height, width). None when the shapes do not pair up."""
+    if outputs is None or targets is None or outputs.dim() != targets.dim() + 1:
+        return None
+    if outputs.shape[:-1] == targets.shape:
+        return -1
+    if outputs.dim() > 2 and outputs.shape[0] == targets.shape[0] and outputs.shape[2:] == targets.shape[1:]:
+        return 1
+    return None
+
+
+def class_count(outputs: torch.Tensor | None, dim: int | None, num_classes: int | None) -> int | None:
+    """Number of classes: `num_classes` if given, else the size of `outputs`' class
+    dimension `dim` (see `class_dim`)."""
     if num_classes:
         return num_classes
-    if (
-        outputs is not None
-        and targets is not None
-        and outputs.dim() == 2
-        and targets.dim() == 1
-        and outputs.shape[0] == targets.shape[0]
-        and outputs.shape[1] >= 2
-    ):
-        return int(outputs.shape[1])
-    return None
+    if outputs is None or dim is None or outputs.shape[dim] < 2:
+        return None
+    return int(outputs.shape[dim])
 
 
 def is_label_tensor(targets: torch.Tensor | None) -> bool:
     return targets is not None and not targets.is_floating_point() and not targets.is_complex() and targets.dim() >= 1
 
 
-def correct_and_valid(outputs: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
-    """``[correct, valid]`` counts for (batch, classes) logits and (batch,) labels, as an
-    int64 pair on the device; the writer divides them.
+def correct_and_valid(outputs: torch.Tensor, targets: torch.Tensor, classes: int, dim: int = -1) -> torch.Tensor:
+    """``[correct, valid]`` counts for logits whose dimension `dim` holds the classes
+    and integer labels of the other dimensions (a label per example, per token, per
+    pixel), as an int64 pair on the device; the writer divides them.
 
-    A target outside [0, classes) never equals an argmax, so it cannot count as
-    correct; it is only left out of the denominator. Five kernels and no division:
-    inside a CPU training step each small op costs ~7 µs of dispatch.
+    A target outside [0, classes) (cross-entropy's ignore_index -100) never equals an
+    argmax, so it cannot count as correct; it is only left out of the denominator.
+    Five kernels and no division: inside a CPU training step each small op costs ~7 µs
+    of dispatch.
     """
     # Integer results: autograd records nothing, so no `no_grad` block is needed.
     in_range = targets.clamp(0, classes - 1)  # equals the target where it is valid
-    return (torch.stack((outputs.argmax(dim=-1), in_range)) == targets).sum(dim=1)
+    matches = torch.stack((outputs.argmax(dim=dim), in_range)) == targets
+    return (matches if targets.dim() == 1 else matches.reshape(2, -1)).sum(dim=1)
 
 
 def label_counts(targets: torch.Tensor, classes: int) -> torch.Tensor:

@@ -612,12 +612,13 @@ class Collector:
         targets = targets if isinstance(targets, torch.Tensor) else None
         inputs = inputs if isinstance(inputs, torch.Tensor) else None
         self._update_batch_size(batch_size, targets, inputs, outputs)
-        classes = batch_stats.class_count(outputs, targets, self._num_classes)
+        dim = batch_stats.class_dim(outputs, targets)
+        classes = batch_stats.class_count(outputs, dim, self._num_classes)
         labels_ok = classes is not None and batch_stats.is_label_tensor(targets)
         items = packet.items
-        if want_acc and labels_ok and outputs is not None and outputs.dim() == 2 and targets.shape == outputs.shape[:1]:
+        if want_acc and labels_ok and dim is not None:
             started = time.perf_counter()
-            items.append((FractionSpec(T.TRAIN_ACC), batch_stats.correct_and_valid(outputs, targets, classes)))
+            items.append((FractionSpec(T.TRAIN_ACC), batch_stats.correct_and_valid(outputs, targets, classes, dim)))
             self._stats_cost += time.perf_counter() - started
         if not self.config.is_sampled(packet.step):
             return
@@ -625,7 +626,7 @@ class Collector:
             mean, std = batch_stats.input_moments(inputs)
             items.append((ScalarSpec(T.INPUT_MEAN), mean))
             items.append((ScalarSpec(T.INPUT_STD), std))
-        if labels_ok:
+        if labels_ok and targets.dim() == 1:  # a label per example: what the batch's class mix is about
             counts = batch_stats.label_counts(targets, classes)
             seen = counts if self._label_seen is None else self._label_seen + counts
             self._label_seen = seen

@@ -372,3 +372,53 @@ def test_a_parametrized_layer_is_one_layer(tmp_path, digits):
         for tag, value in values.items():
             assert scalars[tag][step] == pytest.approx(value, rel=1e-5), (tag, step)
     assert sorted(scalars[T.update_ratio_tag("0")]) == [0, 2]
+
+
+class TinyLanguageModel(nn.Module):
+    def __init__(self, vocabulary: int = 12) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocabulary, 16)
+        self.head = nn.Linear(16, vocabulary)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.emb(tokens)))  # (batch, tokens, vocabulary)
+
+
+class TinySegmenter(nn.Module):
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, classes, 3, padding=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.conv(images)  # (batch, classes, height, width)
+
+
+@pytest.mark.parametrize("task", ["tokens", "pixels"])
+def test_accuracy_counts_every_token_or_pixel(tmp_path, task):
+    """A language model's (batch, tokens, vocabulary) logits and a segmenter's (batch,
+    classes, height, width) get train/acc over every labelled token or pixel, labels of
+    -100 (cross-entropy's ignore_index) left out; before, only (batch, classes) did."""
+    torch.manual_seed(0)
+    model = TinyLanguageModel() if task == "tokens" else TinySegmenter()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    collector = watch(model, opt, tmp_path)
+    expected = {}
+    for step in range(5):
+        if task == "tokens":
+            inputs, targets = torch.randint(0, 12, (4, 9)), torch.randint(0, 12, (4, 9))
+        else:
+            inputs, targets = torch.randn(4, 1, 6, 6), torch.randint(0, 3, (4, 6, 6))
+        targets[0, :2] = -100
+        opt.zero_grad()
+        out = model(inputs)
+        logits = out if task == "tokens" else out.movedim(1, -1)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        loss.backward()
+        opt.step()
+        labelled = targets != -100
+        expected[step] = (logits.argmax(-1) == targets)[labelled].float().mean().item()
+        collector.step(loss=loss, outputs=out, targets=targets)
+    collector.close()
+    scalars = read_scalars(tmp_path)
+    assert scalars[T.TRAIN_ACC] == pytest.approx(expected, rel=1e-6)
+    assert T.LABEL_ENTROPY not in scalars  # a mix of classes per example, not per token
