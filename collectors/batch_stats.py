@@ -13,15 +13,16 @@ import torch
 
 
 def class_dim(outputs: torch.Tensor | None, targets: torch.Tensor | None) -> int | None:
-    """The dimension of `outputs` that holds the class scores of `targets`' labels:
-    the last for (batch, classes) and a language model's (batch, tokens, vocabulary);
-    the second, as `F.cross_entropy` takes it, for a segmentation's (batch, classes,
-    height, width). None when the shapes do not pair up."""
-    if outputs is None or targets is None or outputs.dim() != targets.dim() + 1:
+    """The dimension of `outputs` that holds the class scores of `targets`' labels, for
+    the shapes `F.cross_entropy(outputs, targets)` takes as given: (batch, classes) with
+    (batch,), and (batch, classes, d1, ...) with (batch, d1, ...), a segmenter's pixels.
+    None for any other pairing. A language model's (batch, tokens, vocabulary) logits
+    are among those: whether its labels are already shifted by one token (Hugging Face
+    models shift them inside) cannot be seen, and an accuracy against the wrong token
+    would read near zero. Pass them flattened, shifted as the loss takes them."""
+    if outputs is None or targets is None or outputs.dim() != targets.dim() + 1 or outputs.dim() < 2:
         return None
-    if outputs.shape[:-1] == targets.shape:
-        return -1
-    if outputs.dim() > 2 and outputs.shape[0] == targets.shape[0] and outputs.shape[2:] == targets.shape[1:]:
+    if outputs.shape[0] == targets.shape[0] and outputs.shape[2:] == targets.shape[1:]:
         return 1
     return None
 
@@ -40,10 +41,10 @@ def is_label_tensor(targets: torch.Tensor | None) -> bool:
     return targets is not None and not targets.is_floating_point() and not targets.is_complex() and targets.dim() >= 1
 
 
-def correct_and_valid(outputs: torch.Tensor, targets: torch.Tensor, classes: int, dim: int = -1) -> torch.Tensor:
+def correct_and_valid(outputs: torch.Tensor, targets: torch.Tensor, classes: int, dim: int = 1) -> torch.Tensor:
     """``[correct, valid]`` counts for logits whose dimension `dim` holds the classes
-    and integer labels of the other dimensions (a label per example, per token, per
-    pixel), as an int64 pair on the device; the writer divides them.
+    and integer labels of the other dimensions (a label per example or per pixel), as
+    an int64 pair on the device; the writer divides them.
 
     A target outside [0, classes) (cross-entropy's ignore_index -100) never equals an
     argmax, so it cannot count as correct; it is only left out of the denominator.

@@ -393,32 +393,59 @@ class TinySegmenter(nn.Module):
         return self.conv(images)  # (batch, classes, height, width)
 
 
-@pytest.mark.parametrize("task", ["tokens", "pixels"])
-def test_accuracy_counts_every_token_or_pixel(tmp_path, task):
-    """A language model's (batch, tokens, vocabulary) logits and a segmenter's (batch,
-    classes, height, width) get train/acc over every labelled token or pixel, labels of
-    -100 (cross-entropy's ignore_index) left out; before, only (batch, classes) did."""
+def test_a_segmenter_s_accuracy_counts_every_labelled_pixel(tmp_path):
+    """(batch, classes, height, width) logits with (batch, height, width) labels, as
+    F.cross_entropy takes them: train/acc over every pixel, labels of -100 (its
+    ignore_index) left out; before, only (batch, classes) counted. Label entropy stays
+    a per-example class mix."""
     torch.manual_seed(0)
-    model = TinyLanguageModel() if task == "tokens" else TinySegmenter()
+    model = TinySegmenter()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     collector = watch(model, opt, tmp_path)
     expected = {}
     for step in range(5):
-        if task == "tokens":
-            inputs, targets = torch.randint(0, 12, (4, 9)), torch.randint(0, 12, (4, 9))
-        else:
-            inputs, targets = torch.randn(4, 1, 6, 6), torch.randint(0, 3, (4, 6, 6))
+        images, targets = torch.randn(4, 1, 6, 6), torch.randint(0, 3, (4, 6, 6))
         targets[0, :2] = -100
         opt.zero_grad()
-        out = model(inputs)
-        logits = out if task == "tokens" else out.movedim(1, -1)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        out = model(images)
+        loss = F.cross_entropy(out, targets, ignore_index=-100)
         loss.backward()
         opt.step()
         labelled = targets != -100
-        expected[step] = (logits.argmax(-1) == targets)[labelled].float().mean().item()
+        expected[step] = (out.argmax(1) == targets)[labelled].float().mean().item()
         collector.step(loss=loss, outputs=out, targets=targets)
     collector.close()
     scalars = read_scalars(tmp_path)
     assert scalars[T.TRAIN_ACC] == pytest.approx(expected, rel=1e-6)
-    assert T.LABEL_ENTROPY not in scalars  # a mix of classes per example, not per token
+    assert T.LABEL_ENTROPY not in scalars
+
+
+def test_a_language_model_s_accuracy_is_taken_as_its_loss_takes_the_tokens(tmp_path):
+    """(batch, tokens, vocabulary) logits with (batch, tokens) labels could be shifted by
+    one token or not (Hugging Face shifts inside the model): no accuracy is guessed from
+    them. Flattened and shifted as the loss takes them, every labelled token counts."""
+    torch.manual_seed(0)
+    model = TinyLanguageModel()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for flattened in (False, True):
+        collector = watch(model, opt, tmp_path / str(flattened))
+        expected = {}
+        for step in range(4):
+            tokens = torch.randint(0, 12, (4, 9))
+            opt.zero_grad()
+            logits = model(tokens)
+            predicted, labels = logits[:, :-1].reshape(-1, 12), tokens[:, 1:].reshape(-1)
+            loss = F.cross_entropy(predicted, labels)
+            loss.backward()
+            opt.step()
+            expected[step] = (predicted.argmax(-1) == labels).float().mean().item()
+            if flattened:
+                collector.step(loss=loss, outputs=predicted, targets=labels)
+            else:
+                collector.step(loss=loss, outputs=logits, targets=tokens)
+        collector.close()
+        scalars = read_scalars(tmp_path / str(flattened))
+        if flattened:
+            assert scalars[T.TRAIN_ACC] == pytest.approx(expected, rel=1e-6)
+        else:
+            assert T.TRAIN_ACC not in scalars
