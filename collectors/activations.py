@@ -109,7 +109,7 @@ class ActivationProbe:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._measuring: list[torch.utils.hooks.RemovableHandle] = []  # the hooks that measure
         self._holds_eager = False  # whether this probe holds compiled code eager (see _EagerStance)
-        self._forward_seen = False  # the armed step's first training forward through the wrapper began
+        self._forward_seen = False  # the armed step's first training forward through the compiled model began
         # Whether to hold the stance only inside the compiled model's call (see the module's docstring).
         self._entry_points = True
         self._wrapped_call: tuple[nn.Module, Callable[..., Any], Callable[..., Any]] | None = None
