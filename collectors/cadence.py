@@ -57,32 +57,48 @@ class StatsCadence:
 
     `every`: the shortest interval (1 = every step). `budget`: the share of the step
     time they may take on average after the first `FULL_START` steps, or None to keep
-    to `every` whatever they cost (a fixed schedule: the same steps in every run).
+    to `every` whatever they cost (a fixed schedule: the same steps in every run), and
+    after the first `FULL_START` steps to `later_every` if given (the ranks of a sharded
+    model, which must measure the same steps, keep to the budget's widest stride).
     """
 
-    def __init__(self, every: int, budget: float | None) -> None:
+    def __init__(self, every: int, budget: float | None, later_every: int | None = None) -> None:
         self.every = every
         self.budget = budget
-        self.stride = every
+        self.later_every = every if later_every is None else later_every
+        self.stride = every if budget is not None else self.later_every
         self._last: int | None = None
         self._cost: float | None = None  # host seconds one recording takes (running mean)
         self._step_seconds: float | None = None  # seconds one training step takes (running mean)
         self._with = _RunningMean()  # seconds of a step with the statistics and nothing else
         self._without = _RunningMean()  # ... and of a step with nothing at all
 
+    @classmethod
+    def same_on_every_rank(cls, every: int, budget: float | None) -> StatsCadence:
+        """For the ranks of a sharded model, whose parts of each norm are summed and so
+        must be taken on the same steps. A budget would time each rank's steps on its
+        own; instead, after the first `FULL_START` steps, its widest stride (a sharded
+        model's steps are long, but each rank writes its own part of every layer, so
+        a run's log grows with its ranks). Without a budget, `every` throughout."""
+        return cls(every, None, every if budget is None else max(every, MAX_STRIDE))
+
     def due(self, step: int) -> bool:
-        if self.budget is None or step < FULL_START:
+        if step < FULL_START:
             return step % self.every == 0
+        if self.budget is None:
+            return step % self.later_every == 0
         return self._last is None or step - self._last >= self.stride
 
     def next_due(self, step: int) -> int:
         """The first step from `step` on that `due` accepts; it holds until `recorded` is
         called again (nothing else moves the schedule)."""
-        if self.budget is None or step < FULL_START:
+        if step < FULL_START:
             following = step + (-step) % self.every
-            if self.budget is None or following < FULL_START:
+            if following < FULL_START:
                 return following
             step = FULL_START
+        if self.budget is None:
+            return step + (-step) % self.later_every
         return step if self._last is None else max(step, self._last + self.stride)
 
     def recorded(self, step: int, cost_seconds: float) -> None:

@@ -24,6 +24,11 @@ How a step is recorded (step k, `every` = sampling interval):
    pending value, handed to the writer thread. Nothing in 1-4 reads a device value
    on the host, so steps between flushes never wait for the GPU.
 
+Under DDP every rank but 0 records only its step time. A sharded model (FSDP's
+`fully_shard`, tensor parallelism) has each rank measure its own shards in 2 and 3,
+on the same steps (a fixed schedule), as partial sums that the readers add up: a norm
+of a whole tensor would be a collective, which a collector must never start.
+
 Hook code runs under an `ErrorGuard`: an error is reported once, never raised.
 """
 
@@ -50,7 +55,7 @@ from collectors.activations import ActivationProbe
 from collectors.cadence import QUIET, STATS, StatsCadence
 from collectors.config import CollectorConfig
 from collectors.cuda_graphs import cuda_graphs_run_on
-from collectors.distributed import rank_and_world_size
+from collectors.distributed import examples_split_across_ranks, rank_and_world_size
 from collectors.grad_stats import LayerFold, LayerNorms
 from collectors.guard import ErrorGuard
 from collectors.histograms import pack_histogram
@@ -58,6 +63,7 @@ from collectors.init_check import check_initialization
 from collectors.layers import (
     ModelMap,
     compiled_wrapper,
+    has_dtensor_parameters,
     has_lazy_parameters,
     has_sharded_parameters,
     lazy_model_summary,
@@ -73,6 +79,8 @@ from collectors.packets import (
     NoiseSpec,
     Packet,
     ScalarSpec,
+    ShardNoiseSpec,
+    ShardSquaresSpec,
     Spec,
     UpdateSpec,
     spec_tag,
@@ -81,6 +89,7 @@ from collectors.scratch import Scratch
 from collectors.writer import WriterThread
 from logformat import runjson as RJ
 from logformat import tags as T
+from logformat.tags import ShardSquares as SS
 
 Number = float | int
 TensorOrNumber = torch.Tensor | Number
@@ -155,10 +164,23 @@ class Collector:
         self.closed = False
         self._guard = ErrorGuard()
         self._model = unwrap(model)
-        # Sharded parameters (FSDP, tensor parallel): what reads them is off, as said below.
+        # Sharded parameters (FSDP, tensor parallel): each rank measures its own shards
+        # (DTensors), or, under FSDP's older wrapper, nothing (`_say_what_cannot_be_measured`).
         self._sharded = has_sharded_parameters(model)
+        self._shard_sums = self._sharded and has_dtensor_parameters(model)
+        self._is_writer = self.rank == 0  # of the shared tags; every rank writes its own
+        # The noise scale needs the batch of every rank together (see `examples_split_across_ranks`).
+        self._noise_needs_batch = config.noise_scale and self._shard_sums
+        self._noise_needs_batch &= not examples_split_across_ranks(model, self.world_size)
         if self._sharded:
-            config = dataclasses.replace(config, update_ratios=False, histograms=False, noise_scale=False)
+            config = dataclasses.replace(
+                config,
+                update_ratios=config.update_ratios and self._shard_sums,
+                histograms=False,
+                noise_scale=config.noise_scale and self._shard_sums and not self._noise_needs_batch,
+            )
+        if not self._is_writer:
+            config = dataclasses.replace(config, activations=False)
         self.config = config
         self._optimizers = optimizers
         self._scaler = scaler
@@ -180,7 +202,10 @@ class Collector:
         self._last_step_end = self._last_step_time  # when it last returned: the cadence's step time
         self._last_flush = time.monotonic()
         self._device = _first_device(self._model)
-        self._cadence = StatsCadence(config.stats_every, config.stats_budget)
+        if self._shard_sums:
+            self._cadence = StatsCadence.same_on_every_rank(config.stats_every, config.stats_budget)
+        else:
+            self._cadence = StatsCadence(config.stats_every, config.stats_budget)
         self._stats_due = True  # whether the step in progress gets gradient norms and accuracy
         self._adds_more = True  # whether it also gets sampled signals, a noise-window sum or histograms
         self._reads_gradients = False  # whether its optimizer pre-hook has anything to do
@@ -188,7 +213,6 @@ class Collector:
         self._stats_cost = 0.0  # host seconds they took in the step in progress (0: not taken)
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._is_writer = self.rank == 0
         self._writer = WriterThread(
             self.log_dir,
             "" if self.world_size == 1 else f".rank{self.rank}",
@@ -200,7 +224,9 @@ class Collector:
             self._handles.append(optimizer.register_step_pre_hook(self._pre_step_hook))
             self._handles.append(optimizer.register_step_post_hook(self._post_step_hook))
         self._run_json: dict[str, Any] = {}
-        if not self._is_writer:
+        # Rank 0 records the run; another rank its step time, and its shards of a sharded model.
+        self._plans = self._is_writer or self._shard_sums
+        if not self._plans:
             return
         # Lazy modules (nn.LazyLinear) get their parameters' shapes in the first forward
         # pass: mapped then, from the first statistics step (_read_gradients).
@@ -209,17 +235,19 @@ class Collector:
         self._layers = model_map.layers
         self._trained = self._trained_parameters()
         self._probe_to_rebuild: ModelMap | None = None  # a remap found new sites while the probe was armed
-        self._say_what_cannot_be_measured()
         self._measure_layers()
         self._compiled_wrapper = compiled_wrapper(model)
         self._probe = self._new_probe(model_map)
+        self._plan(self._step)
+        atexit.register(self._close_at_exit)
+        if not self._is_writer:
+            return
+        self._say_what_cannot_be_measured()
         self._run_json = self._initial_run_json(hparams, run_name, model_map.summary)
         self._check_earlier_run(start_step)
         RJ.write_run_json(self.log_dir, self._run_json)
-        self._plan(self._step)
         self._previous_excepthook = sys.excepthook
         sys.excepthook = self._excepthook
-        atexit.register(self._close_at_exit)
 
     # ---- the user's calls -------------------------------------------------------
 
@@ -249,16 +277,16 @@ class Collector:
             self._guard.call(
                 "step", self._record_step, seconds, loss, outputs, targets, inputs, acc, batch_size, grad_norm
             )
-            if self._stats_cost:
-                self._cadence.recorded(self._step, self._stats_cost)
-                self._stats_cost = 0.0
         else:
-            self._pending.append(Packet(self._step, time.time(), {T.step_seconds_rank_tag(self.rank): seconds}))
+            self._guard.call("step", self._record_rank_step, seconds, batch_size, targets, inputs, outputs)
+        if self._stats_cost:
+            self._cadence.recorded(self._step, self._stats_cost)
+            self._stats_cost = 0.0
         kind = None if self._adds_more else STATS if self._stats_due else QUIET
         self._step += 1
         self._optimizer_stepped = self._gradients_read = False
         self._current = []
-        if self._is_writer:
+        if self._plans:
             self._plan(self._step)
         if len(self._pending) >= self.config.flush_steps or time.monotonic() - self._last_flush >= self.config.flush_seconds:
             self.flush()
@@ -306,7 +334,7 @@ class Collector:
             self._guard.call("run.json", self._final_run_json, status, reason)
             if sys.excepthook == self._excepthook:
                 sys.excepthook = self._previous_excepthook
-            atexit.unregister(self._close_at_exit)
+        atexit.unregister(self._close_at_exit)
 
     def __enter__(self) -> "Collector":
         return self
@@ -334,11 +362,27 @@ class Collector:
 
     def _say_what_cannot_be_measured(self) -> None:
         """Once, at attach: parameters that cannot be read here, or none to read."""
-        if self._sharded:
+        if self._shard_sums:
+            noise = (
+                "; the gradient noise scale needs the batch of all ranks together, and under tensor parallelism"
+                " ranks share examples"
+                if self._noise_needs_batch
+                else ""
+            )
             problem = ValueError(
-                "the model's parameters are sharded across ranks (FSDP or tensor parallel): gradient norms,"
-                " update ratios, weight norms and histograms, the noise scale and the initialization check"
-                " would see rank 0's shard alone, or start collectives that the other ranks do not join"
+                "the model's parameters are sharded across ranks (FSDP's fully_shard or tensor parallel):"
+                " weight and gradient histograms and the initialization check need whole tensors, which only"
+                f" a collective that every rank joins could give{noise}"
+            )
+            summed = "gradient norms, update ratios, weight norms" + ("" if noise else " and the noise scale")
+            consequence = f"They are off; {summed} are summed from every rank's shards by the readers, and the rest is recorded"
+            self._guard.report("sharded parameters", problem, consequence=consequence)
+        elif self._sharded:
+            problem = ValueError(
+                "the model is wrapped in FSDP's FullyShardedDataParallel, whose flat parameters hold the"
+                " shards of many layers at once: gradient norms, update ratios, weight norms and histograms,"
+                " the noise scale and the initialization check would see rank 0's shard alone, or start"
+                " collectives that the other ranks do not join (fully_shard, FSDP2, is measured per layer)"
             )
             consequence = "They are off; loss, accuracy, learning rate, step time and activations are recorded"
             self._guard.report("sharded parameters", problem, consequence=consequence)
@@ -371,12 +415,13 @@ class Collector:
     def _measure_layers(self) -> None:
         """What measures `self._layers`: made at attach, and again when the parameters
         being trained change."""
-        self._norms = LayerNorms([] if self._sharded else self._layers)
+        measured = self._layers if self._shard_sums or not self._sharded else []
+        self._norms = LayerNorms(measured, sharded=self._shard_sums)
         # One per pattern of parameters with a gradient, inside a noise window or not.
-        self._grad_specs: dict[tuple[LayerFold, bool], LayerNormSpec] = {}
-        self._update_specs: dict[LayerFold, UpdateSpec] = {}
+        self._grad_specs: dict[tuple[LayerFold, bool], LayerNormSpec | ShardSquaresSpec] = {}
+        self._update_specs: dict[LayerFold, UpdateSpec | ShardSquaresSpec] = {}
         self._snapshot = Scratch()  # the weights before a sampled step's update
-        self._noise = NoiseWindow(self._norms.params)
+        self._noise = NoiseWindow(self._norms.weights(), self._norms.shard_weights)
 
     def _trained_parameters(self) -> tuple[int, int]:
         """How many parameters the optimizers hold, and how many of those require grad:
@@ -468,26 +513,41 @@ class Collector:
             self._guard.call("noise_scale", self._accumulate_noise)
         if sampled:
             with torch.no_grad():
-                self._weights_before = self._snapshot.copy_of([p.detach() for p in self._norms.params])
+                self._weights_before = self._snapshot.copy_of(self._norms.weights())
         if histogram:
             self._guard.call("histograms", self._histograms, T.hist_grad_tag, _dense_grad)
         if sampled or histogram:
             self._updates_pending = len(self._optimizers)
 
-    def _grad_spec(self, fold: LayerFold, noise_sample: bool = False) -> LayerNormSpec:
+    def _grad_spec(self, fold: LayerFold, noise_sample: bool = False) -> LayerNormSpec | ShardSquaresSpec:
         spec = self._grad_specs.get((fold, noise_sample))
         if spec is None:
-            tags = tuple(T.grad_norm_tag(layer.name) for layer in self._layers)
-            spec = self._grad_specs[(fold, noise_sample)] = LayerNormSpec(fold, tags, T.GRAD_GLOBAL_NORM, noise_sample)
+            if self._shard_sums:
+                spec = ShardSquaresSpec(fold, (self._shard_tags(SS.GRAD),), self._shard_tag(SS.GRAD))
+            else:
+                tags = tuple(T.grad_norm_tag(layer.name) for layer in self._layers)
+                spec = LayerNormSpec(fold, tags, T.GRAD_GLOBAL_NORM, noise_sample)
+            self._grad_specs[(fold, noise_sample)] = spec
         return spec
 
-    def _update_spec(self, fold: LayerFold) -> UpdateSpec:
+    def _update_spec(self, fold: LayerFold) -> UpdateSpec | ShardSquaresSpec:
         spec = self._update_specs.get(fold)
         if spec is None:
-            ratio_tags = tuple(T.update_ratio_tag(layer.name) for layer in self._layers)
-            weight_tags = tuple(T.weight_norm_tag(layer.name) for layer in self._layers)
-            spec = self._update_specs[fold] = UpdateSpec(fold, ratio_tags, weight_tags)
+            if self._shard_sums:
+                runs = (SS.UPDATE, SS.WEIGHT_BEFORE, SS.WEIGHT)
+                spec = ShardSquaresSpec(fold, tuple(self._shard_tags(run) for run in runs))
+            else:
+                ratio_tags = tuple(T.update_ratio_tag(layer.name) for layer in self._layers)
+                weight_tags = tuple(T.weight_norm_tag(layer.name) for layer in self._layers)
+                spec = UpdateSpec(fold, ratio_tags, weight_tags)
+            self._update_specs[fold] = spec
         return spec
+
+    def _shard_tag(self, quantity: str, layer: str | None = None) -> str:
+        return T.shard_tag(self.rank, quantity, layer)
+
+    def _shard_tags(self, quantity: str) -> tuple[str, ...]:
+        return tuple(self._shard_tag(quantity, layer.name) for layer in self._layers)
 
     def _accumulate_noise(self) -> None:
         if self._step % self.config.every == 0:
@@ -497,7 +557,11 @@ class Collector:
             window = self._noise.close()
             if window is not None:
                 big_sq, b_small, b_big, first_step = window
-                self._current.append((NoiseSpec(b_small, b_big, first_step), big_sq))
+                if self._shard_sums:
+                    parts = tuple(self._shard_tag(part) for part in (SS.NOISE_BIG, SS.NOISE_B_SMALL, SS.NOISE_B_BIG))
+                    self._current.append((ShardNoiseSpec(parts, b_small, b_big), big_sq))
+                else:
+                    self._current.append((NoiseSpec(b_small, b_big, first_step), big_sq))
 
     def _read_after_update(self) -> None:
         """The update of a sampled step, and weight histograms on a histogram step."""
@@ -511,7 +575,7 @@ class Collector:
         before, self._weights_before = self._weights_before, None
         assert before is not None
         with torch.no_grad():
-            after = [p.detach() for p in self._norms.params]
+            after = self._norms.weights()
             w_before, w_after = self._norms.tensor_norms(before), self._norms.tensor_norms(after)
             torch._foreach_sub_(before, after)  # our copy becomes -Δw: no third weight-sized tensor
             delta = self._norms.tensor_norms(before)
@@ -545,7 +609,7 @@ class Collector:
             self._quiet_until = min(self._cadence.next_due(step), cfg.next_sampled_work(step))
         if self._probe_to_rebuild is not None and not self._probe.armed:
             self._probe, self._probe_to_rebuild = self._new_probe(self._probe_to_rebuild), None
-        if sampled and self._guard.enabled("activations"):
+        if sampled and self._is_writer and self._guard.enabled("activations"):
             self._guard.call("activations", self._probe.arm)
 
     # ---- recording --------------------------------------------------------------
@@ -574,14 +638,7 @@ class Collector:
         _put(packet, T.TRAIN_LOSS, loss, borrow)
         if not self._optimizer_stepped:
             packet.host[T.STEP_SKIPPED] = 1.0
-            self._current = []
-            self._weights_before = None
-            self._updates_pending = 0
-            if self._stats_due:
-                self._read_gradients_now()
-        elif self._updates_pending:  # not every optimizer stepped (AMP skipped one): what those did
-            self._read_after_update()
-        items.extend(self._current)
+        items.extend(self._optimizer_reads())
         _put(packet, T.GRAD_GLOBAL_NORM, grad_norm)  # the writer prefers it to the norm measured after clipping
         if acc is not None:
             _put(packet, T.TRAIN_ACC, acc)
@@ -598,6 +655,28 @@ class Collector:
         elif batch_size or not self._batch_size_fixed:
             self._update_batch_size(batch_size, targets, inputs, outputs)
         self._pending.append(packet)
+
+    def _record_rank_step(self, seconds: float, batch_size: int | None, *tensors: Any) -> None:
+        """Another rank than 0: its step time, and the norms of its shards of a sharded
+        model (with its batch size, for its part of the noise scale's batch)."""
+        packet = Packet(self._step, time.time(), {T.step_seconds_rank_tag(self.rank): seconds})
+        if self._shard_sums:
+            if batch_size or not self._batch_size_fixed:
+                self._update_batch_size(batch_size, *tensors)
+            packet.items.extend(self._optimizer_reads())
+        self._pending.append(packet)
+
+    def _optimizer_reads(self) -> list[tuple[Spec, torch.Tensor]]:
+        """What the optimizer hooks read in the step that ends, once they are done."""
+        if not self._optimizer_stepped:
+            self._current = []
+            self._weights_before = None
+            self._updates_pending = 0
+            if self._stats_due:
+                self._read_gradients_now()
+        elif self._updates_pending:  # not every optimizer stepped (AMP skipped one): what those did
+            self._read_after_update()
+        return self._current
 
     def _batch_stats(
         self,
@@ -843,6 +922,13 @@ def _put(packet: Packet, tag: str, value: TensorOrNumber | None, borrow: bool = 
     if value is None:
         return
     if isinstance(value, torch.Tensor):
+        if type(value) is not torch.Tensor and getattr(value, "placements", None) is not None:
+            # A DTensor (the norm clip_grad_norm_ returns for a sharded model): its local
+            # value is the whole only where every rank holds it; anything else would take
+            # a collective that the other ranks do not join.
+            if not all(placement.is_replicate() for placement in value.placements):  # type: ignore[attr-defined]
+                return
+            value = value.to_local()  # type: ignore[attr-defined]
         if value.numel() != 1:
             packet.items.append((_scalar_spec(tag), value.detach().float().mean()))
         elif borrow and value.requires_grad and not (value.is_cuda and cuda_graphs_run_on(value.device)):

@@ -11,6 +11,7 @@ took four of them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -38,6 +39,9 @@ class LayerFold:
     n_layers: int
     squared: bool
     tensor_of: np.ndarray | None = None  # None: one layer per tensor, owners[i] for tensor i
+    # Each tensor's share of its squared norm, for the shards of a sharded model (a
+    # tensor replicated on k ranks counts 1/k on each); None: 1 each.
+    weights: np.ndarray | None = None
     empty: np.ndarray = field(init=False)  # layers with no measured tensor: MISSING
 
     def __post_init__(self) -> None:
@@ -48,9 +52,10 @@ class LayerFold:
         return len(self.owners) if self.tensor_of is None else int(self.tensor_of.max(initial=-1)) + 1
 
     def tensor_squares(self, values: np.ndarray) -> np.ndarray:
-        """Squared norm of each tensor, in float64."""
+        """Squared norm of each tensor (times its weight), in float64."""
         v = values.astype(np.float64)
-        return v if self.squared else v * v
+        sq = v if self.squared else v * v
+        return sq if self.weights is None else sq * self.weights
 
     def layer_squares(self, values: np.ndarray) -> np.ndarray:
         """Squared norm of each layer, in float64 (0 for an `empty` layer)."""
@@ -78,9 +83,16 @@ class LayerFold:
 
 
 class LayerNorms:
-    """Norms of per-parameter tensors, aggregated per layer."""
+    """Norms of per-parameter tensors, aggregated per layer.
 
-    def __init__(self, layers: Sequence[Layer]) -> None:
+    With `sharded` (the parameters are DTensors: FSDP's `fully_shard`, tensor
+    parallelism), what is measured is this rank's shard of each tensor, never the
+    whole: a DTensor's norm is a collective that the other ranks would have to join.
+    Each shard's squared norm is weighted so that summed over the ranks it gives the
+    whole tensor's once (`shard_weight`); the readers do that sum.
+    """
+
+    def __init__(self, layers: Sequence[Layer], sharded: bool = False) -> None:
         # Each tensor once, with every layer that holds it: a tied weight is measured
         # once, shown under each of its layers, and counted once in the global norm.
         index: dict[int, int] = {}
@@ -94,6 +106,9 @@ class LayerNorms:
                     self._owners.append([])
                 self._owners[index[id(p)]].append(i)
         self.n_layers = len(layers)
+        self.sharded = sharded
+        # Each tensor's share of its squared norm (`shard_weight`); None: not sharded.
+        self.shard_weights = np.array([shard_weight(p) for p in self.params]) if sharded else None
         self._folds: dict[tuple[tuple[int, ...], bool], LayerFold] = {}
 
     def _fold(self, present: tuple[int, ...], squared: bool) -> LayerFold:
@@ -102,7 +117,8 @@ class LayerNorms:
             owners = [(k, layer) for k, i in enumerate(present) for layer in self._owners[i]]
             tensor_of = None if len(owners) == len(present) else np.array([k for k, _ in owners], dtype=np.int64)
             layers = np.array([layer for _, layer in owners], dtype=np.int64)
-            fold = self._folds[(present, squared)] = LayerFold(layers, self.n_layers, squared, tensor_of)
+            weights = None if self.shard_weights is None else self.shard_weights[list(present)]
+            fold = self._folds[(present, squared)] = LayerFold(layers, self.n_layers, squared, tensor_of, weights)
         return fold
 
     def tensor_norms(self, tensors: Sequence[torch.Tensor | None]) -> tuple[LayerFold, torch.Tensor] | None:
@@ -127,7 +143,42 @@ class LayerNorms:
         return self._fold(present, False), stacked
 
     def grads(self) -> list[torch.Tensor | None]:
+        if self.sharded:
+            return [_local_shard(p.grad) for p in self.params]
         return [p.grad for p in self.params]
+
+    def weights(self) -> list[torch.Tensor]:
+        """The parameters' values (this rank's shards, if sharded), without autograd."""
+        if self.sharded:
+            return [_local_shard(p.detach()) for p in self.params]  # type: ignore[misc]  # never partial
+        return [p.detach() for p in self.params]
+
+
+def shard_weight(param: torch.Tensor) -> float:
+    """The share of a parameter's squared norm that this rank's shard stands for, such
+    that the ranks' shares add up to the whole once: 1 for a tensor split across the
+    ranks, 1/k for one that k ranks hold whole (`Replicate` on a mesh dimension of k
+    ranks; tensor parallelism leaves some biases so). A plain tensor in a sharded
+    model (a module left out of `fully_shard`) is taken to be whole on every rank."""
+    placements = getattr(param, "placements", None)
+    if placements is None:
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        return 1.0 / world
+    mesh = param.device_mesh  # type: ignore[attr-defined]
+    copies = math.prod(mesh.size(dim) for dim, placement in enumerate(placements) if placement.is_replicate())
+    return 1.0 / copies
+
+
+def _local_shard(t: torch.Tensor | None) -> torch.Tensor | None:
+    """This rank's part of a DTensor (a plain tensor as it is). None where the local
+    part is not a shard of the tensor but a summand of it (a `Partial` placement: the
+    whole is the sum of the ranks' parts, whose squares do not add up)."""
+    placements = getattr(t, "placements", None)
+    if placements is None:
+        return t
+    if any(placement.is_partial() for placement in placements):
+        return None
+    return t.to_local()  # type: ignore[union-attr]
 
 
 def _dense_values(t: torch.Tensor) -> torch.Tensor:

@@ -78,6 +78,12 @@ def has_sharded_parameters(model: nn.Module) -> bool:
     wrapper = getattr(fsdp, "FullyShardedDataParallel", None)
     if wrapper is not None and any(isinstance(module, wrapper) for module in model.modules()):
         return True
+    return has_dtensor_parameters(model)
+
+
+def has_dtensor_parameters(model: nn.Module) -> bool:
+    """Whether some parameter is a DTensor (FSDP's `fully_shard`, tensor parallelism):
+    one whose shards, unlike those of FSDP's older flat parameters, belong to one layer."""
     dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
     return dtensor is not None and any(isinstance(p, dtensor) for p in model.parameters())
 

@@ -18,8 +18,9 @@ batch sizes without per-example gradients:
 
 The device side (`NoiseWindow`) sums gradients over the window with one foreach add
 per step; the writer thread takes the |g_t|² from the gradient norms it already
-receives (`SmallBatchSquares`) and does steps 3-4 (`NoiseScaleEMA`). A window step
-thus costs one pass over the gradients, not two.
+receives (`SmallBatchSquares`) and does steps 3-4 (`logformat.noise`, which the
+readers share for a sharded model, whose ranks' parts they add up first). A window
+step thus costs one pass over the gradients, not two.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import math
 from collections import deque
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from collectors.scratch import Scratch
@@ -36,8 +38,13 @@ from collectors.scratch import Scratch
 class NoiseWindow:
     """Accumulates W consecutive gradients on the device."""
 
-    def __init__(self, params: Sequence[torch.nn.Parameter]) -> None:
+    def __init__(self, params: Sequence[torch.Tensor], weights: np.ndarray | None = None) -> None:
+        """`params`: the tensors whose gradients are summed (a sharded model's local
+        shards); `weights`: each one's share of its squared norm (`LayerNorms`), whose
+        weighted sum is then this rank's part of |G_big|²."""
         self._params = list(params)
+        self._weights = weights
+        self._weights_on_device: torch.Tensor | None = None
         self._sum: list[torch.Tensor] | None = None
         self._scratch = Scratch()  # the sum's buffers, kept between windows on CPU
         self.count = 0
@@ -67,7 +74,12 @@ class NoiseWindow:
             return None
         with torch.no_grad():
             n = self.count
-            big_sq = torch.stack(torch._foreach_norm(self._sum, 2)).square().sum() / (n * n)
+            squares = torch.stack(torch._foreach_norm(self._sum, 2)).square()
+            if self._weights is not None:
+                if self._weights_on_device is None:
+                    self._weights_on_device = torch.as_tensor(self._weights, dtype=squares.dtype, device=squares.device)
+                squares = squares * self._weights_on_device
+            big_sq = squares.sum() / (n * n)
         b_small = self.batch_size / n
         result = (big_sq, b_small, b_small * n, self.first_step)
         self.reset()
@@ -94,33 +106,6 @@ class SmallBatchSquares:
         values = [square for step, square in self._recent if step >= first_step]
         self._recent.clear()
         return sum(values) / len(values) if values else None
-
-
-def two_batch_estimate(small_sq: float, big_sq: float, b_small: float, b_big: float) -> tuple[float, float]:
-    """``(tr(Σ), |G|²)`` from the two batch sizes (step 3)."""
-    g2 = (b_big * big_sq - b_small * small_sq) / (b_big - b_small)
-    trace = (small_sq - big_sq) / (1.0 / b_small - 1.0 / b_big)
-    return trace, g2
-
-
-class NoiseScaleEMA:
-    """Step 4: debiased EMAs of tr(Σ) and |G|², then their ratio."""
-
-    def __init__(self, decay: float) -> None:
-        self.decay = decay
-        self._trace = 0.0
-        self._g2 = 0.0
-        self._n = 0
-
-    def update(self, trace: float, g2: float) -> float:
-        if not (math.isfinite(trace) and math.isfinite(g2)):
-            return math.nan
-        self._n += 1
-        self._trace = self.decay * self._trace + (1 - self.decay) * trace
-        self._g2 = self.decay * self._g2 + (1 - self.decay) * g2
-        debias = 1 - self.decay**self._n
-        trace_hat, g2_hat = self._trace / debias, self._g2 / debias
-        return trace_hat / g2_hat if g2_hat > 0 else math.nan
 
 
 def _dense_float(g: torch.Tensor) -> torch.Tensor:

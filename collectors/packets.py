@@ -57,6 +57,23 @@ class UpdateSpec:
 
 
 @dataclass(frozen=True)
+class ShardSquaresSpec:
+    """A sharded model's per-tensor norms of this rank's shards, in runs of `fold.size`
+    (gradients: one run; an update: update, weights before, weights after), written as
+    partial sums: each run's weighted squared norm per layer (`runs[i]`, one tag per
+    layer), and the first run's over all tensors (`total_tag`). Readers add them up
+    over the ranks (logformat.tags, `SHARD_PREFIX`)."""
+
+    fold: LayerFold
+    runs: tuple[tuple[str, ...], ...]
+    total_tag: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.runs) * self.fold.size
+
+
+@dataclass(frozen=True)
 class FractionSpec:
     """[numerator, denominator] counts (e.g. correct and valid labels): the writer divides."""
 
@@ -83,6 +100,19 @@ class NoiseSpec:
     size = 1
 
 
+@dataclass(frozen=True)
+class ShardNoiseSpec:
+    """A sharded model's part of a noise window's |G_big|² (this rank's shards, weighted
+    as in `ShardSquaresSpec`), written under `tags[0]` with the window's batch sizes
+    under `tags[1]` and `tags[2]`: the readers add the ranks up and then estimate."""
+
+    tags: tuple[str, str, str]
+    b_small: float
+    b_big: float
+
+    size = 1
+
+
 # Why a borrowed value was lost. Changed in place: by the user's code after step().
 # Overwritten: its memory was taken back; CUDA graphs (torch.compile with
 # mode="reduce-overhead") do that to a graph's outputs when the graph runs again, and
@@ -90,7 +120,9 @@ class NoiseSpec:
 CHANGED_IN_PLACE = "changed in place"
 OVERWRITTEN = "overwritten (its memory was reused, as CUDA graphs reuse a graph's outputs)"
 
-Spec = Union[ScalarSpec, LayerNormSpec, UpdateSpec, FractionSpec, HistogramSpec, NoiseSpec]
+Spec = Union[
+    ScalarSpec, LayerNormSpec, UpdateSpec, ShardSquaresSpec, ShardNoiseSpec, FractionSpec, HistogramSpec, NoiseSpec
+]
 
 
 def spec_tag(spec: Spec) -> str:
@@ -99,6 +131,10 @@ def spec_tag(spec: Spec) -> str:
         return spec.global_tag or (spec.tags[0] if spec.tags else "grad/norm")
     if isinstance(spec, UpdateSpec):
         return spec.ratio_tags[0] if spec.ratio_tags else "update_ratio"
+    if isinstance(spec, ShardSquaresSpec):
+        return spec.total_tag or (spec.runs[0][0] if spec.runs[0] else "shard")
+    if isinstance(spec, ShardNoiseSpec):
+        return spec.tags[0]
     if isinstance(spec, NoiseSpec):
         return T.GRAD_NOISE_SCALE
     return spec.tag

@@ -16,7 +16,7 @@ import numpy as np
 from collectors.grad_stats import MISSING
 from collectors.guard import ErrorGuard
 from collectors.histograms import unpack_histogram
-from collectors.noise_scale import NoiseScaleEMA, SmallBatchSquares, two_batch_estimate
+from collectors.noise_scale import SmallBatchSquares
 from collectors.packets import (
     Batch,
     FractionSpec,
@@ -25,10 +25,13 @@ from collectors.packets import (
     NoiseSpec,
     Packet,
     ScalarSpec,
+    ShardNoiseSpec,
+    ShardSquaresSpec,
     UpdateSpec,
 )
 from logformat import tags as T
 from logformat.events import EventFileWriter, Histogram, summary_record
+from logformat.noise import NoiseScaleEMA, two_batch_estimate
 
 _STOP = object()
 # Batches waiting to be written before `submit` blocks: back-pressure, so a writer that
@@ -115,6 +118,11 @@ class WriterThread:
                 ratios, weights = spec.fold.update_ratios(chunk)
                 _put_layers(scalars, spec.ratio_tags, ratios)
                 _put_layers(scalars, spec.weight_tags, weights)
+            elif isinstance(spec, ShardSquaresSpec):
+                _put_shard_squares(scalars, spec, chunk)
+            elif isinstance(spec, ShardNoiseSpec):
+                big, b_small, b_big = spec.tags
+                scalars[big], scalars[b_small], scalars[b_big] = float(chunk[0]), spec.b_small, spec.b_big
             elif isinstance(spec, HistogramSpec):
                 histograms[spec.tag] = unpack_histogram(chunk)
             elif isinstance(spec, NoiseSpec):
@@ -125,6 +133,17 @@ class WriterThread:
                     if math.isfinite(scale):
                         scalars[T.GRAD_NOISE_SCALE] = scale
         return scalars, histograms, offset
+
+
+def _put_shard_squares(scalars: dict[str, float], spec: ShardSquaresSpec, values: np.ndarray) -> None:
+    n = spec.fold.size
+    for i, tags in enumerate(spec.runs):
+        run = values[i * n : (i + 1) * n]
+        squares = spec.fold.layer_squares(run)
+        squares[spec.fold.empty] = MISSING
+        _put_layers(scalars, tags, squares)
+        if i == 0 and spec.total_tag is not None:
+            scalars[spec.total_tag] = float(spec.fold.tensor_squares(run).sum())
 
 
 def _put_layers(scalars: dict[str, float], tags: tuple[str, ...], values: np.ndarray) -> None:

@@ -94,6 +94,49 @@ def step_seconds_rank_tag(rank: int) -> str:
     return f"{STEP_SECONDS_RANK_PREFIX}{rank}"
 
 
+# Partial sums of a sharded model (FSDP's `fully_shard`, tensor parallelism), one set
+# per rank: each rank can square only the shards it holds, so it records, per layer,
+# ``shard/rank<r>/<quantity>/<layer>`` (and per step ``shard/rank<r>/grad_sq``, the
+# whole model's), already weighted so that a tensor held whole by several ranks
+# (replicated) counts once in the sum over ranks. Readers sum each over the ranks that
+# wrote it, at steps where all of them did, into the canonical norms and ratios
+# (`analyzers.reading.shards`); the ranks never wait for each other.
+SHARD_PREFIX = "shard/rank"
+
+
+class ShardSquares:
+    """What a rank's parts are of (a namespace: these are not tags themselves)."""
+
+    GRAD = "grad_sq"  # ‖g‖² of a statistics step
+    UPDATE = "update_sq"  # ‖Δw‖² of a sampled step
+    WEIGHT_BEFORE = "weight_before_sq"  # ‖w‖² before that update
+    WEIGHT = "weight_sq"  # ‖w‖² after it
+    NOISE_BIG = "noise_big_sq"  # |G_big|² of a noise window, at its last step
+    # The window's two batch sizes: the same on every rank, so averaged, not summed.
+    NOISE_B_SMALL = "noise_b_small"
+    NOISE_B_BIG = "noise_b_big"
+    ALL = (GRAD, UPDATE, WEIGHT_BEFORE, WEIGHT, NOISE_BIG, NOISE_B_SMALL, NOISE_B_BIG)
+    AVERAGED = (NOISE_B_SMALL, NOISE_B_BIG)
+
+
+def shard_tag(rank: int, quantity: str, layer: str | None = None) -> str:
+    """``shard_tag(1, "grad_sq", "0")`` -> ``"shard/rank1/grad_sq/0"``; without a layer,
+    the whole model's."""
+    tag = f"{SHARD_PREFIX}{rank}/{quantity}"
+    return tag if layer is None else f"{tag}/{layer}"
+
+
+def split_shard_tag(tag: str) -> tuple[int, str, str | None] | None:
+    """``"shard/rank1/grad_sq/0"`` -> ``(1, "grad_sq", "0")``; None for other tags."""
+    if not tag.startswith(SHARD_PREFIX):
+        return None
+    rank, _, rest = tag[len(SHARD_PREFIX):].partition("/")
+    quantity, _, layer = rest.partition("/")
+    if not rank.isdigit() or quantity not in ShardSquares.ALL:
+        return None
+    return int(rank), quantity, layer or None
+
+
 def split_layer_tag(tag: str) -> tuple[str, str] | None:
     """``"grad/norm/features.0"`` -> ``("grad/norm/", "features.0")``; None for non-layer tags."""
     for prefix in PER_LAYER_PREFIXES:

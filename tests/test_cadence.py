@@ -34,6 +34,28 @@ def test_without_a_budget_the_schedule_is_fixed():
 
 
 @pytest.mark.parametrize(
+    "every, budget, later",
+    [
+        (1, 0.01, MAX_STRIDE),  # the budget's widest stride, whatever the steps cost
+        (20, 0.01, 20),  # a chosen interval beyond it is kept
+        (1, None, 1),  # no budget: `every` throughout
+        (3, None, 3),
+    ],
+)
+def test_the_ranks_of_a_sharded_model_keep_one_schedule_whatever_their_steps_take(every, budget, later):
+    """Their parts of each norm are summed, so every rank must measure the same steps,
+    though each times its own: one fast rank and one slow one get the same schedule."""
+    fast, slow = (StatsCadence.same_on_every_rank(every, budget) for _ in range(2))
+    steps = FULL_START + 100
+    on_fast = steady(fast, steps, 0.5 * MS, 1 * MS)
+    assert on_fast == steady(slow, steps, 0.01 * MS, 300 * MS)
+    assert on_fast == [s for s in range(steps) if s % (every if s < FULL_START else later) == 0]
+    assert fast.stride == later
+    for step in range(steps):
+        assert fast.next_due(step) == first_due(fast, step), step
+
+
+@pytest.mark.parametrize(
     "every, cost_ms, stride",
     [
         (1, 0.005, 1),  # 0.5% of a 1 ms step: fits a 1% budget every step

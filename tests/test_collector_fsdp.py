@@ -1,9 +1,12 @@
-"""FSDP (`fully_shard`): the collector neither breaks nor changes a sharded run.
+"""Sharded models (FSDP's `fully_shard`, tensor parallelism): the collector neither breaks
+nor changes the run, and the per-layer norms come out as those of the whole tensors.
 
 Each rank holds a shard of every parameter (a DTensor). A norm of one, taken by rank 0
 alone, is a collective that the other ranks never join: attached unchanged, the
 collector crashed the run at its first statistics step (gloo: "collective mismatch").
-So what reads parameters is off and said once; the rest is recorded.
+Then, for a while, what reads parameters was off. Now each rank squares its own shards
+and the readers add the ranks up; what needs whole tensors (histograms, the noise
+scale, the initialization check) is off and said once.
 """
 
 from __future__ import annotations
@@ -16,17 +19,21 @@ from pathlib import Path
 import pytest
 from collector_helpers import read_histograms, read_scalars
 
+from analyzers.reading.logdir import read_logdir
 from logformat import tags as T
 
 fsdp = pytest.importorskip("torch.distributed.fsdp")
 pytestmark = pytest.mark.skipif(not hasattr(fsdp, "fully_shard"), reason="needs FSDP2 (fully_shard)")
 
+KINDS = ["fsdp", "tp"]
+SAMPLED = [0, 2, 4]
+
 
 @pytest.fixture(scope="module")
-def fsdp_run(tmp_path_factory) -> tuple[Path, Path]:
-    log_dir = tmp_path_factory.mktemp("fsdp")
-    out_dir = tmp_path_factory.mktemp("fsdp_out")
-    store = tmp_path_factory.mktemp("fsdp_store") / "store"
+def sharded_runs(tmp_path_factory) -> tuple[Path, Path]:
+    log_dir = tmp_path_factory.mktemp("sharded")
+    out_dir = tmp_path_factory.mktemp("sharded_out")
+    store = tmp_path_factory.mktemp("sharded_store") / "store"
     worker = Path(__file__).with_name("fsdp_worker.py")
     proc = subprocess.run(
         [sys.executable, str(worker), str(log_dir), str(store), str(out_dir)],
@@ -39,20 +46,60 @@ def fsdp_run(tmp_path_factory) -> tuple[Path, Path]:
     return log_dir, out_dir
 
 
-def test_a_sharded_run_trains_to_the_same_weights_with_the_collector(fsdp_run):
-    _, out_dir = fsdp_run
-    assert [(out_dir / f"rank{r}.identical").read_text() for r in range(2)] == ["True", "True"]
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_sharded_run_trains_to_the_same_weights_with_the_collector(sharded_runs, kind):
+    _, out_dir = sharded_runs
+    assert [(out_dir / f"{kind}.rank{r}.identical").read_text() for r in range(2)] == ["True", "True"]
 
 
-def test_what_needs_no_parameter_is_recorded_and_the_rest_is_said_once(fsdp_run):
-    log_dir, _ = fsdp_run
-    scalars = read_scalars(log_dir)
-    for tag in (T.TRAIN_LOSS, T.TRAIN_ACC, T.lr_tag(0), T.STEP_SECONDS):
+@pytest.mark.parametrize("kind", KINDS)
+def test_layer_norms_summed_from_the_ranks_shards_equal_the_whole_tensors(sharded_runs, kind):
+    """FSDP splits every tensor (33 rows: 17 and 16); tensor parallelism splits the first
+    layer by rows and the second by columns, and keeps the second's bias whole on both
+    ranks, where it must count once, not twice. Under FSDP the gradient noise scale is
+    estimated from the sums too, with the batch of both ranks."""
+    log_dir, out_dir = sharded_runs
+    direct = json.loads((out_dir / f"{kind}.direct.json").read_text())
+    run = read_logdir(log_dir / kind).runs["."]
+    for tag, expected in direct.items():
+        series = run.scalar(tag)
+        assert series is not None, tag
+        assert series.steps.tolist() == [int(step) for step in expected], tag
+        assert series.values.tolist() == pytest.approx(list(expected.values()), rel=1e-5), tag
+    assert {tag for tag in direct if tag.startswith("update/")} == {T.update_ratio_tag(name) for name in ("0", "2")}
+    assert not any(tag.startswith(T.SHARD_PREFIX) for tag in [*run.scalars, *run.unmapped])
+
+
+def test_each_rank_writes_its_own_shards_partial_sums(sharded_runs):
+    log_dir, _ = sharded_runs
+    scalars = read_scalars(log_dir / "fsdp")  # TensorBoard's own reader: both ranks' files
+    for rank in (0, 1):
+        assert sorted(scalars[T.shard_tag(rank, T.ShardSquares.GRAD, "0")]) == list(range(6))
+        assert sorted(scalars[T.shard_tag(rank, T.ShardSquares.UPDATE, "2")]) == SAMPLED
+    grad_0 = [scalars[T.shard_tag(rank, T.ShardSquares.GRAD, "0")][0] for rank in (0, 1)]
+    assert all(part > 0 for part in grad_0)  # each its own shard's share, not the whole twice
+    assert T.GRAD_GLOBAL_NORM not in scalars and T.grad_norm_tag("0") not in scalars  # the readers' sum
+
+
+def test_what_needs_whole_tensors_is_off_and_said_once_and_the_rest_is_recorded(sharded_runs):
+    log_dir, _ = sharded_runs
+    scalars = read_scalars(log_dir / "fsdp")
+    for tag in (T.TRAIN_LOSS, T.TRAIN_ACC, T.lr_tag(0), T.STEP_SECONDS, T.step_seconds_rank_tag(1)):
         assert sorted(scalars[tag]) == list(range(6)), tag
-    assert sorted(scalars[T.dead_fraction_tag("1")]) == [0, 2, 4]
-    assert not any(tag.startswith(("grad/", "update/", "weight/")) for tag in scalars)
-    assert read_histograms(log_dir) == {}
-    data = json.loads((log_dir / "run.json").read_text())
+    assert sorted(scalars[T.dead_fraction_tag("1")]) == SAMPLED
+    assert read_histograms(log_dir / "fsdp") == {}
+    data = json.loads((log_dir / "fsdp" / "run.json").read_text())
     assert data["status"] == "finished" and data["init_check"] == []
     assert len(data["collector_errors"]) == 1
-    assert data["collector_errors"][0].startswith("sharded parameters: ValueError: the model's parameters are sharded")
+    error = data["collector_errors"][0]
+    assert error.startswith("sharded parameters: ValueError: the model's parameters are sharded")
+    assert "histograms" in error and "noise scale" not in error and "gradient norms" not in error
+
+
+def test_under_tensor_parallelism_the_noise_scale_is_off_and_said_so(sharded_runs):
+    """Ranks that share their examples make no batch of their own: B_small would be
+    counted twice over."""
+    log_dir, _ = sharded_runs
+    assert read_logdir(log_dir / "tp").runs["."].scalar(T.GRAD_NOISE_SCALE) is None
+    (error,) = json.loads((log_dir / "tp" / "run.json").read_text())["collector_errors"]
+    assert "noise scale needs the batch of all ranks together" in error

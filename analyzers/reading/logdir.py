@@ -27,6 +27,7 @@ from analyzers.reading import discovery as D
 from analyzers.reading.assemble import build_run
 from analyzers.reading.eventdecode import DecodedEvents
 from analyzers.reading.series import HistogramColumn, ScalarColumn, merge_series
+from analyzers.reading.shards import sum_shards
 from analyzers.reading.sources import CsvSource, EventSource, RunJsonSource, TrainerStateSource
 from analyzers.reading.tagmap import TagMapper, TagRule
 from analyzers.run import Run, Series
@@ -283,12 +284,15 @@ class LogDirReader:
             if state.hparams:
                 meta[RJ.K_HPARAMS] = dict(state.hparams)
             source = next((_SOURCE_OF_KIND[k] for k in _SOURCE_OF_KIND if k in kinds), SOURCE_TRAINSCOPE)
+        raw_scalars = {name: merge_series(parts) for name, parts in raw.items()}
+        if source == SOURCE_TRAINSCOPE:
+            raw_scalars = sum_shards(raw_scalars, meta)
         rel = os.path.relpath(run_dir, self.path)
         return build_run(
             name="." if rel == os.curdir else rel.replace(os.sep, "/"),
             path=run_dir,
             source=source,
-            raw_scalars={name: merge_series(parts) for name, parts in raw.items()},
+            raw_scalars=raw_scalars,
             raw_histograms={name: c.snapshot() for name, c in state.histograms.items() if len(c)},
             mapper=self.mapper,
             meta=meta,

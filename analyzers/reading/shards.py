@@ -1,0 +1,137 @@
+"""The norms of a sharded model, added up from what each of its ranks recorded.
+
+Under FSDP's `fully_shard` or tensor parallelism a rank holds a shard of each
+parameter; a norm of the whole tensor would be a collective that every rank must join
+at the same moment, which a collector must never start. So each rank records its
+shards' squared norms, weighted so that they add up over the ranks to the whole
+(``shard/rank<r>/<quantity>[/<layer>]``, logformat.tags), and the sum is done here,
+followed by what the collector's writer would have done with whole tensors: square
+roots, ratios, and the gradient noise scale's estimate (logformat.noise).
+
+A sum counts only at steps where every rank that holds the tensor has written its
+part: ranks flush on their own, and a live reader sees the last steps of one rank
+before another's. Until every rank has written some part, every part is expected of
+all `world_size` ranks; after that, of the ranks that write it (a pipeline stage holds
+only its own layers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from analyzers.run import Series
+from logformat import runjson as RJ
+from logformat import tags as T
+from logformat.noise import NoiseScaleEMA, two_batch_estimate
+from logformat.tags import ShardSquares as SS
+
+_Key = tuple[str, str | None]  # (quantity, layer or None for the whole model)
+
+
+def sum_shards(raw: Mapping[str, Series], meta: Mapping[str, Any]) -> dict[str, Series]:
+    """`raw` with the ranks' parts replaced by the canonical tags they add up to:
+    ``grad/norm/<layer>``, ``grad/global_norm`` (unless rank 0 wrote it itself, from the
+    norm ``clip_grad_norm_`` returned), ``update/ratio/<layer>``, ``weight/norm/<layer>``
+    and ``grad/noise_scale``. `meta` is the run's run.json (its world size and the
+    collector's noise window)."""
+    parts: dict[_Key, list[Series]] = {}
+    ranks: set[int] = set()
+    out: dict[str, Series] = {}
+    for name, series in raw.items():
+        split = T.split_shard_tag(name)
+        if split is None:
+            out[name] = series
+            continue
+        rank, quantity, layer = split
+        ranks.add(rank)
+        parts.setdefault((quantity, layer), []).append(series)
+    if not parts:
+        return out
+    world_size = meta.get(RJ.K_WORLD_SIZE)
+    world_size = world_size if isinstance(world_size, int) else None
+    everyone_wrote = world_size is not None and len(ranks) >= world_size
+    expected = max(world_size or 0, len(ranks))
+    totals = {
+        (quantity, layer): _add_up(series, len(series) if everyone_wrote else expected, quantity in SS.AVERAGED)
+        for (quantity, layer), series in parts.items()
+    }
+    for (quantity, layer), total in totals.items():
+        if not len(total):
+            continue
+        if quantity == SS.GRAD:
+            tag = T.GRAD_GLOBAL_NORM if layer is None else T.grad_norm_tag(layer)
+            out.setdefault(tag, _root(total))
+        elif quantity == SS.UPDATE and layer is not None:
+            ratio = _ratio(total, totals[(SS.WEIGHT_BEFORE, layer)]) if (SS.WEIGHT_BEFORE, layer) in totals else None
+            if ratio is not None and len(ratio):
+                out[T.update_ratio_tag(layer)] = ratio
+        elif quantity == SS.WEIGHT and layer is not None:
+            out[T.weight_norm_tag(layer)] = _root(total)
+    noise = _noise_scale(totals, raw.get(T.STEP_SKIPPED), meta.get(RJ.K_COLLECTOR))
+    if noise is not None and len(noise):
+        out[T.GRAD_NOISE_SCALE] = noise
+    return dict(sorted(out.items()))
+
+
+def _add_up(parts: list[Series], contributors: int, average: bool) -> Series:
+    """The sum (or mean) over `parts` at the steps where `contributors` of them have a value."""
+    steps = np.concatenate([s.steps for s in parts])
+    unique, inverse, counts = np.unique(steps, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=np.concatenate([s.values for s in parts]), minlength=len(unique))
+    if average:
+        sums = sums / counts
+    walls = None
+    if all(s.wall_times is not None for s in parts):  # when the last part was written
+        walls = np.full(len(unique), -np.inf)
+        np.maximum.at(walls, inverse, np.concatenate([s.wall_times for s in parts]))  # type: ignore[misc]
+    done = counts >= contributors
+    return Series(unique[done], sums[done], None if walls is None else walls[done])
+
+
+def _root(squares: Series) -> Series:
+    return Series(squares.steps, np.sqrt(np.maximum(squares.values, 0.0)), squares.wall_times)
+
+
+def _ratio(update: Series, before: Series) -> Series:
+    """‖Δw‖/‖w‖ at the steps both have, as the collector divides for a whole tensor."""
+    steps, i, j = np.intersect1d(update.steps, before.steps, assume_unique=True, return_indices=True)
+    ratio = np.sqrt(np.maximum(update.values[i], 0.0)) / np.maximum(np.sqrt(np.maximum(before.values[j], 0.0)), 1e-30)
+    return Series(steps, ratio, None if update.wall_times is None else update.wall_times[i])
+
+
+def _noise_scale(totals: Mapping[_Key, Series], skipped: Series | None, settings: Any) -> Series | None:
+    """B_simple at the last step of each noise window, as the collector's writer
+    estimates it for a whole model (collectors/noise_scale.py): |G_small|² is the mean
+    of the summed |g|² of the window's steps that the optimizer took, |G_big|² the
+    summed part of each rank, and the two are smoothed in window order."""
+    small = totals.get((SS.GRAD, None))
+    big, b_small, b_big = (totals.get((quantity, None)) for quantity in (SS.NOISE_BIG, SS.NOISE_B_SMALL, SS.NOISE_B_BIG))
+    if small is None or big is None or b_small is None or b_big is None or not isinstance(settings, Mapping):
+        return None
+    try:
+        window = min(int(settings["noise_window"]), int(settings["every"]))
+        ema = NoiseScaleEMA(float(settings["noise_ema"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    taken = np.isfinite(small.values)
+    if skipped is not None:
+        taken &= ~np.isin(small.steps, skipped.steps[skipped.values > 0])
+    small_steps, small_values = small.steps[taken], small.values[taken]
+    ends = np.intersect1d(np.intersect1d(big.steps, b_small.steps), b_big.steps)
+    first = np.searchsorted(small_steps, ends - window + 1)
+    last = np.searchsorted(small_steps, ends, side="right")
+    at = [np.searchsorted(series.steps, ends) for series in (big, b_small, b_big)]
+    steps, scales = [], []
+    for k, (end, lo, hi) in enumerate(zip(ends.tolist(), first.tolist(), last.tolist())):
+        if hi <= lo:  # no |g|² of this window was written (or all were skipped steps)
+            continue
+        big_sq, bs, bb = (float(series.values[i[k]]) for series, i in zip((big, b_small, b_big), at))
+        scale = ema.update(*two_batch_estimate(float(small_values[lo:hi].mean()), big_sq, bs, bb))
+        if math.isfinite(scale):
+            steps.append(end)
+            scales.append(scale)
+    return Series.from_lists(steps, scales)

@@ -1,0 +1,141 @@
+"""A sharded model's norms, added up from each rank's partial sums (analyzers.reading.shards).
+
+The collector side, on a real FSDP and tensor-parallel run, is in
+tests/test_collector_fsdp.py; here the sums' rules, on hand-made series and on event
+files that the ranks write at different times, as a live reader sees them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from analyzers.reading.logdir import LogDirReader
+from analyzers.reading.shards import sum_shards
+from analyzers.run import Series
+from logformat import runjson as RJ
+from logformat import tags as T
+from logformat.events import EventFileWriter, summary_record
+from logformat.noise import NoiseScaleEMA, two_batch_estimate
+
+SS = T.ShardSquares
+GRAD, UPDATE, BEFORE, WEIGHT = SS.GRAD, SS.UPDATE, SS.WEIGHT_BEFORE, SS.WEIGHT
+
+
+def series(steps: list[int], values: list[float]) -> Series:
+    return Series.from_lists(steps, values, [1000.0 + s for s in steps])
+
+
+def values(out: dict[str, Series], tag: str) -> dict[int, float]:
+    return dict(zip(out[tag].steps.tolist(), out[tag].values.tolist()))
+
+
+def test_a_layer_norm_is_the_root_of_the_ranks_squares_at_the_steps_both_wrote():
+    raw = {
+        T.shard_tag(0, GRAD, "fc"): series([0, 1, 2], [9.0, 1.0, 4.0]),
+        T.shard_tag(1, GRAD, "fc"): series([0, 1], [16.0, 3.0]),  # step 2 not flushed yet
+        T.shard_tag(0, GRAD): series([0, 1, 2], [9.0, 1.0, 4.0]),
+        T.shard_tag(1, GRAD): series([0, 1], [16.0, 3.0]),
+        T.TRAIN_LOSS: series([0, 1, 2], [2.3, 2.2, 2.1]),
+    }
+    out = sum_shards(raw, {RJ.K_WORLD_SIZE: 2})
+    assert values(out, T.grad_norm_tag("fc")) == {0: 5.0, 1: 2.0}
+    assert values(out, T.GRAD_GLOBAL_NORM) == {0: 5.0, 1: 2.0}
+    assert out[T.TRAIN_LOSS] is raw[T.TRAIN_LOSS]
+    assert not any(tag.startswith(T.SHARD_PREFIX) for tag in out)
+
+
+def test_nothing_is_summed_until_every_rank_has_written():
+    """A rank that has not flushed yet has no series at all: rank 0's part alone would
+    read as the whole, at a fraction of its value."""
+    raw = {T.shard_tag(0, GRAD, "fc"): series([0, 1], [9.0, 1.0]), T.shard_tag(0, GRAD): series([0, 1], [9.0, 1.0])}
+    out = sum_shards(raw, {RJ.K_WORLD_SIZE: 2})
+    assert T.grad_norm_tag("fc") not in out and T.GRAD_GLOBAL_NORM not in out
+    assert values(sum_shards(raw, {RJ.K_WORLD_SIZE: 1}), T.grad_norm_tag("fc")) == {0: 3.0, 1: 1.0}
+
+
+def test_a_layer_that_some_ranks_hold_is_summed_over_those_once_every_rank_has_written():
+    """Pipeline stages: rank 0 holds `a`, rank 1 holds `b`; the model's total needs both."""
+    raw = {
+        T.shard_tag(0, GRAD, "a"): series([0, 1], [4.0, 1.0]),
+        T.shard_tag(1, GRAD, "b"): series([0], [9.0]),
+        T.shard_tag(0, GRAD): series([0, 1], [4.0, 1.0]),
+        T.shard_tag(1, GRAD): series([0], [9.0]),
+    }
+    out = sum_shards(raw, {RJ.K_WORLD_SIZE: 2})
+    assert values(out, T.grad_norm_tag("a")) == {0: 2.0, 1: 1.0}
+    assert values(out, T.grad_norm_tag("b")) == {0: 3.0}
+    assert values(out, T.GRAD_GLOBAL_NORM) == {0: pytest.approx(math.sqrt(13.0))}
+
+
+def test_the_norm_rank_0_was_given_before_clipping_wins_over_the_sum():
+    raw = {
+        T.shard_tag(0, GRAD): series([0], [1.0]),
+        T.shard_tag(1, GRAD): series([0], [3.0]),
+        T.GRAD_GLOBAL_NORM: series([0], [7.5]),
+    }
+    assert values(sum_shards(raw, {RJ.K_WORLD_SIZE: 2}), T.GRAD_GLOBAL_NORM) == {0: 7.5}
+
+
+def test_update_ratios_and_weight_norms_divide_the_sums_not_the_parts():
+    raw = {
+        T.shard_tag(0, UPDATE, "fc"): series([0, 50], [0.01, 0.04]),
+        T.shard_tag(1, UPDATE, "fc"): series([0, 50], [0.03, 0.05]),
+        T.shard_tag(0, BEFORE, "fc"): series([0, 50], [36.0, 50.0]),
+        T.shard_tag(1, BEFORE, "fc"): series([0, 50], [64.0, 50.0]),
+        T.shard_tag(0, WEIGHT, "fc"): series([0, 50], [30.0, 60.0]),
+        T.shard_tag(1, WEIGHT, "fc"): series([0, 50], [6.0, 40.0]),
+    }
+    out = sum_shards(raw, {RJ.K_WORLD_SIZE: 2})
+    assert values(out, T.update_ratio_tag("fc")) == {0: pytest.approx(0.02), 50: pytest.approx(0.03)}
+    assert values(out, T.weight_norm_tag("fc")) == {0: 6.0, 50: 10.0}
+    assert out[T.weight_norm_tag("fc")].wall_times.tolist() == [1000.0, 1050.0]
+
+
+def test_a_nan_in_one_rank_s_shard_makes_the_whole_norm_nan():
+    raw = {T.shard_tag(0, GRAD, "fc"): series([0], [float("nan")]), T.shard_tag(1, GRAD, "fc"): series([0], [1.0])}
+    assert np.isnan(sum_shards(raw, {RJ.K_WORLD_SIZE: 2})[T.grad_norm_tag("fc")].values[0])
+
+
+def test_the_noise_scale_is_estimated_from_the_sums_of_each_window():
+    """Windows of 2 steps closing at 1 and 51 (every=50): |G_small|² is the mean of the
+    summed |g|² of the window's steps, leaving out a step the optimizer skipped (AMP),
+    and the two windows are smoothed in order, as the collector's writer does."""
+    meta = {RJ.K_WORLD_SIZE: 2, RJ.K_COLLECTOR: {"every": 50, "noise_window": 5, "noise_ema": 0.9}}
+    small = {0: (3.0, 5.0), 1: (2.0, 6.0), 50: (4.0, 4.0), 51: (1e9, 1e9)}  # step 51 skipped
+    raw = {
+        T.shard_tag(rank, GRAD): series(list(small), [pair[rank] for pair in small.values()]) for rank in (0, 1)
+    } | {
+        T.shard_tag(rank, SS.NOISE_BIG): series([1, 51], [2.0 + rank, 1.5 + rank]) for rank in (0, 1)
+    } | {
+        T.shard_tag(rank, part): series([1, 51], [value, value]) for rank in (0, 1) for part, value in
+        ((SS.NOISE_B_SMALL, 64.0), (SS.NOISE_B_BIG, 128.0))
+    } | {T.STEP_SKIPPED: series([51], [1.0])}
+    ema = NoiseScaleEMA(0.9)
+    first = ema.update(*two_batch_estimate((8.0 + 8.0) / 2, 5.0, 64.0, 128.0))
+    second = ema.update(*two_batch_estimate(8.0, 4.0, 64.0, 128.0))
+    noise = sum_shards(raw, meta)[T.GRAD_NOISE_SCALE]
+    assert noise.steps.tolist() == [1, 51]
+    assert noise.values.tolist() == pytest.approx([first, second])
+    assert T.GRAD_NOISE_SCALE not in sum_shards(raw, {RJ.K_WORLD_SIZE: 2})  # no settings: no window to go by
+
+
+def test_a_live_reader_shows_a_step_once_every_rank_has_flushed_it(tmp_path):
+    RJ.write_run_json(tmp_path, {RJ.K_SCHEMA: RJ.SCHEMA_VERSION, RJ.K_STATUS: "running", RJ.K_WORLD_SIZE: 2})
+    files = [EventFileWriter(tmp_path, f".rank{rank}") for rank in (0, 1)]
+
+    def flush(rank: int, steps: range, square: float) -> None:
+        files[rank].write([summary_record(s, 1000.0 + s, {T.shard_tag(rank, GRAD, "fc"): square}) for s in steps])
+
+    reader = LogDirReader(tmp_path)
+    flush(0, range(4), 9.0)
+    assert reader.refresh().runs["."].scalar(T.grad_norm_tag("fc")) is None  # rank 1 has written nothing yet
+    flush(1, range(2), 16.0)
+    norm = reader.refresh().runs["."].scalar(T.grad_norm_tag("fc"))
+    assert norm.steps.tolist() == [0, 1] and norm.values.tolist() == [5.0, 5.0]
+    flush(1, range(2, 4), 16.0)
+    assert reader.refresh().runs["."].scalar(T.grad_norm_tag("fc")).steps.tolist() == [0, 1, 2, 3]
+    for f in files:
+        f.close()
