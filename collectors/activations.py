@@ -118,6 +118,13 @@ class ActivationProbe:
         self._done: set[str] = set()
         self._first_consumer_seen = False
 
+    def continue_from(self, earlier: ActivationProbe) -> None:
+        """A probe made anew for a remapped model (layers unfrozen, a lazy model's
+        shapes known) keeps what the run has learnt: where functional ReLUs were found,
+        and whether the compiled model's entry points are seen to be called."""
+        self.functional_relu_layers |= earlier.functional_relu_layers
+        self._entry_points = earlier._entry_points
+
     @property
     def armed(self) -> bool:
         # Holding compiled code eager counts too: a hook that failed to register must not

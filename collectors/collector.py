@@ -453,8 +453,10 @@ class Collector:
         model_map = self._map()
         self._layers = model_map.layers
         self._measure_layers()
-        if was_lazy:  # the sites and the summary were waiting for the shapes too
-            self._probe_to_rebuild = model_map
+        # The probe's functional-ReLU candidates are trained layers; a lazy model's sites
+        # were waiting for the shapes too.
+        self._probe_to_rebuild = model_map
+        if was_lazy:
             self._run_json[RJ.K_MODEL] = model_map.summary
             if not self._sharded:
                 checked = self._guard.call("init_check", check_initialization, self._layers)
@@ -608,7 +610,9 @@ class Collector:
             # Only a statistics step moves the cadence, so this holds till the next one.
             self._quiet_until = min(self._cadence.next_due(step), cfg.next_sampled_work(step))
         if self._probe_to_rebuild is not None and not self._probe.armed:
-            self._probe, self._probe_to_rebuild = self._new_probe(self._probe_to_rebuild), None
+            probe, self._probe_to_rebuild = self._new_probe(self._probe_to_rebuild), None
+            probe.continue_from(self._probe)
+            self._probe = probe
         if sampled and self._is_writer and self._guard.enabled("activations"):
             self._guard.call("activations", self._probe.arm)
 

@@ -625,6 +625,46 @@ def test_layers_unfrozen_during_the_run_are_measured_from_the_next_sample(tmp_pa
     assert data["collector"]["layers"] == ["0", "2", "4"]
 
 
+class _ThreeFunctionalReLUs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(64, 48), nn.Linear(48, 32), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+def test_a_layer_unfrozen_during_the_run_is_checked_for_dead_functional_relus_at_its_input(tmp_path, digits):
+    """An `F.relu` is found at the input of the trained layer that follows it. A layer
+    frozen at attach is no such candidate; unfrozen, it is one from the next sample on
+    (the activation hooks are made anew), and the earlier finds are kept."""
+    X, y = digits
+    model = _ThreeFunctionalReLUs()
+    model.fc3.requires_grad_(False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    collector = watch(model, opt, tmp_path, every=3)
+    for step in range(9):
+        if step == 4:
+            model.fc3.requires_grad_(True)
+        xb, yb = X[step * 32 : step * 32 + 32], y[step * 32 : step * 32 + 32]
+        if step == 6:
+            with torch.no_grad():  # units of fc3's input that are zero for the whole batch
+                dead_at_fc3 = (F.relu(model.fc2(F.relu(model.fc1(xb)))) == 0).all(0).float().mean().item()
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        collector.step(loss=loss)
+    collector.close()
+    assert collector.errors == []
+    scalars = read_scalars(tmp_path)
+    assert sorted(scalars[T.dead_fraction_tag("fc2")]) == [0, 3, 6]
+    assert scalars[T.dead_fraction_tag("fc3")] == {6: pytest.approx(dead_at_fc3)}
+    data = json.loads((tmp_path / "run.json").read_text())
+    assert data["model"]["activations"]["relu_functional_at_input_of"] == ["fc2", "fc3"]
+
+
 def _events_per_step(log_dir, tag: str) -> dict[int, int]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
