@@ -7,9 +7,12 @@ all ten scalars (how the collector writes), and one Event per value (how
 variant). Each layout is read from scratch by this project's `LogDirReader` (three times,
 median) and by EventAccumulator with ``size_guidance`` 0 (keep every point, once), in
 one process, and the points are counted to check nothing was dropped. Then a 100-run log dir is refreshed
-with no new data, which the dashboard does every few seconds.
+with no new data, which the dashboard does every few seconds. Last, a sharded model's
+run (FSDP: every rank writes its part of each layer's squared gradient norm, which the
+reader adds up) against the same run written whole by one rank: the first read, and a
+live tick after 100 new steps.
 
-    python benchmarks/ingest.py [--steps 100000] [--tensor] [--runs 100]
+    python benchmarks/ingest.py [--steps 100000] [--tensor] [--runs 100] [--ranks 8 --layers 100]
 
 Needs no torch; about a minute on 2 cores at the defaults.
 """
@@ -189,17 +192,82 @@ def bench_refresh(root: str, runs: int, steps: int = 200) -> None:
           f"one run appended: {append * 1000:.2f} ms ({sorted(after.changed)} rebuilt)")
 
 
+def write_sharded(run_dir: str, steps: int, ranks: int, layers: int, start: int = 0) -> int:
+    """Statistics steps every 8th step (a sharded run's schedule past its start): rank 0
+    writes the loss, every rank its parts; returns the points written."""
+    names = [f"layers.{i}" for i in range(layers)]
+    points = 0
+    for rank in range(ranks):
+        writer = EventFileWriter(run_dir, f".rank{rank}")
+        records = []
+        for step in range(start, start + steps, 8):
+            parts = {T.shard_tag(rank, T.ShardSquares.GRAD, name): _value(step, i) ** 2 / ranks for i, name in enumerate(names)}
+            parts[T.shard_tag(rank, T.ShardSquares.GRAD)] = sum(parts.values())
+            if rank == 0:
+                parts[T.TRAIN_LOSS] = _value(step, 0)
+            records.append(summary_record(step, 1.7e9 + step, parts))
+            points += len(parts)
+        writer.write(records)
+        writer.close()
+    return points
+
+
+def write_whole(run_dir: str, steps: int, layers: int, start: int = 0) -> int:
+    writer = EventFileWriter(run_dir)
+    records, points = [], 0
+    for step in range(start, start + steps, 8):
+        norms = {T.grad_norm_tag(f"layers.{i}"): _value(step, i) for i in range(layers)}
+        norms[T.GRAD_GLOBAL_NORM] = math.sqrt(sum(v * v for v in norms.values()))
+        norms[T.TRAIN_LOSS] = _value(step, 0)
+        records.append(summary_record(step, 1.7e9 + step, norms))
+        points += len(norms)
+    writer.write(records)
+    writer.close()
+    return points
+
+
+def bench_sharded(root: str, steps: int, ranks: int, layers: int) -> None:
+    timings: dict[str, tuple[float, float]] = {}
+    for kind in ("sharded", "whole"):
+        run_dir = os.path.join(root, kind, "run")
+        os.makedirs(run_dir)
+        world = ranks if kind == "sharded" else 1
+        RJ.write_run_json(run_dir, {RJ.K_SCHEMA: RJ.SCHEMA_VERSION, RJ.K_STATUS: RJ.STATUS_RUNNING, RJ.K_WORLD_SIZE: world})
+        points = write_sharded(run_dir, steps, ranks, layers) if kind == "sharded" else write_whole(run_dir, steps, layers)
+        reader = LogDirReader(os.path.dirname(run_dir))
+        t0 = time.perf_counter()
+        first = reader.refresh().runs["run"]
+        cold = time.perf_counter() - t0
+        assert len(first.layers(T.GRAD_NORM_PREFIX)) == layers
+        if kind == "sharded":
+            write_sharded(run_dir, 100, ranks, layers, start=steps)
+        else:
+            write_whole(run_dir, 100, layers, start=steps)
+        t0 = time.perf_counter()
+        after = reader.refresh().runs["run"]
+        tick = time.perf_counter() - t0
+        assert int(after.scalar(T.grad_norm_tag("layers.0")).steps[-1]) >= steps
+        timings[kind] = (cold, tick)
+        print(f"\n{kind} run, {ranks if kind == 'sharded' else 1} rank(s), {layers} layers, {steps:,} steps "
+              f"(statistics every 8th): {points:,} points; first read {cold:.2f} s, a tick of 100 new steps {tick * 1000:.0f} ms")
+    (cold_s, tick_s), (cold_w, tick_w) = timings["sharded"], timings["whole"]
+    print(f"  sharded / whole: first read {cold_s / cold_w:.1f}x, live tick {tick_s / tick_w:.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--tensor", action="store_true", help="also the new_style tensor layout")
     parser.add_argument("--runs", type=int, default=100, help="runs in the refresh benchmark")
+    parser.add_argument("--ranks", type=int, default=8, help="ranks of the sharded run")
+    parser.add_argument("--layers", type=int, default=100, help="layers of the sharded run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="trainscope-ingest-") as root:
         layouts = ["per-step", "per-value"] + (["per-value-tensor"] if args.tensor else [])
         for name in layouts:
             bench_layout(root, name, args.steps)
         bench_refresh(root, args.runs)
+        bench_sharded(root, args.steps, args.ranks, args.layers)
 
 
 if __name__ == "__main__":

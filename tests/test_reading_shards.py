@@ -47,6 +47,18 @@ def test_a_layer_norm_is_the_root_of_the_ranks_squares_at_the_steps_both_wrote()
     assert not any(tag.startswith(T.SHARD_PREFIX) for tag in out)
 
 
+def test_a_step_one_rank_lacks_is_left_out_wherever_it_falls():
+    """A record lost from one rank's file (a corrupt event skipped) leaves a gap in the
+    middle: the other steps still add up."""
+    raw = {
+        T.shard_tag(0, GRAD, "fc"): series([0, 1, 3, 4], [9.0, 9.0, 9.0, 9.0]),
+        T.shard_tag(1, GRAD, "fc"): series([0, 2, 3], [16.0, 16.0, 16.0]),
+    }
+    out = sum_shards(raw, {RJ.K_WORLD_SIZE: 2})
+    assert values(out, T.grad_norm_tag("fc")) == {0: 5.0, 3: 5.0}
+    assert out[T.grad_norm_tag("fc")].wall_times.tolist() == [1000.0, 1003.0]
+
+
 def test_nothing_is_summed_until_every_rank_has_written():
     """A rank that has not flushed yet has no series at all: rank 0's part alone would
     read as the whole, at a fraction of its value."""
