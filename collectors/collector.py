@@ -56,10 +56,10 @@ from collectors.cadence import QUIET, STATS, StatsCadence
 from collectors.config import CollectorConfig
 from collectors.cuda_graphs import cuda_graphs_run_on
 from collectors.distributed import examples_split_across_ranks, rank_and_world_size
-from collectors.grad_stats import LayerFold, LayerNorms
+from collectors.grad_stats import LayerFold, LayerNorms, shard_weight
 from collectors.guard import ErrorGuard
 from collectors.histograms import pack_histogram
-from collectors.init_check import check_initialization
+from collectors.init_check import check_initialization, check_sharded_initialization, shard_moments
 from collectors.layers import (
     ModelMap,
     compiled_wrapper,
@@ -236,6 +236,8 @@ class Collector:
         self._trained = self._trained_parameters()
         self._probe_to_rebuild: ModelMap | None = None  # a remap found new sites while the probe was armed
         self._measure_layers()
+        if self._shard_sums:
+            self._guard.call("init_check", self._record_shard_moments, start_step)
         self._compiled_wrapper = compiled_wrapper(model)
         self._probe = self._new_probe(model_map)
         self._plan(self._step)
@@ -371,10 +373,12 @@ class Collector:
             )
             problem = ValueError(
                 "the model's parameters are sharded across ranks (FSDP's fully_shard or tensor parallel):"
-                " weight and gradient histograms and the initialization check need whole tensors, which only"
-                f" a collective that every rank joins could give{noise}"
+                " weight and gradient histograms need whole tensors, which only a collective that every rank"
+                f" joins could give{noise}"
             )
-            summed = "gradient norms, update ratios, weight norms" + ("" if noise else " and the noise scale")
+            summed = "gradient norms, update ratios, weight norms, the initialization check" + (
+                "" if noise else " and the noise scale"
+            )
             consequence = f"They are off; {summed} are summed from every rank's shards by the readers, and the rest is recorded"
             self._guard.report("sharded parameters", problem, consequence=consequence)
         elif self._sharded:
@@ -394,6 +398,16 @@ class Collector:
             )
             consequence = "Loss, learning rate and step time are still recorded"
             self._guard.report("layers", problem, consequence=consequence)
+
+    def _record_shard_moments(self, step: int) -> None:
+        """A sharded model's initialization check: this rank's part of each checked
+        weight, which the readers add up and complete run.json's entries with."""
+        parts = {
+            self._shard_tag(quantity, layer): value
+            for layer, moments in shard_moments(self._layers, shard_weight).items()
+            for quantity, value in zip(T.ShardInit.ALL, moments)
+        }
+        self._pending.append(Packet(step, time.time(), parts))
 
     def _check_earlier_run(self, start_step: int) -> None:
         """A log dir that already holds a run: continued (`start_step`), it keeps its start
@@ -812,8 +826,14 @@ class Collector:
     # ---- run.json -------------------------------------------------------------
 
     def _initial_run_json(self, hparams: dict[str, Any], run_name: str | None, summary: dict[str, Any]) -> dict[str, Any]:
-        # A sharded weight's statistics would be a collective that only this rank starts.
-        init_check = [] if self._sharded else self._guard.call("init_check", check_initialization, self._layers) or []
+        # A sharded weight's statistics would be a collective that only this rank starts:
+        # its ranks record their parts (`_record_shard_moments`), and the readers finish.
+        if self._shard_sums:
+            init_check = self._guard.call("init_check", check_sharded_initialization, self._layers) or []
+        elif self._sharded:
+            init_check = []
+        else:
+            init_check = self._guard.call("init_check", check_initialization, self._layers) or []
         return {
             RJ.K_SCHEMA: RJ.SCHEMA_VERSION,
             RJ.K_RUN_NAME: run_name or self.log_dir.name,

@@ -10,6 +10,7 @@ measures.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -38,32 +39,71 @@ def check_layer(layer: Layer) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if isinstance(module, nn.LSTM):
         return _check_lstm(layer)
-    weight = layer.weight
-    if weight is None or weight.dim() < 2 or weight.numel() < 2:
+    weight = _checked_weight(layer)
+    if weight is None:
         return out
     w = weight.detach().float()
-    fan_in = int(w[0].numel())
+    entry = _weight_entry(layer, list(w.shape))
     std = float(w.std())
-    kind = expected_init(layer.activation)
-    gain = 2.0 if kind == "he" else 1.0
-    expected_std = math.sqrt(gain / fan_in)
-    out.append(
-        {
-            "layer": layer.name,
-            "param": "weight",
-            "type": type(module).__name__,
-            "shape": list(w.shape),
-            "fan_in": fan_in,
-            "std": std,
-            "mean": float(w.mean()),
-            "constant": bool(w.max() == w.min()),
-            "activation": layer.activation,
-            "expected": kind,
-            "expected_std": expected_std,
-            "ratio": std / expected_std,
-        }
-    )
+    entry.update(std=std, mean=float(w.mean()), constant=bool(w.max() == w.min()), ratio=std / entry["expected_std"])
+    out.append(entry)
     return out
+
+
+def _checked_weight(layer: Layer) -> torch.Tensor | None:
+    """The weight whose scale is checked (an LSTM's are checked apart)."""
+    weight = layer.weight
+    if isinstance(layer.module, (*_UNCHECKED, nn.LSTM)) or weight is None or weight.dim() < 2 or weight.numel() < 2:
+        return None
+    return weight
+
+
+def _weight_entry(layer: Layer, shape: list[int]) -> dict[str, Any]:
+    """An entry without what is measured (std, mean, constant, ratio)."""
+    fan_in = math.prod(shape[1:])
+    kind = expected_init(layer.activation)
+    return {
+        "layer": layer.name,
+        "param": "weight",
+        "type": type(layer.module).__name__,
+        "shape": shape,
+        "fan_in": fan_in,
+        "activation": layer.activation,
+        "expected": kind,
+        "expected_std": math.sqrt((2.0 if kind == "he" else 1.0) / fan_in),
+    }
+
+
+def check_sharded_initialization(layers: list[Layer]) -> list[dict[str, Any]]:
+    """The entries of a sharded model's check, waiting for what is measured: the
+    readers compute it from every rank's `shard_moments` (``"from_shards": True``)."""
+    return [
+        _weight_entry(layer, list(weight.shape)) | {"from_shards": True}
+        for layer in layers
+        if (weight := _checked_weight(layer)) is not None
+    ]
+
+
+@torch.no_grad()
+def shard_moments(layers: list[Layer], share: Callable[[torch.Tensor], float]) -> dict[str, tuple[float, ...]]:
+    """This rank's part of each checked weight, per layer: its count, sum and sum of
+    squares (times `share`, the part of the whole that this rank's shard stands for,
+    so that they add up over the ranks), its minimum and maximum (±inf when this rank
+    holds none of it). A sync with the device, once, at attach."""
+    moments = {}
+    for layer in layers:
+        weight = _checked_weight(layer)
+        if weight is None:
+            continue
+        local = weight.to_local() if hasattr(weight, "to_local") else weight
+        w = local.detach().double().reshape(-1)
+        k = share(weight)
+        if w.numel():
+            low, high = float(w.min()), float(w.max())
+        else:
+            low, high = math.inf, -math.inf
+        moments[layer.name] = (k * w.numel(), k * float(w.sum()), k * float(w.dot(w)), low, high)
+    return moments
 
 
 def _check_lstm(layer: Layer) -> list[dict[str, Any]]:

@@ -116,7 +116,19 @@ class ShardSquares:
     NOISE_B_SMALL = "noise_b_small"
     NOISE_B_BIG = "noise_b_big"
     ALL = (GRAD, UPDATE, WEIGHT_BEFORE, WEIGHT, NOISE_BIG, NOISE_B_SMALL, NOISE_B_BIG)
-    AVERAGED = (NOISE_B_SMALL, NOISE_B_BIG)
+
+
+class ShardInit:
+    """A rank's part of a weight that the initialization check looks at, at attach
+    (collectors/init_check.py, `shard_moments`): the count, sum and sum of squares add
+    up over the ranks; the minimum and maximum are the least and the greatest."""
+
+    COUNT = "init_count"
+    SUM = "init_sum"
+    SQUARES = "init_sq"
+    MIN = "init_min"
+    MAX = "init_max"
+    ALL = (COUNT, SUM, SQUARES, MIN, MAX)
 
 
 def shard_tag(rank: int, quantity: str, layer: str | None = None) -> str:
@@ -132,7 +144,7 @@ def split_shard_tag(tag: str) -> tuple[int, str, str | None] | None:
         return None
     rank, _, rest = tag[len(SHARD_PREFIX):].partition("/")
     quantity, _, layer = rest.partition("/")
-    if not rank.isdigit() or quantity not in ShardSquares.ALL:
+    if not rank.isdigit() or quantity not in (*ShardSquares.ALL, *ShardInit.ALL):
         return None
     return int(rank), quantity, layer or None
 

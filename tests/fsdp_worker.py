@@ -72,8 +72,14 @@ def noise_scales(grads: list[torch.Tensor], batch: int) -> dict[int, float]:
     return scales
 
 
-def train(kind: str, log_dir: str | None, direct: dict[str, dict[int, float]] | None = None) -> nn.Module:
+def train(
+    kind: str, log_dir: str | None, direct: dict[str, dict[int, float]] | None = None, init: dict | None = None
+) -> nn.Module:
     model = fsdp_model() if kind == "fsdp" else tensor_parallel_model()
+    if init is not None:  # each checked weight's std and mean at attach, of the whole tensor
+        for name in LAYERS:
+            weight = model[int(name)].weight.detach().full_tensor()
+            init[name] = [float(weight.std()), float(weight.mean())]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     X, y = load_digits(return_X_y=True)
     X, y = torch.tensor(X / 16.0, dtype=torch.float32), torch.tensor(y)
@@ -122,11 +128,13 @@ def worker(rank: int, log_dir: str, store: str, out_dir: str) -> None:
         direct: dict[str, dict[int, float]] = {
             tag: {} for name in LAYERS for tag in (f"grad/norm/{name}", f"update/ratio/{name}", f"weight/norm/{name}")
         } | {"grad/global_norm": {}}
-        watched = train(kind, str(Path(log_dir, kind)), direct)
+        init: dict[str, list[float]] = {}
+        watched = train(kind, str(Path(log_dir, kind)), direct, init)
         same = all(torch.equal(a.to_local(), b.to_local()) for a, b in zip(plain.parameters(), watched.parameters()))
         Path(out_dir, f"{kind}.rank{rank}.identical").write_text(str(same))
         if rank == 0:
             Path(out_dir, f"{kind}.direct.json").write_text(json.dumps(direct))
+            Path(out_dir, f"{kind}.init.json").write_text(json.dumps(init))
     dist.barrier()
     dist.destroy_process_group()
     # Everything is written and closed. Skip the interpreter's teardown: after tensor

@@ -70,6 +70,23 @@ def test_layer_norms_summed_from_the_ranks_shards_equal_the_whole_tensors(sharde
     assert not any(tag.startswith(T.SHARD_PREFIX) for tag in [*run.scalars, *run.unmapped])
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_initialization_check_is_completed_from_the_ranks_parts(sharded_runs, kind):
+    """run.json holds what rank 0 knows (shapes, fan-in, the expected std); the readers
+    add the ranks' parts up into each weight's std, mean and constancy."""
+    log_dir, out_dir = sharded_runs
+    init = json.loads((out_dir / f"{kind}.init.json").read_text())
+    written = json.loads((log_dir / kind / "run.json").read_text())["init_check"]
+    assert [entry["layer"] for entry in written] == ["0", "2"]
+    assert all(entry["from_shards"] and "std" not in entry for entry in written)
+    assert [entry["shape"] for entry in written] == ([[33, 64], [10, 33]] if kind == "fsdp" else [[32, 64], [10, 32]])
+    entries = read_logdir(log_dir / kind).runs["."].meta["init_check"]
+    for entry in entries:
+        std, mean = init[entry["layer"]]
+        assert entry["std"] == pytest.approx(std, rel=1e-5) and entry["mean"] == pytest.approx(mean, abs=1e-7)
+        assert entry["constant"] is False and entry["ratio"] == pytest.approx(std / entry["expected_std"], rel=1e-5)
+
+
 def test_each_rank_writes_its_own_shards_partial_sums(sharded_runs):
     log_dir, _ = sharded_runs
     scalars = read_scalars(log_dir / "fsdp")  # TensorBoard's own reader: both ranks' files
@@ -89,7 +106,7 @@ def test_what_needs_whole_tensors_is_off_and_said_once_and_the_rest_is_recorded(
     assert sorted(scalars[T.dead_fraction_tag("1")]) == SAMPLED
     assert read_histograms(log_dir / "fsdp") == {}
     data = json.loads((log_dir / "fsdp" / "run.json").read_text())
-    assert data["status"] == "finished" and data["init_check"] == []
+    assert data["status"] == "finished"
     assert len(data["collector_errors"]) == 1
     error = data["collector_errors"][0]
     assert error.startswith("sharded parameters: ValueError: the model's parameters are sharded")

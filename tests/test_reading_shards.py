@@ -12,8 +12,10 @@ import math
 import numpy as np
 import pytest
 
+from analyzers.diagnose import diagnose_run
 from analyzers.reading.logdir import LogDirReader
 from analyzers.reading.shards import sum_shards
+from analyzers.rules import ALL_RULES
 from analyzers.run import Series
 from logformat import runjson as RJ
 from logformat import tags as T
@@ -28,6 +30,10 @@ def series(steps: list[int], values: list[float]) -> Series:
     return Series.from_lists(steps, values, [1000.0 + s for s in steps])
 
 
+def summed(raw: dict[str, Series], meta: dict) -> dict[str, Series]:
+    return sum_shards(raw, meta)[0]
+
+
 def values(out: dict[str, Series], tag: str) -> dict[int, float]:
     return dict(zip(out[tag].steps.tolist(), out[tag].values.tolist()))
 
@@ -40,7 +46,7 @@ def test_a_layer_norm_is_the_root_of_the_ranks_squares_at_the_steps_both_wrote()
         T.shard_tag(1, GRAD): series([0, 1], [16.0, 3.0]),
         T.TRAIN_LOSS: series([0, 1, 2], [2.3, 2.2, 2.1]),
     }
-    out = sum_shards(raw, {RJ.K_WORLD_SIZE: 2})
+    out = summed(raw, {RJ.K_WORLD_SIZE: 2})
     assert values(out, T.grad_norm_tag("fc")) == {0: 5.0, 1: 2.0}
     assert values(out, T.GRAD_GLOBAL_NORM) == {0: 5.0, 1: 2.0}
     assert out[T.TRAIN_LOSS] is raw[T.TRAIN_LOSS]
@@ -54,18 +60,34 @@ def test_a_step_one_rank_lacks_is_left_out_wherever_it_falls():
         T.shard_tag(0, GRAD, "fc"): series([0, 1, 3, 4], [9.0, 9.0, 9.0, 9.0]),
         T.shard_tag(1, GRAD, "fc"): series([0, 2, 3], [16.0, 16.0, 16.0]),
     }
-    out = sum_shards(raw, {RJ.K_WORLD_SIZE: 2})
+    out = summed(raw, {RJ.K_WORLD_SIZE: 2})
     assert values(out, T.grad_norm_tag("fc")) == {0: 5.0, 3: 5.0}
     assert out[T.grad_norm_tag("fc")].wall_times.tolist() == [1000.0, 1003.0]
+
+
+def test_a_weight_constant_on_each_rank_but_not_across_them_is_not_constant():
+    """Each rank's shard holds one value, a different one per rank: the weight's extremes
+    are the least and the greatest over the ranks, not a sum. The run was resumed at
+    step 10, where the check was made again; rank 1's part of step 0 is not in the log."""
+    parts = {0: (16.0, -8.0, 4.0, -0.5, -0.5), 1: (16.0, 8.0, 4.0, 0.5, 0.5)}
+    raw = {
+        T.shard_tag(rank, quantity, "fc"): series([0, 10] if rank == 0 else [10], [value] * (2 - rank))
+        for rank, moments in parts.items()
+        for quantity, value in zip(T.ShardInit.ALL, moments)
+    }
+    meta = {RJ.K_WORLD_SIZE: 2, RJ.K_INIT_CHECK: [_init_entry("fc", [4, 8])]}
+    (entry,) = sum_shards(raw, meta)[1][RJ.K_INIT_CHECK]
+    assert entry["constant"] is False and entry["mean"] == 0.0
+    assert entry["std"] == pytest.approx(math.sqrt(8.0 / 31))
 
 
 def test_nothing_is_summed_until_every_rank_has_written():
     """A rank that has not flushed yet has no series at all: rank 0's part alone would
     read as the whole, at a fraction of its value."""
     raw = {T.shard_tag(0, GRAD, "fc"): series([0, 1], [9.0, 1.0]), T.shard_tag(0, GRAD): series([0, 1], [9.0, 1.0])}
-    out = sum_shards(raw, {RJ.K_WORLD_SIZE: 2})
+    out = summed(raw, {RJ.K_WORLD_SIZE: 2})
     assert T.grad_norm_tag("fc") not in out and T.GRAD_GLOBAL_NORM not in out
-    assert values(sum_shards(raw, {RJ.K_WORLD_SIZE: 1}), T.grad_norm_tag("fc")) == {0: 3.0, 1: 1.0}
+    assert values(summed(raw, {RJ.K_WORLD_SIZE: 1}), T.grad_norm_tag("fc")) == {0: 3.0, 1: 1.0}
 
 
 def test_a_layer_that_some_ranks_hold_is_summed_over_those_once_every_rank_has_written():
@@ -76,7 +98,7 @@ def test_a_layer_that_some_ranks_hold_is_summed_over_those_once_every_rank_has_w
         T.shard_tag(0, GRAD): series([0, 1], [4.0, 1.0]),
         T.shard_tag(1, GRAD): series([0], [9.0]),
     }
-    out = sum_shards(raw, {RJ.K_WORLD_SIZE: 2})
+    out = summed(raw, {RJ.K_WORLD_SIZE: 2})
     assert values(out, T.grad_norm_tag("a")) == {0: 2.0, 1: 1.0}
     assert values(out, T.grad_norm_tag("b")) == {0: 3.0}
     assert values(out, T.GRAD_GLOBAL_NORM) == {0: pytest.approx(math.sqrt(13.0))}
@@ -88,7 +110,7 @@ def test_the_norm_rank_0_was_given_before_clipping_wins_over_the_sum():
         T.shard_tag(1, GRAD): series([0], [3.0]),
         T.GRAD_GLOBAL_NORM: series([0], [7.5]),
     }
-    assert values(sum_shards(raw, {RJ.K_WORLD_SIZE: 2}), T.GRAD_GLOBAL_NORM) == {0: 7.5}
+    assert values(summed(raw, {RJ.K_WORLD_SIZE: 2}), T.GRAD_GLOBAL_NORM) == {0: 7.5}
 
 
 def test_update_ratios_and_weight_norms_divide_the_sums_not_the_parts():
@@ -100,7 +122,7 @@ def test_update_ratios_and_weight_norms_divide_the_sums_not_the_parts():
         T.shard_tag(0, WEIGHT, "fc"): series([0, 50], [30.0, 60.0]),
         T.shard_tag(1, WEIGHT, "fc"): series([0, 50], [6.0, 40.0]),
     }
-    out = sum_shards(raw, {RJ.K_WORLD_SIZE: 2})
+    out = summed(raw, {RJ.K_WORLD_SIZE: 2})
     assert values(out, T.update_ratio_tag("fc")) == {0: pytest.approx(0.02), 50: pytest.approx(0.03)}
     assert values(out, T.weight_norm_tag("fc")) == {0: 6.0, 50: 10.0}
     assert out[T.weight_norm_tag("fc")].wall_times.tolist() == [1000.0, 1050.0]
@@ -108,7 +130,7 @@ def test_update_ratios_and_weight_norms_divide_the_sums_not_the_parts():
 
 def test_a_nan_in_one_rank_s_shard_makes_the_whole_norm_nan():
     raw = {T.shard_tag(0, GRAD, "fc"): series([0], [float("nan")]), T.shard_tag(1, GRAD, "fc"): series([0], [1.0])}
-    assert np.isnan(sum_shards(raw, {RJ.K_WORLD_SIZE: 2})[T.grad_norm_tag("fc")].values[0])
+    assert np.isnan(summed(raw, {RJ.K_WORLD_SIZE: 2})[T.grad_norm_tag("fc")].values[0])
 
 
 def test_the_noise_scale_is_estimated_from_the_sums_of_each_window():
@@ -128,10 +150,10 @@ def test_the_noise_scale_is_estimated_from_the_sums_of_each_window():
     ema = NoiseScaleEMA(0.9)
     first = ema.update(*two_batch_estimate((8.0 + 8.0) / 2, 5.0, 64.0, 128.0))
     second = ema.update(*two_batch_estimate(8.0, 4.0, 64.0, 128.0))
-    noise = sum_shards(raw, meta)[T.GRAD_NOISE_SCALE]
+    noise = summed(raw, meta)[T.GRAD_NOISE_SCALE]
     assert noise.steps.tolist() == [1, 51]
     assert noise.values.tolist() == pytest.approx([first, second])
-    assert T.GRAD_NOISE_SCALE not in sum_shards(raw, {RJ.K_WORLD_SIZE: 2})  # no settings: no window to go by
+    assert T.GRAD_NOISE_SCALE not in summed(raw, {RJ.K_WORLD_SIZE: 2})  # no settings: no window to go by
 
 
 def test_a_live_reader_shows_a_step_once_every_rank_has_flushed_it(tmp_path):
@@ -151,3 +173,45 @@ def test_a_live_reader_shows_a_step_once_every_rank_has_flushed_it(tmp_path):
     assert reader.refresh().runs["."].scalar(T.grad_norm_tag("fc")).steps.tolist() == [0, 1, 2, 3]
     for f in files:
         f.close()
+
+
+def _init_entry(layer: str, shape: list[int]) -> dict:
+    fan_in = shape[1]
+    return {"layer": layer, "param": "weight", "type": "Linear", "shape": shape, "fan_in": fan_in,
+            "activation": "relu", "expected": "he", "expected_std": math.sqrt(2 / fan_in), "from_shards": True}
+
+
+def test_a_sharded_model_s_zero_initialized_layer_is_found_from_the_ranks_parts(tmp_path):
+    """The classic FSDP mistake: a model built on the meta device, moved with
+    `to_empty()` and never initialized. Rank 0 wrote run.json's entries; each rank its
+    part of each weight at attach (count, sum, sum of squares, extremes). A layer whose
+    parts are still missing is left out rather than judged on half the weight."""
+    entries = [_init_entry("fc1", [64, 32]), _init_entry("fc2", [32, 64]), _init_entry("fc3", [10, 32])]
+    RJ.write_run_json(tmp_path, {RJ.K_SCHEMA: RJ.SCHEMA_VERSION, RJ.K_STATUS: "running", RJ.K_WORLD_SIZE: 2,
+                                 RJ.K_INIT_CHECK: entries})
+    rng = np.random.default_rng(0)
+    whole = rng.normal(0.0, math.sqrt(2 / 64), size=(32, 64))  # fc2: He-scaled, split by rows
+    halves = {0: whole[:16].ravel(), 1: whole[16:].ravel()}
+    for rank in (0, 1):
+        fc2 = halves[rank]
+        parts = {
+            **{T.shard_tag(rank, q, "fc1"): v for q, v in zip(T.ShardInit.ALL, (1024.0, 0.0, 0.0, 0.0, 0.0))},
+            **{T.shard_tag(rank, q, "fc2"): v for q, v in zip(
+                T.ShardInit.ALL, (fc2.size, fc2.sum(), fc2 @ fc2, fc2.min(), fc2.max()))},
+        }
+        if rank == 0:  # fc3's part of rank 1 is not written yet
+            parts[T.shard_tag(rank, T.ShardInit.COUNT, "fc3")] = 160.0
+        writer = EventFileWriter(tmp_path, f".rank{rank}")
+        writer.write([summary_record(0, 1000.0, parts | {T.TRAIN_LOSS: 2.3} if rank == 0 else parts)])
+        writer.close()
+    run = LogDirReader(tmp_path).refresh().runs["."]
+    completed = {entry["layer"]: entry for entry in run.meta[RJ.K_INIT_CHECK]}
+    assert sorted(completed) == ["fc1", "fc2"]
+    assert completed["fc1"]["constant"] is True and completed["fc1"]["std"] == 0.0
+    assert completed["fc2"]["constant"] is False
+    assert completed["fc2"]["std"] == pytest.approx(whole.std(ddof=1), rel=1e-6)  # event values are float32
+    assert completed["fc2"]["mean"] == pytest.approx(whole.mean(), abs=1e-7)
+    assert completed["fc2"]["ratio"] == pytest.approx(whole.std(ddof=1) / math.sqrt(2 / 64), rel=1e-6)
+    diagnosis = diagnose_run(run, tuple((rule, fn) for rule, fn in ALL_RULES if rule == "bad_initialization"))
+    (found,) = diagnosis.findings
+    assert found.severity == "critical" and found.layer == "fc1"

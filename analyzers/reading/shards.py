@@ -27,17 +27,19 @@ from analyzers.run import Series
 from logformat import runjson as RJ
 from logformat import tags as T
 from logformat.noise import NoiseScaleEMA, two_batch_estimate
+from logformat.tags import ShardInit as SI
 from logformat.tags import ShardSquares as SS
 
 _Key = tuple[str, str | None]  # (quantity, layer or None for the whole model)
 
 
-def sum_shards(raw: Mapping[str, Series], meta: Mapping[str, Any]) -> dict[str, Series]:
+def sum_shards(raw: Mapping[str, Series], meta: Mapping[str, Any]) -> tuple[dict[str, Series], dict[str, Any]]:
     """`raw` with the ranks' parts replaced by the canonical tags they add up to:
     ``grad/norm/<layer>``, ``grad/global_norm`` (unless rank 0 wrote it itself, from the
     norm ``clip_grad_norm_`` returned), ``update/ratio/<layer>``, ``weight/norm/<layer>``
-    and ``grad/noise_scale``. `meta` is the run's run.json (its world size and the
-    collector's noise window)."""
+    and ``grad/noise_scale``; and `meta` (the run's run.json: its world size, the
+    collector's noise window, the initialization check) with the check's entries
+    completed from the ranks' parts (those still waiting for a rank's part left out)."""
     parts: dict[_Key, list[Series]] = {}
     ranks: set[int] = set()
     out: dict[str, Series] = {}
@@ -50,13 +52,13 @@ def sum_shards(raw: Mapping[str, Series], meta: Mapping[str, Any]) -> dict[str, 
         ranks.add(rank)
         parts.setdefault((quantity, layer), []).append(series)
     if not parts:
-        return out
+        return out, dict(meta)
     world_size = meta.get(RJ.K_WORLD_SIZE)
     world_size = world_size if isinstance(world_size, int) else None
     everyone_wrote = world_size is not None and len(ranks) >= world_size
     expected = max(world_size or 0, len(ranks))
     totals = {
-        (quantity, layer): _add_up(series, len(series) if everyone_wrote else expected, quantity in SS.AVERAGED)
+        (quantity, layer): _add_up(series, len(series) if everyone_wrote else expected, _REDUCE.get(quantity, np.add))
         for (quantity, layer), series in parts.items()
     }
     for (quantity, layer), total in totals.items():
@@ -74,25 +76,37 @@ def sum_shards(raw: Mapping[str, Series], meta: Mapping[str, Any]) -> dict[str, 
     noise = _noise_scale(totals, raw.get(T.STEP_SKIPPED), meta.get(RJ.K_COLLECTOR))
     if noise is not None and len(noise):
         out[T.GRAD_NOISE_SCALE] = noise
-    return dict(sorted(out.items()))
+    return dict(sorted(out.items())), _complete_init_check(meta, totals)
 
 
-def _add_up(parts: list[Series], contributors: int, average: bool) -> Series:
-    """The sum (or mean) over `parts` at the steps where `contributors` of them have a value."""
+# How the ranks' parts of a quantity combine; any other is summed. The batch sizes of
+# a noise window are the same on every rank (averaged, so a rank's rounding does not
+# count twice); a weight's extremes at attach are the least and the greatest.
+_REDUCE = {SS.NOISE_B_SMALL: None, SS.NOISE_B_BIG: None, SI.MIN: np.minimum, SI.MAX: np.maximum}
+
+
+def _add_up(parts: list[Series], contributors: int, reduce: np.ufunc | None) -> Series:
+    """`reduce` (np.add, np.minimum, np.maximum; None: the mean) over `parts` at the steps
+    where `contributors` of them have a value."""
     if len(parts) < contributors:
         return Series(np.empty(0, np.int64), np.empty(0), None)
     shared = _shared_steps(parts)
     if shared is not None:  # the usual case, and a live dashboard's every tick: no sort needed
-        sums = np.add.reduce([s.values[:shared] for s in parts])
+        combined = (reduce or np.add).reduce([s.values[:shared] for s in parts])
         walls = None
         if all(s.wall_times is not None for s in parts):
             walls = np.maximum.reduce([s.wall_times[:shared] for s in parts])  # type: ignore[index]
-        return Series(parts[0].steps[:shared], sums / len(parts) if average else sums, walls)
+        return Series(parts[0].steps[:shared], combined if reduce else combined / len(parts), walls)
     steps = np.concatenate([s.steps for s in parts])
     unique, inverse, counts = np.unique(steps, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=np.concatenate([s.values for s in parts]), minlength=len(unique))
-    if average:
-        sums = sums / counts
+    values = np.concatenate([s.values for s in parts])
+    if reduce is None or reduce is np.add:
+        sums = np.bincount(inverse, weights=values, minlength=len(unique))
+        if reduce is None:
+            sums = sums / counts
+    else:
+        sums = np.full(len(unique), np.inf if reduce is np.minimum else -np.inf)
+        reduce.at(sums, inverse, values)
     walls = None
     if all(s.wall_times is not None for s in parts):  # when the last part was written
         walls = np.full(len(unique), -np.inf)
@@ -118,6 +132,30 @@ def _ratio(update: Series, before: Series) -> Series:
     steps, i, j = np.intersect1d(update.steps, before.steps, assume_unique=True, return_indices=True)
     ratio = np.sqrt(np.maximum(update.values[i], 0.0)) / np.maximum(np.sqrt(np.maximum(before.values[j], 0.0)), 1e-30)
     return Series(steps, ratio, None if update.wall_times is None else update.wall_times[i])
+
+
+def _complete_init_check(meta: Mapping[str, Any], totals: Mapping[_Key, Series]) -> dict[str, Any]:
+    """run.json's initialization check with each sharded weight's std, mean and
+    constancy filled in from the ranks' parts (count, sum, sum of squares, extremes)."""
+    entries = meta.get(RJ.K_INIT_CHECK)
+    if not isinstance(entries, list) or not any(isinstance(e, Mapping) and e.get("from_shards") for e in entries):
+        return dict(meta)
+    completed = []
+    for entry in entries:
+        if not (isinstance(entry, Mapping) and entry.get("from_shards")):
+            completed.append(entry)
+            continue
+        moments = [totals.get((quantity, str(entry.get("layer")))) for quantity in SI.ALL]
+        if any(m is None or not len(m) for m in moments):
+            continue  # a rank's part not read yet
+        n, total, squares, low, high = (float(m.values[-1]) for m in moments)  # type: ignore[union-attr]
+        if n < 2:
+            continue
+        std = math.sqrt(max(squares - total * total / n, 0.0) / (n - 1))
+        expected = entry.get("expected_std")
+        ratio = std / expected if isinstance(expected, (int, float)) and expected > 0 else None
+        completed.append({**entry, "std": std, "mean": total / n, "constant": low == high, "ratio": ratio})
+    return {**meta, RJ.K_INIT_CHECK: completed}
 
 
 def _noise_scale(totals: Mapping[_Key, Series], skipped: Series | None, settings: Any) -> Series | None:
