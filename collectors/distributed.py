@@ -17,11 +17,17 @@ def rank_and_world_size() -> tuple[int, int]:
 def examples_split_across_ranks(model: nn.Module, world_size: int) -> bool:
     """Whether each rank of a sharded model trains on examples of its own, so that a
     step's batch is every rank's together (what the gradient noise scale needs): FSDP's
-    `fully_shard` with every sharded parameter on one mesh of all the ranks. Under
-    tensor parallelism ranks share their examples, and how many share them cannot be
-    told from the parameters (a 2-D mesh of FSDP and tensor parallelism, say)."""
+    `fully_shard` whose data-parallel mesh (sharded, or sharded and replicated: HSDP)
+    spans every rank. Under tensor parallelism ranks share their examples, and how
+    many share them cannot be told from the parameters alone."""
     fsdp_module = getattr(sys.modules.get("torch.distributed.fsdp"), "FSDPModule", None)
-    if fsdp_module is None or not any(isinstance(module, fsdp_module) for module in model.modules()):
+    modules = [m for m in model.modules() if fsdp_module is not None and isinstance(m, fsdp_module)]
+    if not modules:
         return False
-    meshes = [p.device_mesh for p in model.parameters() if getattr(p, "device_mesh", None) is not None]
-    return all(mesh.ndim == 1 and mesh.size() == world_size for mesh in meshes)
+    try:  # FSDP's own record of its data-parallel mesh (private: looked up with care)
+        groups = [m._get_fsdp_state()._fsdp_param_group for m in modules]  # type: ignore[operator]
+        meshes = [group.mesh_info.mesh for group in groups if group is not None]
+    except AttributeError:  # else the parameters' meshes: one dimension, every rank
+        meshes = [p.device_mesh for p in model.parameters() if getattr(p, "device_mesh", None) is not None]
+        meshes = [mesh for mesh in meshes if mesh.ndim == 1]
+    return bool(meshes) and all(mesh.size() == world_size for mesh in meshes)

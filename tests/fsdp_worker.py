@@ -35,14 +35,18 @@ BATCH = 32
 LAYERS = ("0", "2")
 
 
-def fsdp_model() -> nn.Module:
+def fsdp_model(hybrid: bool = False) -> nn.Module:
+    """FSDP: every tensor split across both ranks. Hybrid (HSDP): a mesh of 2 replicas
+    of 1 shard each, every tensor whole on both ranks (a weight of 1/2 each)."""
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 33), nn.ReLU(), nn.Linear(33, 10))  # 33 rows: shards of 17 and 16
+    mesh = init_device_mesh("cpu", (WORLD, 1), mesh_dim_names=("replicate", "shard")) if hybrid else None
     for layer in (model[0], model[2]):
-        fully_shard(layer)
-    fully_shard(model)
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
     return model
 
 
@@ -75,7 +79,7 @@ def noise_scales(grads: list[torch.Tensor], batch: int) -> dict[int, float]:
 def train(
     kind: str, log_dir: str | None, direct: dict[str, dict[int, float]] | None = None, init: dict | None = None
 ) -> nn.Module:
-    model = fsdp_model() if kind == "fsdp" else tensor_parallel_model()
+    model = tensor_parallel_model() if kind == "tp" else fsdp_model(hybrid=kind == "hsdp")
     if init is not None:  # each checked weight's std and mean at attach, of the whole tensor
         for name in LAYERS:
             weight = model[int(name)].weight.detach().full_tensor()
@@ -83,7 +87,7 @@ def train(
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     X, y = load_digits(return_X_y=True)
     X, y = torch.tensor(X / 16.0, dtype=torch.float32), torch.tensor(y)
-    if kind == "fsdp":  # data parallel: each rank its own examples; tensor parallel: the same
+    if kind != "tp":  # data parallel: each rank its own examples; tensor parallel: the same
         rank = dist.get_rank()
         X, y = X[rank::WORLD], y[rank::WORLD]
     collector = watch(model, opt, log_dir, batch_size=BATCH, every=EVERY, flush_steps=2) if log_dir else None
@@ -116,14 +120,14 @@ def train(
             collector.step(loss=loss, outputs=out, targets=y[idx], inputs=X[idx], grad_norm=total)
     if collector is not None:
         collector.close()
-    if direct is not None and kind == "fsdp":  # under tensor parallelism the ranks share examples: no noise scale
+    if direct is not None and kind != "tp":  # under tensor parallelism the ranks share examples: no noise scale
         direct["grad/noise_scale"] = noise_scales(whole_grads, BATCH * WORLD)
     return model
 
 
 def worker(rank: int, log_dir: str, store: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    for kind in ("fsdp", "tp"):
+    for kind in ("fsdp", "hsdp", "tp"):
         plain = train(kind, None)
         direct: dict[str, dict[int, float]] = {
             tag: {} for name in LAYERS for tag in (f"grad/norm/{name}", f"update/ratio/{name}", f"weight/norm/{name}")

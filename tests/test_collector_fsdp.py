@@ -25,7 +25,7 @@ from logformat import tags as T
 fsdp = pytest.importorskip("torch.distributed.fsdp")
 pytestmark = pytest.mark.skipif(not hasattr(fsdp, "fully_shard"), reason="needs FSDP2 (fully_shard)")
 
-KINDS = ["fsdp", "tp"]
+KINDS = ["fsdp", "hsdp", "tp"]
 SAMPLED = [0, 2, 4]
 
 
@@ -54,10 +54,12 @@ def test_a_sharded_run_trains_to_the_same_weights_with_the_collector(sharded_run
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_layer_norms_summed_from_the_ranks_shards_equal_the_whole_tensors(sharded_runs, kind):
-    """FSDP splits every tensor (33 rows: 17 and 16); tensor parallelism splits the first
+    """FSDP splits every tensor (33 rows: 17 and 16); hybrid FSDP (2 replicas of 1
+    shard) keeps every tensor whole on both ranks; tensor parallelism splits the first
     layer by rows and the second by columns, and keeps the second's bias whole on both
-    ranks, where it must count once, not twice. Under FSDP the gradient noise scale is
-    estimated from the sums too, with the batch of both ranks."""
+    ranks. What is whole on both ranks must count once, not twice. Under (hybrid) FSDP
+    the gradient noise scale is estimated from the sums too, with the batch of both
+    ranks."""
     log_dir, out_dir = sharded_runs
     direct = json.loads((out_dir / f"{kind}.direct.json").read_text())
     run = read_logdir(log_dir / kind).runs["."]
@@ -79,7 +81,7 @@ def test_the_initialization_check_is_completed_from_the_ranks_parts(sharded_runs
     written = json.loads((log_dir / kind / "run.json").read_text())["init_check"]
     assert [entry["layer"] for entry in written] == ["0", "2"]
     assert all(entry["from_shards"] and "std" not in entry for entry in written)
-    assert [entry["shape"] for entry in written] == ([[33, 64], [10, 33]] if kind == "fsdp" else [[32, 64], [10, 32]])
+    assert [entry["shape"] for entry in written] == ([[32, 64], [10, 32]] if kind == "tp" else [[33, 64], [10, 33]])
     entries = read_logdir(log_dir / kind).runs["."].meta["init_check"]
     for entry in entries:
         std, mean = init[entry["layer"]]
