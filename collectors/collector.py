@@ -170,14 +170,14 @@ class Collector:
         self._shard_sums = self._sharded and has_dtensor_parameters(model)
         self._is_writer = self.rank == 0  # of the shared tags; every rank writes its own
         # The noise scale needs the batch of every rank together (see `examples_split_across_ranks`).
-        self._noise_needs_batch = config.noise_scale and self._shard_sums
-        self._noise_needs_batch &= not examples_split_across_ranks(model, self.world_size)
+        self._noise_batch_unknown = config.noise_scale and self._shard_sums
+        self._noise_batch_unknown &= not examples_split_across_ranks(model, self.world_size)
         if self._sharded:
             config = dataclasses.replace(
                 config,
                 update_ratios=config.update_ratios and self._shard_sums,
                 histograms=False,
-                noise_scale=config.noise_scale and self._shard_sums and not self._noise_needs_batch,
+                noise_scale=config.noise_scale and self._shard_sums and not self._noise_batch_unknown,
             )
         if not self._is_writer:
             config = dataclasses.replace(config, activations=False)
@@ -368,7 +368,7 @@ class Collector:
             noise = (
                 "; the gradient noise scale needs the batch of all ranks together, and under tensor parallelism"
                 " ranks share examples"
-                if self._noise_needs_batch
+                if self._noise_batch_unknown
                 else ""
             )
             problem = ValueError(
@@ -435,7 +435,7 @@ class Collector:
         self._grad_specs: dict[tuple[LayerFold, bool], LayerNormSpec | ShardSquaresSpec] = {}
         self._update_specs: dict[LayerFold, UpdateSpec | ShardSquaresSpec] = {}
         self._snapshot = Scratch()  # the weights before a sampled step's update
-        self._noise = NoiseWindow(self._norms.weights(), self._norms.shard_weights)
+        self._noise = NoiseWindow(self._norms.params, self._norms.shard_weights)
 
     def _trained_parameters(self) -> tuple[int, int]:
         """How many parameters the optimizers hold, and how many of those require grad:

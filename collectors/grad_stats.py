@@ -144,13 +144,13 @@ class LayerNorms:
 
     def grads(self) -> list[torch.Tensor | None]:
         if self.sharded:
-            return [_local_shard(p.grad) for p in self.params]
+            return [local_shard(p.grad) for p in self.params]
         return [p.grad for p in self.params]
 
     def weights(self) -> list[torch.Tensor]:
         """The parameters' values (this rank's shards, if sharded), without autograd."""
         if self.sharded:
-            return [_local_shard(p.detach()) for p in self.params]  # type: ignore[misc]  # never partial
+            return [local_shard(p.detach()) for p in self.params]  # type: ignore[misc]  # never partial
         return [p.detach() for p in self.params]
 
 
@@ -169,7 +169,7 @@ def shard_weight(param: torch.Tensor) -> float:
     return 1.0 / copies
 
 
-def _local_shard(t: torch.Tensor | None) -> torch.Tensor | None:
+def local_shard(t: torch.Tensor | None) -> torch.Tensor | None:
     """This rank's part of a DTensor (a plain tensor as it is). None where the local
     part is not a shard of the tensor but a summand of it (a `Partial` placement: the
     whole is the sum of the ranks' parts, whose squares do not add up)."""

@@ -32,16 +32,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from collectors.grad_stats import local_shard
 from collectors.scratch import Scratch
 
 
 class NoiseWindow:
     """Accumulates W consecutive gradients on the device."""
 
-    def __init__(self, params: Sequence[torch.Tensor], weights: np.ndarray | None = None) -> None:
-        """`params`: the tensors whose gradients are summed (a sharded model's local
-        shards); `weights`: each one's share of its squared norm (`LayerNorms`), whose
-        weighted sum is then this rank's part of |G_big|²."""
+    def __init__(self, params: Sequence[torch.nn.Parameter], weights: np.ndarray | None = None) -> None:
+        """`params`: the parameters whose gradients (a sharded model's local shards of
+        them) are summed; `weights`: each one's share of its squared norm (`LayerNorms`),
+        whose weighted sum is then this rank's part of |G_big|²."""
         self._params = list(params)
         self._weights = weights
         self._weights_on_device: torch.Tensor | None = None
@@ -55,7 +56,7 @@ class NoiseWindow:
         with torch.no_grad():
             # float32 sums (a half-precision gradient is cast); under no_grad, no detach needed.
             dense = [
-                torch.zeros_like(p, dtype=torch.float32) if g is None else _dense_float(g)
+                torch.zeros_like(local_shard(p.detach()), dtype=torch.float32) if g is None else _dense_float(g)
                 for g, p in zip(grads, self._params)
             ]
             if self._sum is None:

@@ -1,10 +1,14 @@
-"""Two-process DistributedDataParallel training on CPU (gloo), each rank with a collector.
+"""Two-process DistributedDataParallel training on CPU (gloo), each rank with a collector:
+with SGD into LOG_DIR, then with `ZeroRedundancyOptimizer` (each rank updates its part
+of the parameters, then they are broadcast) into LOG_DIR_zero, whose update ratios and
+gradient norms of layer 0, taken directly, go to LOG_DIR_zero.direct.json.
 
-Run as ``python ddp_worker.py LOG_DIR PORT``; used by test_collector_ddp.py.
+Run as ``python ddp_worker.py LOG_DIR STORE_FILE``; used by test_collector_ddp.py.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 import torch
@@ -15,6 +19,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from collectors import watch
+from logformat import tags as T
 
 WORLD = 2
 STEPS = 10
@@ -41,7 +46,34 @@ def worker(rank: int, log_dir: str, store: str) -> None:
         opt.step()
         collector.step(loss=loss, outputs=out, targets=y[idx], inputs=X[idx])
     collector.close()
+    train_with_zero(f"{log_dir}_zero", X, y)
     dist.destroy_process_group()
+
+
+def train_with_zero(log_dir: str, X: torch.Tensor, y: torch.Tensor) -> None:
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    torch.manual_seed(0)
+    model = nn.parallel.DistributedDataParallel(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)))
+    opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.SGD, lr=0.1)
+    collector = watch(model, opt, log_dir, every=2)
+    direct: dict[str, dict[int, float]] = {T.grad_norm_tag("0"): {}, T.update_ratio_tag("0"): {}}
+    layer = model.module[0]
+    for step in range(STEPS):
+        idx = torch.arange(step * 32, step * 32 + 32)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(X[idx]), y[idx])
+        loss.backward()
+        before = [p.detach().clone() for p in layer.parameters()]
+        direct[T.grad_norm_tag("0")][step] = float(torch.cat([p.grad.flatten() for p in layer.parameters()]).norm())
+        opt.step()
+        delta = torch.cat([(p.detach() - b).flatten() for p, b in zip(layer.parameters(), before)])
+        direct[T.update_ratio_tag("0")][step] = float(delta.norm() / torch.cat([b.flatten() for b in before]).norm())
+        collector.step(loss=loss)
+    collector.close()
+    if dist.get_rank() == 0:
+        with open(f"{log_dir}.direct.json", "w") as fh:
+            json.dump(direct, fh)
 
 
 if __name__ == "__main__":

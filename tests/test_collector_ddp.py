@@ -50,3 +50,17 @@ def test_run_json_written_once_by_rank0(ddp_run):
     assert data["world_size"] == 2 and data["status"] == "finished" and data["steps"] == 10
     assert [layer["name"] for layer in data["model"]["layers"]] == ["0", "2"]
     assert not list(ddp_run.glob("*.tmp"))
+
+
+def test_with_a_zero_redundancy_optimizer_the_update_is_read_once_every_rank_has_its_part(ddp_run):
+    """`ZeroRedundancyOptimizer` updates each rank's part of the parameters and then
+    broadcasts them, all inside `step()`: rank 0's post-step hook sees every
+    parameter updated, not only its own part."""
+    zero = ddp_run.with_name(ddp_run.name + "_zero")
+    direct = json.loads(zero.with_name(zero.name + ".direct.json").read_text())
+    scalars = read_scalars(zero)
+    ratios = direct[T.update_ratio_tag("0")]
+    assert scalars[T.update_ratio_tag("0")] == pytest.approx({s: ratios[str(s)] for s in range(0, 10, 2)}, rel=1e-5)
+    norms = direct[T.grad_norm_tag("0")]
+    assert scalars[T.grad_norm_tag("0")] == pytest.approx({int(s): v for s, v in norms.items()}, rel=1e-5)
+    assert json.loads((zero / "run.json").read_text())["collector_errors"] == []

@@ -31,7 +31,7 @@ def series(steps: list[int], values: list[float]) -> Series:
 
 
 def summed(raw: dict[str, Series], meta: dict) -> dict[str, Series]:
-    return sum_shards(raw, meta)[0]
+    return sum_shards(raw, meta).scalars
 
 
 def values(out: dict[str, Series], tag: str) -> dict[int, float]:
@@ -76,7 +76,7 @@ def test_a_weight_constant_on_each_rank_but_not_across_them_is_not_constant():
         for quantity, value in zip(T.ShardInit.ALL, moments)
     }
     meta = {RJ.K_WORLD_SIZE: 2, RJ.K_INIT_CHECK: [_init_entry("fc", [4, 8])]}
-    (entry,) = sum_shards(raw, meta)[1][RJ.K_INIT_CHECK]
+    (entry,) = sum_shards(raw, meta).meta[RJ.K_INIT_CHECK]
     assert entry["constant"] is False and entry["mean"] == 0.0
     assert entry["std"] == pytest.approx(math.sqrt(8.0 / 31))
 
@@ -165,10 +165,18 @@ def test_a_live_reader_shows_a_step_once_every_rank_has_flushed_it(tmp_path):
 
     reader = LogDirReader(tmp_path)
     flush(0, range(4), 9.0)
-    assert reader.refresh().runs["."].scalar(T.grad_norm_tag("fc")) is None  # rank 1 has written nothing yet
+    run = reader.refresh().runs["."]
+    assert run.scalar(T.grad_norm_tag("fc")) is None  # rank 1 has written nothing yet, and that is said
+    assert run.problems == (
+        (
+            "rank(s) 1 of this sharded run (2 ranks) have written no part of its norms yet: gradient norms, update"
+            " ratios, weight norms and the noise scale are summed over every rank, and wait for them"
+        ),
+    )
     flush(1, range(2), 16.0)
-    norm = reader.refresh().runs["."].scalar(T.grad_norm_tag("fc"))
-    assert norm.steps.tolist() == [0, 1] and norm.values.tolist() == [5.0, 5.0]
+    run = reader.refresh().runs["."]
+    norm = run.scalar(T.grad_norm_tag("fc"))
+    assert norm.steps.tolist() == [0, 1] and norm.values.tolist() == [5.0, 5.0] and run.problems == ()
     flush(1, range(2, 4), 16.0)
     assert reader.refresh().runs["."].scalar(T.grad_norm_tag("fc")).steps.tolist() == [0, 1, 2, 3]
     for f in files:

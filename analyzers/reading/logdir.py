@@ -286,7 +286,10 @@ class LogDirReader:
             source = next((_SOURCE_OF_KIND[k] for k in _SOURCE_OF_KIND if k in kinds), SOURCE_TRAINSCOPE)
         raw_scalars = {name: merge_series(parts) for name, parts in raw.items()}
         if source == SOURCE_TRAINSCOPE:
-            raw_scalars, meta = sum_shards(raw_scalars, meta)
+            summed = sum_shards(raw_scalars, meta)
+            raw_scalars, meta = summed.scalars, summed.meta
+            if summed.problem:
+                problems.append(summed.problem)
         rel = os.path.relpath(run_dir, self.path)
         return build_run(
             name="." if rel == os.curdir else rel.replace(os.sep, "/"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,14 @@ from logformat.tags import ShardSquares as SS
 _Key = tuple[str, str | None]  # (quantity, layer or None for the whole model)
 
 
-def sum_shards(raw: Mapping[str, Series], meta: Mapping[str, Any]) -> tuple[dict[str, Series], dict[str, Any]]:
+@dataclass(frozen=True)
+class Summed:
+    scalars: dict[str, Series]
+    meta: dict[str, Any]
+    problem: str | None = None  # ranks whose parts are not in the log yet, one line
+
+
+def sum_shards(raw: Mapping[str, Series], meta: Mapping[str, Any]) -> Summed:
     """`raw` with the ranks' parts replaced by the canonical tags they add up to:
     ``grad/norm/<layer>``, ``grad/global_norm`` (unless rank 0 wrote it itself, from the
     norm ``clip_grad_norm_`` returned), ``update/ratio/<layer>``, ``weight/norm/<layer>``
@@ -52,7 +60,7 @@ def sum_shards(raw: Mapping[str, Series], meta: Mapping[str, Any]) -> tuple[dict
         ranks.add(rank)
         parts.setdefault((quantity, layer), []).append(series)
     if not parts:
-        return out, dict(meta)
+        return Summed(out, dict(meta))
     world_size = meta.get(RJ.K_WORLD_SIZE)
     world_size = world_size if isinstance(world_size, int) else None
     everyone_wrote = world_size is not None and len(ranks) >= world_size
@@ -76,7 +84,15 @@ def sum_shards(raw: Mapping[str, Series], meta: Mapping[str, Any]) -> tuple[dict
     noise = _noise_scale(totals, raw.get(T.STEP_SKIPPED), meta.get(RJ.K_COLLECTOR))
     if noise is not None and len(noise):
         out[T.GRAD_NOISE_SCALE] = noise
-    return dict(sorted(out.items())), _complete_init_check(meta, totals)
+    missing = sorted(set(range(world_size)) - ranks) if world_size is not None else []
+    problem = None
+    if missing:
+        problem = (
+            f"rank(s) {', '.join(map(str, missing))} of this sharded run ({world_size} ranks) have written no part"
+            " of its norms yet: gradient norms, update ratios, weight norms and the noise scale are summed over"
+            " every rank, and wait for them"
+        )
+    return Summed(dict(sorted(out.items())), _complete_init_check(meta, totals), problem)
 
 
 # How the ranks' parts of a quantity combine; any other is summed. The batch sizes of
