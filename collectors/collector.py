@@ -64,6 +64,8 @@ from collectors.layers import (
     ModelMap,
     compiled_wrapper,
     has_dtensor_parameters,
+    has_flat_parameters,
+    has_flat_shards,
     has_lazy_parameters,
     has_sharded_parameters,
     lazy_model_summary,
@@ -164,20 +166,18 @@ class Collector:
         self.closed = False
         self._guard = ErrorGuard()
         self._model = unwrap(model)
-        # Sharded parameters (FSDP, tensor parallel): each rank measures its own shards
-        # (DTensors), or, under FSDP's older wrapper, nothing (`_say_what_cannot_be_measured`).
+        # Sharded parameters (FSDP, tensor parallel): each rank measures its own shards,
+        # which the readers add up; under FSDP's older wrapper they are flat (`has_flat_shards`).
         self._sharded = has_sharded_parameters(model)
-        self._shard_sums = self._sharded and has_dtensor_parameters(model)
+        self._flat_shards = has_flat_shards(model) and not has_dtensor_parameters(model)
         self._is_writer = self.rank == 0  # of the shared tags; every rank writes its own
-        # The noise scale needs the batch of every rank together (see `examples_split_across_ranks`).
-        self._noise_batch_unknown = config.noise_scale and self._shard_sums
+        # The noise scale needs the batch of every rank together (see `examples_split_across_ranks`;
+        # the older wrapper is data parallel only).
+        self._noise_batch_unknown = config.noise_scale and self._sharded and not self._flat_shards
         self._noise_batch_unknown &= not examples_split_across_ranks(model, self.world_size)
         if self._sharded:
             config = dataclasses.replace(
-                config,
-                update_ratios=config.update_ratios and self._shard_sums,
-                histograms=False,
-                noise_scale=config.noise_scale and self._shard_sums and not self._noise_batch_unknown,
+                config, histograms=False, noise_scale=config.noise_scale and not self._noise_batch_unknown
             )
         if not self._is_writer:
             config = dataclasses.replace(config, activations=False)
@@ -202,7 +202,7 @@ class Collector:
         self._last_step_end = self._last_step_time  # when it last returned: the cadence's step time
         self._last_flush = time.monotonic()
         self._device = _first_device(self._model)
-        if self._shard_sums:
+        if self._sharded:
             self._cadence = StatsCadence.same_on_every_rank(config.stats_every, config.stats_budget)
         else:
             self._cadence = StatsCadence(config.stats_every, config.stats_budget)
@@ -225,7 +225,7 @@ class Collector:
             self._handles.append(optimizer.register_step_post_hook(self._post_step_hook))
         self._run_json: dict[str, Any] = {}
         # Rank 0 records the run; another rank its step time, and its shards of a sharded model.
-        self._plans = self._is_writer or self._shard_sums
+        self._plans = self._is_writer or self._sharded
         if not self._plans:
             return
         # Lazy modules (nn.LazyLinear) get their parameters' shapes in the first forward
@@ -236,7 +236,7 @@ class Collector:
         self._trained = self._trained_parameters()
         self._probe_to_rebuild: ModelMap | None = None  # a remap found new sites while the probe was armed
         self._measure_layers()
-        if self._shard_sums:
+        if self._sharded:
             self._guard.call("init_check", self._record_shard_moments, start_step)
         self._compiled_wrapper = compiled_wrapper(model)
         self._probe = self._new_probe(model_map)
@@ -364,32 +364,8 @@ class Collector:
 
     def _say_what_cannot_be_measured(self) -> None:
         """Once, at attach: parameters that cannot be read here, or none to read."""
-        if self._shard_sums:
-            noise = (
-                "; the gradient noise scale needs the batch of all ranks together, and under tensor parallelism"
-                " ranks share examples"
-                if self._noise_batch_unknown
-                else ""
-            )
-            problem = ValueError(
-                "the model's parameters are sharded across ranks (FSDP's fully_shard or tensor parallel):"
-                " weight and gradient histograms need whole tensors, which only a collective that every rank"
-                f" joins could give{noise}"
-            )
-            summed = "gradient norms, update ratios, weight norms, the initialization check" + (
-                "" if noise else " and the noise scale"
-            )
-            consequence = f"They are off; {summed} are summed from every rank's shards by the readers, and the rest is recorded"
-            self._guard.report("sharded parameters", problem, consequence=consequence)
-        elif self._sharded:
-            problem = ValueError(
-                "the model is wrapped in FSDP's FullyShardedDataParallel, whose flat parameters hold the"
-                " shards of many layers at once: gradient norms, update ratios, weight norms and histograms,"
-                " the noise scale and the initialization check would see rank 0's shard alone, or start"
-                " collectives that the other ranks do not join (fully_shard, FSDP2, is measured per layer)"
-            )
-            consequence = "They are off; loss, accuracy, learning rate, step time and activations are recorded"
-            self._guard.report("sharded parameters", problem, consequence=consequence)
+        if self._sharded:
+            self._say_what_sharding_hides()
         elif not self._layers and not self._lazy and any(p.requires_grad for p in self._model.parameters()):
             which = "the optimizer updates" if len(self._optimizers) == 1 else "the optimizers update"
             problem = ValueError(
@@ -399,6 +375,25 @@ class Collector:
             consequence = "Loss, learning rate and step time are still recorded"
             self._guard.report("layers", problem, consequence=consequence)
 
+    def _say_what_sharding_hides(self) -> None:
+        off = ["weight and gradient histograms"]
+        why = "need whole tensors, which only a collective that every rank joins could give"
+        if self._flat_shards:  # its slices are flat: no weight's shape to check
+            off.append("the initialization check")
+        if self._noise_batch_unknown:
+            off.append("the gradient noise scale")
+            why += "; the noise scale needs the batch of all ranks together, and under tensor parallelism ranks share examples"
+        per_unit = ""
+        if self._flat_shards and has_flat_parameters(p for layer in self._layers for p in layer.params):
+            per_unit = " Without use_orig_params=True, FSDP's flat parameters are measured per wrapped unit, not per layer."
+        problem = ValueError(
+            f"the model's parameters are sharded across ranks (FSDP or tensor parallel): {' and '.join(off)} {why}"
+        )
+        consequence = (
+            f"They are off; the other norms and ratios are summed from every rank's shards by the readers.{per_unit}"
+        )
+        self._guard.report("sharded parameters", problem, consequence=consequence)
+
     def _record_shard_moments(self, step: int) -> None:
         """A sharded model's initialization check: this rank's part of each checked
         weight, which the readers add up and complete run.json's entries with."""
@@ -407,7 +402,8 @@ class Collector:
             for layer, moments in shard_moments(self._layers, shard_weight).items()
             for quantity, value in zip(T.ShardInit.ALL, moments)
         }
-        self._pending.append(Packet(step, time.time(), parts))
+        if parts:
+            self._pending.append(Packet(step, time.time(), parts))
 
     def _check_earlier_run(self, start_step: int) -> None:
         """A log dir that already holds a run: continued (`start_step`), it keeps its start
@@ -429,8 +425,9 @@ class Collector:
     def _measure_layers(self) -> None:
         """What measures `self._layers`: made at attach, and again when the parameters
         being trained change."""
-        measured = self._layers if self._shard_sums or not self._sharded else []
-        self._norms = LayerNorms(measured, sharded=self._shard_sums)
+        # Under FSDP's older wrapper a plain tensor is a flat slice, each element on one rank.
+        plain_share = 1.0 if self._flat_shards else None
+        self._norms = LayerNorms(self._layers, sharded=self._sharded, plain_share=plain_share)
         # One per pattern of parameters with a gradient, inside a noise window or not.
         self._grad_specs: dict[tuple[LayerFold, bool], LayerNormSpec | ShardSquaresSpec] = {}
         self._update_specs: dict[LayerFold, UpdateSpec | ShardSquaresSpec] = {}
@@ -538,7 +535,7 @@ class Collector:
     def _grad_spec(self, fold: LayerFold, noise_sample: bool = False) -> LayerNormSpec | ShardSquaresSpec:
         spec = self._grad_specs.get((fold, noise_sample))
         if spec is None:
-            if self._shard_sums:
+            if self._sharded:
                 spec = ShardSquaresSpec(fold, (self._shard_tags(SS.GRAD),), self._shard_tag(SS.GRAD))
             else:
                 tags = tuple(T.grad_norm_tag(layer.name) for layer in self._layers)
@@ -549,7 +546,7 @@ class Collector:
     def _update_spec(self, fold: LayerFold) -> UpdateSpec | ShardSquaresSpec:
         spec = self._update_specs.get(fold)
         if spec is None:
-            if self._shard_sums:
+            if self._sharded:
                 runs = (SS.UPDATE, SS.WEIGHT_BEFORE, SS.WEIGHT)
                 spec = ShardSquaresSpec(fold, tuple(self._shard_tags(run) for run in runs))
             else:
@@ -573,7 +570,7 @@ class Collector:
             window = self._noise.close()
             if window is not None:
                 big_sq, b_small, b_big, first_step = window
-                if self._shard_sums:
+                if self._sharded:
                     parts = tuple(self._shard_tag(part) for part in (SS.NOISE_BIG, SS.NOISE_B_SMALL, SS.NOISE_B_BIG))
                     self._current.append((ShardNoiseSpec(parts, b_small, b_big), big_sq))
                 else:
@@ -678,7 +675,7 @@ class Collector:
         """Another rank than 0: its step time, and the norms of its shards of a sharded
         model (with its batch size, for its part of the noise scale's batch)."""
         packet = Packet(self._step, time.time(), {T.step_seconds_rank_tag(self.rank): seconds})
-        if self._shard_sums:
+        if self._sharded:
             if batch_size or not self._batch_size_fixed:
                 self._update_batch_size(batch_size, *tensors)
             packet.items.extend(self._optimizer_reads())
@@ -828,10 +825,8 @@ class Collector:
     def _initial_run_json(self, hparams: dict[str, Any], run_name: str | None, summary: dict[str, Any]) -> dict[str, Any]:
         # A sharded weight's statistics would be a collective that only this rank starts:
         # its ranks record their parts (`_record_shard_moments`), and the readers finish.
-        if self._shard_sums:
+        if self._sharded:
             init_check = self._guard.call("init_check", check_sharded_initialization, self._layers) or []
-        elif self._sharded:
-            init_check = []
         else:
             init_check = self._guard.call("init_check", check_initialization, self._layers) or []
         return {

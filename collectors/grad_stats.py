@@ -92,7 +92,10 @@ class LayerNorms:
     whole tensor's once (`shard_weight`); the readers do that sum.
     """
 
-    def __init__(self, layers: Sequence[Layer], sharded: bool = False) -> None:
+    def __init__(self, layers: Sequence[Layer], sharded: bool = False, plain_share: float | None = None) -> None:
+        """`plain_share`: the weight of a plain (not DTensor) tensor of a sharded model:
+        1 where plain tensors are shards (FSDP's older wrapper: each element on one
+        rank), by default 1/world size (a plain tensor taken to be whole on every rank)."""
         # Each tensor once, with every layer that holds it: a tied weight is measured
         # once, shown under each of its layers, and counted once in the global norm.
         index: dict[int, int] = {}
@@ -108,7 +111,7 @@ class LayerNorms:
         self.n_layers = len(layers)
         self.sharded = sharded
         # Each tensor's share of its squared norm (`shard_weight`); None: not sharded.
-        self.shard_weights = np.array([shard_weight(p) for p in self.params]) if sharded else None
+        self.shard_weights = np.array([shard_weight(p, plain_share) for p in self.params]) if sharded else None
         self._folds: dict[tuple[tuple[int, ...], bool], LayerFold] = {}
 
     def _fold(self, present: tuple[int, ...], squared: bool) -> LayerFold:
@@ -154,14 +157,17 @@ class LayerNorms:
         return [p.detach() for p in self.params]
 
 
-def shard_weight(param: torch.Tensor) -> float:
+def shard_weight(param: torch.Tensor, plain_share: float | None = None) -> float:
     """The share of a parameter's squared norm that this rank's shard stands for, such
     that the ranks' shares add up to the whole once: 1 for a tensor split across the
     ranks, 1/k for one that k ranks hold whole (`Replicate` on a mesh dimension of k
-    ranks; tensor parallelism leaves some biases so). A plain tensor in a sharded
-    model (a module left out of `fully_shard`) is taken to be whole on every rank."""
+    ranks; tensor parallelism leaves some biases so). A plain tensor counts
+    `plain_share`, by default as whole on every rank (a module left out of
+    `fully_shard`)."""
     placements = getattr(param, "placements", None)
     if placements is None:
+        if plain_share is not None:
+            return plain_share
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
         return 1.0 / world
     mesh = param.device_mesh  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -74,11 +75,24 @@ def has_sharded_parameters(model: nn.Module) -> bool:
     `fully_shard`'s DTensors) or tensor parallelism (DTensors). A rank then holds a
     shard of each, and a norm or a histogram of one is either that shard's alone or a
     collective that every rank must join."""
+    return has_flat_shards(model) or has_dtensor_parameters(model)
+
+
+def has_flat_shards(model: nn.Module) -> bool:
+    """Whether FSDP's older `FullyShardedDataParallel` wrapper shards the model: each
+    rank holds a flat slice of each unit's parameters, plain tensors whose elements are
+    on one rank each (with `use_orig_params=True` a slice of each parameter, some of
+    them empty on a rank; without, one flat parameter per wrapped unit)."""
     fsdp = sys.modules.get("torch.distributed.fsdp")
     wrapper = getattr(fsdp, "FullyShardedDataParallel", None)
-    if wrapper is not None and any(isinstance(module, wrapper) for module in model.modules()):
-        return True
-    return has_dtensor_parameters(model)
+    return wrapper is not None and any(isinstance(module, wrapper) for module in model.modules())
+
+
+def has_flat_parameters(params: Iterable[torch.Tensor]) -> bool:
+    """Whether any of `params` is FSDP's `FlatParameter` (its wrapper without
+    `use_orig_params=True`): many layers' parameters in one, measured as one."""
+    flat = getattr(sys.modules.get("torch.distributed.fsdp._flat_param"), "FlatParameter", None)
+    return flat is not None and any(isinstance(p, flat) for p in params)
 
 
 def has_dtensor_parameters(model: nn.Module) -> bool:

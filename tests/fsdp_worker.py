@@ -1,10 +1,11 @@
 """Two CPU processes (gloo) training an MLP whose parameters are sharded, with and
 without the collector attached on every rank (run by tests/test_collector_fsdp.py):
-with FSDP (`fully_shard`: every parameter split across the ranks) and with tensor
-parallelism (the first layer split by rows, the second by columns, its bias whole on
-both ranks). The watched run also takes each layer's norms from the whole tensors
-(`full_tensor()`, a collective every rank joins here, as no collector may), for the
-test to compare with what the readers sum from the ranks' shards.
+with FSDP (`fully_shard`: every parameter split across the ranks), hybrid FSDP (every
+parameter whole on both), tensor parallelism (the first layer split by rows, the
+second by columns, its bias whole on both ranks), and FSDP's older wrapper with and
+without `use_orig_params` (flat slices). The watched run also takes each layer's norms
+from the whole tensors (gathered: collectives every rank joins here, as no collector
+may), for the test to compare with what the readers sum from the ranks' shards.
 
     python tests/fsdp_worker.py LOG_DIR STORE_FILE OUT_DIR
 """
@@ -60,8 +61,36 @@ def tensor_parallel_model() -> nn.Module:
     return parallelize_module(model, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
 
 
-def whole_norm(tensors: list[torch.Tensor]) -> float:
-    return float(torch.linalg.vector_norm(torch.cat([t.full_tensor().flatten() for t in tensors])))
+def fsdp1_model(flat: bool) -> nn.Module:
+    """FSDP's older wrapper, a unit per Linear: each rank holds a flat slice of each
+    unit's parameters; with `use_orig_params=True` a slice of each parameter (the bias
+    of the first layer all on rank 1, say), else one flat parameter per unit."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 33), nn.ReLU(), nn.Linear(33, 10))
+    wrap = ModuleWrapPolicy({nn.Linear})
+    return FullyShardedDataParallel(model, use_orig_params=not flat, auto_wrap_policy=wrap, device_id=torch.device("cpu"))
+
+
+def whole(kind: str, model: nn.Module, name: str, grad: bool) -> torch.Tensor:
+    """Layer `name`'s parameters (or gradients) whole, flattened, from every rank's
+    shards: collectives every rank joins, as no collector may."""
+    if kind == "fsdp1":  # FSDP's own way to the whole parameters, and their gradients
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        with FullyShardedDataParallel.summon_full_params(model, writeback=False, with_grads=grad):
+            params = model.module[int(name)].parameters()
+            return torch.cat([(p.grad if grad else p).detach().flatten() for p in params]).clone()
+    if kind == "fsdp1_flat":  # the unit's flat slices, gathered (equal sizes, padded with zeros)
+        flat = model.module[int(name)]._flat_param
+        local = (flat.grad if grad else flat).detach()
+        slices = [torch.empty_like(local) for _ in range(WORLD)]
+        dist.all_gather(slices, local)
+        return torch.cat(slices)
+    params = model[int(name)].parameters()
+    return torch.cat([(p.grad if grad else p.detach()).full_tensor().flatten() for p in params])
 
 
 def noise_scales(grads: list[torch.Tensor], batch: int) -> dict[int, float]:
@@ -79,8 +108,11 @@ def noise_scales(grads: list[torch.Tensor], batch: int) -> dict[int, float]:
 def train(
     kind: str, log_dir: str | None, direct: dict[str, dict[int, float]] | None = None, init: dict | None = None
 ) -> nn.Module:
-    model = tensor_parallel_model() if kind == "tp" else fsdp_model(hybrid=kind == "hsdp")
-    if init is not None:  # each checked weight's std and mean at attach, of the whole tensor
+    if kind.startswith("fsdp1"):
+        model = fsdp1_model(flat=kind == "fsdp1_flat")
+    else:
+        model = tensor_parallel_model() if kind == "tp" else fsdp_model(hybrid=kind == "hsdp")
+    if init is not None and not kind.startswith("fsdp1"):  # each checked weight's std and mean at attach, of the whole tensor
         for name in LAYERS:
             weight = model[int(name)].weight.detach().full_tensor()
             init[name] = [float(weight.std()), float(weight.mean())]
@@ -102,20 +134,18 @@ def train(
         total = torch.nn.utils.clip_grad_norm_(model.parameters(), 1e6) if kind == "tp" else None
         before = {}
         if direct is not None:
-            for name in LAYERS:
-                params = list(model[int(name)].parameters())
-                direct[f"grad/norm/{name}"][step] = whole_norm([p.grad for p in params])
-                before[name] = [p.detach().full_tensor().clone() for p in params]
-            direct["grad/global_norm"][step] = whole_norm([p.grad for p in model.parameters()])
-            whole_grads.append(torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()]).double())
+            grads = [whole(kind, model, name, grad=True) for name in LAYERS]
+            for name, g in zip(LAYERS, grads):
+                direct[f"grad/norm/{name}"][step] = float(g.norm())
+                before[name] = whole(kind, model, name, grad=False)
+            direct["grad/global_norm"][step] = float(torch.cat(grads).norm())
+            whole_grads.append(torch.cat(grads).double())
         opt.step()
         if direct is not None and step % EVERY == 0:
             for name in LAYERS:
-                after = [p.detach().full_tensor() for p in model[int(name)].parameters()]
-                delta = torch.cat([(a - b).flatten() for a, b in zip(after, before[name])])
-                w_before = torch.cat([b.flatten() for b in before[name]])
-                direct[f"update/ratio/{name}"][step] = float(delta.norm() / w_before.norm())
-                direct[f"weight/norm/{name}"][step] = float(torch.cat([a.flatten() for a in after]).norm())
+                after = whole(kind, model, name, grad=False)
+                direct[f"update/ratio/{name}"][step] = float((after - before[name]).norm() / before[name].norm())
+                direct[f"weight/norm/{name}"][step] = float(after.norm())
         if collector is not None:
             collector.step(loss=loss, outputs=out, targets=y[idx], inputs=X[idx], grad_norm=total)
     if collector is not None:
@@ -125,16 +155,20 @@ def train(
     return model
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
 def worker(rank: int, log_dir: str, store: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    for kind in ("fsdp", "hsdp", "tp"):
+    for kind in ("fsdp", "hsdp", "tp", "fsdp1", "fsdp1_flat"):
         plain = train(kind, None)
         direct: dict[str, dict[int, float]] = {
             tag: {} for name in LAYERS for tag in (f"grad/norm/{name}", f"update/ratio/{name}", f"weight/norm/{name}")
         } | {"grad/global_norm": {}}
         init: dict[str, list[float]] = {}
         watched = train(kind, str(Path(log_dir, kind)), direct, init)
-        same = all(torch.equal(a.to_local(), b.to_local()) for a, b in zip(plain.parameters(), watched.parameters()))
+        same = all(torch.equal(_local(a), _local(b)) for a, b in zip(plain.parameters(), watched.parameters()))
         Path(out_dir, f"{kind}.rank{rank}.identical").write_text(str(same))
         if rank == 0:
             Path(out_dir, f"{kind}.direct.json").write_text(json.dumps(direct))

@@ -25,7 +25,8 @@ from logformat import tags as T
 fsdp = pytest.importorskip("torch.distributed.fsdp")
 pytestmark = pytest.mark.skipif(not hasattr(fsdp, "fully_shard"), reason="needs FSDP2 (fully_shard)")
 
-KINDS = ["fsdp", "hsdp", "tp"]
+DTENSOR_KINDS = ["fsdp", "hsdp", "tp"]
+KINDS = [*DTENSOR_KINDS, "fsdp1", "fsdp1_flat"]
 SAMPLED = [0, 2, 4]
 
 
@@ -57,9 +58,11 @@ def test_layer_norms_summed_from_the_ranks_shards_equal_the_whole_tensors(sharde
     """FSDP splits every tensor (33 rows: 17 and 16); hybrid FSDP (2 replicas of 1
     shard) keeps every tensor whole on both ranks; tensor parallelism splits the first
     layer by rows and the second by columns, and keeps the second's bias whole on both
-    ranks. What is whole on both ranks must count once, not twice. Under (hybrid) FSDP
-    the gradient noise scale is estimated from the sums too, with the batch of both
-    ranks."""
+    ranks. What is whole on both ranks must count once, not twice. FSDP's older
+    wrapper holds flat slices, each element on one rank (a whole bias on one of them),
+    and without `use_orig_params` one flat parameter per unit, here one per layer.
+    Under data parallelism (all but tensor parallelism) the gradient noise scale is
+    estimated from the sums too, with the batch of both ranks."""
     log_dir, out_dir = sharded_runs
     direct = json.loads((out_dir / f"{kind}.direct.json").read_text())
     run = read_logdir(log_dir / kind).runs["."]
@@ -72,7 +75,7 @@ def test_layer_norms_summed_from_the_ranks_shards_equal_the_whole_tensors(sharde
     assert not any(tag.startswith(T.SHARD_PREFIX) for tag in [*run.scalars, *run.unmapped])
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", DTENSOR_KINDS)
 def test_the_initialization_check_is_completed_from_the_ranks_parts(sharded_runs, kind):
     """run.json holds what rank 0 knows (shapes, fan-in, the expected std); the readers
     add the ranks' parts up into each weight's std, mean and constancy."""
@@ -122,3 +125,13 @@ def test_under_tensor_parallelism_the_noise_scale_is_off_and_said_so(sharded_run
     assert read_logdir(log_dir / "tp").runs["."].scalar(T.GRAD_NOISE_SCALE) is None
     (error,) = json.loads((log_dir / "tp" / "run.json").read_text())["collector_errors"]
     assert "noise scale needs the batch of all ranks together" in error
+
+
+@pytest.mark.parametrize("kind", ["fsdp1", "fsdp1_flat"])
+def test_under_fsdp_s_older_wrapper_the_initialization_check_is_off_and_said_so(sharded_runs, kind):
+    """Its slices are flat: no rank knows a weight's shape, nor holds its rows."""
+    log_dir, _ = sharded_runs
+    data = json.loads((log_dir / kind / "run.json").read_text())
+    assert data["init_check"] == []
+    (error,) = data["collector_errors"]
+    assert "histograms and the initialization check need whole tensors" in error
