@@ -159,20 +159,19 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if hasattr(t, "to_local") else t
 
 
-def worker(rank: int, log_dir: str, store: str, out_dir: str) -> None:
+def worker(rank: int, kind: str, log_dir: str, store: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    for kind in ("fsdp", "hsdp", "tp", "fsdp1", "fsdp1_flat"):
-        plain = train(kind, None)
-        direct: dict[str, dict[int, float]] = {
-            tag: {} for name in LAYERS for tag in (f"grad/norm/{name}", f"update/ratio/{name}", f"weight/norm/{name}")
-        } | {"grad/global_norm": {}}
-        init: dict[str, list[float]] = {}
-        watched = train(kind, str(Path(log_dir, kind)), direct, init)
-        same = all(torch.equal(_local(a), _local(b)) for a, b in zip(plain.parameters(), watched.parameters()))
-        Path(out_dir, f"{kind}.rank{rank}.identical").write_text(str(same))
-        if rank == 0:
-            Path(out_dir, f"{kind}.direct.json").write_text(json.dumps(direct))
-            Path(out_dir, f"{kind}.init.json").write_text(json.dumps(init))
+    plain = train(kind, None)
+    direct: dict[str, dict[int, float]] = {
+        tag: {} for name in LAYERS for tag in (f"grad/norm/{name}", f"update/ratio/{name}", f"weight/norm/{name}")
+    } | {"grad/global_norm": {}}
+    init: dict[str, list[float]] = {}
+    watched = train(kind, str(Path(log_dir, kind)), direct, init)
+    same = all(torch.equal(_local(a), _local(b)) for a, b in zip(plain.parameters(), watched.parameters()))
+    Path(out_dir, f"{kind}.rank{rank}.identical").write_text(str(same))
+    if rank == 0:
+        Path(out_dir, f"{kind}.direct.json").write_text(json.dumps(direct))
+        Path(out_dir, f"{kind}.init.json").write_text(json.dumps(init))
     dist.barrier()
     dist.destroy_process_group()
     # Everything is written and closed. Skip the interpreter's teardown: after tensor
@@ -182,4 +181,8 @@ def worker(rank: int, log_dir: str, store: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    mp.spawn(worker, args=(sys.argv[1], sys.argv[2], sys.argv[3]), nprocs=WORLD, join=True)
+    log_dir, store, out_dir = sys.argv[1:4]
+    # Each kind in processes of its own: device meshes of one kind left in a process
+    # made a later tensor-parallel run crash there (SIGSEGV, one run in ~12).
+    for kind in ("fsdp", "hsdp", "tp", "fsdp1", "fsdp1_flat"):
+        mp.spawn(worker, args=(kind, log_dir, f"{store}.{kind}", out_dir), nprocs=WORLD, join=True)
