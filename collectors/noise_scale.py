@@ -44,8 +44,11 @@ class NoiseWindow:
         them) are summed; `weights`: each one's share of its squared norm (`LayerNorms`),
         whose weighted sum is then this rank's part of |G_big|²."""
         self._params = list(params)
-        self._weights = weights
-        self._weights_on_device: torch.Tensor | None = None
+        # Moved to the device now, at attach: a copy later would wait for the device.
+        self._weights: torch.Tensor | None = None
+        if weights is not None and self._params:
+            device = local_shard(self._params[0].detach()).device  # type: ignore[union-attr]
+            self._weights = torch.as_tensor(weights, dtype=torch.float32, device=device)
         self._sum: list[torch.Tensor] | None = None
         self._scratch = Scratch()  # the sum's buffers, kept between windows on CPU
         self.count = 0
@@ -77,9 +80,7 @@ class NoiseWindow:
             n = self.count
             squares = torch.stack(torch._foreach_norm(self._sum, 2)).square()
             if self._weights is not None:
-                if self._weights_on_device is None:
-                    self._weights_on_device = torch.as_tensor(self._weights, dtype=squares.dtype, device=squares.device)
-                squares = squares * self._weights_on_device
+                squares = squares * self._weights
             big_sq = squares.sum() / (n * n)
         b_small = self.batch_size / n
         result = (big_sq, b_small, b_small * n, self.first_step)
