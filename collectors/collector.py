@@ -55,7 +55,7 @@ from collectors.activations import ActivationProbe
 from collectors.cadence import QUIET, STATS, StatsCadence
 from collectors.config import CollectorConfig
 from collectors.cuda_graphs import cuda_graphs_run_on
-from collectors.distributed import examples_split_across_ranks, rank_and_world_size
+from collectors.distributed import data_parallel_ranks, rank_and_world_size
 from collectors.grad_stats import LayerFold, LayerNorms, shard_weight
 from collectors.guard import ErrorGuard
 from collectors.histograms import pack_histogram
@@ -171,13 +171,14 @@ class Collector:
         self._sharded = has_sharded_parameters(model)
         self._flat_shards = has_flat_shards(model) and not has_dtensor_parameters(model)
         self._is_writer = self.rank == 0  # of the shared tags; every rank writes its own
-        # The noise scale needs the batch of every rank together (see `examples_split_across_ranks`;
-        # the older wrapper is data parallel only).
-        self._noise_batch_unknown = config.noise_scale and self._sharded and not self._flat_shards
-        self._noise_batch_unknown &= not examples_split_across_ranks(model, self.world_size)
-        if self._sharded:
+        # How many ranks' batches make a step's: the noise scale's batch, and the rules'.
+        self._data_parallel = data_parallel_ranks(model, self.world_size)
+        self._noise_batch_unknown = config.noise_scale and self._data_parallel is None
+        if self._sharded or self._noise_batch_unknown:
             config = dataclasses.replace(
-                config, histograms=False, noise_scale=config.noise_scale and not self._noise_batch_unknown
+                config,
+                histograms=config.histograms and not self._sharded,
+                noise_scale=config.noise_scale and not self._noise_batch_unknown,
             )
         if not self._is_writer:
             config = dataclasses.replace(config, activations=False)
@@ -382,7 +383,7 @@ class Collector:
             off.append("the initialization check")
         if self._noise_batch_unknown:
             off.append("the gradient noise scale")
-            why += "; the noise scale needs the batch of all ranks together, and under tensor parallelism ranks share examples"
+            why += "; the noise scale needs to know how many ranks' batches make a step's, which FSDP's mesh did not tell"
         per_unit = ""
         if self._flat_shards and has_flat_parameters(p for layer in self._layers for p in layer.params):
             per_unit = " Without use_orig_params=True, FSDP's flat parameters are measured per wrapped unit, not per layer."
@@ -565,7 +566,7 @@ class Collector:
     def _accumulate_noise(self) -> None:
         if self._step % self.config.every == 0:
             self._noise.reset()  # a window left open by a skipped last step is not carried over
-        self._noise.add(self._step, self._norms.grads(), self._batch_size * self.world_size)
+        self._noise.add(self._step, self._norms.grads(), self._batch_size * (self._data_parallel or 1))
         if self._step % self.config.every == min(self.config.noise_window, self.config.every) - 1:
             window = self._noise.close()
             if window is not None:
@@ -852,6 +853,7 @@ class Collector:
             RJ.K_TORCH: torch.__version__,
             RJ.K_DEVICE: str(self._device),
             RJ.K_WORLD_SIZE: self.world_size,
+            RJ.K_DATA_PARALLEL: self._data_parallel,
             RJ.K_COLLECTOR: {**self.config.to_dict(), "layers": [layer.name for layer in self._layers]},
             RJ.K_STEPS: 0,
             RJ.K_ERRORS: [],

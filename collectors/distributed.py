@@ -14,20 +14,31 @@ def rank_and_world_size() -> tuple[int, int]:
     return 0, 1
 
 
-def examples_split_across_ranks(model: nn.Module, world_size: int) -> bool:
-    """Whether each rank of a sharded model trains on examples of its own, so that a
-    step's batch is every rank's together (what the gradient noise scale needs): FSDP's
-    `fully_shard` whose data-parallel mesh (sharded, or sharded and replicated: HSDP)
-    spans every rank. Under tensor parallelism ranks share their examples, and how
-    many share them cannot be told from the parameters alone."""
-    fsdp_module = getattr(sys.modules.get("torch.distributed.fsdp"), "FSDPModule", None)
-    modules = [m for m in model.modules() if fsdp_module is not None and isinstance(m, fsdp_module)]
-    if not modules:
-        return False
+def data_parallel_ranks(model: nn.Module, world_size: int) -> int | None:
+    """How many ranks train on examples of their own, so that a step's batch is theirs
+    together (what the gradient noise scale needs); None when it cannot be told.
+
+    Under DDP and FSDP's older wrapper every rank; under FSDP's `fully_shard` the size
+    of its data-parallel mesh (sharded, or sharded and replicated: HSDP), which with
+    tensor parallelism beside it is fewer than the ranks; under tensor parallelism
+    alone one (its ranks share their examples).
+    """
+    ddp = getattr(sys.modules.get("torch.nn.parallel"), "DistributedDataParallel", None)
+    if ddp is not None and isinstance(model, ddp):
+        group = getattr(model, "process_group", None)
+        return group.size() if group is not None else world_size
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    wrapper, fsdp_module = getattr(fsdp, "FullyShardedDataParallel", None), getattr(fsdp, "FSDPModule", None)
+    modules = list(model.modules())
+    if wrapper is not None and any(isinstance(m, wrapper) for m in modules):
+        return world_size
+    sharded = [m for m in modules if fsdp_module is not None and isinstance(m, fsdp_module)]
+    if not sharded:
+        dtensor = any(getattr(p, "device_mesh", None) is not None for p in model.parameters())
+        return 1 if dtensor else world_size  # tensor parallelism alone, or no sharding at all
     try:  # FSDP's own record of its data-parallel mesh (private: looked up with care)
-        groups = [m._get_fsdp_state()._fsdp_param_group for m in modules]  # type: ignore[operator]
-        meshes = [group.mesh_info.mesh for group in groups if group is not None]
-    except Exception:  # noqa: BLE001  # whatever a torch version changed there: the parameters' meshes, 1-D
-        meshes = [p.device_mesh for p in model.parameters() if getattr(p, "device_mesh", None) is not None]
-        meshes = [mesh for mesh in meshes if mesh.ndim == 1]
-    return bool(meshes) and all(mesh.size() == world_size for mesh in meshes)
+        groups = [m._get_fsdp_state()._fsdp_param_group for m in sharded]  # type: ignore[operator]
+        sizes = {group.mesh_info.mesh.size() for group in groups if group is not None}
+    except Exception:  # noqa: BLE001  # whatever a torch version changed there
+        return None
+    return sizes.pop() if len(sizes) == 1 else None

@@ -34,6 +34,9 @@ K_INIT_CHECK = "init_check"  # [{"layer", "shape", "fan_in", "std", "expected", 
 K_TORCH = "torch_version"
 K_DEVICE = "device"
 K_WORLD_SIZE = "world_size"
+# Ranks whose batches make up one optimizer step's batch: world_size under DDP and FSDP,
+# fewer under tensor parallelism, whose ranks share examples; null when unknown.
+K_DATA_PARALLEL = "data_parallel_ranks"
 K_COLLECTOR = "collector"  # the collector's settings: sampling interval, histogram interval, ...
 K_STATS_STRIDE = "stats_stride"  # in K_COLLECTOR, at close: steps between gradient norms at the end
 K_STEPS = "steps"  # training steps recorded (updated at close)

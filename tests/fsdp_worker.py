@@ -150,8 +150,8 @@ def train(
             collector.step(loss=loss, outputs=out, targets=y[idx], inputs=X[idx], grad_norm=total)
     if collector is not None:
         collector.close()
-    if direct is not None and kind != "tp":  # under tensor parallelism the ranks share examples: no noise scale
-        direct["grad/noise_scale"] = noise_scales(whole_grads, BATCH * WORLD)
+    if direct is not None:  # under tensor parallelism the ranks share their examples: one batch in all
+        direct["grad/noise_scale"] = noise_scales(whole_grads, BATCH * (1 if kind == "tp" else WORLD))
     return model
 
 

@@ -48,6 +48,7 @@ def test_other_ranks_write_only_their_step_time(ddp_run):
 def test_run_json_written_once_by_rank0(ddp_run):
     data = json.loads((ddp_run / "run.json").read_text())
     assert data["world_size"] == 2 and data["status"] == "finished" and data["steps"] == 10
+    assert data["data_parallel_ranks"] == 2  # a step's batch is both ranks' batches
     assert [layer["name"] for layer in data["model"]["layers"]] == ["0", "2"]
     assert not list(ddp_run.glob("*.tmp"))
 

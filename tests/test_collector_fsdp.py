@@ -61,8 +61,9 @@ def test_layer_norms_summed_from_the_ranks_shards_equal_the_whole_tensors(sharde
     ranks. What is whole on both ranks must count once, not twice. FSDP's older
     wrapper holds flat slices, each element on one rank (a whole bias on one of them),
     and without `use_orig_params` one flat parameter per unit, here one per layer.
-    Under data parallelism (all but tensor parallelism) the gradient noise scale is
-    estimated from the sums too, with the batch of both ranks."""
+    The gradient noise scale is estimated from the sums too, with the batch of both
+    ranks under data parallelism (every kind of FSDP) and of one under tensor
+    parallelism, whose ranks share their examples."""
     log_dir, out_dir = sharded_runs
     direct = json.loads((out_dir / f"{kind}.direct.json").read_text())
     run = read_logdir(log_dir / kind).runs["."]
@@ -118,13 +119,13 @@ def test_what_needs_whole_tensors_is_off_and_said_once_and_the_rest_is_recorded(
     assert "histograms" in error and "noise scale" not in error and "gradient norms" not in error
 
 
-def test_under_tensor_parallelism_the_noise_scale_is_off_and_said_so(sharded_runs):
-    """Ranks that share their examples make no batch of their own: B_small would be
-    counted twice over."""
+@pytest.mark.parametrize("kind, ranks", [("fsdp", 2), ("hsdp", 2), ("tp", 1), ("fsdp1", 2), ("fsdp1_flat", 2)])
+def test_run_json_says_how_many_ranks_batches_make_a_step(sharded_runs, kind, ranks):
+    """Data parallel (every kind of FSDP): both ranks' batches; tensor parallel: the
+    ranks share one batch. The noise scale's B_small is that many batches (compared
+    with whole-tensor estimates above), and the rules read it."""
     log_dir, _ = sharded_runs
-    assert read_logdir(log_dir / "tp").runs["."].scalar(T.GRAD_NOISE_SCALE) is None
-    (error,) = json.loads((log_dir / "tp" / "run.json").read_text())["collector_errors"]
-    assert "noise scale needs the batch of all ranks together" in error
+    assert json.loads((log_dir / kind / "run.json").read_text())["data_parallel_ranks"] == ranks
 
 
 @pytest.mark.parametrize("kind", ["fsdp1", "fsdp1_flat"])

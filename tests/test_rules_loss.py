@@ -363,6 +363,24 @@ def test_noisy_batches_recommends_a_batch_from_the_noise_scale():
     assert "from 2 to about 32" in f.advice[0]
 
 
+def test_noisy_batches_counts_the_batch_of_a_step_over_every_data_parallel_rank():
+    """run.json's batch size is one rank's; under DDP or FSDP a step averages every
+    rank's. Tensor-parallel ranks share one batch (data_parallel_ranks 1); a run from
+    before that key was written counts its world size."""
+    losses = small_batch(2)
+    (f,) = noisy_batches(build(losses, meta={"batch_size": 2, "world_size": 2, "data_parallel_ranks": 2}))
+    assert "2 example(s) per batch on each of 2 ranks, 4 a step," in f.message
+    assert f.title == "Loss is noisy from batch to batch (batch size 4)"
+    assert "Increase the batch size of a step (all 2 ranks together) from 4 to about 32" in f.advice[0]
+    assert noisy_batches(build(losses, meta={"batch_size": 2, "world_size": 8, "data_parallel_ranks": 8})) == []
+    assert noisy_batches(build(losses, meta={"batch_size": 2, "world_size": 8})) == []  # an older run: DDP
+    (f,) = noisy_batches(build(losses, meta={"batch_size": 2, "world_size": 8, "data_parallel_ranks": 1}))
+    assert "with 2 example(s) per batch (the notes" in f.message  # tensor parallel: one batch
+    # B_simple 6 is 3x one rank's batch but under 2x the step's 4: mostly signal, vetoed.
+    assert noisy_batches(build(losses, _noise_scale(6), {"batch_size": 2, "data_parallel_ranks": 2})) == []
+    assert len(noisy_batches(build(losses, _noise_scale(6), {"batch_size": 2}))) == 1
+
+
 def test_unshuffled_batches_mute_the_loss_curve_rules():
     sampled = steps(N // 50, 50)
     run = build(

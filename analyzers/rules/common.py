@@ -143,6 +143,18 @@ def batch_size(run: Run) -> int | None:
     return int(value) if value is not None and value >= 1 else None
 
 
+def data_parallel_ranks(run: Run) -> int:
+    """How many ranks' batches make one step's batch (run.json): the batch size is one
+    rank's, and under DDP or FSDP every rank trains on a batch of its own. A run from
+    before the collector said so counts its world size (DDP was all it measured)."""
+    meta = run.meta or {}
+    for key in (R.K_DATA_PARALLEL, R.K_WORLD_SIZE):
+        value = _number(meta.get(key))
+        if value is not None and value >= 1:
+            return int(value)
+    return 1
+
+
 def num_classes(run: Run) -> int | None:
     """Number of classes from the hyperparameters (or a top-level run.json key); None when unknown."""
     value = _number(run.meta.get("num_classes")) if run.meta else None

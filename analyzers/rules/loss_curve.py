@@ -19,6 +19,7 @@ from analyzers.rules.common import (
     NORM_OR_EMBEDDING_TYPES,
     batch_size,
     cite,
+    data_parallel_ranks,
     configured_lr,
     finding,
     fmt,
@@ -899,9 +900,10 @@ def noisy_batches(run: Run) -> Iterable[Finding]:
     Measured within stretches of 50 steps (typical over the run): the band holding the
     middle 80% of per-step losses is >= 20% of how far the trend has fallen, with a
     batch of fewer than 8 examples, half the bottom of the 16-128 the notes recommend
-    (warning). A gradient noise
-    scale B_simple = tr(Sigma)/|G|^2 below 2x the batch vetoes it (the gradient is then
-    mostly signal). Needs the batch size (run.json or the hyperparameters).
+    (warning); under DDP or FSDP the batch of a step is every rank's together. A
+    gradient noise scale B_simple = tr(Sigma)/|G|^2 below 2x the batch vetoes it (the
+    gradient is then mostly signal). Needs the batch size (run.json or the
+    hyperparameters).
     What to do: increase the batch size (the band narrows as 1/sqrt(batch)), toward
     B_simple when it is known, or accumulate gradients; or lower the learning rate.
     (000's translation says "reduce the batch size"; the CS231n text it translates,
@@ -921,6 +923,9 @@ def noisy_batches(run: Run) -> Iterable[Finding]:
         raise Skip(
             "the loss trend has not fallen yet, so the batch-to-batch scatter has nothing to compare to"
         )
+    # The batch size is one rank's; a step's gradient averages every data-parallel rank's.
+    ranks = data_parallel_ranks(run)
+    step_batch = batch * ranks
     noise = _noise_scale(run)
     width = loss_band(loss.values)
     ratio = width / (loss.start - loss.end)
@@ -931,25 +936,30 @@ def noisy_batches(run: Run) -> Iterable[Finding]:
         "trend_fall": loss.start - loss.end,
         "width_ratio": ratio,
         "batch_size": batch,
+        "data_parallel_ranks": ranks,
+        "step_batch": step_batch,
         "noise_scale": noise,
     }
-    vetoed = noise is not None and noise < NOISE_SCALE_VETO * batch
-    if ratio < NOISY_WIDTH_RATIO or batch >= NOISY_SMALL_BATCH or vetoed:
+    vetoed = noise is not None and noise < NOISE_SCALE_VETO * step_batch
+    if ratio < NOISY_WIDTH_RATIO or step_batch >= NOISY_SMALL_BATCH or vetoed:
         return []
+    per_batch = f"{batch} example(s) per batch" + (
+        f" on each of {ranks} ranks, {step_batch} a step," if ranks > 1 else ""
+    )
     message = (
         f"The per-step train loss spreads over a band typically {fmt(width)} wide (10-90% within "
         f"stretches of {NOISY_BIN} steps), {fmt_pct(ratio)} of the {fmt(loss.start - loss.end)} the trend "
-        f"has fallen in all, with {batch} example(s) per batch (the notes recommend 16-128)"
+        f"has fallen in all, with {per_batch} (the notes recommend 16-128)"
     )
     if noise is not None:
-        message += f"; the gradient noise scale B_simple is about {fmt(noise)} ({fmt_factor(noise / batch)})"
+        message += f"; the gradient noise scale B_simple is about {fmt(noise)} ({fmt_factor(noise / step_batch)})"
     return [
         finding(
             "noisy_batches",
             "warning",
-            f"Loss is noisy from batch to batch (batch size {batch})",
+            f"Loss is noisy from batch to batch (batch size {step_batch})",
             message + ".",
-            _noisy_advice(batch, noise),
+            _noisy_advice(step_batch, noise, ranks),
             NOISY_SOURCE,
             step=int(loss.steps[0]),
             evidence=evidence,
@@ -969,12 +979,13 @@ def _noise_scale(run: Run) -> float | None:
     return median if median > 0 else None
 
 
-def _noisy_advice(batch: int, noise: float | None) -> tuple[str, ...]:
+def _noisy_advice(batch: int, noise: float | None, ranks: int = 1) -> tuple[str, ...]:
     target = max(32, batch * 4)  # inside the 16-128 the notes recommend
     if noise is not None and noise > target:
         target = int(2 ** round(math.log2(min(noise, NOISY_TARGET_MAX * batch))))
+    over = f" of a step (all {ranks} ranks together)" if ranks > 1 else ""
     first = (
-        f"Increase the batch size from {batch} to about {target:,}"
+        f"Increase the batch size{over} from {batch} to about {target:,}"
         + (" (the gradient noise scale estimates the critical batch size)" if noise is not None else "")
         + "; scale the learning rate up with it, or accumulate gradients over several batches."
     )
