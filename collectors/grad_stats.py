@@ -85,9 +85,9 @@ class LayerFold:
 class LayerNorms:
     """Norms of per-parameter tensors, aggregated per layer.
 
-    With `sharded` (the parameters are DTensors: FSDP's `fully_shard`, tensor
-    parallelism), what is measured is this rank's shard of each tensor, never the
-    whole: a DTensor's norm is a collective that the other ranks would have to join.
+    With `sharded` (FSDP, tensor parallelism), what is measured is this rank's shard
+    of each tensor, never the whole: a norm of the whole is a collective that the
+    other ranks would have to join.
     Each shard's squared norm is weighted so that summed over the ranks it gives the
     whole tensor's once (`shard_weight`); the readers do that sum.
     """

@@ -94,7 +94,7 @@ def step_seconds_rank_tag(rank: int) -> str:
     return f"{STEP_SECONDS_RANK_PREFIX}{rank}"
 
 
-# Partial sums of a sharded model (FSDP's `fully_shard`, tensor parallelism), one set
+# Partial sums of a sharded model (FSDP, tensor parallelism), one set
 # per rank: each rank can square only the shards it holds, so it records, per layer,
 # ``shard/rank<r>/<quantity>/<layer>`` (and per step ``shard/rank<r>/grad_sq``, the
 # whole model's), already weighted so that a tensor held whole by several ranks

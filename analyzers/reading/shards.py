@@ -1,9 +1,9 @@
 """The norms of a sharded model, added up from what each of its ranks recorded.
 
-Under FSDP's `fully_shard` or tensor parallelism a rank holds a shard of each
-parameter; a norm of the whole tensor would be a collective that every rank must join
-at the same moment, which a collector must never start. So each rank records its
-shards' squared norms, weighted so that they add up over the ranks to the whole
+Under FSDP or tensor parallelism a rank holds a shard of each parameter; a norm of the
+whole tensor would be a collective that every rank must join at the same moment, which
+a collector must never start. So each rank records its shards' squared norms, weighted
+so that they add up over the ranks to the whole
 (``shard/rank<r>/<quantity>[/<layer>]``, logformat.tags), and the sum is done here,
 followed by what the collector's writer would have done with whole tensors: square
 roots, ratios, and the gradient noise scale's estimate (logformat.noise).
