@@ -25,6 +25,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2
@@ -192,38 +193,43 @@ def bench_refresh(root: str, runs: int, steps: int = 200) -> None:
           f"one run appended: {append * 1000:.2f} ms ({sorted(after.changed)} rebuilt)")
 
 
-def write_sharded(run_dir: str, steps: int, ranks: int, layers: int, start: int = 0) -> int:
-    """Statistics steps every 8th step (a sharded run's schedule past its start): rank 0
-    writes the loss, every rank its parts; returns the points written."""
-    names = [f"layers.{i}" for i in range(layers)]
-    points = 0
-    for rank in range(ranks):
-        writer = EventFileWriter(run_dir, f".rank{rank}")
-        records = []
-        for step in range(start, start + steps, 8):
-            parts = {T.shard_tag(rank, T.ShardSquares.GRAD, name): _value(step, i) ** 2 / ranks for i, name in enumerate(names)}
-            parts[T.shard_tag(rank, T.ShardSquares.GRAD)] = sum(parts.values())
-            if rank == 0:
-                parts[T.TRAIN_LOSS] = _value(step, 0)
-            records.append(summary_record(step, 1.7e9 + step, parts))
-            points += len(parts)
-        writer.write(records)
-        writer.close()
-    return points
-
-
-def write_whole(run_dir: str, steps: int, layers: int, start: int = 0) -> int:
-    writer = EventFileWriter(run_dir)
+def write_every_8th(run_dir: str, suffix: str, steps: int, start: int, values: Callable[[int], dict[str, float]]) -> int:
+    """One Event per 8th step (a sharded run's statistics steps past its start) into a
+    new file; returns the points written."""
+    writer = EventFileWriter(run_dir, suffix)
     records, points = [], 0
     for step in range(start, start + steps, 8):
-        norms = {T.grad_norm_tag(f"layers.{i}"): _value(step, i) for i in range(layers)}
-        norms[T.GRAD_GLOBAL_NORM] = math.sqrt(sum(v * v for v in norms.values()))
-        norms[T.TRAIN_LOSS] = _value(step, 0)
-        records.append(summary_record(step, 1.7e9 + step, norms))
-        points += len(norms)
+        scalars = values(step)
+        records.append(summary_record(step, 1.7e9 + step, scalars))
+        points += len(scalars)
     writer.write(records)
     writer.close()
     return points
+
+
+def write_sharded(run_dir: str, steps: int, ranks: int, layers: int, start: int = 0) -> int:
+    """Every rank its part of each layer's squared gradient norm; rank 0 the loss too."""
+
+    def parts(rank: int, step: int) -> dict[str, float]:
+        squares = {T.shard_tag(rank, T.ShardSquares.GRAD, f"layers.{i}"): _value(step, i) ** 2 / ranks for i in range(layers)}
+        squares[T.shard_tag(rank, T.ShardSquares.GRAD)] = sum(squares.values())
+        return squares | ({T.TRAIN_LOSS: _value(step, 0)} if rank == 0 else {})
+
+    return sum(
+        write_every_8th(run_dir, f".rank{rank}", steps, start, lambda step, rank=rank: parts(rank, step))
+        for rank in range(ranks)
+    )
+
+
+def write_whole(run_dir: str, steps: int, layers: int, start: int = 0) -> int:
+    """The same run written whole by one rank."""
+
+    def norms(step: int) -> dict[str, float]:
+        layer_norms = {T.grad_norm_tag(f"layers.{i}"): _value(step, i) for i in range(layers)}
+        whole = math.sqrt(sum(v * v for v in layer_norms.values()))
+        return layer_norms | {T.GRAD_GLOBAL_NORM: whole, T.TRAIN_LOSS: _value(step, 0)}
+
+    return write_every_8th(run_dir, "", steps, start, norms)
 
 
 def bench_sharded(root: str, steps: int, ranks: int, layers: int) -> None:
