@@ -56,7 +56,7 @@ from collectors.cadence import QUIET, STATS, StatsCadence
 from collectors.config import CollectorConfig
 from collectors.cuda_graphs import cuda_graphs_run_on
 from collectors.distributed import data_parallel_ranks, rank_and_world_size
-from collectors.grad_stats import LayerFold, LayerNorms, shard_weight
+from collectors.grad_stats import LayerFold, LayerNorms, local_shard, shard_weight
 from collectors.guard import ErrorGuard
 from collectors.histograms import pack_histogram
 from collectors.init_check import check_initialization, check_sharded_initialization, shard_moments
@@ -91,6 +91,7 @@ from collectors.scratch import Scratch
 from collectors.writer import WriterThread
 from logformat import runjson as RJ
 from logformat import tags as T
+from logformat.tags import ShardHistograms as SH
 from logformat.tags import ShardSquares as SS
 
 Number = float | int
@@ -177,7 +178,6 @@ class Collector:
         if self._sharded or self._noise_batch_unknown:
             config = dataclasses.replace(
                 config,
-                histograms=config.histograms and not self._sharded,
                 noise_scale=config.noise_scale and not self._noise_batch_unknown,
             )
         if not self._is_writer:
@@ -377,23 +377,25 @@ class Collector:
             self._guard.report("layers", problem, consequence=consequence)
 
     def _say_what_sharding_hides(self) -> None:
-        off = ["weight and gradient histograms"]
-        why = "need whole tensors, which only a collective that every rank joins could give"
-        if self._flat_shards:  # its slices are flat: no weight's shape to check
+        """Each rank measures its own shards and the readers add them up; what cannot be
+        measured so is said once."""
+        off, why = [], []
+        if self._flat_shards:
             off.append("the initialization check")
+            why.append("FSDP's FullyShardedDataParallel keeps flat slices, which carry no weight's shape")
+            if has_flat_parameters(p for layer in self._layers for p in layer.params):
+                off.append("histograms")
+                why.append(
+                    "without use_orig_params=True its flat parameters hold whole units (measured per unit,"
+                    " not per layer) and no weight to take a histogram of"
+                )
         if self._noise_batch_unknown:
             off.append("the gradient noise scale")
-            why += "; the noise scale needs to know how many ranks' batches make a step's, which FSDP's mesh did not tell"
-        per_unit = ""
-        if self._flat_shards and has_flat_parameters(p for layer in self._layers for p in layer.params):
-            per_unit = " Without use_orig_params=True, FSDP's flat parameters are measured per wrapped unit, not per layer."
-        problem = ValueError(
-            f"the model's parameters are sharded across ranks (FSDP or tensor parallel): {' and '.join(off)} {why}"
-        )
-        consequence = (
-            f"They are off; the other norms and ratios are summed from every rank's shards by the readers.{per_unit}"
-        )
-        self._guard.report("sharded parameters", problem, consequence=consequence)
+            why.append("it needs to know how many ranks' batches make a step's, which FSDP's mesh did not tell")
+        if off:
+            problem = ValueError(f"the model is sharded: {' and '.join(off)} cannot be measured ({'; '.join(why)})")
+            consequence = "They are off; the rest is summed from every rank's shards by the readers"
+            self._guard.report("sharded parameters", problem, consequence=consequence)
 
     def _record_shard_moments(self, step: int) -> None:
         """A sharded model's initialization check: this rank's part of each checked
@@ -529,7 +531,7 @@ class Collector:
             with torch.no_grad():
                 self._weights_before = self._snapshot.copy_of(self._norms.weights())
         if histogram:
-            self._guard.call("histograms", self._histograms, T.hist_grad_tag, _dense_grad)
+            self._guard.call("histograms", self._histograms, True)
         if sampled or histogram:
             self._updates_pending = len(self._optimizers)
 
@@ -583,7 +585,7 @@ class Collector:
         if self._weights_before is not None:
             self._guard.call("updates", self._read_updates)
         if self.config.is_histogram_step(self._step):
-            self._guard.call("histograms", self._histograms, T.hist_weight_tag, lambda w: w)
+            self._guard.call("histograms", self._histograms, False)
 
     def _read_updates(self) -> None:
         before, self._weights_before = self._weights_before, None
@@ -596,14 +598,26 @@ class Collector:
             assert delta and w_before and w_after  # every parameter has a value: one fold for all three
             self._current.append((self._update_spec(delta[0]), torch.cat([delta[1], w_before[1], w_after[1]])))
 
-    def _histograms(self, tag: Callable[[str], str], of: Callable[[nn.Parameter], torch.Tensor | None]) -> None:
-        """A histogram of `of(weight)` for every layer that has a weight (and a gradient, for gradients)."""
+    def _histograms(self, of_gradients: bool) -> None:
+        """A histogram of every layer's weight (or its gradient, where it has one); of a
+        sharded model's, this rank's shard of it, on its own range: the readers merge
+        the ranks' (`HistogramSpec.share` counts a replicated tensor once)."""
         with torch.no_grad():
             for layer in self._layers:
-                values = of(layer.weight) if layer.weight is not None else None
-                if values is not None:
-                    packed = pack_histogram(values, self.config.histogram_bins)
-                    self._current.append((HistogramSpec(tag(layer.name), packed.numel()), packed))
+                weight = layer.weight
+                values = (_dense_grad(weight) if of_gradients else weight) if weight is not None else None
+                share = 1.0
+                if self._sharded and values is not None:
+                    values = local_shard(values)
+                    share = shard_weight(weight, 1.0 if self._flat_shards else None)  # type: ignore[arg-type]
+                if values is None or not values.numel():  # no gradient, or none of the tensor on this rank
+                    continue
+                if self._sharded:
+                    tag = self._shard_tag(SH.GRAD if of_gradients else SH.WEIGHT, layer.name)
+                else:
+                    tag = T.hist_grad_tag(layer.name) if of_gradients else T.hist_weight_tag(layer.name)
+                packed = pack_histogram(values, self.config.histogram_bins)
+                self._current.append((HistogramSpec(tag, packed.numel(), share), packed))
 
     def _plan(self, step: int) -> None:
         """Decide, before `step` starts, what it records: the hooks then only read flags

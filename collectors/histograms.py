@@ -38,9 +38,11 @@ def packed_size(bins: int) -> int:
     return _HEAD + bins
 
 
-def unpack_histogram(values: np.ndarray) -> Histogram:
+def unpack_histogram(values: np.ndarray, share: float = 1.0) -> Histogram:
+    """`share`: what a sharded model's shard stands for (counts and sums are scaled by it)."""
     lo, hi, total, total_sq = (float(v) for v in values[:_HEAD])
-    counts = values[_HEAD:].astype(np.float64)
+    total, total_sq = total * share, total_sq * share
+    counts = values[_HEAD:].astype(np.float64) * share
     edges = np.linspace(lo, hi, counts.shape[0] + 1) if hi > lo else np.full(counts.shape[0] + 1, lo)
     return Histogram(
         min=lo,

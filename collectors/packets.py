@@ -86,6 +86,9 @@ class FractionSpec:
 class HistogramSpec:
     tag: str
     size: int  # collectors.histograms.packed_size(bins)
+    # The part of the whole that a sharded model's shard stands for (`shard_weight`):
+    # counts, sum and sum of squares are scaled by it, so that the ranks' add up.
+    share: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ class WriterThread:
                 big, b_small, b_big = spec.tags
                 scalars[big], scalars[b_small], scalars[b_big] = float(chunk[0]), spec.b_small, spec.b_big
             elif isinstance(spec, HistogramSpec):
-                histograms[spec.tag] = unpack_histogram(chunk)
+                histograms[spec.tag] = unpack_histogram(chunk, spec.share)
             elif isinstance(spec, NoiseSpec):
                 small_sq = self._small_squares.mean_since(spec.first_step)
                 if small_sq is not None:

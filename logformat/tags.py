@@ -118,6 +118,15 @@ class ShardSquares:
     ALL = (GRAD, UPDATE, WEIGHT_BEFORE, WEIGHT, NOISE_BIG, NOISE_B_SMALL, NOISE_B_BIG)
 
 
+class ShardHistograms:
+    """A rank's histogram of its shard of a layer's weight or gradient, each on its own
+    range; readers merge the ranks' onto the range of them all."""
+
+    WEIGHT = "hist_weight"
+    GRAD = "hist_grad"
+    ALL = (WEIGHT, GRAD)
+
+
 class ShardInit:
     """A rank's part of a weight that the initialization check looks at, at attach
     (collectors/init_check.py, `shard_moments`): the count, sum and sum of squares add
@@ -144,7 +153,7 @@ def split_shard_tag(tag: str) -> tuple[int, str, str | None] | None:
         return None
     rank, _, rest = tag[len(SHARD_PREFIX):].partition("/")
     quantity, _, layer = rest.partition("/")
-    if not rank.isdigit() or quantity not in (*ShardSquares.ALL, *ShardInit.ALL):
+    if not rank.isdigit() or quantity not in (*ShardSquares.ALL, *ShardInit.ALL, *ShardHistograms.ALL):
         return None
     return int(rank), quantity, layer or None
 

@@ -93,6 +93,28 @@ def whole(kind: str, model: nn.Module, name: str, grad: bool) -> torch.Tensor:
     return torch.cat([(p.grad if grad else p.detach()).full_tensor().flatten() for p in params])
 
 
+def whole_weight(kind: str, model: nn.Module, name: str, grad: bool) -> torch.Tensor:
+    """Layer `name`'s weight (or its gradient) alone, whole: what its histogram counts."""
+    if kind == "fsdp1":
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        with FullyShardedDataParallel.summon_full_params(model, writeback=False, with_grads=grad):
+            weight = model.module[int(name)].weight
+            return (weight.grad if grad else weight).detach().clone()
+    weight = model[int(name)].weight
+    return (weight.grad if grad else weight.detach()).full_tensor()
+
+
+def ranges(kind: str, model: nn.Module, grad: bool) -> dict[str, list[float]]:
+    """Each layer's weight (gradient) histogram as the whole tensor would give it: its
+    extremes and its number of values."""
+    out = {}
+    for name in LAYERS:
+        t = whole_weight(kind, model, name, grad)
+        out[f"hist/{'grad' if grad else 'weight'}/{name}"] = [float(t.min()), float(t.max()), float(t.numel())]
+    return out
+
+
 def noise_scales(grads: list[torch.Tensor], batch: int) -> dict[int, float]:
     """B_simple from the whole gradients of every step, windows of EVERY steps, as
     collectors/noise_scale.py estimates it (B_small: every rank's batch together)."""
@@ -106,7 +128,11 @@ def noise_scales(grads: list[torch.Tensor], batch: int) -> dict[int, float]:
 
 
 def train(
-    kind: str, log_dir: str | None, direct: dict[str, dict[int, float]] | None = None, init: dict | None = None
+    kind: str,
+    log_dir: str | None,
+    direct: dict[str, dict[int, float]] | None = None,
+    init: dict | None = None,
+    hists: dict[int, dict[str, list[float]]] | None = None,
 ) -> nn.Module:
     if kind.startswith("fsdp1"):
         model = fsdp1_model(flat=kind == "fsdp1_flat")
@@ -122,7 +148,9 @@ def train(
     if kind != "tp":  # data parallel: each rank its own examples; tensor parallel: the same
         rank = dist.get_rank()
         X, y = X[rank::WORLD], y[rank::WORLD]
-    collector = watch(model, opt, log_dir, batch_size=BATCH, every=EVERY, flush_steps=2) if log_dir else None
+    settings = {"batch_size": BATCH, "every": EVERY, "histogram_every": EVERY, "flush_steps": 2}
+    collector = watch(model, opt, log_dir, **settings) if log_dir else None
+    histograms = hists is not None and kind != "fsdp1_flat"  # flat units have no weight to count
     whole_grads = []
     for step in range(STEPS):
         idx = torch.arange(step * BATCH, step * BATCH + BATCH)
@@ -140,7 +168,11 @@ def train(
                 before[name] = whole(kind, model, name, grad=False)
             direct["grad/global_norm"][step] = float(torch.cat(grads).norm())
             whole_grads.append(torch.cat(grads).double())
+        if histograms and step % EVERY == 0:
+            hists[step] = ranges(kind, model, grad=True)  # type: ignore[index]  # read before the update
         opt.step()
+        if histograms and step % EVERY == 0:
+            hists[step] |= ranges(kind, model, grad=False)  # type: ignore[index]  # and after it
         if direct is not None and step % EVERY == 0:
             for name in LAYERS:
                 after = whole(kind, model, name, grad=False)
@@ -166,12 +198,14 @@ def worker(rank: int, kind: str, log_dir: str, store: str, out_dir: str) -> None
         tag: {} for name in LAYERS for tag in (f"grad/norm/{name}", f"update/ratio/{name}", f"weight/norm/{name}")
     } | {"grad/global_norm": {}}
     init: dict[str, list[float]] = {}
-    watched = train(kind, str(Path(log_dir, kind)), direct, init)
+    hists: dict[int, dict[str, list[float]]] = {}
+    watched = train(kind, str(Path(log_dir, kind)), direct, init, hists)
     same = all(torch.equal(_local(a), _local(b)) for a, b in zip(plain.parameters(), watched.parameters()))
     Path(out_dir, f"{kind}.rank{rank}.identical").write_text(str(same))
     if rank == 0:
         Path(out_dir, f"{kind}.direct.json").write_text(json.dumps(direct))
         Path(out_dir, f"{kind}.init.json").write_text(json.dumps(init))
+        Path(out_dir, f"{kind}.hist.json").write_text(json.dumps(hists))
     dist.barrier()
     dist.destroy_process_group()
     # Everything is written and closed. Skip the interpreter's teardown: after tensor

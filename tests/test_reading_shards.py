@@ -16,7 +16,7 @@ from analyzers.diagnose import diagnose_run
 from analyzers.reading.logdir import LogDirReader
 from analyzers.reading.shards import sum_shards
 from analyzers.rules import ALL_RULES
-from analyzers.run import Series
+from analyzers.run import HistogramSeries, Series
 from logformat import runjson as RJ
 from logformat import tags as T
 from logformat.events import EventFileWriter, summary_record
@@ -223,3 +223,40 @@ def test_a_sharded_model_s_zero_initialized_layer_is_found_from_the_ranks_parts(
     diagnosis = diagnose_run(run, tuple((rule, fn) for rule, fn in ALL_RULES if rule == "bad_initialization"))
     (found,) = diagnosis.findings
     assert found.severity == "critical" and found.layer == "fc1"
+
+
+def _histogram(values: np.ndarray, step: int = 0) -> HistogramSeries:
+    counts, edges = np.histogram(values, bins=30)
+    return HistogramSeries(np.array([step]), [edges], [counts.astype(np.float64)])
+
+
+def test_the_ranks_histograms_merge_onto_the_range_of_them_all():
+    """Two halves of a weight, each counted on its own range (as each rank does), merge
+    into the whole's count and range exactly, and each bucket to within a bucket of
+    what counting the whole at once gives."""
+    rng = np.random.default_rng(0)
+    whole = np.concatenate([rng.normal(-1.0, 0.5, 5000), rng.normal(1.0, 0.2, 3000)])
+    halves = {0: whole[:5000], 1: whole[5000:]}
+    raw = {T.shard_tag(rank, T.ShardHistograms.WEIGHT, "fc"): _histogram(part) for rank, part in halves.items()}
+    merged = sum_shards({}, {RJ.K_WORLD_SIZE: 2}, raw).histograms[T.hist_weight_tag("fc")]
+    (edges,), (counts,) = merged.edges, merged.counts
+    direct, direct_edges = np.histogram(whole, bins=30)
+    assert edges.tolist() == pytest.approx(direct_edges.tolist())
+    assert counts.sum() == pytest.approx(8000)
+    assert np.abs(counts - direct).max() < 0.1 * direct.max()  # spread within a source bucket's width
+    assert np.abs(counts - direct).sum() < 0.05 * 8000
+
+
+def test_a_rank_whose_values_are_all_one_merges_into_the_bucket_that_holds_it():
+    raw = {
+        T.shard_tag(0, T.ShardHistograms.GRAD, "fc"): HistogramSeries(
+            np.array([0]), [np.full(31, 0.0)], [np.r_[40.0, np.zeros(29)]]
+        ),
+        T.shard_tag(1, T.ShardHistograms.GRAD, "fc"): _histogram(np.linspace(-1.0, 1.0, 60)),
+    }
+    merged = sum_shards({}, {RJ.K_WORLD_SIZE: 2}, raw).histograms[T.hist_grad_tag("fc")]
+    (edges,), (counts,) = merged.edges, merged.counts
+    assert (edges[0], edges[-1]) == (-1.0, 1.0) and counts.sum() == pytest.approx(100.0)
+    assert counts[15] == pytest.approx(40.0 + 2.0, abs=1.0)  # the zeros land in the bucket from 0 to 1/15
+    one_rank = {T.shard_tag(0, T.ShardHistograms.GRAD, "fc"): raw[T.shard_tag(0, T.ShardHistograms.GRAD, "fc")]}
+    assert T.hist_grad_tag("fc") not in sum_shards({}, {RJ.K_WORLD_SIZE: 2}, one_rank).histograms  # rank 1 awaited

@@ -285,9 +285,10 @@ class LogDirReader:
                 meta[RJ.K_HPARAMS] = dict(state.hparams)
             source = next((_SOURCE_OF_KIND[k] for k in _SOURCE_OF_KIND if k in kinds), SOURCE_TRAINSCOPE)
         raw_scalars = {name: merge_series(parts) for name, parts in raw.items()}
+        raw_histograms = {name: c.snapshot() for name, c in state.histograms.items() if len(c)}
         if source == SOURCE_TRAINSCOPE:
-            summed = sum_shards(raw_scalars, meta)
-            raw_scalars, meta = summed.scalars, summed.meta
+            summed = sum_shards(raw_scalars, meta, raw_histograms)
+            raw_scalars, raw_histograms, meta = summed.scalars, summed.histograms, summed.meta
             if summed.problem:
                 problems.append(summed.problem)
         rel = os.path.relpath(run_dir, self.path)
@@ -296,7 +297,7 @@ class LogDirReader:
             path=run_dir,
             source=source,
             raw_scalars=raw_scalars,
-            raw_histograms={name: c.snapshot() for name, c in state.histograms.items() if len(c)},
+            raw_histograms=raw_histograms,
             mapper=self.mapper,
             meta=meta,
             problems=tuple(problems),

@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from analyzers.run import Series
+from analyzers.run import HistogramSeries, Series
 from logformat import runjson as RJ
 from logformat import tags as T
 from logformat.noise import NoiseScaleEMA, two_batch_estimate
+from logformat.tags import ShardHistograms as SH
 from logformat.tags import ShardInit as SI
 from logformat.tags import ShardSquares as SS
 
@@ -37,17 +38,22 @@ _Key = tuple[str, str | None]  # (quantity, layer or None for the whole model)
 @dataclass(frozen=True)
 class Summed:
     scalars: dict[str, Series]
+    histograms: dict[str, HistogramSeries]
     meta: dict[str, Any]
     problem: str | None = None  # ranks whose parts are not in the log yet, one line
 
 
-def sum_shards(raw: Mapping[str, Series], meta: Mapping[str, Any]) -> Summed:
+def sum_shards(
+    raw: Mapping[str, Series], meta: Mapping[str, Any], raw_histograms: Mapping[str, HistogramSeries] | None = None
+) -> Summed:
     """`raw` with the ranks' parts replaced by the canonical tags they add up to:
     ``grad/norm/<layer>``, ``grad/global_norm`` (unless rank 0 wrote it itself, from the
     norm ``clip_grad_norm_`` returned), ``update/ratio/<layer>``, ``weight/norm/<layer>``
-    and ``grad/noise_scale``; and `meta` (the run's run.json: its world size, the
-    collector's noise window, the initialization check) with the check's entries
-    completed from the ranks' parts (those still waiting for a rank's part left out)."""
+    and ``grad/noise_scale``; `raw_histograms` with the ranks' histograms merged into
+    ``hist/weight/<layer>`` and ``hist/grad/<layer>``; and `meta` (the run's run.json: its
+    world size, the collector's noise window, the initialization check) with the
+    check's entries completed from the ranks' parts (those still waiting for a rank's
+    part left out)."""
     parts: dict[_Key, list[Series]] = {}
     ranks: set[int] = set()
     out: dict[str, Series] = {}
@@ -59,12 +65,27 @@ def sum_shards(raw: Mapping[str, Series], meta: Mapping[str, Any]) -> Summed:
         rank, quantity, layer = split
         ranks.add(rank)
         parts.setdefault((quantity, layer), []).append(series)
-    if not parts:
-        return Summed(out, dict(meta))
+    histogram_parts: dict[_Key, list[HistogramSeries]] = {}
+    histograms: dict[str, HistogramSeries] = {}
+    for name, histogram in (raw_histograms or {}).items():
+        split = T.split_shard_tag(name)
+        if split is None:
+            histograms[name] = histogram
+            continue
+        rank, quantity, layer = split
+        ranks.add(rank)
+        histogram_parts.setdefault((quantity, layer), []).append(histogram)
+    if not ranks:
+        return Summed(out, histograms, dict(meta))
     world_size = meta.get(RJ.K_WORLD_SIZE)
     world_size = world_size if isinstance(world_size, int) else None
     everyone_wrote = world_size is not None and len(ranks) >= world_size
     expected = max(world_size or 0, len(ranks))
+    for (quantity, layer), pieces in histogram_parts.items():
+        merged = _merge_histograms(pieces, len(pieces) if everyone_wrote else expected)
+        if layer is not None and len(merged.steps):
+            tag = T.hist_grad_tag(layer) if quantity == SH.GRAD else T.hist_weight_tag(layer)
+            histograms.setdefault(tag, merged)
     totals = {
         (quantity, layer): _add_up(series, len(series) if everyone_wrote else expected, _REDUCE.get(quantity, np.add))
         for (quantity, layer), series in parts.items()
@@ -92,7 +113,7 @@ def sum_shards(raw: Mapping[str, Series], meta: Mapping[str, Any]) -> Summed:
             " of its norms yet: gradient norms, update ratios, weight norms and the noise scale are summed over"
             " every rank, and wait for them"
         )
-    return Summed(dict(sorted(out.items())), _complete_init_check(meta, totals), problem)
+    return Summed(dict(sorted(out.items())), histograms, _complete_init_check(meta, totals), problem)
 
 
 # How the ranks' parts of a quantity combine; any other is summed. The batch sizes of
@@ -129,6 +150,46 @@ def _add_up(parts: list[Series], contributors: int, reduce: np.ufunc | None) -> 
         np.maximum.at(walls, inverse, np.concatenate([s.wall_times for s in parts]))  # type: ignore[misc]
     done = counts >= contributors
     return Series(unique[done], sums[done], None if walls is None else walls[done])
+
+
+def _merge_histograms(pieces: list[HistogramSeries], contributors: int) -> HistogramSeries:
+    """The ranks' histograms of a layer, at each step all `contributors` wrote one,
+    merged onto the range of them all with as many buckets as the finest: each rank's
+    buckets spread evenly over their width (its count, sum and range are exact; where
+    a bucket falls inside a merged one is approximate, to a bucket's width)."""
+    if len(pieces) < contributors:
+        return HistogramSeries(np.empty(0, np.int64), [], [])
+    at_step: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for piece in pieces:
+        for step, edges, counts in zip(piece.steps.tolist(), piece.edges, piece.counts):
+            at_step.setdefault(step, []).append((np.asarray(edges, np.float64), np.asarray(counts, np.float64)))
+    steps, all_edges, all_counts = [], [], []
+    for step in sorted(at_step):
+        if len(at_step[step]) < contributors:
+            continue
+        edges, counts = _merge_buckets(at_step[step])
+        steps.append(step)
+        all_edges.append(edges)
+        all_counts.append(counts)
+    return HistogramSeries(np.asarray(steps, np.int64), all_edges, all_counts)
+
+
+def _merge_buckets(pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    low, high = min(e[0] for e, _ in pieces), max(e[-1] for e, _ in pieces)
+    bins = max(len(c) for _, c in pieces)
+    if not high > low:  # every value the same
+        return np.full(bins + 1, low), np.bincount([0], [sum(float(c.sum()) for _, c in pieces)], bins)
+    edges = np.linspace(low, high, bins + 1)
+    merged = np.zeros(bins)
+    for e, c in pieces:
+        below = np.concatenate([[0.0], np.cumsum(c)])  # how many values lie below each of the piece's edges
+        if e[-1] > e[0]:
+            cumulative = np.interp(edges, e, below)
+        else:  # a rank whose values are all one
+            cumulative = np.where(edges > e[0], below[-1], 0.0)
+        cumulative[0], cumulative[-1] = 0.0, below[-1]
+        merged += np.diff(cumulative)
+    return edges, merged
 
 
 def _shared_steps(parts: list[Series]) -> int | None:
