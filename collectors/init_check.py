@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from collectors.layers import Layer
+from collectors.layers import Layer, type_name
 
 _HE_KINDS = frozenset({"relu", "leaky_relu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu", "mish"})
 _XAVIER_KINDS = frozenset({"tanh", "sigmoid", "hardtanh", "softplus", "softmax"})
@@ -65,7 +65,7 @@ def _weight_entry(layer: Layer, shape: list[int]) -> dict[str, Any]:
     return {
         "layer": layer.name,
         "param": "weight",
-        "type": type(layer.module).__name__,
+        "type": type_name(layer.module),
         "shape": shape,
         "fan_in": fan_in,
         "activation": layer.activation,

@@ -102,6 +102,16 @@ def has_dtensor_parameters(model: nn.Module) -> bool:
     return dtensor is not None and any(isinstance(p, dtensor) for p in model.parameters())
 
 
+def type_name(module: nn.Module) -> str:
+    """The module's class as its model defines it: FSDP's `fully_shard` gives a module a
+    class of its own (`FSDPLinear` for a `Linear`), which the rules would not know."""
+    fsdp_module = getattr(sys.modules.get("torch.distributed.fsdp"), "FSDPModule", None)
+    cls = type(module)
+    if fsdp_module is not None and isinstance(module, fsdp_module):
+        cls = next((base for base in cls.__bases__ if not issubclass(base, fsdp_module)), cls)
+    return cls.__name__
+
+
 def has_lazy_parameters(model: nn.Module) -> bool:
     """Whether some parameter waits for the first forward pass to get its shape
     (`nn.LazyLinear` and the other lazy modules): until then there is nothing to map."""
@@ -110,7 +120,7 @@ def has_lazy_parameters(model: nn.Module) -> bool:
 
 def lazy_model_summary(model: nn.Module) -> dict[str, Any]:
     """run.json's model summary until the lazy parameters have their shapes."""
-    return {"class": type(model).__name__, "layers": [], "activations": {}, "lazy": True}
+    return {"class": type_name(model), "layers": [], "activations": {}, "lazy": True}
 
 
 def _is_compiled(model: nn.Module) -> bool:
@@ -210,7 +220,7 @@ def map_model(model: nn.Module, param_groups: Iterable[Mapping[str, Any]]) -> Mo
         summary_layers.append(
             {
                 "name": _layer_name(name),
-                "type": type(module).__name__,
+                "type": type_name(module),
                 "parameters": sum(p.numel() for p in own),
                 "trainable": bool(trainable),
             }
@@ -235,7 +245,7 @@ def map_model(model: nn.Module, param_groups: Iterable[Mapping[str, Any]]) -> Mo
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     summary = {
-        "class": type(model).__name__,
+        "class": type_name(model),
         "parameters": n_params,
         "trainable_parameters": n_trainable,
         "layers": summary_layers,

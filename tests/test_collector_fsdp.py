@@ -86,6 +86,10 @@ def test_the_initialization_check_is_completed_from_the_ranks_parts(sharded_runs
     assert [entry["layer"] for entry in written] == ["0", "2"]
     assert all(entry["from_shards"] and "std" not in entry for entry in written)
     assert [entry["shape"] for entry in written] == ([[32, 64], [10, 32]] if kind == "tp" else [[33, 64], [10, 33]])
+    # fully_shard gives each module a class of its own (FSDPLinear): the model's is recorded
+    assert [entry["type"] for entry in written] == ["Linear", "Linear"]
+    layers = json.loads((log_dir / kind / "run.json").read_text())["model"]["layers"]
+    assert [layer["type"] for layer in layers] == ["Linear", "Linear"]
     entries = read_logdir(log_dir / kind).runs["."].meta["init_check"]
     for entry in entries:
         std, mean = init[entry["layer"]]
