@@ -175,11 +175,8 @@ class Collector:
         # How many ranks' batches make a step's: the noise scale's batch, and the rules'.
         self._data_parallel = data_parallel_ranks(model, self.world_size)
         self._noise_batch_unknown = config.noise_scale and self._data_parallel is None
-        if self._sharded or self._noise_batch_unknown:
-            config = dataclasses.replace(
-                config,
-                noise_scale=config.noise_scale and not self._noise_batch_unknown,
-            )
+        if self._noise_batch_unknown:
+            config = dataclasses.replace(config, noise_scale=False)
         if not self._is_writer:
             config = dataclasses.replace(config, activations=False)
         self.config = config
