@@ -81,6 +81,23 @@ def test_a_weight_constant_on_each_rank_but_not_across_them_is_not_constant():
     assert entry["std"] == pytest.approx(math.sqrt(8.0 / 31))
 
 
+def test_a_rank_whose_parts_end_early_in_a_finished_run_is_named():
+    """Its collector stopped measuring (an error on that rank is reported there); the
+    sums end where its parts do, and the reader says why, once the run is over."""
+    raw = {
+        T.shard_tag(0, GRAD): series([0, 1, 2, 3], [1.0] * 4),
+        T.shard_tag(1, GRAD): series([0, 1], [1.0] * 2),
+    }
+    running = sum_shards(raw, {RJ.K_WORLD_SIZE: 2, RJ.K_STATUS: "running"})
+    assert running.problem is None  # while it runs, ranks flush at different times
+    finished = sum_shards(raw, {RJ.K_WORLD_SIZE: 2, RJ.K_STATUS: "finished"})
+    assert values(finished.scalars, T.GRAD_GLOBAL_NORM) == {0: math.sqrt(2.0), 1: math.sqrt(2.0)}
+    assert finished.problem == (
+        "the parts of rank(s) 1 (step 1) of this sharded run end before the others' (step 3): its norms,"
+        " summed over every rank, end there too; that rank's collector stopped measuring (see its output)"
+    )
+
+
 def test_nothing_is_summed_until_every_rank_has_written():
     """A rank that has not flushed yet has no series at all: rank 0's part alone would
     read as the whole, at a fraction of its value."""

@@ -57,6 +57,7 @@ def sum_shards(
     parts: dict[_Key, list[Series]] = {}
     ranks: set[int] = set()
     out: dict[str, Series] = {}
+    last_steps: dict[int, int] = {}  # each rank's last statistics step: where the sums can reach
     for name, series in raw.items():
         split = T.split_shard_tag(name)
         if split is None:
@@ -65,6 +66,8 @@ def sum_shards(
         rank, quantity, layer = split
         ranks.add(rank)
         parts.setdefault((quantity, layer), []).append(series)
+        if quantity == SS.GRAD and layer is None and len(series):
+            last_steps[rank] = int(series.steps[-1])
     histogram_parts: dict[_Key, list[HistogramSeries]] = {}
     histograms: dict[str, HistogramSeries] = {}
     for name, histogram in (raw_histograms or {}).items():
@@ -105,15 +108,36 @@ def sum_shards(
     noise = _noise_scale(totals, raw.get(T.STEP_SKIPPED), meta.get(RJ.K_COLLECTOR))
     if noise is not None and len(noise):
         out[T.GRAD_NOISE_SCALE] = noise
-    missing = sorted(set(range(world_size)) - ranks) if world_size is not None else []
-    problem = None
-    if missing:
-        problem = (
-            f"rank(s) {', '.join(map(str, missing))} of this sharded run ({world_size} ranks) have written no part"
-            " of its norms yet: gradient norms, update ratios, weight norms and the noise scale are summed over"
-            " every rank, and wait for them"
-        )
+    problem = _missing_ranks(ranks, world_size) or _stopped_ranks(last_steps, meta.get(RJ.K_STATUS))
     return Summed(dict(sorted(out.items())), histograms, _complete_init_check(meta, totals), problem)
+
+
+def _missing_ranks(ranks: set[int], world_size: int | None) -> str | None:
+    missing = sorted(set(range(world_size)) - ranks) if world_size is not None else []
+    if not missing:
+        return None
+    return (
+        f"rank(s) {', '.join(map(str, missing))} of this sharded run ({world_size} ranks) have written no part"
+        " of its norms yet: gradient norms, update ratios, weight norms and the noise scale are summed over"
+        " every rank, and wait for them"
+    )
+
+
+def _stopped_ranks(last_steps: Mapping[int, int], status: Any) -> str | None:
+    """A rank whose parts end before the others' in a run that is over: its collector
+    stopped measuring (an error there is reported in that rank's output), and the sums
+    end where it did. While the run goes on, ranks flush at different times."""
+    if status not in (RJ.STATUS_FINISHED, RJ.STATUS_CRASHED) or not last_steps:
+        return None
+    end = max(last_steps.values())
+    stopped = {rank: step for rank, step in sorted(last_steps.items()) if step < end}
+    if not stopped:
+        return None
+    which = ", ".join(f"{rank} (step {step})" for rank, step in stopped.items())
+    return (
+        f"the parts of rank(s) {which} of this sharded run end before the others' (step {end}): its norms,"
+        " summed over every rank, end there too; that rank's collector stopped measuring (see its output)"
+    )
 
 
 # How the ranks' parts of a quantity combine; any other is summed. The batch sizes of
