@@ -277,3 +277,15 @@ def test_a_rank_whose_values_are_all_one_merges_into_the_bucket_that_holds_it():
     assert counts[15] == pytest.approx(40.0 + 2.0, abs=1.0)  # the zeros land in the bucket from 0 to 1/15
     one_rank = {T.shard_tag(0, T.ShardHistograms.GRAD, "fc"): raw[T.shard_tag(0, T.ShardHistograms.GRAD, "fc")]}
     assert T.hist_grad_tag("fc") not in sum_shards({}, {RJ.K_WORLD_SIZE: 2}, one_rank).histograms  # rank 1 awaited
+
+
+def test_a_sharded_run_without_run_json_is_summed_over_the_ranks_that_wrote(tmp_path):
+    """Rank 0 died before writing run.json: its world size is unknown, so the ranks
+    that wrote are all there is to wait for."""
+    for rank, square in ((0, 9.0), (1, 16.0)):
+        writer = EventFileWriter(tmp_path, f".rank{rank}")
+        writer.write([summary_record(s, 1000.0 + s, {T.shard_tag(rank, GRAD, "fc"): square}) for s in range(3)])
+        writer.close()
+    run = LogDirReader(tmp_path).refresh().runs["."]
+    assert run.scalar(T.grad_norm_tag("fc")).values.tolist() == [5.0, 5.0, 5.0]
+    assert not run.unmapped

@@ -286,11 +286,11 @@ class LogDirReader:
             source = next((_SOURCE_OF_KIND[k] for k in _SOURCE_OF_KIND if k in kinds), SOURCE_TRAINSCOPE)
         raw_scalars = {name: merge_series(parts) for name, parts in raw.items()}
         raw_histograms = {name: c.snapshot() for name, c in state.histograms.items() if len(c)}
-        if source == SOURCE_TRAINSCOPE:
-            summed = sum_shards(raw_scalars, meta, raw_histograms)
-            raw_scalars, raw_histograms, meta = summed.scalars, summed.histograms, summed.meta
-            if summed.problem:
-                problems.append(summed.problem)
+        # A sharded run's parts (also one whose run.json rank 0 never wrote).
+        summed = sum_shards(raw_scalars, meta, raw_histograms)
+        raw_scalars, raw_histograms, meta = summed.scalars, summed.histograms, summed.meta
+        if summed.problem:
+            problems.append(summed.problem)
         rel = os.path.relpath(run_dir, self.path)
         return build_run(
             name="." if rel == os.curdir else rel.replace(os.sep, "/"),
