@@ -1,12 +1,13 @@
-"""Sharded models (FSDP's `fully_shard`, tensor parallelism): the collector neither breaks
-nor changes the run, and the per-layer norms come out as those of the whole tensors.
+"""Sharded models (FSDP in its three forms, tensor parallelism): the collector neither
+breaks nor changes the run, and what the readers add up from the ranks' parts equals
+what the whole tensors give.
 
-Each rank holds a shard of every parameter (a DTensor). A norm of one, taken by rank 0
-alone, is a collective that the other ranks never join: attached unchanged, the
-collector crashed the run at its first statistics step (gloo: "collective mismatch").
-Then, for a while, what reads parameters was off. Now each rank squares its own shards
-and the readers add the ranks up; what needs whole tensors (histograms, the noise
-scale, the initialization check) is off and said once.
+Each rank holds a shard of every parameter. A norm of one, taken by rank 0 alone, is a
+collective that the other ranks never join: attached unchanged, the collector crashed
+the run at its first statistics step (gloo: "collective mismatch"). Then, for a while,
+what reads parameters was off. Now each rank measures its own shards and the readers
+add the ranks up: norms, update ratios, the noise scale, the initialization check and
+histograms; only what FSDP's older wrapper's flat slices hide is off, and said once.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def test_each_rank_writes_its_own_shards_partial_sums(sharded_runs):
     assert T.GRAD_GLOBAL_NORM not in scalars and T.grad_norm_tag("0") not in scalars  # the readers' sum
 
 
-def test_what_needs_whole_tensors_is_off_and_said_once_and_the_rest_is_recorded(sharded_runs):
+def test_what_needs_no_parameter_is_recorded_and_nothing_is_reported_off(sharded_runs):
     log_dir, _ = sharded_runs
     scalars = read_scalars(log_dir / "fsdp")
     for tag in (T.TRAIN_LOSS, T.TRAIN_ACC, T.lr_tag(0), T.STEP_SECONDS, T.step_seconds_rank_tag(1)):
