@@ -132,3 +132,64 @@ def test_a_loss_overwritten_by_cuda_graphs_is_caught_where_they_go_unseen(tmp_pa
     assert len(recorded) == len(losses) - 1
     assert recorded == pytest.approx({step: losses[step] for step in recorded}, rel=1e-6)
     assert sorted(scalars[T.GRAD_GLOBAL_NORM]) == sorted(losses)
+
+
+def _sharded_steps(tmp_path, X, y, watched: bool, steps: int = 24) -> tuple[list[str], object]:
+    """A model sharded with `fully_shard` on a one-rank NCCL group, trained `steps`
+    steps under `set_sync_debug_mode("warn")` after 8 warm-up steps: the sync warnings
+    raised (FSDP's own included) and the collector, if `watched`."""
+    import warnings
+
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        model = SmallCNN().cuda()
+        for module in (model.conv, model.fc):
+            fully_shard(module)
+        fully_shard(model)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True)
+        settings = {"every": 4, "histogram_every": 4, "noise_window": 3, "flush_steps": 10**6, "flush_seconds": 1e9}
+        collector = watch(model, opt, tmp_path / "run", **settings) if watched else None
+
+        def step(i: int) -> None:
+            idx = torch.arange(i * 64, i * 64 + 64, device="cuda") % X.shape[0]
+            opt.zero_grad()
+            out = model(X[idx])
+            loss = F.cross_entropy(out, y[idx])
+            loss.backward()
+            opt.step()
+            if collector is not None:
+                collector.step(loss=loss, outputs=out, targets=y[idx], inputs=X[idx])
+
+        for i in range(8):
+            step(i)
+        if collector is not None:
+            collector.flush()
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                for i in range(8, 8 + steps):
+                    step(i)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        if collector is not None:
+            collector.close()
+        return [str(w.message) for w in caught if "synchroniz" in str(w.message)], collector
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.distributed.is_nccl_available(), reason="needs NCCL")
+def test_a_sharded_model_s_steps_between_flushes_add_no_sync(tmp_path, cuda_digits):
+    """FSDP may synchronize on its own; the collector, measuring each rank's shards,
+    must add no synchronization of its own between flushes."""
+    plain, _ = _sharded_steps(tmp_path / "plain", *cuda_digits, watched=False)
+    syncs, collector = _sharded_steps(tmp_path / "watched", *cuda_digits, watched=True)
+    assert collector.errors == []
+    assert len(syncs) == len(plain), syncs[:3]
+    scalars = read_scalars(tmp_path / "watched" / "run")
+    assert sorted(scalars[T.shard_tag(0, T.ShardSquares.GRAD, "fc")]) == list(range(32))
