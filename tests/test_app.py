@@ -208,6 +208,25 @@ def test_what_the_collector_could_not_measure_is_shown_on_the_run_page(tmp_path,
     assert "the optimizer updates none of the model" in warning
 
 
+def test_a_data_parallel_run_shows_a_rank_s_batch_and_a_step_s_against_the_noise_scale(tmp_path):
+    """run.json's batch size is one rank's; B_simple counts a step's examples, every
+    rank's batch together: the noise chart's guide stands at the step's batch."""
+    run_dir = tmp_path / "ddp"
+    write_run(run_dir, range(300), status=RJ.STATUS_FINISHED)
+    noise_file = EventFileWriter(run_dir, ".noise")
+    noise_file.write([summary_record(s, 1.7e9 + s, {T.GRAD_NOISE_SCALE: 500.0}) for s in range(4, 300, 50)])
+    noise_file.close()
+    meta = {RJ.K_SCHEMA: RJ.SCHEMA_VERSION, RJ.K_STATUS: RJ.STATUS_FINISHED, RJ.K_BATCH_SIZE: 16}
+    RJ.write_run_json(run_dir, meta | {RJ.K_WORLD_SIZE: 4, RJ.K_DATA_PARALLEL: 4})
+    at = clean(start(tmp_path))
+    at.switch_page(RUN_PAGE).run()
+    clean(at)
+    assert "batch size: 16 per rank × 4 ranks" in text(at)
+    specs = [chart.proto.spec for chart in at.get("plotly_chart")]
+    (noise,) = [spec for spec in specs if "B_simple" in spec]
+    assert "batch of a step 64 (4 ranks)" in noise and "batch size 16" not in noise
+
+
 def test_foreign_logs_render_and_say_what_they_lack():
     at = clean(start(FIXTURES))
     names = set(at.dataframe[0].value["run"])

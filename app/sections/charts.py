@@ -14,7 +14,7 @@ import streamlit as st
 
 from analyzers.diagnose import Diagnosis
 from analyzers.findings import Finding
-from analyzers.rules.common import batch_size, ordered_layers
+from analyzers.rules.common import batch_size, data_parallel_ranks, ordered_layers
 from analyzers.run import Run, Series
 from app import catalog as C
 from app import figures as F
@@ -323,14 +323,16 @@ def inputs(run: Run, view: View) -> None:
 
 def noise(run: Run, view: View) -> None:
     scale = run.scalar(T.GRAD_NOISE_SCALE)
-    batch = batch_size(run)
+    batch, ranks = batch_size(run), data_parallel_ranks(run)
+    # B_simple counts a step's examples: every data-parallel rank's batch together.
+    label = f"batch size {batch}" if ranks == 1 else f"batch of a step {batch * ranks} ({ranks} ranks)"
     plot(
         F.layer_lines_figure(
             [("noise scale", scale)],
             y_title="B_simple (examples)",
             log_y=True,
             markers=view.markers,
-            guides=[F.Guide(float(batch), f"batch size {batch}")] if batch else (),
+            guides=[F.Guide(float(batch * ranks), label)] if batch else (),
         ),
         "noise",
     )

@@ -8,7 +8,7 @@ import streamlit as st
 
 from analyzers.diagnose import Diagnosis
 from analyzers.formatting import plain
-from analyzers.rules.common import batch_size, optimizer_type
+from analyzers.rules.common import batch_size, data_parallel_ranks, optimizer_type
 from app.escape import md
 from app.export import diagnosis_json, diagnosis_markdown
 from app.summaries import HEALTH_COLOR, HEALTH_ICON, age, health, last_logged, last_step
@@ -37,7 +37,8 @@ def show(logdir: str, d: Diagnosis) -> None:
     if optimizer_type(run):
         facts.append(f"optimizer: {md(optimizer_type(run))}")
     if batch_size(run):
-        facts.append(f"batch size: {batch_size(run)}")
+        ranks = data_parallel_ranks(run)
+        facts.append(f"batch size: {batch_size(run)}" + (f" per rank × {ranks} ranks" if ranks > 1 else ""))
     facts.append(
         f"{len(run.scalars)} signals" + (f", {len(run.unmapped)} other series" if run.unmapped else "")
     )
