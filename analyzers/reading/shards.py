@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from logformat.tags import ShardInit as SI
 from logformat.tags import ShardSquares as SS
 
 _Key = tuple[str, str | None]  # (quantity, layer or None for the whole model)
+V = TypeVar("V", Series, HistogramSeries)
 
 
 @dataclass(frozen=True)
@@ -54,44 +55,27 @@ def sum_shards(
     world size, the collector's noise window, the initialization check) with the
     check's entries completed from the ranks' parts (those still waiting for a rank's
     part left out)."""
-    parts: dict[_Key, list[Series]] = {}
-    ranks: set[int] = set()
-    out: dict[str, Series] = {}
-    last_steps: dict[int, int] = {}  # each rank's last statistics step: where the sums can reach
-    for name, series in raw.items():
-        split = T.split_shard_tag(name)
-        if split is None:
-            out[name] = series
-            continue
-        rank, quantity, layer = split
-        ranks.add(rank)
-        parts.setdefault((quantity, layer), []).append(series)
-        if quantity == SS.GRAD and layer is None and len(series):
-            last_steps[rank] = int(series.steps[-1])
-    histogram_parts: dict[_Key, list[HistogramSeries]] = {}
-    histograms: dict[str, HistogramSeries] = {}
-    for name, histogram in (raw_histograms or {}).items():
-        split = T.split_shard_tag(name)
-        if split is None:
-            histograms[name] = histogram
-            continue
-        rank, quantity, layer = split
-        ranks.add(rank)
-        histogram_parts.setdefault((quantity, layer), []).append(histogram)
+    out, parts = _split_off_parts(raw)
+    histograms, histogram_parts = _split_off_parts(raw_histograms or {})
+    ranks = {rank for by_rank in (*parts.values(), *histogram_parts.values()) for rank in by_rank}
+    # Each rank's last statistics step: where the sums can reach.
+    last_steps = {rank: int(s.steps[-1]) for rank, s in parts.get((SS.GRAD, None), {}).items() if len(s)}
     if not ranks:
         return Summed(out, histograms, dict(meta))
     world_size = meta.get(RJ.K_WORLD_SIZE)
     world_size = world_size if isinstance(world_size, int) else None
     everyone_wrote = world_size is not None and len(ranks) >= world_size
     expected = max(world_size or 0, len(ranks))
-    for (quantity, layer), pieces in histogram_parts.items():
-        merged = _merge_histograms(pieces, len(pieces) if everyone_wrote else expected)
+    for (quantity, layer), by_rank in histogram_parts.items():
+        merged = _merge_histograms(list(by_rank.values()), len(by_rank) if everyone_wrote else expected)
         if layer is not None and len(merged.steps):
             tag = T.hist_grad_tag(layer) if quantity == SH.GRAD else T.hist_weight_tag(layer)
             histograms.setdefault(tag, merged)
     totals = {
-        (quantity, layer): _add_up(series, len(series) if everyone_wrote else expected, _REDUCE.get(quantity, np.add))
-        for (quantity, layer), series in parts.items()
+        (quantity, layer): _add_up(
+            list(by_rank.values()), len(by_rank) if everyone_wrote else expected, _REDUCE.get(quantity, np.add)
+        )
+        for (quantity, layer), by_rank in parts.items()
     }
     for (quantity, layer), total in totals.items():
         if not len(total):
@@ -110,6 +94,20 @@ def sum_shards(
         out[T.GRAD_NOISE_SCALE] = noise
     problem = _missing_ranks(ranks, world_size) or _stopped_ranks(last_steps, meta.get(RJ.K_STATUS))
     return Summed(dict(sorted(out.items())), histograms, _complete_init_check(meta, totals), problem)
+
+
+def _split_off_parts(raw: Mapping[str, V]) -> tuple[dict[str, V], dict[_Key, dict[int, V]]]:
+    """The entries that are no rank's part, and the parts by (quantity, layer) and rank."""
+    rest: dict[str, V] = {}
+    parts: dict[_Key, dict[int, V]] = {}
+    for name, value in raw.items():
+        split = T.split_shard_tag(name)
+        if split is None:
+            rest[name] = value
+        else:
+            rank, quantity, layer = split
+            parts.setdefault((quantity, layer), {})[rank] = value
+    return rest, parts
 
 
 def _missing_ranks(ranks: set[int], world_size: int | None) -> str | None:
