@@ -171,6 +171,9 @@ class Collector:
         # which the readers add up; under FSDP's older wrapper they are flat (`has_flat_shards`).
         self._sharded = has_sharded_parameters(model)
         self._flat_shards = has_flat_shards(model) and not has_dtensor_parameters(model)
+        # What a plain tensor of a sharded model stands for (`shard_weight`): a flat slice
+        # under FSDP's older wrapper, else a tensor whole on every rank (None).
+        self._plain_share = 1.0 if self._flat_shards else None
         self._is_writer = self.rank == 0  # of the shared tags; every rank writes its own
         # How many ranks' batches make a step's: the noise scale's batch, and the rules'.
         self._data_parallel = data_parallel_ranks(model, self.world_size)
@@ -399,7 +402,7 @@ class Collector:
         weight, which the readers add up and complete run.json's entries with."""
         parts = {
             self._shard_tag(quantity, layer): value
-            for layer, moments in shard_moments(self._layers, shard_weight).items()
+            for layer, moments in shard_moments(self._layers, self._share).items()
             for quantity, value in zip(T.ShardInit.ALL, moments)
         }
         if parts:
@@ -426,8 +429,7 @@ class Collector:
         """What measures `self._layers`: made at attach, and again when the parameters
         being trained change."""
         # Under FSDP's older wrapper a plain tensor is a flat slice, each element on one rank.
-        plain_share = 1.0 if self._flat_shards else None
-        self._norms = LayerNorms(self._layers, sharded=self._sharded, plain_share=plain_share)
+        self._norms = LayerNorms(self._layers, sharded=self._sharded, plain_share=self._plain_share)
         # One per pattern of parameters with a gradient, inside a noise window or not.
         self._grad_specs: dict[tuple[LayerFold, bool], LayerNormSpec | ShardSquaresSpec] = {}
         self._update_specs: dict[LayerFold, UpdateSpec | ShardSquaresSpec] = {}
@@ -556,6 +558,9 @@ class Collector:
             self._update_specs[fold] = spec
         return spec
 
+    def _share(self, param: torch.Tensor) -> float:
+        return shard_weight(param, self._plain_share)
+
     def _shard_tag(self, quantity: str, layer: str | None = None) -> str:
         return T.shard_tag(self.rank, quantity, layer)
 
@@ -606,7 +611,7 @@ class Collector:
                 share = 1.0
                 if self._sharded and values is not None:
                     values = local_shard(values)
-                    share = shard_weight(weight, 1.0 if self._flat_shards else None)  # type: ignore[arg-type]
+                    share = self._share(weight)  # type: ignore[arg-type]
                 if values is None or not values.numel():  # no gradient, or none of the tensor on this rank
                     continue
                 if self._sharded:

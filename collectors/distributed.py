@@ -7,6 +7,8 @@ import sys
 import torch.distributed as dist
 from torch import nn
 
+from collectors.layers import has_dtensor_parameters, has_flat_shards
+
 
 def rank_and_world_size() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
@@ -27,15 +29,12 @@ def data_parallel_ranks(model: nn.Module, world_size: int) -> int | None:
     if ddp is not None and isinstance(model, ddp):
         group = getattr(model, "process_group", None)
         return group.size() if group is not None else world_size
-    fsdp = sys.modules.get("torch.distributed.fsdp")
-    wrapper, fsdp_module = getattr(fsdp, "FullyShardedDataParallel", None), getattr(fsdp, "FSDPModule", None)
-    modules = list(model.modules())
-    if wrapper is not None and any(isinstance(m, wrapper) for m in modules):
+    if has_flat_shards(model):
         return world_size
-    sharded = [m for m in modules if fsdp_module is not None and isinstance(m, fsdp_module)]
-    if not sharded:
-        dtensor = any(getattr(p, "device_mesh", None) is not None for p in model.parameters())
-        return 1 if dtensor else world_size  # tensor parallelism alone, or no sharding at all
+    fsdp_module = getattr(sys.modules.get("torch.distributed.fsdp"), "FSDPModule", None)
+    sharded = [m for m in model.modules() if fsdp_module is not None and isinstance(m, fsdp_module)]
+    if not sharded:  # tensor parallelism alone, or no sharding at all
+        return 1 if has_dtensor_parameters(model) else world_size
     try:  # FSDP's own record of its data-parallel mesh (private: looked up with care)
         groups = [m._get_fsdp_state()._fsdp_param_group for m in sharded]  # type: ignore[operator]
         sizes = {group.mesh_info.mesh.size() for group in groups if group is not None}

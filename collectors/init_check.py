@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from collectors.grad_stats import local_shard
 from collectors.layers import Layer, type_name
 
 _HE_KINDS = frozenset({"relu", "leaky_relu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu", "mish"})
@@ -95,8 +96,7 @@ def shard_moments(layers: list[Layer], share: Callable[[torch.Tensor], float]) -
         weight = _checked_weight(layer)
         if weight is None:
             continue
-        local = weight.to_local() if hasattr(weight, "to_local") else weight
-        w = local.detach().double().reshape(-1)
+        w = local_shard(weight.detach()).double().reshape(-1)  # type: ignore[union-attr]  # never partial
         k = share(weight)
         if w.numel():
             low, high = float(w.min()), float(w.max())
