@@ -24,30 +24,32 @@ def cuda_digits(digits):
     return tuple(t.cuda() for t in digits)
 
 
+def _train_step(model, opt, X, y, i: int, collector=None) -> None:
+    """Step `i` over a batch of 64 digits on the device, recorded if a collector is given."""
+    idx = torch.arange(i * 64, i * 64 + 64, device="cuda") % X.shape[0]
+    opt.zero_grad()
+    out = model(X[idx])
+    loss = F.cross_entropy(out, y[idx])
+    loss.backward()
+    opt.step()
+    if collector is not None:
+        collector.step(loss=loss, outputs=out, targets=y[idx], inputs=X[idx])
+
+
 def test_steps_between_flushes_do_not_sync(tmp_path, cuda_digits):
     X, y = cuda_digits
     model = SmallCNN().cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True)
     # Sample and histogram often, so the sampled paths run inside the checked window.
     collector = watch(model, opt, tmp_path, every=4, histogram_every=4, noise_window=3, flush_steps=10**6, flush_seconds=1e9)
-
-    def step(i: int) -> None:
-        idx = torch.arange(i * 64, i * 64 + 64, device="cuda") % X.shape[0]
-        opt.zero_grad()
-        out = model(X[idx])
-        loss = F.cross_entropy(out, y[idx])
-        loss.backward()
-        opt.step()
-        collector.step(loss=loss, outputs=out, targets=y[idx], inputs=X[idx])
-
     for i in range(8):  # first use builds small cached index tensors on the device
-        step(i)
+        _train_step(model, opt, X, y, i, collector)
     collector.flush()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for i in range(8, 40):
-            step(i)
+            _train_step(model, opt, X, y, i, collector)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     collector.close()
@@ -152,19 +154,8 @@ def _sharded_steps(tmp_path, X, y, watched: bool, steps: int = 24) -> tuple[list
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True)
         settings = {"every": 4, "histogram_every": 4, "noise_window": 3, "flush_steps": 10**6, "flush_seconds": 1e9}
         collector = watch(model, opt, tmp_path / "run", **settings) if watched else None
-
-        def step(i: int) -> None:
-            idx = torch.arange(i * 64, i * 64 + 64, device="cuda") % X.shape[0]
-            opt.zero_grad()
-            out = model(X[idx])
-            loss = F.cross_entropy(out, y[idx])
-            loss.backward()
-            opt.step()
-            if collector is not None:
-                collector.step(loss=loss, outputs=out, targets=y[idx], inputs=X[idx])
-
         for i in range(8):
-            step(i)
+            _train_step(model, opt, X, y, i, collector)
         if collector is not None:
             collector.flush()
         torch.cuda.synchronize()
@@ -173,7 +164,7 @@ def _sharded_steps(tmp_path, X, y, watched: bool, steps: int = 24) -> tuple[list
             torch.cuda.set_sync_debug_mode("warn")
             try:
                 for i in range(8, 8 + steps):
-                    step(i)
+                    _train_step(model, opt, X, y, i, collector)
             finally:
                 torch.cuda.set_sync_debug_mode(0)
         if collector is not None:
