@@ -1,20 +1,30 @@
 """Cost of the collector per training step, measured in one interleaved run.
 
 Copies of each model train on synthetic data in alternating blocks of `--block` steps,
-in a rotating order, in two phases: plain against `watch()` at default settings, then
+in a rotating order, in two parts: plain against `watch()` at default settings, then
 plain against the naive reference (TensorBoard's `SummaryWriter.add_histogram` of every
 parameter each step), so that the reference's garbage and writer thread never run in
-the collector's blocks. A block of 50 steps holds exactly one of the collector's
-sampled steps, so a block's mean step time carries the sampled work at its real rate;
-a block ends once what its arm logged is on disk (`flush`), so background writing is
-charged to the arm that caused it, never to the one that runs next. Printed: the median
-over blocks of the mean step time; the median over rounds of each block's ratio to the
-plain block of the same round (all work, the sampled steps included); the ratio of
-the median single steps (a typical step: where the gradient norms and accuracy are
-spread out to every few steps, one without them); and how often the collector took
-those at the end (``1/6``: every 6th step). A second plain copy runs in the
-collector's phase as a control: its ratio, 1.000 on a quiet machine, shows the noise
-of the run.
+the collector's blocks. Within a part, each way of logging (or none) moves to the next
+copy of the model at every phase, so that each copy carries each of them for the same
+number of rounds: copies of one model differ by 1-2% in speed, the same copy in every
+round (where their memory happened to land), and a role held by one copy all run
+carried that difference. Each phase attaches a fresh collector past the first 200
+steps (`start_step`), whose statistics on every step are a one-off, and starts with
+`--warmup-blocks` unmeasured blocks.
+
+A block of 50 steps holds exactly one of the collector's sampled steps, so a block's
+mean step time carries the sampled work at its real rate; a block ends once what its
+arm handed to its writer thread is on disk, so background writing is charged to the
+arm that caused it, never to the one that runs next. It does not flush what is
+pending: the collector flushes every 100 steps, and a flush forced at the end of
+every 50-step block would cost it twice its flushes. Printed: the median over blocks
+of the mean step time; the median over rounds of each block's ratio to the plain block
+of the same round (all work, the sampled steps included); the ratio of the median
+single steps (a typical step: where the gradient norms and accuracy are spread out to
+every few steps, one without them); and how often the collector took those at the end
+of its phases (``1/6``: every 6th step). A second plain copy runs beside the
+collector as a control: its ratio, 1.000 on a quiet machine, shows the noise of the
+run.
 
 The run re-executes itself with glibc's malloc told to keep freed memory
 (`MALLOC_ENV`; `--system-malloc` keeps the defaults): by default glibc hands memory
@@ -43,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from collectors import watch
+from collectors.cadence import FULL_START
 
 # Fixed glibc malloc thresholds: nothing up to 32 MB is mmapped per allocation, and
 # freed heap memory is kept (see the module docstring).
@@ -83,26 +94,42 @@ def bn_cnn() -> nn.Module:
 
 
 class Arm:
-    """One copy of the model with its optimizer and its way of logging."""
+    """One copy of the model with its optimizer, and the way of logging it has in the
+    current phase (`role`): none for the plain roles."""
 
-    def __init__(
-        self, make: Callable[[], nn.Module], device: torch.device, kind: str, log_dir: str, compiled: bool = False
-    ) -> None:
+    def __init__(self, make: Callable[[], nn.Module], device: torch.device, compiled: bool = False) -> None:
         torch.manual_seed(0)
         self.model = make().to(device)
         if compiled:  # compiled in the first (warm-up) block
             self.model = torch.compile(self.model)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
-        self.kind = kind
+        self.role = "plain"
         self.collector = None
-        if kind in SETTINGS:
-            self.collector = watch(self.model, self.opt, f"{log_dir}/{kind}", **SETTINGS[kind])
         self.writer = None
-        if kind == "add_histogram":
+        self.step_count = 0
+
+    def attach(self, role: str, log_dir: str) -> None:
+        self.role = role
+        if role in SETTINGS:
+            # Past the first FULL_START steps, whose statistics on every step are a one-off;
+            # a multiple of 50, so that each block starts with a sampled step.
+            start = FULL_START + self.step_count
+            self.collector = watch(self.model, self.opt, log_dir, start_step=start, **SETTINGS[role])
+        elif role == "add_histogram":
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(f"{log_dir}/naive")
-        self.step_count = 0
+            self.writer = SummaryWriter(log_dir)
+
+    def detach(self) -> int | None:
+        """Close this phase's way of logging; the collector's last stride, if it had one."""
+        stride = None
+        if self.collector is not None:
+            stride = self.collector.stats_stride
+            self.collector.close()
+        if self.writer is not None:
+            self.writer.close()
+        self.role, self.collector, self.writer = "plain", None, None
+        return stride
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -118,42 +145,72 @@ class Arm:
         self.step_count += 1
 
     def drain(self) -> None:
-        """Wait until what this arm logged is on disk: its writer thread's work is charged to it."""
+        """Wait until what this arm handed to its writer thread is on disk: the
+        writing is charged to it. The collector's pending steps wait for its own flush."""
         if self.collector is not None:
-            self.collector.flush(wait=True)
+            self.collector._writer.wait()  # flush(wait=True) would add a flush
         elif self.writer is not None:
             self.writer.flush()
 
-    def close(self) -> None:
-        if self.collector is not None:
-            self.collector.close()
-        if self.writer is not None:
-            self.writer.close()
+
+class Timings:
+    """Per role: each measured block's mean step time (in rounds, for ratios within a
+    round), every single step's time, and the collector's strides at phase ends."""
+
+    def __init__(self, roles: list[str]) -> None:
+        self.blocks: dict[str, list[float]] = {role: [] for role in roles}
+        self.single: dict[str, list[float]] = {role: [] for role in roles}
+        self.strides: dict[str, list[int]] = {role: [] for role in roles}
 
 
-def interleave(
-    arms: list[Arm], data: list, blocks: int, args: argparse.Namespace, sync: Callable[[], None]
-) -> dict[str, tuple[list[float], list[float]]]:
-    """Per arm: the mean step time of each block, and every single step's time."""
-    block_means: dict[str, list[float]] = {arm.kind: [] for arm in arms}
-    single: dict[str, list[float]] = {arm.kind: [] for arm in arms}
+def run_phase(
+    arms: list[Arm], data: list, blocks: int, args: argparse.Namespace, sync: Callable[[], None], timings: Timings
+) -> None:
+    """`blocks` measured rounds after the warm-up ones, each arm one block a round."""
     for block in range(args.warmup_blocks + blocks):
+        measured = block >= args.warmup_blocks
         # The arms take turns in a rotating order, so that whatever one leaves running
         # (a writer thread, a warm or cold cache) falls on each of the others alike.
         for arm in arms[block % len(arms):] + arms[: block % len(arms)]:
             gc.collect()  # garbage another arm left is not collected on this arm's time
             sync()
             start = time.perf_counter()
-            for i in range(args.block):
+            for _ in range(args.block):
                 t0 = time.perf_counter()
-                arm.step(*data[(block * args.block + i) % len(data)])
-                if block >= args.warmup_blocks:
-                    single[arm.kind].append(time.perf_counter() - t0)
+                arm.step(*data[arm.step_count % len(data)])
+                if measured:
+                    timings.single[arm.role].append(time.perf_counter() - t0)
             arm.drain()
             sync()
-            if block >= args.warmup_blocks:
-                block_means[arm.kind].append((time.perf_counter() - start) / args.block)
-    return {kind: (block_means[kind], single[kind]) for kind in block_means}
+            if measured:
+                timings.blocks[arm.role].append((time.perf_counter() - start) / args.block)
+
+
+def interleave(
+    roles: list[str],
+    arms: list[Arm],
+    data: list,
+    blocks: int,
+    args: argparse.Namespace,
+    sync: Callable[[], None],
+    log_dir: str,
+) -> Timings:
+    """Each role (a way of logging, or none) takes each copy of the model in turn, one
+    phase per copy: a copy that runs faster or slower than the others (where its memory
+    happened to land: 1-2% here, the same copy in every round) then weighs on every role
+    alike instead of on the one it carries all run."""
+    timings = Timings(roles)
+    per_phase = -(-blocks // len(roles))
+    for phase in range(len(roles)):
+        for i, role in enumerate(roles):
+            arms[(i + phase) % len(arms)].attach(role, f"{log_dir}/{role}.{phase}")
+        run_phase(arms, data, per_phase, args, sync, timings)
+        for arm in arms:
+            role = arm.role
+            stride = arm.detach()
+            if stride is not None:
+                timings.strides[role].append(stride)
+    return timings
 
 
 def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], batch: int, args: argparse.Namespace) -> None:
@@ -166,32 +223,37 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
     ]
     rows = []
     with tempfile.TemporaryDirectory() as log_dir:
-        # Each way of logging is paired with its own plain arm in a phase of its own: the
+        # Each way of logging is paired with its own plain copies in a phase of its own: the
         # naive reference's garbage and writer thread never run inside the collector's blocks.
         phases = [["plain_again", *(SETTINGS if args.breakdown else ["collector"])], ["add_histogram"]]
         for kinds, blocks in zip(phases, (args.blocks, args.naive_blocks)):
-            arms = [Arm(make, device, kind, log_dir, args.compile) for kind in ["plain", *kinds]]
-            timed = interleave(arms, data, blocks, args, sync)
-            for arm in arms:
-                arm.close()
-            strides = {arm.kind: arm.collector.stats_stride for arm in arms if arm.collector is not None}
-            plain_blocks, plain_single = timed["plain"]
+            roles = ["plain", *kinds]
+            arms = [Arm(make, device, args.compile) for _ in roles]
+            timed = interleave(roles, arms, data, blocks, args, sync, log_dir)
+            plain_blocks, plain_single = timed.blocks["plain"], timed.single["plain"]
             if not rows:
                 rows.append((LABELS["plain"], statistics.median(plain_blocks), 1.0, 1.0, ""))
             for kind in kinds:
-                kind_blocks, single = timed[kind]
                 # Each round's block against the plain block of the same round: drift of the
                 # machine (other load, clock changes) between rounds cancels out.
-                ratio = statistics.median(b / p for b, p in zip(kind_blocks, plain_blocks))
-                single_ratio = statistics.median(single) / statistics.median(plain_single)
-                stride = f"1/{strides[kind]}" if kind in strides else ""
-                rows.append((LABELS[kind], statistics.median(kind_blocks), ratio, single_ratio, stride))
+                ratio = statistics.median(b / p for b, p in zip(timed.blocks[kind], plain_blocks))
+                single_ratio = statistics.median(timed.single[kind]) / statistics.median(plain_single)
+                stride = stride_label(timed.strides[kind])
+                rows.append((LABELS[kind], statistics.median(timed.blocks[kind]), ratio, single_ratio, stride))
     rounds = f"{args.blocks} blocks x {args.block} steps ({args.naive_blocks} for the reference)"
     how = f"{device.type}{', torch.compile' if args.compile else ''}, {torch.get_num_threads()} threads"
     print(f"\n{name} (batch {batch}, {rounds}, {how})")
     print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'single-step median ratio':>27}{'norms':>8}")
     for label, median, ratio, single_ratio, stride in rows:
         print(f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{single_ratio:>27.3f}{stride:>8}")
+
+
+def stride_label(strides: list[int]) -> str:
+    """``1/8``, or ``1/6-8`` where the phases' collectors ended at different strides."""
+    if not strides:
+        return ""
+    low, high = min(strides), max(strides)
+    return f"1/{low}" if low == high else f"1/{low}-{high}"
 
 
 def main() -> None:
