@@ -117,6 +117,9 @@ class ActivationProbe:
         self.functional_relu_layers: set[str] = set()
         self._done: set[str] = set()
         self._first_consumer_seen = False
+        # Whether to measure the model's input batch: only for loops that do not hand
+        # step() their `inputs` (those are measured there, and would be measured twice).
+        self.measure_input = True
 
     def continue_from(self, earlier: ActivationProbe) -> None:
         """A probe made anew for a remapped model (layers unfrozen, a lazy model's
@@ -200,7 +203,8 @@ class ActivationProbe:
         for layer in self._consumers:
             hook = outside_graphs(self._consumer_hook(layer))
             self._measuring.append(layer.module.register_forward_pre_hook(hook))
-        self._measuring.append(self._model.register_forward_pre_hook(outside_graphs(self._input_hook)))
+        if self.measure_input:
+            self._measuring.append(self._model.register_forward_pre_hook(outside_graphs(self._input_hook)))
 
     def _remove_measuring_hooks(self) -> None:
         for handle in self._measuring:

@@ -1,10 +1,12 @@
-"""Which steps get the per-step statistics: gradient norms and batch accuracy.
+"""Which steps get the per-step statistics: the gradient norms (and batch accuracy
+where the logits are too large to keep until the flush: collectors/deferred_accuracy.py).
 
-They cost a pass over every gradient plus a dozen small kernels. On the overhead
-benchmark's 0.8M-parameter MLP on a 2-core CPU that is ~0.2 ms of host time in a
-3.5 ms step, and more inside the step (its own work has just left the caches cold):
-recorded on every step they put the collector at ~1.09x that step, against ~1.04x
-spread out (`benchmarks/collector_overhead.py --breakdown`). On a launch-bound GPU
+They cost a pass over every gradient plus a few small kernels. On the overhead
+benchmark's 0.8M-parameter MLP on a 2-core CPU that was ~0.2 ms of host time in a
+3.5 ms step with the accuracy's five kernels (since moved to the flush), and more
+inside the step (its own work has just left the caches cold): recorded on every step
+they put the collector at ~1.09x that step, against ~1.04x spread out
+(`benchmarks/collector_overhead.py --breakdown`). On a launch-bound GPU
 step they are ~8 kernel launches. On a model whose step takes 100 ms they are lost
 in the noise. No fixed interval suits both, so the collector measures what recording
 them costs and spreads them out just enough to stay within a share of the training
@@ -29,7 +31,9 @@ import math
 # Every step for the first 200 steps, whatever they cost: the gradient rules need 50
 # points before they judge, and the start of a run is where it goes wrong first.
 FULL_START = 200
-# Then at least every 8th step whatever they cost: a long run keeps a dense curve.
+# Then at least every 8th step whatever they cost: a long run keeps a dense curve, and
+# a noise window (collectors/noise_scale.py) more than its first step's |g|² (every
+# 16th left a 10-step window one: B_simple came out 20% high on a known answer).
 MAX_STRIDE = 8
 # Decay of the running means of the cost and of the step time: ~10 steps of memory,
 # so a slow first step (allocation, warm-up) is forgotten within a few dozen steps.

@@ -55,6 +55,7 @@ from collectors.activations import ActivationProbe
 from collectors.cadence import QUIET, STATS, StatsCadence
 from collectors.config import CollectorConfig
 from collectors.cuda_graphs import cuda_graphs_run_on
+from collectors.deferred_accuracy import DeferredAccuracy
 from collectors.distributed import data_parallel_ranks, rank_and_world_size
 from collectors.grad_stats import LayerFold, LayerNorms, local_shard, shard_weight
 from collectors.guard import ErrorGuard
@@ -100,6 +101,10 @@ TensorOrNumber = torch.Tensor | Number
 # The ErrorGuard part that keeps the loss by reference; its error (the loss changed in
 # place before the flush) switches it off, and losses are copied from then on.
 BORROWING = "loss by reference"
+# The part that keeps each step's outputs and targets for its accuracy at the flush
+# (collectors/deferred_accuracy.py); switched off the same way, accuracy is then
+# measured at once, on statistics steps.
+KEEPING_OUTPUTS = "accuracy by reference"
 
 
 def watch(
@@ -186,6 +191,7 @@ class Collector:
         self._optimizers = optimizers
         self._scaler = scaler
         self._num_classes = num_classes
+        self._accuracy = DeferredAccuracy(num_classes)
         hinted = batch_size or hparams.get("batch_size")
         self._batch_size: float | None = float(hinted) if isinstance(hinted, (int, float)) else None
         self._batch_size_fixed = self._batch_size is not None
@@ -198,6 +204,7 @@ class Collector:
         self._updates_pending = 0
         self._weights_before: list[torch.Tensor] | None = None
         self._label_seen: torch.Tensor | None = None
+        self._inputs_given = False  # whether the last sampled step's step() got a float input batch (_plan)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._last_step_time = time.perf_counter()  # when step() was last called: time/step_seconds
         self._last_step_end = self._last_step_time  # when it last returned: the cadence's step time
@@ -642,6 +649,8 @@ class Collector:
             probe.continue_from(self._probe)
             self._probe = probe
         if sampled and self._is_writer and self._guard.enabled("activations"):
+            # The probe measures the input batch only for loops that do not pass step() one.
+            self._probe.measure_input = not (self._inputs_given and self._guard.enabled("batch_stats"))
             self._guard.call("activations", self._probe.arm)
 
     # ---- recording --------------------------------------------------------------
@@ -680,7 +689,10 @@ class Collector:
         if cfg.is_sampled(step) and self._probe.armed:
             for tag, value in self._probe.disarm().items():
                 items.append((ScalarSpec(tag, optional=True), value))
-        want_acc = acc is None and self._stats_due
+        kept = acc is None and self._guard.call(KEEPING_OUTPUTS, self._accuracy.keep, packet, outputs, targets)
+        if kept and self._accuracy.full:  # large logits: read a few steps' at a time
+            self._report_lost_outputs(self._guard.call(KEEPING_OUTPUTS, self._accuracy.resolve))
+        want_acc = acc is None and self._stats_due and not kept
         if want_acc or cfg.is_sampled(step):
             # Whatever the user passes (tuples, dicts, token ids) must not cost the loss above.
             self._guard.call("batch_stats", self._batch_stats, packet, outputs, targets, inputs, want_acc, batch_size)
@@ -733,7 +745,8 @@ class Collector:
             self._stats_cost += time.perf_counter() - started
         if not self.config.is_sampled(packet.step):
             return
-        if inputs is not None and inputs.is_floating_point():  # overrides what the forward hook saw
+        self._inputs_given = inputs is not None and inputs.is_floating_point()
+        if self._inputs_given:  # overrides what the forward hook saw
             mean, std = batch_stats.input_moments(inputs)
             items.append((ScalarSpec(T.INPUT_MEAN), mean))
             items.append((ScalarSpec(T.INPUT_STD), std))
@@ -772,6 +785,7 @@ class Collector:
 
     def _flush(self) -> None:
         packets, self._pending = self._pending, []
+        self._report_lost_outputs(self._guard.call(KEEPING_OUTPUTS, self._accuracy.resolve))
         tensors: list[torch.Tensor] = []
         for packet in packets:
             tensors += packet.take_tensors(self._check_borrowed(packet))
@@ -822,6 +836,13 @@ class Collector:
         if self._guard.enabled(part):
             problem = RuntimeError(f"{tag} of step {step} could not be read at the flush ({exc})")
             self._guard.report(part, problem, consequence="Such values are left out; everything else is written")
+
+    def _report_lost_outputs(self, lost: list[tuple[Packet, str]] | None) -> None:
+        if lost and self._guard.enabled(KEEPING_OUTPUTS):
+            packet, why = lost[0]
+            message = f"the outputs or targets given to step() at step {packet.step} were {why} before they were read"
+            consequence = f"That step has no {T.TRAIN_ACC}; it is measured at once, on statistics steps, from now on"
+            self._guard.report(KEEPING_OUTPUTS, RuntimeError(message), consequence)
 
     def _check_borrowed(self, packet: Packet) -> list[int]:
         """Where `packet`'s borrowed values were lost (changed in place, or overwritten);

@@ -8,18 +8,19 @@ from typing import Any
 
 @dataclass(frozen=True)
 class CollectorConfig:
-    # Steps between the per-step statistics (gradient norms, batch accuracy) at the
-    # least: 1 = every step. Loss, learning rate and step time are recorded every step
-    # regardless.
+    # Steps between the per-step statistics (gradient norms; the batch accuracy only of
+    # logits too large to keep until the flush) at the least: 1 = every step. Loss,
+    # accuracy, learning rate and step time are recorded every step regardless.
     stats_every: int = 1
     # Share of the training time those statistics may take on average after a run's
     # first 200 steps; where they cost more (small models with fast steps) they are
     # spread to every k-th step, k <= 8 (collectors/cadence.py, which also says how
-    # their cost is measured). 1%: the collector's 5% must also hold the sampled
-    # signals (~1.5% on the overhead benchmark's MLP) and its bookkeeping (~1.5%).
+    # their cost is measured). 0.5%: the collector's 5% must also hold the sampled
+    # signals and its bookkeeping, up to 4.5% together on the overhead benchmark's MLP
+    # (a 2-core CPU; with 1%, that run measured 1.03-1.06 from one run to the next).
     # None: keep to `stats_every` whatever they cost, the same steps in every run (the
     # sample runs do).
-    stats_budget: float | None = 0.01
+    stats_budget: float | None = 0.005
     # Steps between samples of the expensive signals (update ratios, weight norms,
     # activations, input and label statistics). Each sample costs a copy of the
     # weights and a few reductions; 1 in 50 keeps their average cost small (with the

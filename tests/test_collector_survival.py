@@ -28,7 +28,7 @@ from collector_helpers import (
     read_scalars,
     train,
 )
-from collectors import CollectorConfig, watch
+from collectors import CollectorConfig, activations, watch
 from collectors.grad_stats import LayerNorms
 from logformat import tags as T
 
@@ -940,6 +940,35 @@ def test_odd_step_arguments_cost_nothing_else(tmp_path, digits):
     # input statistics come from the model's forward when step() has no usable inputs
     assert scalars[T.INPUT_MEAN][0] == pytest.approx(float(X[:32].mean()))
     assert scalars[T.INPUT_STD][0] == pytest.approx(float(X[:32].std(correction=0)))
+
+
+def test_the_input_batch_is_measured_once_per_sample(tmp_path, digits, monkeypatch):
+    """The forward's input hook is for loops that give step() no inputs: while they give
+    one, it is off (the same moments were computed twice per sample); a loop that stops
+    giving one gets the hook back from the next sample on."""
+    calls = []
+    moments = activations.input_moments
+    monkeypatch.setattr(activations, "input_moments", lambda x: calls.append(1) or moments(x))
+    X, y = digits
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    collector = watch(model, opt, tmp_path, every=2)
+    for step in range(12):
+        xb = X[step * 32 : step * 32 + 32] + step  # each batch's mean tells the steps apart
+        out = model(xb)
+        loss = F.cross_entropy(out, y[:32])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        collector.step(loss=loss, outputs=out, targets=y[:32], inputs=xb if step < 6 else None)
+    collector.close()
+    # samples at 0, 2, 4 with inputs (the hook only at 0, before step() was seen to get
+    # any); at 6 the hook was still off; at 8 and 10 it measured again
+    assert len(calls) == 3
+    means = read_scalars(tmp_path)[T.INPUT_MEAN]
+    assert sorted(means) == [0, 2, 4, 8, 10]
+    for step, mean in means.items():
+        assert mean == pytest.approx(float((X[step * 32 : step * 32 + 32] + step).mean()))
 
 
 def test_accuracy_leaves_out_ignored_labels(tmp_path, digits):

@@ -449,3 +449,105 @@ def test_a_language_model_s_accuracy_is_taken_as_its_loss_takes_the_tokens(tmp_p
             assert scalars[T.TRAIN_ACC] == pytest.approx(expected, rel=1e-6)
         else:
             assert T.TRAIN_ACC not in scalars
+
+
+def _accuracy(out: torch.Tensor, yb: torch.Tensor) -> float:
+    return (out.argmax(1) == yb).float().mean().item()
+
+
+def _train_for_accuracy(collector, model, opt, X, y, steps, batch_of, after_step=None, forward=None):
+    """Train; return each step's accuracy as computed at the step, before anything else runs."""
+    expected = {}
+    start = 0
+    for step in range(steps):
+        batch = batch_of(step)
+        xb, yb = X[start : start + batch], y[start : start + batch]
+        start = (start + batch) % (len(X) - 64)
+        opt.zero_grad()
+        out = model(xb) if forward is None else forward(xb)
+        loss = F.cross_entropy(out, yb)
+        loss.backward()
+        opt.step()
+        expected[step] = _accuracy(out, yb)
+        collector.step(loss=loss, outputs=out, targets=yb)
+        if after_step is not None:
+            after_step(step, out)
+    collector.close()
+    return expected
+
+
+def test_accuracy_is_recorded_on_every_step(tmp_path, digits):
+    """Past the first 200 steps the gradient norms are spread out by the budget; the
+    accuracy is not: each step's logits and labels are kept until the flush, which
+    computes them all at once, per shape (every 7th batch here is smaller)."""
+    X, y = digits
+    torch.manual_seed(0)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    collector = watch(model, opt, tmp_path, stats_budget=None, stats_every=5, flush_steps=30)
+    expected = _train_for_accuracy(collector, model, opt, X, y, 250, lambda s: 20 if s % 7 == 6 else 32)
+    scalars = read_scalars(tmp_path)
+    assert sorted(scalars[T.GRAD_GLOBAL_NORM]) == list(range(0, 250, 5))
+    assert scalars[T.TRAIN_ACC] == pytest.approx(expected, abs=1e-6)
+    assert collector.errors == []
+
+
+def test_logits_changed_in_place_lose_only_that_step_s_accuracy(tmp_path, digits):
+    """A kept tensor changed before the flush cannot give its step's accuracy: it is left
+    out and reported once, and from then on the accuracy is measured at once, on the
+    statistics steps."""
+    X, y = digits
+    torch.manual_seed(0)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    collector = watch(model, opt, tmp_path, stats_budget=None, stats_every=2, flush_steps=6)
+
+    def negate_step_3(step, out):
+        if step == 3:
+            with torch.no_grad():
+                out.neg_()
+
+    with pytest.warns(RuntimeWarning, match="accuracy by reference"):
+        expected = _train_for_accuracy(collector, model, opt, X, y, 12, lambda s: 32, negate_step_3)
+    acc = read_scalars(tmp_path)[T.TRAIN_ACC]
+    # the flush after step 5 finds step 3 changed; steps 6-11 are measured at once, on
+    # the statistics steps (every 2nd)
+    assert sorted(acc) == [0, 1, 2, 4, 5, 6, 8, 10]
+    assert acc == pytest.approx({s: expected[s] for s in acc}, abs=1e-6)
+    assert len(collector.errors) == 1 and "step 3" in collector.errors[0]
+
+
+def _train_sliced_logits(tmp_path, digits, width, steps, kept_bytes=None):
+    """Logits sliced from a `width`-wide output: a view, which keeps the whole alive."""
+    X, y = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, width))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    collector = watch(model, opt, tmp_path, stats_budget=None, stats_every=3, num_classes=10)
+
+    def note_kept_bytes(step, out):
+        if kept_bytes is not None:
+            kept_bytes.append(collector._accuracy._kept_bytes)
+
+    def sliced(xb):
+        return model(xb)[:, :10]
+
+    expected = _train_for_accuracy(collector, model, opt, X, y, steps, lambda s: 32, note_kept_bytes, sliced)
+    return read_scalars(tmp_path)[T.TRAIN_ACC], expected
+
+
+def test_logits_of_a_large_storage_are_measured_at_once(tmp_path, digits):
+    """Logits whose storage is over 4 MiB are not kept: their accuracy is measured at
+    once, on the statistics steps."""
+    acc, expected = _train_sliced_logits(tmp_path, digits, 40_000, 9)  # 32 x 40,000 floats: 5 MB
+    assert sorted(acc) == [0, 3, 6]
+    assert acc == pytest.approx({s: expected[s] for s in (0, 3, 6)}, abs=1e-6)
+
+
+def test_kept_logits_are_read_before_they_hold_too_much(tmp_path, digits):
+    """1 MiB a step: the kept tensors are read every 16 steps (16 MiB), long before the
+    flush, and every step still gets its accuracy."""
+    kept_bytes: list[int] = []
+    acc, expected = _train_sliced_logits(tmp_path, digits, 8192, 40, kept_bytes)
+    assert acc == pytest.approx(expected, abs=1e-6)
+    assert 0 < max(kept_bytes) < 16 << 20 and kept_bytes.count(0) >= 2

@@ -235,12 +235,6 @@ def natural_sorted(names: Iterable[str]) -> list[str]:
     return sorted(names, key=_natural_key)
 
 
-def sampling_interval(run: Run) -> int | None:
-    collector = run.meta.get(R.K_COLLECTOR) if run.meta else None
-    every = _number(collector.get("every")) if isinstance(collector, Mapping) else None
-    return int(every) if every else None
-
-
 # --- wording -----------------------------------------------------------------------------
 
 
