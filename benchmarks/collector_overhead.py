@@ -59,18 +59,23 @@ from collectors.cadence import FULL_START
 # freed heap memory is kept (see the module docstring).
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
-# The collector's settings per arm: defaults, and for --breakdown the defaults less one thing.
+# The collector's settings per arm: defaults, and for --breakdown the defaults less one
+# thing, and its bookkeeping alone (loss, learning rate, accuracy, step time: no
+# gradient norms past the first 200 steps, no sampled step).
+NOTHING_SAMPLED = {"update_ratios": False, "activations": False, "histograms": False, "noise_scale": False}
 SETTINGS = {
     "collector": {},
-    "sampled_off": {"update_ratios": False, "activations": False, "histograms": False, "noise_scale": False},
+    "sampled_off": NOTHING_SAMPLED,
     "stats_every_step": {"stats_budget": None},
+    "bookkeeping": {**NOTHING_SAMPLED, "every": 1_000_000, "stats_budget": None, "stats_every": 1_000_000},
 }
 LABELS = {
     "plain": "without",
     "plain_again": "without, a second copy",
     "collector": "with watch() (defaults)",
     "sampled_off": "  sampled signals off",
-    "stats_every_step": "  norms+accuracy every step",
+    "stats_every_step": "  norms every step",
+    "bookkeeping": "  no norms, nothing sampled",
     "add_histogram": "add_histogram every step",
 }
 
@@ -243,9 +248,9 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
     rounds = f"{args.blocks} blocks x {args.block} steps ({args.naive_blocks} for the reference)"
     how = f"{device.type}{', torch.compile' if args.compile else ''}, {torch.get_num_threads()} threads"
     print(f"\n{name} (batch {batch}, {rounds}, {how})")
-    print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'single-step median ratio':>27}{'norms':>8}")
+    print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'single-step median ratio':>27}{'norms':>11}")
     for label, median, ratio, single_ratio, stride in rows:
-        print(f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{single_ratio:>27.3f}{stride:>8}")
+        print(f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{single_ratio:>27.3f}{stride:>11}")
 
 
 def stride_label(strides: list[int]) -> str:
@@ -266,7 +271,8 @@ def main() -> None:
     parser.add_argument(
         "--breakdown",
         action="store_true",
-        help="also time the collector with its sampled signals off, and with gradient norms and accuracy every step",
+        help="also time the collector with its sampled signals off, with gradient norms every step, and with neither"
+        " norms nor anything sampled (its bookkeeping alone)",
     )
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile every copy of the model (inductor; the collector's sampled steps run eagerly)"
