@@ -94,7 +94,7 @@ class DeferredAccuracy:
             dim, classes = plan
             outputs = torch.stack([outputs for _, outputs, _ in steps])
             targets = torch.stack([targets for _, _, targets in steps])
-            counts = correct_and_valid_per_step(outputs, targets, classes, dim)
+            counts = batch_stats.correct_and_valid_per_step(outputs, targets, classes, dim)
             for (packet, _, _), count in zip(steps, counts):
                 packet.items.append((ACCURACY, count))
         return lost
@@ -106,12 +106,3 @@ class DeferredAccuracy:
             return None
         return dim, classes
 
-
-def correct_and_valid_per_step(
-    outputs: torch.Tensor, targets: torch.Tensor, classes: int, dim: int
-) -> torch.Tensor:
-    """`batch_stats.correct_and_valid` of each of S steps stacked along a first
-    dimension: an (S, 2) tensor of ``[correct, valid]`` counts."""
-    in_range = targets.clamp(0, classes - 1)
-    matches = torch.stack((outputs.argmax(dim=dim + 1), in_range)) == targets
-    return matches.flatten(2).sum(dim=2).T
