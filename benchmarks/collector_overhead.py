@@ -18,13 +18,18 @@ arm handed to its writer thread is on disk, so background writing is charged to 
 arm that caused it, never to the one that runs next. It does not flush what is
 pending: the collector flushes every 100 steps, and a flush forced at the end of
 every 50-step block would cost it twice its flushes. Printed: the median over blocks
-of the mean step time; the median over rounds of each block's ratio to the plain block
-of the same round (all work, the sampled steps included); the ratio of the median
-single steps (a typical step: where the gradient norms and accuracy are spread out to
-every few steps, one without them); and how often the collector took those at the end
-of its phases (``1/6``: every 6th step). A second plain copy runs beside the
-collector as a control: its ratio, 1.000 on a quiet machine, shows the noise of the
-run.
+of the mean step time; the median over rounds of each block's ratio to the plain
+blocks of the same round (all work, the sampled steps included), with a 95% bootstrap
+interval over the rounds; the ratio of the median single steps (a typical step: where
+the gradient norms and accuracy are spread out to every few steps, one without them);
+and how often the collector took those at the end of its phases (``1/6``: every 6th
+step). A second plain copy runs beside the collector as a control: its ratio to the
+first, 1.000 on a quiet machine, shows the noise of the run; the other ratios are to
+the mean of both copies' blocks, which halves the baseline's share of the noise.
+
+On this 2-core virtual machine one block's ratio varies by 3-6% from round to round
+(other tenants' load); the median of 40 rounds then still moved by ±1.5% from run to
+run, hence 120 rounds by default (~6 minutes for both models on a CPU).
 
 The run re-executes itself with glibc's malloc told to keep freed memory
 (`MALLOC_ENV`; `--system-malloc` keeps the defaults): by default glibc hands memory
@@ -34,7 +39,7 @@ step page-faults its activations in afresh. Measured on the CNN: 750 minor fault
 changing from run to run. That measures where the heap happened to end, not the
 collector.
 
-    python benchmarks/collector_overhead.py [--device cuda] [--blocks 40] [--breakdown] [--compile]
+    python benchmarks/collector_overhead.py [--device cuda] [--blocks 120] [--breakdown] [--compile]
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -237,20 +243,35 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
             timed = interleave(roles, arms, data, blocks, args, sync, log_dir)
             plain_blocks, plain_single = timed.blocks["plain"], timed.single["plain"]
             if not rows:
-                rows.append((LABELS["plain"], statistics.median(plain_blocks), 1.0, 1.0, ""))
+                rows.append((LABELS["plain"], statistics.median(plain_blocks), 1.0, "", 1.0, ""))
+            # Per round, the mean of the plain copies' blocks (the control's only the first's).
+            baseline_roles = [role for role in roles if role.startswith("plain")]
+            baseline = [statistics.mean(round_blocks) for round_blocks in zip(*(timed.blocks[r] for r in baseline_roles))]
+            baseline_single = [t for role in baseline_roles for t in timed.single[role]]
             for kind in kinds:
-                # Each round's block against the plain block of the same round: drift of the
+                control = kind == "plain_again"
+                # Each round's block against the plain blocks of the same round: drift of the
                 # machine (other load, clock changes) between rounds cancels out.
-                ratio = statistics.median(b / p for b, p in zip(timed.blocks[kind], plain_blocks))
-                single_ratio = statistics.median(timed.single[kind]) / statistics.median(plain_single)
+                ratios = [b / p for b, p in zip(timed.blocks[kind], plain_blocks if control else baseline)]
+                single = plain_single if control else baseline_single
+                single_ratio = statistics.median(timed.single[kind]) / statistics.median(single)
                 stride = stride_label(timed.strides[kind])
-                rows.append((LABELS[kind], statistics.median(timed.blocks[kind]), ratio, single_ratio, stride))
+                median = statistics.median(timed.blocks[kind])
+                rows.append((LABELS[kind], median, statistics.median(ratios), interval(ratios), single_ratio, stride))
     rounds = f"{args.blocks} blocks x {args.block} steps ({args.naive_blocks} for the reference)"
     how = f"{device.type}{', torch.compile' if args.compile else ''}, {torch.get_num_threads()} threads"
     print(f"\n{name} (batch {batch}, {rounds}, {how})")
-    print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'single-step median ratio':>27}{'norms':>11}")
-    for label, median, ratio, single_ratio, stride in rows:
-        print(f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{single_ratio:>27.3f}{stride:>11}")
+    print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'95% interval':>15}{'single-step median ratio':>27}{'norms':>11}")
+    for label, median, ratio, spread, single_ratio, stride in rows:
+        print(f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{spread:>15}{single_ratio:>27.3f}{stride:>11}")
+
+
+def interval(ratios: list[float], resamples: int = 2000) -> str:
+    """95% bootstrap interval of the median of `ratios` (rounds drawn with replacement):
+    how far the printed median could move in another run of this length."""
+    draw = random.Random(0)
+    medians = sorted(statistics.median(draw.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    return f"{medians[int(0.025 * resamples)]:.3f}-{medians[int(0.975 * resamples) - 1]:.3f}"
 
 
 def stride_label(strides: list[int]) -> str:
@@ -264,7 +285,7 @@ def stride_label(strides: list[int]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--blocks", type=int, default=40)
+    parser.add_argument("--blocks", type=int, default=120)
     parser.add_argument("--naive-blocks", type=int, default=10, help="blocks for the add_histogram reference (a ratio of several x)")
     parser.add_argument("--block", type=int, default=50, help="steps per block (default: the collector's sampling interval)")
     parser.add_argument("--warmup-blocks", type=int, default=2)
