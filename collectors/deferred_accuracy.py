@@ -48,7 +48,7 @@ class DeferredAccuracy:
         # (outputs' shape, targets' shape, targets' dtype) -> (class dim, classes), or None
         # for a pairing that has no accuracy: shapes repeat, so each is judged once.
         self._plans: dict[tuple[Any, ...], tuple[int, int] | None] = {}
-        self._kept: list[tuple[Packet, torch.Tensor, torch.Tensor, int, int, tuple[int, int]]] = []
+        self._kept: list[tuple[Packet, torch.Tensor, torch.Tensor, int, int, tuple[Any, ...]]] = []
         self._kept_bytes = 0
 
     @property
@@ -67,13 +67,16 @@ class DeferredAccuracy:
             if len(self._plans) >= MAX_PLANS:
                 self._plans.clear()
             plan = self._plans[key] = self._plan(outputs, targets)
-        if plan is None or outputs.device != targets.device:
+        device = outputs.device
+        if plan is None or device != targets.device:
             return False
         held = outputs.untyped_storage().nbytes() + targets.untyped_storage().nbytes()
-        if held > MAX_KEPT_BYTES or (outputs.is_cuda and cuda_graphs_run_on(outputs.device)):
+        if held > MAX_KEPT_BYTES or (device.type == "cuda" and cuda_graphs_run_on(device)):
             return False
         kept = outputs.detach()  # shares the version counter; drops the graph
-        self._kept.append((packet, kept, targets, kept._version, targets._version, plan))
+        # What the flush batches by, whole: the plan, the shapes and dtypes, the device.
+        group = (plan, key, outputs.dtype, device)
+        self._kept.append((packet, kept, targets, kept._version, targets._version, group))
         self._kept_bytes += held
         return True
 
@@ -84,12 +87,11 @@ class DeferredAccuracy:
         kept, self._kept, self._kept_bytes = self._kept, [], 0
         lost: list[tuple[Packet, str]] = []
         groups: dict[tuple[Any, ...], list[tuple[Packet, torch.Tensor, torch.Tensor]]] = defaultdict(list)
-        for packet, outputs, targets, outputs_version, targets_version, plan in kept:
+        for packet, outputs, targets, outputs_version, targets_version, group in kept:
             if outputs._version != outputs_version or targets._version != targets_version:
                 lost.append((packet, CHANGED_IN_PLACE))
                 continue
-            key = (plan, outputs.shape, outputs.dtype, outputs.device, targets.shape, targets.dtype)
-            groups[key].append((packet, outputs, targets))
+            groups[group].append((packet, outputs, targets))
         for (plan, *_), steps in groups.items():
             dim, classes = plan
             outputs = torch.stack([outputs for _, outputs, _ in steps])

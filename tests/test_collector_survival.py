@@ -356,13 +356,19 @@ def test_no_step_reads_a_device_value_on_the_host_between_flushes(tmp_path, digi
     assert T.GRAD_NOISE_SCALE in scalars
 
 
-def test_loss_changed_in_place_after_step_is_dropped_and_reported(tmp_path, digits):
+# Statistics on every step; none after the first step and nothing sampled: quiet steps,
+# which take a path of their own (`Collector._record_quiet_step`).
+EVERY_STEP_READS, QUIET_STEPS = {}, {"stats_every": 1000, "noise_scale": False}
+
+
+@pytest.mark.parametrize("settings", [EVERY_STEP_READS, QUIET_STEPS], ids=["statistics_steps", "quiet_steps"])
+def test_loss_changed_in_place_after_step_is_dropped_and_reported(tmp_path, digits, settings):
     """The loss is kept by reference until the flush: one changed in place after step()
     is not written wrong, it is dropped and reported once, and losses are copied after."""
     X, y = digits
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    collector = watch(model, opt, tmp_path, flush_steps=1000, flush_seconds=1e9)
+    collector = watch(model, opt, tmp_path, flush_steps=1000, flush_seconds=1e9, **settings)
     true_loss = {}
 
     def train_and_spoil_the_loss() -> None:

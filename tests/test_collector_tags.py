@@ -492,6 +492,53 @@ def test_accuracy_is_recorded_on_every_step(tmp_path, digits):
     assert collector.errors == []
 
 
+def test_quiet_steps_record_loss_accuracy_and_every_learning_rate(tmp_path, digits):
+    """Steps with nothing to record but loss, accuracy, learning rates and step time take
+    a short path of their own (`_record_quiet_step`); what it records is what the full
+    path would, step by step, with every group's learning rate moving every step. From
+    step 60 one rate is a tensor that the scheduler updates in place: such a step takes
+    the full path, which copies it."""
+    X, y = digits
+    model = mlp()
+    second = list(model[2].parameters()) + list(model[4].parameters())
+    opt = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.1}, {"params": second}], lr=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.98**s)
+    collector = watch(model, opt, tmp_path, stats_budget=None, stats_every=10, every=40, flush_steps=25)
+    full_path = []
+    record_step = collector._record_step
+
+    def counted_record_step(*args):
+        full_path.append(collector._step)
+        record_step(*args)
+
+    collector._record_step = counted_record_step
+    expected = {T.TRAIN_LOSS: {}, T.TRAIN_ACC: {}, T.lr_tag(0): {}, T.lr_tag(1): {}}
+    for step in range(100):
+        if step == 60:
+            opt.param_groups[1]["lr"] = torch.tensor(opt.param_groups[1]["lr"])
+        xb, yb = X[step * 16 : step * 16 + 32], y[step * 16 : step * 16 + 32]
+        opt.zero_grad()
+        out = model(xb)
+        loss = F.cross_entropy(out, yb)
+        loss.backward()
+        opt.step()
+        expected[T.TRAIN_LOSS][step] = loss.item()
+        expected[T.TRAIN_ACC][step] = _accuracy(out, yb)
+        expected[T.lr_tag(0)][step] = float(opt.param_groups[0]["lr"])
+        expected[T.lr_tag(1)][step] = float(opt.param_groups[1]["lr"])
+        collector.step(loss=loss, outputs=out, targets=yb)
+        sched.step()
+    collector.close()
+    scalars = read_scalars(tmp_path)
+    for tag, want in expected.items():
+        assert scalars[tag] == pytest.approx(want, rel=1e-6), tag
+    assert sorted(scalars[T.STEP_SECONDS]) == list(range(100))
+    # statistics every 10th step, a sample and its noise window from every 40th
+    quiet = [s for s in range(60) if s % 10 and s % 40 >= 5]
+    assert full_path == [s for s in range(100) if s not in quiet]
+    assert collector.errors == []
+
+
 def test_logits_changed_in_place_lose_only_that_step_s_accuracy(tmp_path, digits):
     """A kept tensor changed before the flush cannot give its step's accuracy: it is left
     out and reported once, and from then on the accuracy is measured at once, on the
