@@ -757,7 +757,9 @@ class Collector:
         version = loss._version
         self._last_quiet_loss = (loss, version)
         packet = Packet(self._step, time.time(), host, items=[(_LOSS_SPEC, loss)], borrowed=[(0, version)])
-        if self._accuracy.keep(packet, outputs, targets) and self._accuracy.full:
+        # Under its own part, as in `_record_step`: an error there costs the accuracy, not the step.
+        kept = self._guard.call(KEEPING_OUTPUTS, self._accuracy.keep, packet, outputs, targets)
+        if kept and self._accuracy.full:
             self._report_lost_outputs(self._guard.call(KEEPING_OUTPUTS, self._accuracy.resolve))
         if not self._batch_size_fixed:
             self._update_batch_size(None, targets, inputs, outputs)

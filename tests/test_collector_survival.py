@@ -90,6 +90,34 @@ def test_error_in_norms_does_not_reach_training(tmp_path, digits, monkeypatch):
     assert len(read_scalars(tmp_path)[T.TRAIN_LOSS]) == 8
 
 
+def test_an_error_keeping_the_logits_costs_the_accuracy_not_the_step(tmp_path, digits, monkeypatch):
+    """Keeping a step's logits for its accuracy runs under its own error part on quiet
+    steps too (`_record_quiet_step`): when it fails, the accuracy falls back to being
+    measured at once on statistics steps, and loss and step time go on every step."""
+    from collectors.deferred_accuracy import DeferredAccuracy
+
+    X, y = digits
+    keep = DeferredAccuracy.keep
+
+    def keep_failing_from_step_13(self, packet, outputs, targets):
+        if packet.step >= 13:
+            raise RuntimeError("cannot keep these")
+        return keep(self, packet, outputs, targets)
+
+    monkeypatch.setattr(DeferredAccuracy, "keep", keep_failing_from_step_13)
+    settings = {"stats_budget": None, "stats_every": 10, "noise_scale": False, "flush_steps": 5}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(mlp(), X, y, steps=40, collector=lambda m, o: watch(m, o, tmp_path, **settings))
+    ours = [str(w.message) for w in caught if "TrainScope" in str(w.message)]
+    assert len(ours) == 1 and "accuracy by reference" in ours[0]
+    scalars = read_scalars(tmp_path)
+    assert sorted(scalars[T.TRAIN_LOSS]) == sorted(scalars[T.STEP_SECONDS]) == list(range(40))
+    # kept and read at the flushes after steps 4 and 9; 10-12 were kept when keeping was
+    # switched off, and are not read; from then on measured at once, on statistics steps
+    assert sorted(scalars[T.TRAIN_ACC]) == [*range(10), 20, 30]
+
+
 def _hook_counts(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     module_hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
     return module_hooks + len(optimizer._optimizer_step_pre_hooks) + len(optimizer._optimizer_step_post_hooks)
