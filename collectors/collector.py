@@ -667,10 +667,9 @@ class Collector:
 
     def _plan_quiet_path(self) -> bool:
         """Whether the quiet steps from here on may take `_record_quiet_step`: not where
-        the loss or the outputs are no longer kept by reference, or `step` was switched
-        off. Also names the learning rates it records."""
-        guard = self._guard
-        if not (guard.enabled("step") and guard.enabled(BORROWING) and guard.enabled(KEEPING_OUTPUTS)):
+        the loss or the outputs are no longer kept by reference. Also names the learning
+        rates it records."""
+        if not (self._guard.enabled(BORROWING) and self._guard.enabled(KEEPING_OUTPUTS)):
             return False
         groups = len(self._param_groups())
         if groups != len(self._lr_tags):
@@ -1070,7 +1069,7 @@ def _scalar_spec(tag: str) -> ScalarSpec:
     return ScalarSpec(tag)
 
 
-_LOSS_SPEC = ScalarSpec(T.TRAIN_LOSS)
+_LOSS_SPEC = _scalar_spec(T.TRAIN_LOSS)  # for the quiet path, without the cache's call
 
 
 def _first_device(model: nn.Module) -> torch.device:
