@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Mapping
 
-from analyzers.rules.common import cite, model_layers, optimizer_type
+from analyzers.facts import model_layers, optimizer_type
+from analyzers.rules.common import cite
 from analyzers.run import Run
 from logformat import runjson as R
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from analyzers.diagnose import Diagnosis
 from analyzers.reading import read_logdir
-from analyzers.rules.common import ordered_layers
+from analyzers.facts import ordered_layers
 from analyzers.run import Run, Series
 from logformat import tags as T
 

@@ -7,7 +7,8 @@ import pytest
 from rules_support import Fires, Quiet, Skips, check
 
 from analyzers.rules.common import make_run
-from analyzers.rules.data import unnormalized_inputs, unshuffled_data
+from analyzers.rules.unnormalized_inputs import check as unnormalized_inputs
+from analyzers.rules.unshuffled_data import check as unshuffled_data
 from analyzers.rules.synthetic import steps
 from logformat import tags as T
 

@@ -7,7 +7,8 @@ import pytest
 from rules_support import Fires, Quiet, Skips, check
 
 from analyzers.rules.common import make_run
-from analyzers.rules.generalization import overfitting, underfitting
+from analyzers.rules.overfitting import check as overfitting
+from analyzers.rules.underfitting import check as underfitting
 from analyzers.rules.synthetic import batch_losses, decay, noisy, steps
 from logformat import tags as T
 

@@ -7,7 +7,8 @@ import pytest
 from rules_support import Fires, Quiet, Skips, check
 
 from analyzers.rules.common import make_run
-from analyzers.rules.gradients import exploding_gradients, vanishing_gradients
+from analyzers.rules.exploding_gradients import check as exploding_gradients
+from analyzers.rules.vanishing_gradients import check as vanishing_gradients
 from analyzers.rules.synthetic import noisy, steps
 from logformat import tags as T
 

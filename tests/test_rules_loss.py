@@ -11,7 +11,11 @@ import pytest
 from rules_support import Fires, Quiet, Skips, check
 
 from analyzers.rules.common import make_run
-from analyzers.rules.loss_curve import loss_plateau, lr_too_high, lr_too_low, noisy_batches, nonfinite
+from analyzers.rules.loss_plateau import check as loss_plateau
+from analyzers.rules.lr_too_high import check as lr_too_high
+from analyzers.rules.lr_too_low import check as lr_too_low
+from analyzers.rules.noisy_batches import check as noisy_batches
+from analyzers.rules.nonfinite import check as nonfinite
 from analyzers.rules.synthetic import batch_losses, decay, noisy, steps
 from logformat import tags as T
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from analyzers.findings import Skip
+from analyzers import facts as F
 from analyzers.rules import common as C
 from analyzers.rules import robust as R
 from analyzers.run import Series
@@ -126,26 +127,26 @@ def test_require_helpers_say_why():
 
 def test_run_json_facts_come_from_meta_or_hparams():
     run = C.make_run({}, {"hparams": {"Batch_Size": 64, "n_classes": 10, "learning_rate": 0.1}})
-    assert C.batch_size(run) == 64 and C.num_classes(run) == 10 and C.configured_lr(run) == 0.1
+    assert F.batch_size(run) == 64 and F.num_classes(run) == 10 and F.configured_lr(run) == 0.1
     run = C.make_run(
         {"opt/lr": ([0, 1], [0.1, 0.05])},
         {"batch_size": 32, "optimizer": {"type": "SGD", "param_groups": [{"lr": 0.3, "weight_decay": 0}]}},
     )
-    assert C.batch_size(run) == 32 and C.configured_lr(run) == 0.05 and C.weight_decay(run) == 0.0
-    assert C.num_classes(C.make_run({})) is None and C.weight_decay(C.make_run({})) is None
+    assert F.batch_size(run) == 32 and F.configured_lr(run) == 0.05 and F.weight_decay(run) == 0.0
+    assert F.num_classes(C.make_run({})) is None and F.weight_decay(C.make_run({})) is None
 
 
 def test_layer_order_follows_run_json_then_names_with_numbers_as_numbers():
     meta = {"model": {"layers": [{"name": "features.0"}, {"name": "features.10"}, {"name": "classifier"}]}}
     run = C.make_run({}, meta)
-    assert C.ordered_layers(run, ["extra.10", "classifier", "extra.2", "features.10", "features.0"]) == [
+    assert F.ordered_layers(run, ["extra.10", "classifier", "extra.2", "features.10", "features.0"]) == [
         "features.0",
         "features.10",
         "classifier",
         "extra.2",
         "extra.10",
     ]
-    assert C.natural_sorted(["layer.10", "layer.2"]) == ["layer.2", "layer.10"]
+    assert F.natural_sorted(["layer.10", "layer.2"]) == ["layer.2", "layer.10"]
 
 
 def test_make_run_accepts_series_or_arrays():

@@ -10,7 +10,8 @@ from rules_support import Fires, Quiet, Skips, check
 
 from analyzers.rules.common import make_run
 from analyzers.rules.synthetic import steps
-from analyzers.rules.weights import bad_initialization, weight_growth
+from analyzers.rules.bad_initialization import check as bad_initialization
+from analyzers.rules.weight_growth import check as weight_growth
 from logformat import tags as T
 
 

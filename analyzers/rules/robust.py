@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
@@ -218,3 +219,17 @@ def longest_tail_run(mask: np.ndarray) -> int:
         return 0
     false_idx = np.flatnonzero(~mask)
     return int(mask.shape[0] - (false_idx[-1] + 1 if false_idx.shape[0] else 0))
+
+
+def sustained_above(series: Series, threshold: float, sustain: int) -> tuple[int, float, int] | None:
+    """(onset step, streak median, streak length) when the last `sustain`+ samples all exceed `threshold`."""
+    steps, values = finite_points(series)
+    streak = longest_tail_run(values > threshold)
+    if streak < sustain:
+        return None
+    return int(steps[-streak]), float(np.median(values[-streak:])), streak
+
+
+def max_finite_samples(layers: Mapping[str, Series]) -> int:
+    """The most finite samples any one of `layers` has."""
+    return max(int(np.isfinite(s.values).sum()) for s in layers.values())

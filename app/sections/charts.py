@@ -14,7 +14,7 @@ import streamlit as st
 
 from analyzers.diagnose import Diagnosis
 from analyzers.findings import Finding
-from analyzers.rules.common import batch_size, data_parallel_ranks, ordered_layers
+from analyzers.facts import batch_size, data_parallel_ranks, ordered_layers
 from analyzers.run import Run, Series
 from app import catalog as C
 from app import figures as F

@@ -8,7 +8,7 @@ import streamlit as st
 
 from analyzers.diagnose import Diagnosis
 from analyzers.formatting import plain
-from analyzers.rules.common import batch_size, data_parallel_ranks, optimizer_type
+from analyzers.facts import batch_size, data_parallel_ranks, optimizer_type
 from app.escape import md
 from app.export import diagnosis_json, diagnosis_markdown
 from app.summaries import HEALTH_COLOR, HEALTH_ICON, age, health, last_logged, last_step

@@ -1,37 +1,31 @@
-"""Rules on the weights themselves: bad_initialization (run.json's init check) and weight_growth."""
+"""Rule `bad_initialization`: Zero/constant weights, or a weight scale far from He/Xavier, at the start.
+
+The check's docstring says what is measured, why it matters and what to do; the dashboard
+and docs/rules.md show it.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Iterable, Mapping
 
-import numpy as np
-
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import (
-    quote,
+from analyzers.facts import (
     NORM_OR_EMBEDDING_TYPES,
     RECURRENT_TYPES,
+)
+from analyzers.findings import Finding, Skip
+from analyzers.rules.common import (
     cite,
     finding,
     fmt,
     fmt_factor,
-    fmt_step,
-    layer_types,
     missing_meta_reason,
-    optimizer_type,
-    ordered_layers,
-    require_finite_points,
-    require_layers,
-    weight_decay,
+    quote,
 )
-from analyzers.rules.robust import finite_points, tail_start
 from analyzers.run import Run
 from logformat import runjson as R
-from logformat import tags as T
 
-# --- bad_initialization ----------------------------------------------------------------
-
+RULE_ID = "bad_initialization"
 INIT_CONSTANT_SOURCE = cite(
     ("000", 29, "将参数零初始化会导致流过网络的数据也是对称的"),
     ("000", 30, "初始化参数应该非常接近于零(但不全等于零),来打破网络的对称性"),
@@ -95,7 +89,7 @@ def _scale_problem(entry: Mapping[str, Any], is_output: bool) -> dict | None:
     }
 
 
-def bad_initialization(run: Run) -> Iterable[Finding]:
+def check(run: Run) -> Iterable[Finding]:
     """Weights that start all-zero/constant, or at a scale far from He/Xavier for their fan-in.
 
     Why it matters: identical weights get identical gradients, so the units of a
@@ -170,7 +164,7 @@ def _constant_finding(entries: list[Mapping[str, Any]], severity: str) -> Findin
         )
         title = f"Output layer {quote(names[0])} starts constant"
     return finding(
-        "bad_initialization",
+        RULE_ID,
         severity,  # type: ignore[arg-type]
         title,
         message,
@@ -198,7 +192,7 @@ def _scale_finding(problems: list[dict]) -> Finding:
     size = "too large" if directions == {"large"} else ("too small" if directions == {"small"} else "off")
     fan = f"fan_in {first['fan_in']}: " if first["fan_in"] else ""
     return finding(
-        "bad_initialization",
+        RULE_ID,
         "warning",
         f"Initial weight scale {size} in {quote(first['layer'])}"
         + (f" and {len(problems) - 1} more" if len(problems) > 1 else ""),
@@ -232,7 +226,7 @@ def _forget_gate_findings(entries: list[Mapping[str, Any]]) -> list[Finding]:
         name = str(entry.get("layer"))
         found.append(
             finding(
-                "bad_initialization",
+                RULE_ID,
                 "info",
                 f"LSTM {quote(name)}: forget-gate bias starts at {fmt(mean)}, not 1.0",
                 f"The forget-gate bias of {quote(name)} starts with mean {fmt(mean)} (PyTorch's default is near 0); "
@@ -250,107 +244,3 @@ def _forget_gate_findings(entries: list[Mapping[str, Any]]) -> list[Finding]:
             )
         )
     return found
-
-
-# --- weight_growth ---------------------------------------------------------------------
-
-GROWTH_SOURCE = cite(
-    ("000", 62, "L2正则化也许是最常用的正则化的形式"),
-    ("000", 64, "典型的c值是3或4"),
-)
-WEIGHT_MIN_SAMPLES = 10  # weight-norm samples of a layer before any verdict
-WEIGHT_GROWTH = 3.0  # info: a layer's weight norm now >= 3x its first sample...
-WEIGHT_NEAR_PEAK = 0.95  # ...and at >= 95% of its peak (still up there, not a passing bump)
-WEIGHT_RECENT = 0.25  # warning when, over the last 25% of the samples...
-WEIGHT_RECENT_GROWTH = 1.25  # ...it still grew >= 25%: growing fast at the end
-WEIGHT_NOW_SAMPLES = 3  # "now" is the median of the last 3 samples
-
-
-def weight_growth(run: Run) -> Iterable[Finding]:
-    """Weight norms keep rising, several times their start, with no weight decay configured.
-
-    Why it matters: without a penalty nothing stops weights from growing (on separable
-    data cross-entropy keeps pushing logits up); large weights make the model
-    over-confident, saturate units, and generalize worse.
-    Measured on ``weight/norm/<layer>`` when run.json's optimizer (or the
-    hyperparameters) has no weight decay: a layer now >= 3x its first sample and
-    within 5% of its peak (info); still +25% over the last quarter of its samples
-    (warning).
-    What to do: L2 weight decay (weight_decay=5e-4 for SGD, AdamW 0.01-0.1), or a
-    max-norm constraint (each unit's weight vector norm clamped to c = 3-4).
-    """
-    layers = require_layers(run, T.WEIGHT_NORM_PREFIX, "per-layer weight norms")
-    decay = weight_decay(run)
-    if decay is None:
-        raise Skip(missing_meta_reason(R.K_OPTIMIZER, "the optimizer settings: is weight decay configured?"))
-    if decay > 0:
-        return []  # regularized: growth is bounded by the decay
-    longest = max(layers.values(), key=len)
-    require_finite_points(longest, WEIGHT_MIN_SAMPLES, "weight-norm samples")
-    types = layer_types(run)
-    grown = []
-    for name in ordered_layers(run, layers):
-        if types.get(name) in NORM_OR_EMBEDDING_TYPES:
-            continue
-        steps, values = finite_points(layers[name])
-        if values.shape[0] < WEIGHT_MIN_SAMPLES or values[0] <= 0:
-            continue
-        now = float(np.median(values[-WEIGHT_NOW_SAMPLES:]))
-        growth = now / float(values[0])
-        if growth < WEIGHT_GROWTH or values[-1] < WEIGHT_NEAR_PEAK * values.max():
-            continue
-        begin = tail_start(values.shape[0], WEIGHT_RECENT, WEIGHT_NOW_SAMPLES + 1)
-        recent = now / float(np.median(values[begin : begin + WEIGHT_NOW_SAMPLES]))
-        grown.append(
-            {
-                "layer": name,
-                "start": float(values[0]),
-                "now": now,
-                "growth": growth,
-                "recent_growth": recent,
-                "recent_from_step": int(steps[begin]),
-            }
-        )
-    if not grown:
-        return []
-    fast = [g for g in grown if g["recent_growth"] >= WEIGHT_RECENT_GROWTH]
-    worst = max(grown, key=lambda g: g["growth"])
-    listed = ", ".join(
-        f"{g['layer']} {fmt(g['start'])} -> {fmt(g['now'])} ({fmt_factor(g['growth'])})" for g in grown[:6]
-    )
-    message = f"Weight norms grew several-fold with no weight decay configured: {listed}"
-    if len(grown) > 6:
-        message += f" and {len(grown) - 6} more"
-    if fast:
-        f0 = max(fast, key=lambda g: g["recent_growth"])
-        message += (
-            f"; still growing fast: {f0['layer']} +{fmt((f0['recent_growth'] - 1) * 100)}% since step "
-            f"{fmt_step(f0['recent_from_step'])}"
-        )
-    kind = optimizer_type(run)
-    decay_advice = (
-        "Add L2 weight decay: "
-        + (
-            "AdamW with weight_decay=0.01-0.1"
-            if kind and "adam" in kind.lower()
-            else "weight_decay=5e-4 in the optimizer (1e-4 to 1e-3 is the usual range)"
-        )
-        + "."
-    )
-    return [
-        finding(
-            "weight_growth",
-            "warning" if fast else "info",
-            f"Weights keep growing without weight decay ({quote(worst['layer'])}: {fmt_factor(worst['growth'])})",
-            message + ".",
-            (
-                decay_advice,
-                "Or constrain each unit's weight vector to a maximum norm c = 3-4 after every step "
-                "(torch.renorm or a clamp of the row norms).",
-            ),
-            GROWTH_SOURCE,
-            step=int(layers[worst["layer"]].steps[0]),
-            layer=worst["layer"],
-            evidence={"layers": grown, "weight_decay": decay},
-        )
-    ]

@@ -1,7 +1,7 @@
-"""Rules that compare the training curves with the validation curves: overfitting, underfitting.
+"""Rule `overfitting`: Validation turns worse while training keeps improving.
 
-Validation is sparse (often once per epoch), so the training signal is put beside it
-as the median of the training steps since the previous validation (`segment_medians`).
+The check's docstring says what is measured, why it matters and what to do; the dashboard
+and docs/rules.md show it.
 """
 
 from __future__ import annotations
@@ -20,34 +20,23 @@ from analyzers.rules.common import (
     fmt_points,
     fmt_step,
     missing_reason,
-    num_classes,
     require_points,
     require_scalar,
     sentence,
 )
-from analyzers.rules.loss_curve import PLATEAU_WINDOW, chance_loss, loss_curve
-from analyzers.rules.robust import chunk_medians, finite_points, segment_medians, spread_indices, tail_start
+from analyzers.rules.curves import (
+    as_fraction,
+    centered_median3,
+)
+from analyzers.rules.robust import (
+    finite_points,
+    segment_medians,
+    spread_indices,
+)
 from analyzers.run import Run
 from logformat import tags as T
-from logformat.runjson import STATUS_FINISHED
 
-
-def as_fraction(values: np.ndarray) -> np.ndarray:
-    """Accuracy as a fraction: loggers that write percent (0-100) are divided by 100."""
-    finite = values[np.isfinite(values)]
-    return values / 100.0 if finite.shape[0] and finite.max() > 1.5 else values
-
-
-def centered_median3(values: np.ndarray) -> np.ndarray:
-    """Each point replaced by the median of itself and its two neighbours (ends kept)."""
-    if values.shape[0] < 3:
-        return values.copy()
-    windows = np.lib.stride_tricks.sliding_window_view(values, 3)
-    return np.concatenate((values[:1], np.median(windows, axis=1), values[-1:]))
-
-
-# --- overfitting -----------------------------------------------------------------------
-
+RULE_ID = "overfitting"
 OVERFIT_SOURCE = cite(
     ("000", 69, "当验证集上精确度收敛时,红线和绿线间隔过大很明显训练集上出现了过拟合"),
     ("001", 8, "使用L2正则化,dropout技术,扩展数据集等,有效缓解过拟合"),
@@ -64,7 +53,7 @@ OVERFIT_ACC_PLATEAU = 0.005  # ...and val accuracy converged: no new best by > 0
 GAP_SAMPLE = 64  # the earlier gap is the median over at most 64 validations of the first half
 
 
-def overfitting(run: Run) -> Iterable[Finding]:
+def check(run: Run) -> Iterable[Finding]:
     """The model fits the training set at the expense of the validation set.
 
     Why it matters: past the point where validation loss is lowest, more training
@@ -124,7 +113,7 @@ def overfitting(run: Run) -> Iterable[Finding]:
         return []
     return [
         finding(
-            "overfitting",
+            RULE_ID,
             "warning",
             f"Overfitting since step {fmt_step(best_step)}",
             sentence("; ".join(reasons)) + ".",
@@ -206,121 +195,3 @@ def _acc_gap_grew(
         "best_val_acc": float(a_values[best_i]),
         "best_val_acc_step": int(a_steps[best_i]),
     }
-
-
-# --- underfitting ----------------------------------------------------------------------
-
-UNDERFIT_SOURCE = cite(
-    ("000", 69, "当两线间隔很小且准确率都很低时,说明模型学习能力太低,需要增加模型的capacity")
-)
-UNDERFIT_MIN_POINTS = 100  # training-loss points before any verdict
-UNDERFIT_MIN_EVALS = 3  # validations before any verdict
-UNDERFIT_MAX_SKILL = 0.7  # "low": accuracy < 70% of the way from chance (1/C; 0 if C unknown) to 100%
-UNDERFIT_CHANCE_LOSS = 0.5  # "high": a C-class cross-entropy still >= 50% of the chance level ln C
-UNDERFIT_CLOSE_ACC = 0.08  # "close together": train accuracy at most 8 points above val accuracy
-UNDERFIT_CLOSE_LOSS = 0.10  # ...or val loss at most 10% above train loss
-UNDERFIT_MIN_PROGRESS = 0.10  # it learns, just not enough: train loss fell >= 10% (else see loss_plateau)...
-UNDERFIT_MIN_SKILL = 0.1  # ...and accuracy, where logged, is >= 10% of the way from chance to 100%
-UNDERFIT_AT_BEST = 1.2  # ...and its train loss ends within 20% of its best (it is stuck, not getting worse)
-UNDERFIT_STALL = 0.05  # "training ends": the train loss fell < 5% over the last 30% of the run...
-UNDERFIT_RATE_SHARE = 0.25  # ...or falls there at < 25% of its average pace over the run (a slow creep)
-
-
-def underfitting(run: Run) -> Iterable[Finding]:
-    """Train and validation are both poor and close together: the model cannot fit the data.
-
-    Why it matters: when even the training set is fit badly, regularization or more
-    data will not help; the model lacks capacity.
-    Measured: "poor" against chance: accuracy less than 70% of the way from chance
-    (1/C) to 100%, or (without accuracy) a C-class cross-entropy still above half of
-    ln C; "close": train accuracy at most 8 points above val (or val loss at most 10%
-    above train). Judged only when the train loss has stalled near its best (< 5% over
-    the last 30% of the run, or < 25% of its average pace) and the model learned
-    something (loss fell 10%+, accuracy 10%+ of the way above chance; a loss that
-    never moves is loss_plateau's case).
-    What to do: more capacity (wider or deeper layers); less regularization (lower
-    dropout and weight decay); then train longer.
-    """
-    val_loss, val_acc = run.scalar(T.VAL_LOSS), run.scalar(T.VAL_ACC)
-    if val_loss is None and val_acc is None:
-        raise Skip(missing_reason(f"{T.VAL_LOSS} or {T.VAL_ACC}", "a validation curve"))
-    loss = loss_curve(run, UNDERFIT_MIN_POINTS)
-    val = val_acc if val_acc is not None else val_loss
-    require_points(int(np.isfinite(val.values).sum()), UNDERFIT_MIN_EVALS, "validations")
-    classes = num_classes(run)
-    chance_acc = 1.0 / classes if classes else 0.0
-    chance = chance_loss(run, loss.start)
-    train_acc = run.scalar(T.TRAIN_ACC)
-    evidence: dict = {"train_loss": loss.end, "num_classes": classes}
-
-    if val_acc is not None and train_acc is not None:
-        _, ta = finite_points(train_acc)
-        _, va = finite_points(val_acc)
-        ta, va = as_fraction(ta), as_fraction(va)
-        train_now = float(np.median(ta[tail_start(ta.shape[0], 0.1, 5) :]))
-        val_now = float(np.median(va[-3:]))
-        skill = max(train_now - chance_acc, val_now - chance_acc) / (1 - chance_acc)
-        poor = skill < UNDERFIT_MAX_SKILL
-        close = train_now - val_now <= UNDERFIT_CLOSE_ACC
-        evidence.update(train_acc=train_now, val_acc=val_now, chance_acc=chance_acc, skill=skill)
-        chance_text = f"chance {fmt_pct(chance_acc)}" if classes else "number of classes unknown"
-        what = (
-            f"train accuracy {fmt_pct(train_now)} and val accuracy {fmt_pct(val_now)} ({chance_text}) are "
-            f"both low and {fmt_points(abs(train_now - val_now))} apart"
-        )
-    elif chance is not None and val_loss is not None:
-        _, vl = finite_points(val_loss)
-        val_now = float(np.median(vl[-2:]))
-        poor = min(loss.end, val_now) >= UNDERFIT_CHANCE_LOSS * chance
-        close = val_now <= loss.end * (1 + UNDERFIT_CLOSE_LOSS)
-        evidence.update(val_loss=val_now, chance_loss=chance)
-        what = (
-            f"train loss {fmt(loss.end)} and val loss {fmt(val_now)} are both still "
-            f"{fmt_pct(min(loss.end, val_now) / chance)} of the chance level ln {classes} = {fmt(chance)}, "
-            f"and close together"
-        )
-    else:
-        raise Skip(
-            f"needs {T.TRAIN_ACC} and {T.VAL_ACC}, or the number of classes (hparams num_classes) with a "
-            "cross-entropy loss, to tell a poor model from a good one"
-        )
-    progress = (loss.start - loss.end) / loss.start if loss.start > 0 else 0.0
-    begin = tail_start(len(loss.curve), PLATEAU_WINDOW, 6)
-    thirds = chunk_medians(loss.curve.values[begin:], 3)
-    recent_drop = float((thirds[0] - thirds[2]) / thirds[0]) if thirds[0] > 0 else 0.0
-    finished = run.status == STATUS_FINISHED
-    window_span = max(int(loss.curve.steps[-1] - loss.curve.steps[begin]), 1)
-    total_span = max(int(loss.curve.steps[-1] - loss.curve.steps[0]), 1)
-    recent_rate = (thirds[0] - thirds[2]) / window_span
-    average_rate = (loss.start - thirds[2]) / total_span
-    # Finished or not, a loss still falling at a good part of its average pace says "train longer",
-    # not "too small".
-    ended = recent_drop < UNDERFIT_STALL or recent_rate < UNDERFIT_RATE_SHARE * average_rate
-    evidence.update(progress=progress, recent_drop=recent_drop, finished=finished)
-    learned = progress >= UNDERFIT_MIN_PROGRESS and evidence.get("skill", 1.0) >= UNDERFIT_MIN_SKILL
-    best = float(loss.curve.values.min())
-    at_best = loss.end <= UNDERFIT_AT_BEST * best  # a loss that climbed back up is lr_too_high's case
-    evidence.update(best_train_loss=best)
-    if not (poor and close and ended and learned and at_best):
-        return []
-    how_ended = (
-        f"the train loss fell only {fmt_pct(max(recent_drop, 0.0))} "
-        f"over the last {fmt_pct(PLATEAU_WINDOW)} of the "
-        "run" + (", which has finished" if finished else "")
-    )
-    return [
-        finding(
-            "underfitting",
-            "warning",
-            "Underfitting: train and validation are both poor",
-            sentence(what) + f"; {how_ended}.",
-            (
-                "Give the model more capacity: wider layers (e.g. 2x the units/channels) or more layers.",
-                "Train longer only together with more capacity: at this size the loss has stopped falling.",
-                "Regularize less: lower dropout and weight decay.",
-            ),
-            UNDERFIT_SOURCE,
-            step=int(loss.curve.steps[begin]),
-            evidence=evidence,
-        )
-    ]

@@ -1,0 +1,179 @@
+"""Facts about a run that rules and the dashboard both need: batch size, classes, optimizer, layers.
+
+They come from run.json (the collector's), or from what a foreign log says of itself
+under run.json's keys (hyperparameters, batch size), so a log without them simply has
+fewer facts: every function here returns None or an empty value rather than guessing.
+The app imports these instead of reaching into the rules.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from analyzers.run import Run
+from logformat import runjson as R
+from logformat import tags as T
+
+# Module types whose weights are not a plain fan-in matrix: their scale, sparsity and
+# gradients follow other laws, so per-layer comparisons and init checks leave them out.
+NORM_OR_EMBEDDING_TYPES = frozenset(
+    {
+        "BatchNorm1d",
+        "BatchNorm2d",
+        "BatchNorm3d",
+        "SyncBatchNorm",
+        "LazyBatchNorm1d",
+        "LazyBatchNorm2d",
+        "LazyBatchNorm3d",
+        "LayerNorm",
+        "GroupNorm",
+        "RMSNorm",
+        "InstanceNorm1d",
+        "InstanceNorm2d",
+        "InstanceNorm3d",
+        "LocalResponseNorm",
+        "Embedding",
+        "EmbeddingBag",
+    }
+)
+RECURRENT_TYPES = frozenset({"LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"})
+
+# Hyperparameter names under which users commonly log these facts.
+_BATCH_SIZE_KEYS = ("batch_size", "train_batch_size", "per_device_train_batch_size", "bs", "batch")
+_NUM_CLASSES_KEYS = ("num_classes", "n_classes", "classes", "num_labels", "nclasses", "n_class")
+_LR_KEYS = ("lr", "learning_rate", "learningrate")
+
+
+def _number(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def hparams(run: Run) -> Mapping[str, Any]:
+    h = run.meta.get(R.K_HPARAMS) if run.meta else None
+    return h if isinstance(h, Mapping) else {}
+
+
+def _hparam_number(run: Run, keys: Sequence[str]) -> float | None:
+    h = {str(k).lower(): v for k, v in hparams(run).items()}
+    for key in keys:
+        if key in h and _number(h[key]) is not None:
+            return _number(h[key])
+    return None
+
+
+def batch_size(run: Run) -> int | None:
+    """Batch size from run.json, else from the hyperparameters; None when unknown."""
+    value = _number(run.meta.get(R.K_BATCH_SIZE)) if run.meta else None
+    if value is None:
+        value = _hparam_number(run, _BATCH_SIZE_KEYS)
+    return int(value) if value is not None and value >= 1 else None
+
+
+def data_parallel_ranks(run: Run) -> int:
+    """How many ranks' batches make one step's batch (run.json): the batch size is one
+    rank's, and under DDP or FSDP every rank trains on a batch of its own. A run from
+    before the collector said so counts its world size (DDP was all it measured)."""
+    meta = run.meta or {}
+    for key in (R.K_DATA_PARALLEL, R.K_WORLD_SIZE):
+        value = _number(meta.get(key))
+        if value is not None and value >= 1:
+            return int(value)
+    return 1
+
+
+def num_classes(run: Run) -> int | None:
+    """Number of classes from the hyperparameters (or a top-level run.json key); None when unknown."""
+    value = _number(run.meta.get("num_classes")) if run.meta else None
+    if value is None:
+        value = _hparam_number(run, _NUM_CLASSES_KEYS)
+    return int(value) if value is not None and value >= 2 else None
+
+
+def param_groups(run: Run) -> list[Mapping[str, Any]] | None:
+    """The optimizer's param groups from run.json, or None when the run does not say."""
+    opt = run.meta.get(R.K_OPTIMIZER) if run.meta else None
+    if not isinstance(opt, Mapping):
+        return None
+    groups = opt.get("param_groups")
+    if not isinstance(groups, list) or not groups:
+        return None
+    return [g for g in groups if isinstance(g, Mapping)] or None
+
+
+def optimizer_type(run: Run) -> str | None:
+    opt = run.meta.get(R.K_OPTIMIZER) if run.meta else None
+    kind = opt.get("type") if isinstance(opt, Mapping) else None
+    return str(kind) if kind else None
+
+
+def configured_lr(run: Run) -> float | None:
+    """The learning rate last logged (``opt/lr``), else the optimizer's, else the hyperparameters'."""
+    series = run.scalar(T.LR)
+    if series is not None:
+        ok = np.isfinite(series.values)
+        if ok.any():
+            return float(series.values[ok][-1])
+    groups = param_groups(run)
+    if groups and _number(groups[0].get("lr")) is not None:
+        return _number(groups[0].get("lr"))
+    return _hparam_number(run, _LR_KEYS)
+
+
+def weight_decay(run: Run) -> float | None:
+    """Largest weight decay over param groups (also from hparams); None when the run does not say."""
+    groups = param_groups(run)
+    if groups:
+        values = [_number(g.get("weight_decay", 0.0)) for g in groups]
+        return max((v for v in values if v is not None), default=0.0)
+    return _hparam_number(run, ("weight_decay", "wd", "l2"))
+
+
+def model_layers(run: Run) -> list[Mapping[str, Any]]:
+    """run.json's model layer list (in module order), or [] for foreign runs."""
+    model = run.meta.get(R.K_MODEL) if run.meta else None
+    layers = model.get("layers") if isinstance(model, Mapping) else None
+    return [layer for layer in layers if isinstance(layer, Mapping)] if isinstance(layers, list) else []
+
+
+def layer_types(run: Run) -> dict[str, str]:
+    return {str(layer.get("name")): str(layer.get("type", "")) for layer in model_layers(run)}
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def ordered_layers(run: Run, names: Iterable[str]) -> list[str]:
+    """`names` from the input side to the output side.
+
+    The order of run.json's model layers (module registration order) when known;
+    layers it does not list follow, sorted with numbers compared as numbers
+    (``layer2`` before ``layer10``): readers hand tags over sorted by name, so the
+    order they were logged in is lost.
+    """
+    names = list(names)
+    known = {str(layer.get("name")): i for i, layer in enumerate(model_layers(run))}
+    return sorted(names, key=lambda n: (0, known[n], []) if n in known else (1, 0, _natural_key(n)))
+
+
+def natural_sorted(names: Iterable[str]) -> list[str]:
+    """Names sorted with numbers compared as numbers (``layer.2`` before ``layer.10``)."""
+    return sorted(names, key=_natural_key)
+
+
+def functional_relu_consumers(run: Run) -> frozenset[str]:
+    """Layers whose dead-unit share was measured at their input (ReLU called as F.relu)."""
+    model = run.meta.get(R.K_MODEL) if run.meta else None
+    activations = model.get("activations") if isinstance(model, Mapping) else None
+    names = activations.get("relu_functional_at_input_of") if isinstance(activations, Mapping) else None
+    return frozenset(str(n) for n in names) if isinstance(names, list) else frozenset()
+
+

@@ -1,0 +1,168 @@
+"""Rule `noisy_batches`: The per-step loss scatters widely around its trend: the batch is too small.
+
+The check's docstring says what is measured, why it matters and what to do; the dashboard
+and docs/rules.md show it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+from analyzers.facts import (
+    batch_size,
+    data_parallel_ranks,
+)
+from analyzers.findings import Finding, Skip
+from analyzers.rules.common import (
+    cite,
+    finding,
+    fmt,
+    fmt_factor,
+    fmt_pct,
+)
+from analyzers.rules.curves import (
+    loss_curve,
+    require_positive,
+    require_shuffled,
+)
+from analyzers.rules.robust import (
+    finite_points,
+    tail_start,
+)
+from analyzers.run import Run
+from logformat import tags as T
+
+RULE_ID = "noisy_batches"
+NOISY_SOURCE = cite(
+    ("000", 68, "曲线的宽度和batch size有关"),
+    ("001", 284, "一般来说,包含 \u00a016 个到 128 个样例的 batch(2 的幂)是不错的选择"),
+)
+NOISY_MIN_POINTS = 200  # training-loss points before judging the curve's width
+NOISY_BIN = 50  # the band is measured within stretches of 50 consecutive steps...
+NOISY_MAX_BINS = 2000  # ...at most 2000 of them, evenly spread over the run
+NOISY_MIN_PROGRESS = 0.1  # the trend must have fallen >= 10% of its start to measure the band against
+NOISY_WIDTH_RATIO = 0.2  # warning: the typical 10-90% band is >= 20% of the trend's whole fall...
+NOISY_SMALL_BATCH = 8  # ...and the batch holds < 8 examples (half the 16 at the bottom of the notes' 16-128)
+# (a wide band with a normal batch is the examples' own spread, e.g. an underfit model, and a larger batch
+# would not help; on the sample runs B_simple does not tell the two apart, since it soars whenever the
+# gradient's mean goes to ~0)
+NOISE_SCALE_VETO = 2.0  # no warning when the gradient noise scale B_simple < 2x the batch (mostly signal)
+NOISE_SCALE_MIN_SAMPLES = 5  # grad/noise_scale samples needed (a two-batch estimate is itself noisy)
+NOISY_TARGET_MAX = 64  # a suggested batch is at most 64x the current one
+
+
+def loss_band(values: np.ndarray) -> float:
+    """Typical 10-90% width of the per-step loss within stretches of NOISY_BIN steps.
+
+    Typical means the median over stretches, so the steep start of the run and rare
+    bad stretches do not decide.
+    """
+    nb = values.shape[0] // NOISY_BIN
+    body = values[values.shape[0] - nb * NOISY_BIN :].reshape(nb, NOISY_BIN)
+    body = body[:: max(1, nb // NOISY_MAX_BINS)]
+    p10, p90 = np.percentile(body, [10, 90], axis=1)
+    return float(np.median(p90 - p10))
+
+
+def check(run: Run) -> Iterable[Finding]:
+    """The per-step loss scatters widely around its trend because each batch holds too few examples.
+
+    Why it matters: the width of the loss curve comes from the batch: a batch of a few
+    examples gives a noisy gradient estimate, so steps partly cancel out and the
+    learning rate cannot be raised.
+    Measured within stretches of 50 steps (typical over the run): the band holding the
+    middle 80% of per-step losses is >= 20% of how far the trend has fallen, with a
+    batch of fewer than 8 examples, half the bottom of the 16-128 the notes recommend
+    (warning); under DDP or FSDP the batch of a step is every rank's together. A
+    gradient noise scale B_simple = tr(Sigma)/|G|^2 below 2x the batch vetoes it (the
+    gradient is then mostly signal). Needs the batch size (run.json or the
+    hyperparameters).
+    What to do: increase the batch size (the band narrows as 1/sqrt(batch)), toward
+    B_simple when it is known, or accumulate gradients; or lower the learning rate.
+    (000's translation says "reduce the batch size"; the CS231n text it translates,
+    and the physics, say increase it.)
+    """
+    loss = loss_curve(run, NOISY_MIN_POINTS)
+    require_positive(loss)
+    require_shuffled(run)
+    batch = batch_size(run)
+    if batch is None:
+        raise Skip(
+            "needs the batch size (run.json batch_size or a batch_size hyperparameter) to tell a small "
+            "batch's noise from the examples' own spread"
+        )
+    progress = (loss.start - loss.end) / loss.start
+    if progress < NOISY_MIN_PROGRESS:
+        raise Skip(
+            "the loss trend has not fallen yet, so the batch-to-batch scatter has nothing to compare to"
+        )
+    # The batch size is one rank's; a step's gradient averages every data-parallel rank's.
+    ranks = data_parallel_ranks(run)
+    step_batch = batch * ranks
+    noise = _noise_scale(run)
+    width = loss_band(loss.values)
+    ratio = width / (loss.start - loss.end)
+    evidence = {
+        "start": loss.start,
+        "end": loss.end,
+        "band_width": width,
+        "trend_fall": loss.start - loss.end,
+        "width_ratio": ratio,
+        "batch_size": batch,
+        "data_parallel_ranks": ranks,
+        "step_batch": step_batch,
+        "noise_scale": noise,
+    }
+    vetoed = noise is not None and noise < NOISE_SCALE_VETO * step_batch
+    if ratio < NOISY_WIDTH_RATIO or step_batch >= NOISY_SMALL_BATCH or vetoed:
+        return []
+    per_batch = f"{batch} example(s) per batch" + (
+        f" on each of {ranks} ranks, {step_batch} a step," if ranks > 1 else ""
+    )
+    message = (
+        f"The per-step train loss spreads over a band typically {fmt(width)} wide (10-90% within "
+        f"stretches of {NOISY_BIN} steps), {fmt_pct(ratio)} of the {fmt(loss.start - loss.end)} the trend "
+        f"has fallen in all, with {per_batch} (the notes recommend 16-128)"
+    )
+    if noise is not None:
+        message += f"; the gradient noise scale B_simple is about {fmt(noise)} ({fmt_factor(noise / step_batch)})"
+    return [
+        finding(
+            RULE_ID,
+            "warning",
+            f"Loss is noisy from batch to batch (batch size {step_batch})",
+            message + ".",
+            _noisy_advice(step_batch, noise, ranks),
+            NOISY_SOURCE,
+            step=int(loss.steps[0]),
+            evidence=evidence,
+        )
+    ]
+
+
+def _noise_scale(run: Run) -> float | None:
+    series = run.scalar(T.GRAD_NOISE_SCALE)
+    if series is None:
+        return None
+    _, values = finite_points(series)
+    if values.shape[0] < NOISE_SCALE_MIN_SAMPLES:
+        return None
+    # Negative two-batch estimates are noise too: the median of all of them, or None when it is not positive.
+    median = float(np.median(values[tail_start(values.shape[0], 0.5, NOISE_SCALE_MIN_SAMPLES) :]))
+    return median if median > 0 else None
+
+
+def _noisy_advice(batch: int, noise: float | None, ranks: int = 1) -> tuple[str, ...]:
+    target = max(32, batch * 4)  # inside the 16-128 the notes recommend
+    if noise is not None and noise > target:
+        target = int(2 ** round(math.log2(min(noise, NOISY_TARGET_MAX * batch))))
+    over = f" of a step (all {ranks} ranks together)" if ranks > 1 else ""
+    first = (
+        f"Increase the batch size{over} from {batch} to about {target:,}"
+        + (" (the gradient noise scale estimates the critical batch size)" if noise is not None else "")
+        + "; scale the learning rate up with it, or accumulate gradients over several batches."
+    )
+    return (first, "Or lower the learning rate, which also damps the step-to-step jumps.")

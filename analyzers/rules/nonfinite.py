@@ -1,0 +1,182 @@
+"""Rule `nonfinite`: NaN or Inf in the training loss or a gradient norm.
+
+The check's docstring says what is measured, why it matters and what to do; the dashboard
+and docs/rules.md show it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from analyzers.facts import (
+    configured_lr,
+    ordered_layers,
+)
+from analyzers.findings import Finding, Skip
+from analyzers.rules.common import (
+    cite,
+    finding,
+    fmt,
+    fmt_factor,
+    fmt_pct,
+    fmt_step,
+)
+from analyzers.rules.robust import (
+    finite_points,
+)
+from analyzers.run import Run
+from logformat import tags as T
+
+RULE_ID = "nonfinite"
+NONFINITE_SOURCE = cite(
+    ("001", 120, "为什么一用relu梯度一会儿就变成Nan"),
+    ("001", 24, "但是一定要做。否则可能会减慢收敛速度,影响收敛结果,甚至造成Nan等一系列问题。"),
+)
+NONFINITE_CONTEXT_STEPS = 20  # the gradient norm "just before" a NaN is the median of the 20 steps before
+
+
+def check(run: Run) -> Iterable[Finding]:
+    """NaN or Inf in the training loss or a gradient norm.
+
+    Why it matters: one NaN gradient applied by the optimizer turns every weight it
+    touches into NaN; training is over from that step on, however long it keeps
+    running. An AMP GradScaler is different: inf gradients are how it finds its loss
+    scale, and it skips those steps.
+    Measured: any NaN/Inf in ``train/loss``, ``grad/global_norm`` or ``grad/norm/*``
+    (critical, at the first such step). Where ``opt/step_skipped`` is 1 at all of
+    those steps (AMP skipped them), info only.
+    What to do: lower the learning rate; clip gradients; check the initialization
+    and the inputs (a NaN in the data gives a NaN loss at once).
+    """
+    signals = {T.TRAIN_LOSS: run.scalar(T.TRAIN_LOSS), T.GRAD_GLOBAL_NORM: run.scalar(T.GRAD_GLOBAL_NORM)}
+    grad_layers = run.layers(T.GRAD_NORM_PREFIX)
+    signals.update({T.GRAD_NORM_PREFIX + name: s for name, s in grad_layers.items()})
+    signals = {tag: s for tag, s in signals.items() if s is not None}
+    if not signals:
+        raise Skip(f"needs {T.TRAIN_LOSS} or gradient norms, which this run does not log")
+
+    skipped_steps = np.zeros(0, np.int64)
+    skip_series = run.scalar(T.STEP_SKIPPED)
+    if skip_series is not None:
+        skipped_steps = skip_series.steps[skip_series.values >= 0.5]
+
+    bad_steps: dict[str, np.ndarray] = {}
+    ends_bad: list[str] = []
+    total_points = 0
+    for tag, series in signals.items():
+        bad = ~np.isfinite(series.values)
+        total_points = max(total_points, len(series))
+        if bad.any():
+            bad_steps[tag] = series.steps[bad]
+            if bad[-1]:
+                ends_bad.append(tag)
+    if not bad_steps:
+        return []
+
+    all_bad = np.unique(np.concatenate(list(bad_steps.values())))
+    real = all_bad[~np.isin(all_bad, skipped_steps)]
+    if real.shape[0] == 0:
+        return [_nonfinite_skipped_only(run, all_bad, total_points)]
+
+    first = int(real[0])
+    first_tags = [tag for tag, steps in bad_steps.items() if np.isin(first, steps)]
+    kinds = _nonfinite_kinds(signals, first_tags, first)
+    layers = ordered_layers(
+        run, [tag[len(T.GRAD_NORM_PREFIX) :] for tag in first_tags if tag.startswith(T.GRAD_NORM_PREFIX)]
+    )
+    what = ", ".join(first_tags[:4]) + (f" and {len(first_tags) - 4} more" if len(first_tags) > 4 else "")
+    message = f"{what} became {kinds} at step {fmt_step(first)}"
+    message += f"; {real.shape[0]:,} logged step(s) non-finite in all"
+    if ends_bad:
+        message += ", and it is still non-finite at the last logged step"
+    before = _norm_before(run, first)
+    if before is not None:
+        message += (
+            f"; just before, the gradient norm was {fmt(before[0])}, {fmt_factor(before[1])} its median "
+            f"of {fmt(before[2])}"
+        )
+    lr = configured_lr(run)
+    advice = (
+        f"Lower the learning rate (now {fmt(lr)}): try {fmt(lr / 10)}."
+        if lr
+        else "Lower the learning rate 3-10x.",
+        "Clip the gradient norm: torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=5.0) "
+        "before optimizer.step().",
+        "Check the initialization (He for ReLU, Xavier for tanh/sigmoid) and the inputs "
+        "(torch.isfinite(x).all() on a batch; no log(0) or division by zero in the loss).",
+    )
+    return [
+        finding(
+            RULE_ID,
+            "critical",
+            f"Training produced {kinds} at step {fmt_step(first)}",
+            message + ".",
+            advice,
+            NONFINITE_SOURCE,
+            step=first,
+            layer=layers[0] if layers else None,
+            evidence={
+                "first_step": first,
+                "nonfinite_steps": int(real.shape[0]),
+                "signals": sorted(bad_steps),
+                "first_signals": first_tags,
+                "still_nonfinite": ends_bad,
+                "amp_skipped_steps": int(all_bad.shape[0] - real.shape[0]),
+                "grad_norm_before": before[0] if before else None,
+                "grad_norm_median": before[2] if before else None,
+            },
+        )
+    ]
+
+
+def _nonfinite_kinds(signals: dict, tags: list[str], step: int) -> str:
+    values = [s.values[np.searchsorted(s.steps, step)] for tag, s in signals.items() if tag in tags]
+    has_nan = any(np.isnan(v) for v in values)
+    has_inf = any(np.isinf(v) for v in values)
+    return "NaN and Inf" if has_nan and has_inf else ("NaN" if has_nan else "Inf")
+
+
+def _norm_before(run: Run, step: int) -> tuple[float, float, float] | None:
+    """(norm just before `step`, its factor over the run's median, the median) when it was unusual."""
+    series = run.scalar(T.GRAD_GLOBAL_NORM)
+    if series is None:
+        return None
+    steps, values = finite_points(series)
+    before = values[steps < step]
+    if before.shape[0] < 2 * NONFINITE_CONTEXT_STEPS:
+        return None
+    recent = float(np.max(before[-3:]))
+    median = float(np.median(before[:-NONFINITE_CONTEXT_STEPS]))
+    if median <= 0 or recent < 3 * median:
+        return None
+    return recent, recent / median, median
+
+
+def _nonfinite_skipped_only(run: Run, steps: np.ndarray, total_points: int) -> Finding:
+    scale = run.scalar(T.LOSS_SCALE)
+    message = (
+        f"{steps.shape[0]:,} step(s) had inf/NaN gradients (first at step {fmt_step(steps[0])}, last at "
+        f"{fmt_step(steps[-1])}) and the optimizer skipped them, as an AMP GradScaler does while it "
+        "finds its loss scale"
+    )
+    if scale is not None:
+        message += f"; the loss scale is now {fmt(float(scale.values[-1]))}"
+    share = steps.shape[0] / max(total_points, 1)
+    if share > 0.01:
+        message += f". That is {fmt_pct(share)} of the steps: more than usual"
+    return finding(
+        RULE_ID,
+        "info",
+        "AMP skipped steps with inf/NaN gradients",
+        message + ".",
+        (
+            "Nothing to do while skips are rare: GradScaler lowers its scale and goes on.",
+            "If skips keep coming, look for the overflow: lower the learning rate, clip gradients "
+            "(after scaler.unscale_(optimizer)), or compute the loss in float32.",
+        ),
+        NONFINITE_SOURCE,
+        step=int(steps[0]),
+        evidence={"skipped_steps": int(steps.shape[0]), "first_step": int(steps[0]), "share": share},
+    )
