@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -177,3 +178,39 @@ def functional_relu_consumers(run: Run) -> frozenset[str]:
     return frozenset(str(n) for n in names) if isinstance(names, list) else frozenset()
 
 
+# A run whose newest logged point is younger than this may still be written; older,
+# with no status, it is judged on what it has. (Wall times come from the data itself,
+# never from file times: copied logs get fresh mtimes.)
+LIVE_SECONDS = 15 * 60
+_ENDED = (R.STATUS_FINISHED, R.STATUS_CRASHED)
+
+
+def newest_wall_time(run: Run) -> float | None:
+    """The newest wall time any scalar of the run carries (seconds since the epoch), or None."""
+    newest = None
+    for series in run.scalars.values():
+        walls = series.wall_times
+        if walls is None or not walls.shape[0]:
+            continue
+        last = float(np.nanmax(walls[-min(8, walls.shape[0]) :])) if np.isfinite(walls[-1]) else float("nan")
+        if math.isfinite(last) and (newest is None or last > newest):
+            newest = last
+    return newest
+
+
+def is_live(run: Run, now: float | None = None) -> bool:
+    """Whether the run may still be growing: "not enough data yet" is for these only.
+
+    The collector's run.json says so (status ``running``). A foreign log that says
+    nothing counts as live while its newest data is less than `LIVE_SECONDS` old;
+    without wall times, it is judged as it stands: a finished run must get a verdict.
+    """
+    status = run.status
+    if status == R.STATUS_RUNNING:
+        return True
+    if status in _ENDED or status is not None:
+        return False
+    wall = newest_wall_time(run)
+    if wall is None:
+        return False
+    return (time.time() if now is None else now) - wall < LIVE_SECONDS

@@ -1,4 +1,4 @@
-"""The README stays true: its first commands and its sample-run table."""
+"""The README and the docs stay true: the first commands, the sample-run table, the rule reference."""
 
 from __future__ import annotations
 
@@ -24,3 +24,12 @@ def test_sample_run_table_is_what_the_analyzers_say_now():
     assert current == compact_table(RUNS_DIR).strip(), (
         "README's sample-run table is stale: run python -m sample_runs.doc_table --readme README.md"
     )
+
+
+def test_the_rule_reference_is_what_the_rules_say_now():
+    """docs/rules.md's rule-by-rule section comes from each rule's docstring, id and citations."""
+    from analyzers.rules.reference import rewrite
+
+    docs = README.parent / "docs" / "rules.md"
+    text = docs.read_text(encoding="utf-8")
+    assert rewrite(text) == text, "docs/rules.md is stale: run python -m analyzers.rules.reference"

@@ -12,20 +12,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzers.facts import num_classes
+from analyzers.facts import is_live, num_classes
 from analyzers.findings import Skip
 from analyzers.rules.common import require_finite_points, require_scalar
 from analyzers.rules.labels import looks_unshuffled
-from analyzers.rules.robust import Curve, binned, finite_points, value_at
+from analyzers.rules.robust import Curve, binned, finite_points, robust_sigma, value_at
 from analyzers.run import Run
 from logformat import tags as T
 
 PLATEAU_WINDOW = 0.3  # "recently": the last 30% of the run (plateaus, underfitting)
 
 TREND_BINS = 200  # resolution of the smoothed loss curve (bins over the whole run)
-TREND_MIN_PER_BIN = 5  # each smoothed point is the median of at least 5 logged steps
+TREND_MIN_PER_BIN = 5  # each smoothed point is the median of up to 5 logged points...
+TREND_POINTS_PER_BIN_STEP = 40  # ...5 from 200 points on, fewer below (a 20-point log is already sparse)
 CHANCE_MIN_START = 0.5  # ln C is the yardstick only for a loss starting >= 0.5 ln C (a C-class cross-entropy)
-START_POINTS = 20  # the starting loss is the median of the first 20 logged points (5 on short runs)
+START_POINTS = 20  # the start is the median of the first 5% of the points (20 at most)...
+START_DROP_Z = (
+    3.0  # ...or the first point alone when it stands > 3 sigma of scatter above that (a steep drop)
+)
+MIN_CURVE_POINTS = 4  # the fewest points any verdict on a curve is taken on: fewer is truly too short
+SIGNIFICANT_Z = 3.0  # a change counts when it is >= 3 standard errors (of the medians compared) away from 0
 
 
 @dataclass(frozen=True)
@@ -33,22 +39,73 @@ class LossCurve:
     steps: np.ndarray  # finite training-loss points
     values: np.ndarray
     curve: Curve  # bin medians
-    start: float  # robust starting level
+    start: float  # the level at the start (first points)
+    noise: float  # robust std of the point-to-point scatter around the trend (nan below 4 points)
+    live: bool  # the run may still be growing
 
     @property
     def end(self) -> float:
         """The current level: median of the last 10% of the smoothed curve (3 bins at least)."""
         return float(np.median(self.curve.values[-max(3, len(self.curve) // 10) :]))
 
+    def median_error(self, points: int) -> float:
+        """Standard error of a median of `points` consecutive raw points (1.25 sigma / sqrt(n))."""
+        return 1.2533 * self.noise / math.sqrt(max(points, 1))
 
-def loss_curve(run: Run, need_points: int) -> LossCurve:
-    """The finite training loss, smoothed; `Skip` when missing or shorter than `need_points`."""
+
+def trend_bin_size(n: int) -> int:
+    """Points per smoothed bin for a series of `n` points: 1 for sparse logs, 5 for dense ones."""
+    return max(1, min(TREND_MIN_PER_BIN, n // TREND_POINTS_PER_BIN_STEP))
+
+
+def start_points(n: int) -> int:
+    """How many of the first points the start's median takes: 5% of them, 1 to `START_POINTS`."""
+    return max(1, min(START_POINTS, n // 20))
+
+
+def start_level(values: np.ndarray, noise: float) -> float:
+    """Where a curve starts: the median of its first points, or its first point after a steep drop.
+
+    The median resists one noisy batch, but a median over the first points skips a
+    steep first drop (0.85 -> 0.001 within five logs reads as "started at 0.01"). So
+    the first point alone is the start when it stands more than `START_DROP_Z` sigma of
+    the curve's scatter above that median: no noise makes such a gap.
+    """
+    head = float(np.median(values[: start_points(values.shape[0])]))
+    first = float(values[0])
+    if math.isfinite(noise) and first - head > START_DROP_Z * noise:
+        return first
+    return head
+
+
+def noise_sigma(values: np.ndarray) -> float:
+    """Robust std of the point-to-point scatter around a smooth trend (nan below 4 points).
+
+    From second differences, which cancel any locally straight trend: for white noise
+    of std s they have std s*sqrt(6). A curved trend sampled sparsely adds to them, so
+    the estimate errs high, on the side of "not significant".
+    """
+    if values.shape[0] < 4:
+        return float("nan")
+    second = values[2:] - 2 * values[1:-1] + values[:-2]
+    return robust_sigma(second[:: max(1, second.shape[0] // 20_000)]) / math.sqrt(6)
+
+
+def loss_curve(run: Run, live_need: int) -> LossCurve:
+    """The finite training loss, smoothed, with its start, noise and whether the run is live.
+
+    `Skip` when the loss is missing, has fewer than `MIN_CURVE_POINTS` points, or has
+    fewer than `live_need` while the run is still being written (early on a live run,
+    every decay looks linear and every wiggle like a trend). A run that has ended is
+    judged on what it has, and each rule weighs its evidence against `noise`.
+    """
     series = require_scalar(run, T.TRAIN_LOSS, "the training loss")
-    require_finite_points(series, need_points, f"{T.TRAIN_LOSS} points")
+    live = is_live(run)
+    require_finite_points(series, live_need if live else MIN_CURVE_POINTS, f"{T.TRAIN_LOSS} points")
     steps, values = finite_points(series)
-    curve = binned(steps, values, TREND_BINS, TREND_MIN_PER_BIN)
-    head = max(5, min(START_POINTS, values.shape[0] // 20))
-    return LossCurve(steps, values, curve, float(np.median(values[:head])))
+    curve = binned(steps, values, TREND_BINS, trend_bin_size(values.shape[0]))
+    noise = noise_sigma(values)
+    return LossCurve(steps, values, curve, start_level(values, noise), noise, live)
 
 
 def require_positive(loss: LossCurve) -> None:

@@ -1,4 +1,4 @@
-"""Rule `loss_plateau`: The loss has stopped falling while still far from good.
+"""Rule `loss_plateau`: the loss has stopped falling while still far from good.
 
 The check's docstring says what is measured, why it matters and what to do; the dashboard
 and docs/rules.md show it.
@@ -7,6 +7,7 @@ and docs/rules.md show it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -20,18 +21,27 @@ from analyzers.rules.common import (
     cite,
     finding,
     fmt,
+    fmt_change,
     fmt_factor,
     fmt_pct,
+    fmt_points,
     fmt_step,
 )
 from analyzers.rules.curves import (
+    MIN_CURVE_POINTS,
     PLATEAU_WINDOW,
+    SIGNIFICANT_Z,
+    LossCurve,
+    as_fraction,
     chance_loss,
     loss_curve,
     lr_changed_between,
     lr_series,
+    noise_sigma,
     require_positive,
     require_shuffled,
+    start_level,
+    start_points,
 )
 from analyzers.rules.lr_too_low import LR_LOW_SOURCE
 from analyzers.rules.robust import (
@@ -40,6 +50,7 @@ from analyzers.rules.robust import (
     finite_points,
     robust_sigma,
     tail_start,
+    theil_sen,
 )
 from analyzers.rules.updates import (
     UPDATE_RATIO_LOW,
@@ -59,13 +70,33 @@ PLATEAU_SOURCE = cite(
 )
 PLATEAU_SMALL_UPDATES = 0.5  # a high plateau with updates below half the healthy ratio: advise raising the lr
 PLATEAU_RAISE_CAP = 10.0  # ...by at most 10x
-PLATEAU_MIN_POINTS = 200  # training-loss points before a run can be called stalled
+PLATEAU_LIVE_POINTS = 200  # training-loss points before a run still being written can be called stalled
 PLATEAU_MAX_DROP = 0.02  # "stopped falling": the smoothed loss fell < 2% across the window...
-PLATEAU_RATE_SHARE = 0.25  # ...and falls < 25% as fast as on average (a slow straight line is no plateau)
+PLATEAU_RATE_SHARE = 0.25  # ...or falls < 25% as fast as on average (a slow straight line is no plateau)
 PLATEAU_MAX_RISE = 0.05  # a loss rising > 5% across the window is not flat either (see lr_too_high)
 PLATEAU_HIGH = 0.8  # "far from good": still above 80% of its start (or of ln C for a C-class cross-entropy)
+PLATEAU_CONFIDENCE = 2.0  # an ended run is stalled when even the fall + 2 standard errors is that small
+NO_LEARNING = 0.1  # "never learned": with that confidence, the loss fell < 10% below where it started...
+TREND_INEFFICIENCY = 1.3  # a Theil-Sen line's standard error, relative to least squares' on normal noise
+PLATEAU_LONG = 0.5  # "no progress for most of the run": stalled over the last 50% of it...
+PLATEAU_LONG_LEVEL = 0.1  # ...at >= 10% of where it started (a loss that reached ~0 has converged)
 LR_CONSTANT = 0.05  # the lr counts as constant when it moved < 5% across the window
+LR_DECAYED = 0.1  # the lr below 10% of its peak: the schedule is ending and a flat loss is expected
 VAL_STILL_IMPROVING = 0.01  # a late plateau is not reported while val loss still improves by > 1%
+ONSET_INSIDE_SHARE = (
+    0.9  # the plateau begins where 90%+ of the smoothed points from there on sit at its level
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The recent stretch of the loss and whether it has stopped falling."""
+
+    begin: int  # index of its first raw point
+    first: float  # median of its first third
+    end: float  # median of its last third
+    drop: float  # (first - end) / first
+    stalled: bool
 
 
 def check(run: Run) -> Iterable[Finding]:
@@ -75,122 +106,72 @@ def check(run: Run) -> Iterable[Finding]:
     learning rate is too high and it bounces in a poor region); a run that stalls
     later at a constant learning rate is usually waiting for a decay, after which the
     loss drops again.
-    Measured on the last 30% of the run, once there are enough points to resolve a 2%
-    change through the step-to-step noise: the smoothed loss fell < 2% and falls < 25%
-    as fast as its average. Still above 80% of its start (or of ln C for a C-class
-    cross-entropy) is a warning, unless the updates are tiny or blocked (then
-    lr_too_low, dead_relu or vanishing_gradients has the cause); a later plateau at a
-    constant lr, with validation no longer improving, is info.
+    Measured: on the raw loss against its own point-to-point scatter, so that a sparse
+    log of 20 points is judged as well as a dense one. "Never learned" when, with 2
+    standard errors to spare, the loss fell < 10% below its first points (or, where the
+    loss is too noisy to show it, the training accuracy rose < 10% of its headroom) and
+    is not falling now;
+    "stalled" when, over the last 30% of the run, the loss fell < 2% (or < 25% of its
+    average pace) with 2 standard errors to spare (a run still being written needs the
+    resolution to tell a 2% change first). A stall still above 80% of the start (or of
+    ln C for a C-class cross-entropy) is a warning, unless the updates are tiny or
+    blocked (then lr_too_low, dead_relu or vanishing_gradients has the cause); so is
+    one that has lasted the last half of the run at >= 10% of the start with validation
+    not improving. A later plateau at a constant lr, with validation no longer
+    improving, is info; one while the lr has decayed to < 10% of its peak is the
+    schedule's end, not a finding.
     What to do: divide the learning rate by 2-10 when the (validation) loss stalls, or
     use a schedule (StepLR, ReduceLROnPlateau, cosine).
     """
-    loss = loss_curve(run, PLATEAU_MIN_POINTS)
+    loss = loss_curve(run, PLATEAU_LIVE_POINTS)
     require_positive(loss)
     require_shuffled(run)
-    curve = loss.curve
-    begin = tail_start(len(curve), PLATEAU_WINDOW, 6)
-    window = curve.values[begin:]
-    thirds = chunk_medians(window, 3)
-    a, end = float(thirds[0]), float(thirds[2])
-    if a <= 0:
-        return []  # the loss sits at 0: converged, nothing left to fall
-    window_drop = (a - end) / a
-    if window_drop >= PLATEAU_MAX_DROP:
-        return []  # still falling
-    # Can this much data tell a 2% change from noise? Twice the standard error of a third's median.
-    points = loss.values[np.searchsorted(loss.steps, curve.steps[begin]) :]
-    sigma = robust_sigma(points)
-    per_third = points.shape[0] // 3
-    resolution = 2 * 1.2533 * sigma / math.sqrt(max(per_third, 1)) / a
-    if resolution > PLATEAU_MAX_DROP:
-        needed = int(loss.values.shape[0] * (resolution / PLATEAU_MAX_DROP) ** 2)
-        raise Skip(
-            f"not enough data yet: {loss.values.shape[0]:,} of "
-            f"about {needed:,} {T.TRAIN_LOSS} points needed to "
-            f"tell a {fmt_pct(PLATEAU_MAX_DROP)} change from this much step-to-step noise"
-        )
-    total_drop = (loss.start - end) / loss.start
-    window_span = max(int(curve.steps[-1] - curve.steps[begin]), 1)
-    total_span = max(int(curve.steps[-1] - curve.steps[0]), 1)
-    recent_rate = window_drop * a / window_span
-    average_rate = (loss.start - end) / total_span
-    stalled = -PLATEAU_MAX_RISE < window_drop and (
-        total_drop < PLATEAU_MAX_DROP or recent_rate < PLATEAU_RATE_SHARE * average_rate
-    )
-    if not stalled:
+    series = run.scalar(T.TRAIN_LOSS)
+    if not np.isfinite(series.values[-1]):
+        raise Skip(f"{T.TRAIN_LOSS} ends NaN/Inf (see nonfinite): a plateau before it says nothing more")
+    blocked = _updates_tiny_or_blocked(run)
+    never = None if loss.live else _never_learned(loss, run)
+    if never is not None and not blocked:
+        return [_never_learned_finding(run, loss, never)]
+    window = _window(loss, PLATEAU_WINDOW)
+    if window is None or not window.stalled:
         return []
+    curve = loss.curve
+    end = window.end
     chance = chance_loss(run, loss.start)
     high = end >= PLATEAU_HIGH * loss.start or (chance is not None and end >= PLATEAU_HIGH * chance)
-    onset = _plateau_onset(curve, end, window)
+    onset = _plateau_onset(curve, end, curve.values[np.searchsorted(curve.steps, loss.steps[window.begin]) :])
+    total_drop = (loss.start - end) / loss.start
     evidence = {
         "plateau_level": end,
         "start": loss.start,
-        "window_drop": window_drop,
+        "window_drop": window.drop,
         "total_drop": total_drop,
         "since_step": onset,
         "chance_loss": chance,
     }
     lr = configured_lr(run)
     steps_flat = fmt_step(curve.steps[-1] - onset)
-    ratios = update_ratios(run)
-    if high and (
-        updates_blocked(run) is not None or (ratios is not None and ratios.model < UPDATE_RATIO_LOW)
-    ):
+    since = int(loss.steps[window.begin])
+    decayed = _lr_decayed_since(run, since)
+    if high and blocked:
         # The steps are tiny: not a too-high lr bouncing in place but a too-low lr, dead units or
         # vanishing gradients, which lr_too_low / dead_relu / vanishing_gradients report with their cause.
         return []
     if high:
-        level = f"{fmt_pct(end / loss.start)} of where it started"
-        if chance is not None:
-            level += f", {fmt_pct(end / chance)} of the chance level ln {num_classes(run)} = {fmt(chance)}"
-        message = (
-            f"The train loss has stayed at about {fmt(end)} for the last {steps_flat} steps (it changed "
-            f"{fmt_pct(-window_drop)} across the last "
-            f"{fmt_pct(PLATEAU_WINDOW)} of the run) and is still at {level}"
-        )
-        source = PLATEAU_SOURCE
-        if ratios is not None and ratios.model < PLATEAU_SMALL_UPDATES * UPDATE_RATIO_TARGET:
-            # The measured steps are small: a flat region crept across, not a too-high lr bouncing.
-            source = f"{LR_LOW_SOURCE}; {PLATEAU_SOURCE}"
-            evidence["update_ratio"] = ratios.model
-            message += f"; its updates are small (median update/weight ratio {fmt(ratios.model)})"
-            guess, how = suggested_lr(lr, ratios.model, 1.0)
-            guess = min(guess, PLATEAU_RAISE_CAP * lr) if guess is not None and lr else guess
-            evidence["suggested_lr"] = guess
-            advice = (
-                "Raise the learning rate, or add momentum (0.9): the updates are "
-                f"{fmt_factor(ratios.model / UPDATE_RATIO_TARGET)} the healthy ~{fmt(UPDATE_RATIO_TARGET)}, so the "
-                "run is creeping across a flat region rather than overshooting"
-                + (f"; try {fmt(guess)} ({how})." if guess is not None and how else "."),
-                "If the loss then jumps around instead of falling, go the other way: divide the learning "
-                "rate by 2-10.",
-                "If neither helps, check that the model can learn at all: overfit a single batch of 10-20 "
-                "examples first.",
-            )
-        else:
-            advice = (
-                (
-                    f"Divide the learning rate by 2-10 (now {fmt(lr)}; try {fmt(lr / 5)})."
-                    if lr
-                    else "Divide the learning rate by 2-10."
-                ),
-                "If a lower learning rate does not help, check that the model can learn at all: overfit a "
-                "single batch of 10-20 examples first.",
-            )
-        return [
-            finding(
-                RULE_ID,
-                "warning",
-                "Loss stuck high: training has stopped making progress",
-                message + ".",
-                advice,
-                source,
-                step=onset,
-                evidence=evidence,
-            )
-        ]
-    increased, decreased = lr_changed_between(run, int(curve.steps[begin]), int(curve.steps[-1]), LR_CONSTANT)
-    if lr_series(run) is None or increased or decreased or _val_still_improving(run, int(curve.steps[begin])):
+        return [_stuck_high_finding(run, loss, window, onset, evidence, decayed)]
+    if decayed is not None:
+        return []  # the schedule's end: a flat loss at a learning rate near 0 is what a decay does
+    long = _window(loss, PLATEAU_LONG)
+    if (
+        long is not None
+        and long.stalled
+        and end >= PLATEAU_LONG_LEVEL * loss.start
+        and not _val_still_improving(run, int(loss.steps[long.begin]))
+    ):
+        return [_long_plateau_finding(loss, long, onset, evidence, lr)]
+    increased, decreased = lr_changed_between(run, since, int(curve.steps[-1]), LR_CONSTANT)
+    if lr_series(run) is None or increased or decreased or _val_still_improving(run, since):
         return []
     return [
         finding(
@@ -198,7 +179,7 @@ def check(run: Run) -> Iterable[Finding]:
             "info",
             "Loss has flattened at a constant learning rate: time for a decay",
             f"The train loss has flattened at about {fmt(end)} for the last {steps_flat} steps "
-            f"(it changed {fmt_pct(-window_drop)} across the last {fmt_pct(PLATEAU_WINDOW)} of the run, "
+            f"(it changed {fmt_pct(-window.drop)} across the last {fmt_pct(PLATEAU_WINDOW)} of the run, "
             f"after falling {fmt_pct(total_drop)} overall), with the learning rate constant at {fmt(lr)}.",
             (
                 f"Decay the learning rate: divide it by 2-10 now (to about {fmt(lr / 5)}); the loss often "
@@ -212,14 +193,300 @@ def check(run: Run) -> Iterable[Finding]:
     ]
 
 
+def _updates_tiny_or_blocked(run: Run) -> bool:
+    """Dead units, zero gradients or tiny update ratios: the cause lies there, not in a bouncing lr."""
+    ratios = update_ratios(run)
+    return updates_blocked(run) is not None or (ratios is not None and ratios.model < UPDATE_RATIO_LOW)
+
+
+def _window(loss: LossCurve, share: float) -> Window | None:
+    """The last `share` of the raw loss, split in thirds: has it stopped falling?
+
+    A run still being written must resolve a 2% change through the scatter first
+    (`Skip` otherwise: more steps will tell). A run that has ended is stalled only when
+    the fall, plus `PLATEAU_CONFIDENCE` standard errors, is still below 2% of the level
+    or 25% of the run's average pace: too few or too noisy points mean "not shown".
+    """
+    n = loss.values.shape[0]
+    begin = tail_start(n, share, 3)
+    window = loss.values[begin:]
+    thirds = chunk_medians(window, 3)
+    if thirds.shape[0] < 3:
+        return None
+    first, end = float(thirds[0]), float(thirds[2])
+    if first <= 0:
+        return None  # the loss sits at 0: converged, nothing left to fall
+    drop = (first - end) / first
+    error = math.sqrt(2) * loss.median_error(window.shape[0] // 3)
+    span = max(int(loss.steps[-1] - loss.steps[begin]), 1)
+    total_span = max(int(loss.steps[-1] - loss.steps[0]), 1)
+    average_pace = max(loss.start - end, 0.0) / total_span
+    if loss.live:
+        resolution = 2 * error / first
+        if drop < max(PLATEAU_MAX_DROP, resolution) and resolution > PLATEAU_MAX_DROP:
+            needed = int(n * (resolution / PLATEAU_MAX_DROP) ** 2)
+            raise Skip(
+                f"not enough data yet: {n:,} of about {needed:,} {T.TRAIN_LOSS} points needed to tell a "
+                f"{fmt_pct(PLATEAU_MAX_DROP)} change from this much step-to-step noise"
+            )
+        total_drop = (loss.start - end) / loss.start
+        stalled = drop < PLATEAU_MAX_DROP and (
+            total_drop < PLATEAU_MAX_DROP or drop * first / span < PLATEAU_RATE_SHARE * average_pace
+        )
+    else:
+        # Flat as measured (a fall < 2%, or within the scatter), and surely not falling at a pace that
+        # matters: < 2% of the level, or < 25% of the run's average pace (a noisy log cannot show 2%,
+        # but it can show "far slower than before").
+        allowed = max(PLATEAU_MAX_DROP * first, PLATEAU_RATE_SHARE * average_pace * span)
+        flat = first - end < max(PLATEAU_MAX_DROP * first, PLATEAU_CONFIDENCE * error)
+        stalled = flat and (first - end) + PLATEAU_CONFIDENCE * error < allowed
+    # A rise beyond 5% is not flat either (lr_too_high's case), unless it is within the scatter.
+    rising = end - first > max(PLATEAU_MAX_RISE * first, PLATEAU_CONFIDENCE * error)
+    return Window(begin, first, end, drop, stalled and not rising)
+
+
+def _never_learned(loss: LossCurve, run: Run) -> dict | None:
+    """The loss is no lower than where it started, and surely fell < `NO_LEARNING` over the run.
+
+    Measured: the rest of the run (its median) sits < 10% below the start (the first
+    points), and a robust straight line through every point (Theil-Sen) falls < 10%
+    over the run even with `PLATEAU_CONFIDENCE` standard errors added: all the points
+    weigh in, so a noisy log of 25 points can show it. Where the loss is too noisy for
+    that, a training accuracy whose line surely rose < 10% of its headroom (1 - its
+    start) says the same. And it is not falling now: the last third is not
+    significantly below the middle third (a slow, steady fall is lr_too_low's case).
+    """
+    n = loss.values.shape[0]
+    rest = loss.values[start_points(n) :]
+    if rest.shape[0] < 3:
+        return None
+    level = float(np.median(rest))
+    fall = loss.start - level
+    if fall >= NO_LEARNING * loss.start:
+        return None
+    x = (loss.steps - loss.steps[0]).astype(np.float64)
+    slope, _ = theil_sen(x, loss.values)
+    trend_fall = -slope * float(x[-1])
+    # Standard error of a fitted line's rise over its span: sigma * sqrt(12 / n) for evenly spread points,
+    # 1.3x for the Theil-Sen line's lower efficiency.
+    error = TREND_INEFFICIENCY * loss.noise * math.sqrt(12 / n)
+    loss_shows = math.isfinite(error) and trend_fall + PLATEAU_CONFIDENCE * error < NO_LEARNING * loss.start
+    accuracy = None if loss_shows else _accuracy_never_rose(run)
+    if not loss_shows and accuracy is None:
+        return None
+    thirds = chunk_medians(loss.values, 3)
+    if thirds.shape[0] == 3:
+        third_error = math.sqrt(2) * loss.median_error(n // 3)
+        if thirds[1] - thirds[2] >= max(SIGNIFICANT_Z * third_error, PLATEAU_MAX_DROP * thirds[1]):
+            return None
+    found = {
+        "start": loss.start,
+        "level": level,
+        "fall": fall / loss.start,
+        "trend_fall": trend_fall / loss.start,
+    }
+    return {**found, "points": n, **(accuracy or {})}
+
+
+def _accuracy_never_rose(run: Run) -> dict | None:
+    """Train accuracy whose robust line surely rose < `NO_LEARNING` of its headroom, or None."""
+    series = run.scalar(T.TRAIN_ACC)
+    if series is None:
+        return None
+    steps, values = finite_points(series)
+    if values.shape[0] < MIN_CURVE_POINTS:
+        return None
+    values = as_fraction(values)
+    # The start of the error rate 1 - accuracy: after a steep first rise, the first point alone.
+    start = 1 - start_level(1 - values, noise_sigma(values))
+    x = (steps - steps[0]).astype(np.float64)
+    slope, _ = theil_sen(x, values)
+    rise = slope * float(x[-1])
+    error = TREND_INEFFICIENCY * noise_sigma(values) * math.sqrt(12 / values.shape[0])
+    if not math.isfinite(error) or rise + PLATEAU_CONFIDENCE * error >= NO_LEARNING * (1 - start):
+        return None
+    return {"train_acc_start": start, "train_acc_trend_rise": rise}
+
+
+def _never_learned_finding(run: Run, loss: LossCurve, never: dict) -> Finding:
+    chance = chance_loss(run, loss.start)
+    span = fmt_step(loss.steps[-1] - loss.steps[0])
+    message = (
+        f"The train loss has not come down: it started at {fmt(loss.start)} and has stayed around "
+        f"{fmt(never['level'])} over {span} steps ({never['points']:,} logged points; "
+        f"{fmt_change(never['level'] / loss.start)} from the start)"
+    )
+    if chance is not None:
+        share = fmt_pct(never["level"] / chance)
+        message += f", at {share} of the chance level ln {num_classes(run)} = {fmt(chance)}"
+    if "train_acc_trend_rise" in never:
+        message += (
+            f"; the training accuracy did not rise either: it started at {fmt_pct(never['train_acc_start'])} "
+            f"and its trend moved {fmt_points(never['train_acc_trend_rise'])} over the run"
+        )
+    val = _val_change(run)
+    if val is not None:
+        message += f"; the validation loss moved {fmt_change(val)} over the run"
+    evidence = {**never, "chance_loss": chance, "val_loss_change": val}
+    more, advice, source = _stuck_advice(run, evidence, _lr_decayed_since(run, int(loss.steps[0])))
+    return finding(
+        RULE_ID,
+        "warning",
+        "The loss never came down: the model is not learning",
+        message + more + ".",
+        advice,
+        source,
+        step=int(loss.steps[0]),
+        evidence=evidence,
+    )
+
+
+def _stuck_high_finding(
+    run: Run, loss: LossCurve, window: Window, onset: int, evidence: dict, decayed: dict | None
+) -> Finding:
+    chance = evidence["chance_loss"]
+    end = window.end
+    level = f"{fmt_pct(end / loss.start)} of where it started"
+    if chance is not None:
+        level += f", {fmt_pct(end / chance)} of the chance level ln {num_classes(run)} = {fmt(chance)}"
+    message = (
+        f"The train loss has stayed at about {fmt(end)} for the last "
+        f"{fmt_step(loss.curve.steps[-1] - onset)} steps (it changed "
+        f"{fmt_pct(-window.drop)} across the last "
+        f"{fmt_pct(PLATEAU_WINDOW)} of the run) and is still at {level}"
+    )
+    more, advice, source = _stuck_advice(run, evidence, decayed)
+    return finding(
+        RULE_ID,
+        "warning",
+        "Loss stuck high: training has stopped making progress",
+        message + more + ".",
+        advice,
+        source,
+        step=onset,
+        evidence=evidence,
+    )
+
+
+def _stuck_advice(run: Run, evidence: dict, decayed: dict | None) -> tuple[str, tuple[str, ...], str]:
+    """(message addendum, advice, source) for a loss stuck high: raise the lr when the updates are
+    small, look at the peak when the schedule already decayed it, else divide it."""
+    lr = configured_lr(run)
+    ratios = update_ratios(run)
+    check_learnable = (
+        "If a lower learning rate does not help, check that the model can learn at all: overfit a "
+        "single batch of 10-20 examples first (if it cannot, look for a bug: labels misaligned with "
+        "inputs, a loss on the wrong outputs, frozen or detached parameters)."
+    )
+    if ratios is not None and ratios.model < PLATEAU_SMALL_UPDATES * UPDATE_RATIO_TARGET:
+        # The measured steps are small: a flat region crept across, not a too-high lr bouncing.
+        evidence["update_ratio"] = ratios.model
+        guess, how = suggested_lr(lr, ratios.model, 1.0)
+        guess = min(guess, PLATEAU_RAISE_CAP * lr) if guess is not None and lr else guess
+        evidence["suggested_lr"] = guess
+        advice = (
+            "Raise the learning rate, or add momentum (0.9): the updates are "
+            f"{fmt_factor(ratios.model / UPDATE_RATIO_TARGET)} the healthy ~{fmt(UPDATE_RATIO_TARGET)}, "
+            "so the "
+            "run is creeping across a flat region rather than overshooting"
+            + (f"; try {fmt(guess)} ({how})." if guess is not None and how else "."),
+            "If the loss then jumps around instead of falling, go the other way: divide the learning "
+            "rate by 2-10.",
+            "If neither helps, check that the model can learn at all: overfit a single batch of 10-20 "
+            "examples first.",
+        )
+        more = f"; its updates are small (median update/weight ratio {fmt(ratios.model)})"
+        return more, advice, f"{LR_LOW_SOURCE}; {PLATEAU_SOURCE}"
+    if decayed is not None:
+        more = (
+            f"; the learning rate has decayed to {fmt(decayed['lr'])} "
+            f"({fmt_pct(decayed['lr'] / decayed['peak'])} of its peak {fmt(decayed['peak'])})"
+        )
+        advice = (
+            f"The loss did not fall at the peak learning rate {fmt(decayed['peak'])} either: try a peak "
+            "3-10x lower, with a warm-up.",
+            check_learnable,
+        )
+        return more, advice, PLATEAU_SOURCE
+    advice = (
+        f"Divide the learning rate by 2-10 (now {fmt(lr)}; try {fmt(lr / 5)})."
+        if lr
+        else "Divide the learning rate by 2-10.",
+        check_learnable,
+    )
+    return "", advice, PLATEAU_SOURCE
+
+
+def _long_plateau_finding(
+    loss: LossCurve, long: Window, onset: int, evidence: dict, lr: float | None
+) -> Finding:
+    # The window proved the last half flat, whatever the onset's estimate on a noisy curve says.
+    flat_steps = int(loss.steps[-1] - min(onset, int(loss.steps[long.begin])))
+    total = max(int(loss.steps[-1] - loss.steps[0]), 1)
+    evidence.update(flat_share=flat_steps / total, long_window_drop=long.drop)
+    return finding(
+        RULE_ID,
+        "warning",
+        f"No progress for {fmt_pct(flat_steps / total)} of the run",
+        f"The train loss fell from {fmt(loss.start)} to about {fmt(long.end)} by step {fmt_step(onset)} and "
+        f"has not improved since: {fmt_step(flat_steps)} steps, {fmt_pct(flat_steps / total)} of the run "
+        f"(it changed {fmt_pct(-long.drop)} across the last {fmt_pct(PLATEAU_LONG)}), with no validation "
+        "curve improving meanwhile.",
+        (
+            (
+                f"Decay the learning rate when the loss stalls: divide it by 2-10 (now {fmt(lr)}), or use "
+                "ReduceLROnPlateau / a cosine schedule."
+                if lr
+                else "Decay the learning rate when the loss stalls: divide it by 2-10, or use "
+                "ReduceLROnPlateau / a cosine schedule."
+            ),
+            "If a decay does not move it either, the model has reached its capacity on this data: a larger "
+            "model, or stop training at the plateau's start and save the compute.",
+        ),
+        PLATEAU_SOURCE,
+        step=onset,
+        evidence=evidence,
+    )
+
+
+def _lr_decayed_since(run: Run, since: int) -> dict | None:
+    """The logged lr fell below `LR_DECAYED` of its peak at or after `since`: {lr, peak}, else None."""
+    lr = lr_series(run)
+    if lr is None or lr[1].max() <= 0:
+        return None
+    steps, values = lr
+    peak = float(values.max())
+    now = float(values[-1])
+    if steps[-1] < since or now >= LR_DECAYED * peak:
+        return None
+    return {"lr": now, "peak": peak}
+
+
+def _val_change(run: Run) -> float | None:
+    """Last over first validation loss (medians of up to 3 at each end), or None."""
+    val = run.scalar(T.VAL_LOSS)
+    if val is None:
+        return None
+    _, values = finite_points(val)
+    if values.shape[0] < 2 or values[0] <= 0:
+        return None
+    k = max(1, min(3, values.shape[0] // 3))
+    first = float(np.median(values[:k]))
+    return float(np.median(values[-k:])) / first if first > 0 else None
+
+
 def _plateau_onset(curve: Curve, level: float, window: np.ndarray) -> int:
-    """First step after which the smoothed loss stays near the plateau level (5%, or 3 sigma of jitter)."""
+    """First step from which the smoothed loss stays near the plateau level (5%, or 3 sigma of jitter).
+
+    "Stays" allows a tenth of the later points outside the band: on a noisy log one odd
+    stretch must not move the onset to the end of the run.
+    """
     tolerance = max(0.05 * abs(level), 3 * robust_sigma(window))
-    outside = np.abs(curve.values - level) > tolerance
-    idx = np.flatnonzero(outside)
-    if idx.shape[0] == 0:
-        return int(curve.steps[0])
-    return int(curve.steps[min(idx[-1] + 1, len(curve) - 1)])
+    inside = np.abs(curve.values - level) <= tolerance
+    # Share of the points from each index on that are inside the band.
+    later_inside = np.cumsum(inside[::-1])[::-1] / np.arange(len(curve), 0, -1)
+    ok = np.flatnonzero(inside & (later_inside >= ONSET_INSIDE_SHARE))
+    return int(curve.steps[ok[0]]) if ok.shape[0] else int(curve.steps[-1])
 
 
 def _val_still_improving(run: Run, since: int) -> bool:

@@ -27,18 +27,23 @@ from analyzers.rules.common import (
     sentence,
 )
 from analyzers.rules.curves import (
+    SIGNIFICANT_Z,
     TREND_MIN_PER_BIN,
     LossCurve,
+    centered_median3,
     chance_loss,
     loss_curve,
     lr_changed_between,
+    lr_series,
     require_shuffled,
+    start_points,
 )
 from analyzers.rules.robust import (
     chunk_medians,
     finite_points,
     robust_sigma,
     tail_start,
+    value_at,
 )
 from analyzers.rules.updates import (
     UPDATE_RATIO_HIGH,
@@ -54,7 +59,7 @@ LR_HIGH_SOURCE = cite(
     ("000", 67, "太高的学习率,loss曲线会很奇怪,很容易会出现参数爆炸现象"),
     ("000", 67, "高学习率,一开始loss会下降很快,但很容易跌入局部最小值"),
 )
-LR_HIGH_MIN_POINTS = 50  # training-loss points before any verdict on the loss curve
+LR_HIGH_LIVE_POINTS = 50  # training-loss points before a verdict on the curve of a run still being written
 DIVERGE_FACTOR = 4.0  # smoothed loss above 4x its best: diverged (fastai lr_find's stopping rule)
 DIVERGE_MIN_UNDONE = 0.25  # ...and the rise undid >= 25% of the progress (not a rise from ~0 to ~0)
 END_ABOVE_START = 1.2  # a smoothed loss ending 20% above where it started has diverged too
@@ -66,6 +71,12 @@ RISE_FACTOR = 1.25  # loss up >= 25% across that window...
 GRAD_GROWTH_FACTOR = 2.0  # ...while the gradient norm at least doubled, and the lr was not raised
 WILD_LOG_SIGMA = 0.25  # smoothed loss jumping ~25% between bins (robust std of log differences)...
 NO_PROGRESS = 0.9  # ...while staying above 90% of its start: "jumps wildly without progress"
+WARMUP_LR_RISE = 2.0  # warm-up: the lr at least doubled after the loss was at its best...
+WARMUP_LOSS_RISE = 1.5  # ...and the smoothed loss then rose to >= 1.5x that best...
+WARMUP_MIN_RISE = 0.1  # ...by >= 10% of where the loss started (a rise from ~0 to ~0 is nothing)...
+WARMUP_SUSTAIN = 3  # ...for 3+ consecutive smoothed points, each significantly above the best...
+WARMUP_AT_PEAK = 0.5  # ...while the lr was >= 50% of its peak: the peak lr, not a passing bump
+WARMUP_RECOVERED = 1.2  # the loss ending within 20% of that best again: the rise was transient
 
 
 def check(run: Run) -> Iterable[Finding]:
@@ -78,11 +89,17 @@ def check(run: Run) -> Iterable[Finding]:
     row without coming back (critical); over the last 25% of the run the loss rose
     25% while the gradient norm doubled and the lr was not raised; the smoothed loss
     jumps ~25% between stretches while staying near its start; the median
-    update/weight ratio over layers is above 0.1 (healthy: ~1e-3) (warning).
+    update/weight ratio over layers is above 0.1 (healthy: ~1e-3) (warning); or,
+    read against the logged lr, the smoothed loss rose to 1.5x its best (by 10%+ of its
+    start) as the lr at least doubled, and stayed there for 3+ points at the peak lr
+    (warning; info when it came back down at the peak: a warm-up too short; still a
+    warning when it came down only as the schedule lowered the lr). A rise or a divergence
+    must stand 3 standard errors above the curve's own scatter, so a sparse log (HF
+    logging every 500 steps) is judged on its few points and a noisy one needs more.
     What to do: divide the learning rate by 3-10 (first guess from the update ratio:
     lr x 1e-3 / ratio); add warm-up; clip gradients.
     """
-    loss = loss_curve(run, LR_HIGH_MIN_POINTS)
+    loss = loss_curve(run, LR_HIGH_LIVE_POINTS)
     require_shuffled(run)
     reasons: list[str] = []
     evidence: dict = {"start": loss.start, "end": loss.end}
@@ -90,16 +107,27 @@ def check(run: Run) -> Iterable[Finding]:
     step: int | None = None
     values = loss.curve.values
     positive = loss.start > 0 and float(values.min()) >= 0
+    transient = False
+    warm: dict | None = None
 
     if positive:
-        best_i = int(np.argmin(values))
-        best = float(values[best_i])
+        # The best is a level the loss held (3 neighbouring stretches), not one lucky stretch.
+        held = centered_median3(values)
+        best_i = int(np.argmin(held))
+        best = float(held[best_i])
         tail = values[-DIVERGE_SUSTAIN_BINS:]
         undone = (tail.min() - best) / max(loss.start - best, 1e-12)
         above_best = bool((tail > DIVERGE_FACTOR * best).all()) and undone >= DIVERGE_MIN_UNDONE
         above_start = bool((tail > END_ABOVE_START * loss.start).all())
+        # Sparse or noisy curves: the rise must stand out of the scatter (start: the first points).
+        tail_error = loss.median_error(DIVERGE_SUSTAIN_BINS * loss.curve.bin_size)
+        rose_over, over_points = (
+            (loss.start, start_points(loss.values.shape[0])) if above_start else (best, loss.curve.bin_size)
+        )
+        error = math.hypot(tail_error, loss.median_error(over_points))
+        significant = float(np.median(tail)) - rose_over >= SIGNIFICANT_Z * error
         evidence.update(best=best, best_step=int(loss.curve.steps[best_i]))
-        if len(values) > DIVERGE_SUSTAIN_BINS and (above_best or above_start):
+        if len(values) > DIVERGE_SUSTAIN_BINS and (above_best or above_start) and significant:
             diverged = True
             after = np.flatnonzero(values[best_i:] > RISE_ONSET * best)
             step = int(loss.curve.steps[best_i + after[0]]) if after.shape[0] else int(loss.curve.steps[-1])
@@ -136,6 +164,27 @@ def check(run: Run) -> Iterable[Finding]:
                 f"the train loss blew up to {fmt(peak)} (for "
                 f"{BLOWUP_STEPS}+ steps in a row) at step {fmt_step(step)} "
                 f"({fmt_factor(peak / loss.start)} where it started, {fmt(loss.start)}){after}"
+            )
+        warm = None if diverged else _rise_during_warmup(run, loss)
+        if warm is not None:
+            transient = warm["recovered"]
+            step = warm["rise_step"] if step is None else step
+            evidence.update(warm)
+            reasons.append(
+                f"the train loss rose from its best {fmt(warm['best'])} at step "
+                f"{fmt_step(warm['best_step'])} "
+                f"to {fmt(warm['peak'])} ({fmt_factor(warm['peak'] / warm['best'])}) as the learning rate "
+                f"rose from {fmt(warm['lr_at_best'])} to {fmt(warm['peak_lr'])}, and stayed above "
+                f"{fmt(warm['held_level'])} for {fmt_step(warm['held_steps'])} steps at that rate"
+                + (
+                    f"; it came back down to {fmt(loss.end)} once the rate stopped rising"
+                    if warm["recovered"]
+                    else f"; it came back down to {fmt(loss.end)} only once the schedule had lowered "
+                    "the rate "
+                    f"to {fmt(warm['lr_when_back'])}"
+                    if warm["rescued_by_schedule"]
+                    else f"; it is now {fmt(loss.end)}"
+                )
             )
         rise = _rise_with_grad_growth(run, loss)
         if rise is not None:
@@ -178,8 +227,21 @@ def check(run: Run) -> Iterable[Finding]:
     lr_advice = "Divide the learning rate by 3-10"
     if guess is not None:
         lr_advice += f": from {fmt(lr)} to about {fmt(guess)}" + (f" ({how})" if how else "")
-    severity = "critical" if diverged else "warning"
+    only_warmup = warm is not None and len(reasons) == 1
+    severity = "critical" if diverged else ("info" if only_warmup and transient else "warning")
     title = "Learning rate too high: the loss diverged" if diverged else "Learning rate looks too high"
+    warmup_advice = "Add a warm-up: ramp the learning rate up from ~1/10 over the first few hundred steps."
+    if only_warmup:
+        title = (
+            "The loss rose during the learning-rate warm-up"
+            if transient
+            else "Peak learning rate too high: the loss rose as the warm-up raised it"
+        )
+        warmup_advice = (
+            "Lengthen the warm-up (2-3x as many steps) so the loss can follow the rising rate."
+            if transient
+            else "Lower the peak learning rate, and lengthen the warm-up."
+        )
     return [
         finding(
             RULE_ID,
@@ -188,7 +250,7 @@ def check(run: Run) -> Iterable[Finding]:
             sentence("; ".join(reasons)) + ".",
             (
                 lr_advice + ".",
-                "Add a warm-up: ramp the learning rate up from ~1/10 over the first few hundred steps.",
+                warmup_advice,
                 "Clip the gradient norm (torch.nn.utils.clip_grad_norm_, max_norm 5-15).",
             ),
             LR_HIGH_SOURCE,
@@ -227,3 +289,63 @@ def _rise_with_grad_growth(run: Run, loss: LossCurve) -> dict | None:
     if loss_rise + 1 >= RISE_FACTOR and growth >= GRAD_GROWTH_FACTOR and not increased:
         return {"rise_window_from_step": first_step, "loss_rise": loss_rise, "grad_growth": growth}
     return None
+
+
+def _rise_during_warmup(run: Run, loss: LossCurve) -> dict | None:
+    """The loss rose well above its best as the logged learning rate climbed, and stayed up at the peak lr.
+
+    A warm-up ramps the lr from small to its peak; a loss that rises with it (instead
+    of falling) says the peak is more than the model tolerates, most often in
+    fine-tuning, where the start is already good.
+    """
+    lr = lr_series(run)
+    if lr is None or lr[1].shape[0] < 2 or lr[1].max() <= 0:
+        return None
+    curve = loss.curve
+    lr_at = value_at(lr[0], lr[1], curve.steps)
+    peak_lr = float(lr[1].max())
+    peak_step = int(lr[0][int(np.argmax(lr[1]))])
+    # The warm-up: before the lr first reaches its peak, while it is still below half of it.
+    before_peak = np.isfinite(lr_at) & (lr_at <= peak_lr / WARMUP_LR_RISE) & (curve.steps < peak_step)
+    if not before_peak.any():
+        return None
+    best_i = int(np.flatnonzero(before_peak)[np.argmin(curve.values[before_peak])])
+    best = float(curve.values[best_i])
+    if best <= 0:
+        return None
+    error = math.hypot(loss.median_error(curve.bin_size), loss.median_error(curve.bin_size))
+    level = max(WARMUP_LOSS_RISE * best, best + WARMUP_MIN_RISE * loss.start, best + SIGNIFICANT_Z * error)
+    held = (curve.values > level) & (lr_at >= WARMUP_AT_PEAK * peak_lr)
+    held[: best_i + 1] = False
+    run_end, run_len = _longest_run(held)
+    if run_len < WARMUP_SUSTAIN:
+        return None
+    first = run_end - run_len + 1
+    rise_i = best_i + 1 + int(np.flatnonzero(curve.values[best_i + 1 :] > level)[0])
+    recovered = bool(loss.end <= WARMUP_RECOVERED * best)
+    # Back down only once the schedule lowered the rate: the schedule hid a peak lr that was too high.
+    back = np.flatnonzero(curve.values[run_end + 1 :] <= WARMUP_RECOVERED * best)
+    rescued = recovered and back.shape[0] > 0 and lr_at[run_end + 1 + back[0]] < WARMUP_AT_PEAK * peak_lr
+    return {
+        "best": best,
+        "best_step": int(curve.steps[best_i]),
+        "lr_at_best": float(lr_at[best_i]),
+        "peak_lr": peak_lr,
+        "peak": float(curve.values[first : run_end + 1].max()),
+        "held_level": level,
+        "held_steps": int(curve.steps[run_end] - curve.steps[first]),
+        "rise_step": int(curve.steps[rise_i]),
+        "recovered": recovered and not rescued,
+        "rescued_by_schedule": bool(rescued),
+        "lr_when_back": float(lr_at[run_end + 1 + back[0]]) if rescued else None,
+    }
+
+
+def _longest_run(mask: np.ndarray) -> tuple[int, int]:
+    """(index of the last entry, length) of the longest stretch of True in `mask`."""
+    best_end, best_len, length = -1, 0, 0
+    for i, flag in enumerate(mask.tolist()):
+        length = length + 1 if flag else 0
+        if length > best_len:
+            best_end, best_len = i, length
+    return best_end, best_len

@@ -25,7 +25,7 @@ from analyzers.rules.common import (
 )
 from analyzers.rules.curves import (
     TREND_BINS,
-    TREND_MIN_PER_BIN,
+    trend_bin_size,
     loss_curve,
     lr_series,
     require_positive,
@@ -44,20 +44,21 @@ from analyzers.rules.updates import (
 )
 from analyzers.run import Run
 from logformat import tags as T
-from logformat.runjson import STATUS_FINISHED
 
 RULE_ID = "lr_too_low"
 LR_LOW_SOURCE = cite(("000", 68, "如果loss曲线表现出线性(下降缓慢)表明学习率太低"))
-LR_LOW_MIN_POINTS = 100  # training-loss points before any verdict (update-ratio route)
-LR_LOW_SHAPE_MIN_POINTS = (
-    1000  # ...and before judging a live run's shape (early on, every decay looks linear)
-)
+LR_LOW_MIN_POINTS = 100  # training-loss points before a verdict on a run still being written...
+LR_LOW_SHAPE_MIN_POINTS = 1000  # ...and before judging its shape (early on, every decay looks linear)
+LR_LOW_ENDED_POINTS = 20  # a run that has ended: its shape (an elbow or a straight line) needs 20 points
 LR_PEAK_SHARE = 0.5  # update ratios count only where the lr is >= 50% of its peak (a decayed tail is fine)
 SLOW_TOTAL_DROP = 0.5  # "slow": the loss has fallen less than 50% from its start
 LINEAR_MAX_CURVATURE = 1.5  # "no elbow": the first half fell less than 1.5x what the second half fell
 STILL_FALLING = 0.03  # ...and the second half still fell >= 3% of the start (not a plateau)
 RATIO_CONTRADICTS = 1e-3  # a shape-only verdict is dropped when update ratios are healthy (>= 1e-3)
 WARMUP_TAIL = 0.1  # an lr peak within the last 10% of the run means warm-up is still going
+LR_LOW_RECOVERING = (
+    1.5  # the loss after the warm-up starting 1.5x above its best before: recovering, not slow
+)
 
 
 def check(run: Run) -> Iterable[Finding]:
@@ -65,17 +66,17 @@ def check(run: Run) -> Iterable[Finding]:
 
     Why it matters: with tiny steps a run that could converge in minutes takes hours;
     the loss curve has no "elbow", it is a slow straight line.
-    Measured after any warm-up: over 1,000+ points (any length once the run has
-    finished) the loss has fallen less than 50%, its first half fell less than 1.5x
-    what its second half fell, and it is still falling (unless update ratios are
-    healthy, >= 1e-3); or the update/weight ratio of
-    every layer is below 1e-4 (at >= 50% of the peak lr) while the loss has fallen
-    less than 50%. Not judged while units are dead or gradients are zero (then no lr
-    moves the weights).
-    What to do: raise the learning rate 3-10x (first guess from the update ratio:
-    lr x 1e-3 / ratio, capped at 10x), or run a learning-rate range test.
+    Measured after any warm-up: over 1,000+ points (20 once the run has ended) the loss
+    has fallen less than 50%, its first half fell less than 1.5x what its second half
+    fell, and it is still falling (unless update ratios are healthy, >= 1e-3); or the
+    update/weight ratio of every layer is below 1e-4 (at >= 50% of the peak lr) while
+    the loss has fallen less than 50%. Not judged while units are dead or gradients are
+    zero (then no lr moves the weights).
+    What to do: raise the learning rate 3-10x (first guess from the update ratio: lr x
+    1e-3 / ratio, capped at 10x), or run a learning-rate range test.
     """
     loss = loss_curve(run, LR_LOW_MIN_POINTS)
+    min_points = LR_LOW_MIN_POINTS if loss.live else LR_LOW_ENDED_POINTS
     require_positive(loss)
     require_shuffled(run)
     blocked = updates_blocked(run)
@@ -89,14 +90,18 @@ def check(run: Run) -> Iterable[Finding]:
             raise Skip("the learning rate is still warming up; the loss curve's shape cannot be judged yet")
         keep = steps >= peak_step
         steps, values = steps[keep], values[keep]
-        require_points(int(values.shape[0]), LR_LOW_MIN_POINTS, f"{T.TRAIN_LOSS} points after the warm-up")
-    curve = binned(steps, values, TREND_BINS, TREND_MIN_PER_BIN)
+        require_points(int(values.shape[0]), min_points, f"{T.TRAIN_LOSS} points after the warm-up")
+    curve = binned(steps, values, TREND_BINS, trend_bin_size(values.shape[0]))
     tenth = max(1, len(curve) // 10)
     a = float(np.median(curve.values[:tenth]))
     mid = len(curve) // 2
     m = float(np.median(curve.values[max(0, mid - tenth // 2) : mid - tenth // 2 + tenth]))
     b = float(np.median(curve.values[-tenth:]))
     start = loss.start if lr is None or steps[0] == loss.steps[0] else a
+    before = loss.curve.values[loss.curve.steps < steps[0]]
+    # After a warm-up that pushed the loss up (lr_too_high's case), the loss comes back down along a
+    # line: that is a recovery, not a learning rate too low.
+    recovering = before.shape[0] > 0 and a > LR_LOW_RECOVERING * float(before.min())
     total_drop = (start - b) / start
     first_half, second_half = a - m, m - b
     ratios = update_ratios(run, min_lr_share=LR_PEAK_SHARE)
@@ -111,11 +116,12 @@ def check(run: Run) -> Iterable[Finding]:
     slow = total_drop < SLOW_TOTAL_DROP
     # Any decay looks straight at its very start: a live run must show a long stretch; a finished run
     # is judged on what it did.
-    long_enough = values.shape[0] >= LR_LOW_SHAPE_MIN_POINTS or run.status == STATUS_FINISHED
+    long_enough = values.shape[0] >= (LR_LOW_SHAPE_MIN_POINTS if loss.live else LR_LOW_ENDED_POINTS)
     linear = (
         long_enough
+        and not recovering
         and second_half >= STILL_FALLING * start
-        and first_half < LINEAR_MAX_CURVATURE * second_half
+        and 0 < first_half < LINEAR_MAX_CURVATURE * second_half
     )
     ratio_low = ratios is not None and ratios.largest < UPDATE_RATIO_LOW
     ratio_ok = ratios is not None and ratios.model >= RATIO_CONTRADICTS

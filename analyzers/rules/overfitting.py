@@ -25,6 +25,8 @@ from analyzers.rules.common import (
     sentence,
 )
 from analyzers.rules.curves import (
+    SIGNIFICANT_Z,
+    noise_sigma,
     as_fraction,
     centered_median3,
 )
@@ -32,6 +34,7 @@ from analyzers.rules.robust import (
     finite_points,
     segment_medians,
     spread_indices,
+    theil_sen,
 )
 from analyzers.run import Run
 from logformat import tags as T
@@ -43,10 +46,17 @@ OVERFIT_SOURCE = cite(
     ("001", 49, "dropout对小数据防止过拟合有很好的效果,值一般设为0.5"),
     ("001", 82, "随时存档模型,要有validation"),
 )
-OVERFIT_MIN_EVALS = 4  # validations before any verdict
+OVERFIT_MIN_EVALS = 3  # validations before any verdict: a minimum and two after it
 OVERFIT_VAL_RISE = 0.10  # val loss >= 10% above its (3-point median smoothed) minimum...
 OVERFIT_EVALS_AFTER = 2  # ...over at least the 2 validations since the minimum...
-OVERFIT_RECENT_EVALS = 3  # ..."now" being the median of the last 3 of them
+OVERFIT_RECENT_EVALS = 3  # ..."now" being the median of the last 3 of them...
+OVERFIT_MIN_RISE_OF_START = 0.05  # ...the rise >= 5% of the first val loss (0.0078 -> 0.0095 is no trend)...
+OVERFIT_NOISE_FLOOR = (
+    0.01  # ...and >= 3 standard errors of the val curve's scatter (taken >= 1% of its level)
+)
+OVERFIT_STEADY_EVALS = 3  # a val loss higher at each of 3+ validations since its minimum is a steady climb...
+OVERFIT_STEADY_RISE = 0.05  # ...which counts from a 5% rise
+TREND_INEFFICIENCY = 1.3  # a Theil-Sen line's standard error, relative to least squares' on normal noise
 OVERFIT_ACC_GAP = 0.10  # or: train accuracy >= 10 points above val accuracy...
 OVERFIT_GAP_GROWTH = 0.03  # ...the gap up >= 3 points from its median over the first half of the run...
 OVERFIT_ACC_PLATEAU = 0.005  # ...and val accuracy converged: no new best by > 0.5 points in the last 3
@@ -56,15 +66,18 @@ GAP_SAMPLE = 64  # the earlier gap is the median over at most 64 validations of 
 def check(run: Run) -> Iterable[Finding]:
     """The model fits the training set at the expense of the validation set.
 
-    Why it matters: past the point where validation loss is lowest, more training
-    makes the model worse on new data.
-    Measured: val loss (3-point median smoothed) >= 10% above its minimum over the 2+
-    validations since, while the train loss kept falling; or train accuracy >= 10
-    points above val accuracy, the gap 3+ points wider than in the first half of the
-    run, and val accuracy no longer improving (no new best in the last 3
-    validations). Needs 4+ validations.
-    What to do: stop at, or restore, the checkpoint of the best validation step
-    (early stopping); L2 weight decay; dropout (p=0.5, 0.2 for small models); data
+    Why it matters: past the point where validation loss is lowest, more training makes
+    the model worse on new data.
+    Measured: val loss >= 10% above its (3-point median smoothed) minimum, 2+
+    validations later ("now" is where a robust line through the validations since the
+    minimum ends), or >= 5% when it rose at each of 3+ validations since, while the
+    train loss kept falling, the rise standing 3 standard errors above the val curve's
+    own scatter and >= 5% of its first value; or train accuracy >= 10 points above val
+    accuracy, the gap 3+ points wider than in the first half of the run, and val
+    accuracy no longer improving (no new best in the last 3 validations). Needs 3+
+    validations.
+    What to do: stop at, or restore, the checkpoint of the best validation step (early
+    stopping); L2 weight decay; dropout (p=0.5, 0.2 for small models); data
     augmentation; a smaller model.
     """
     val_loss, val_acc = run.scalar(T.VAL_LOSS), run.scalar(T.VAL_ACC)
@@ -88,8 +101,9 @@ def check(run: Run) -> Iterable[Finding]:
                 reasons.append(
                     f"val loss rose {fmt_pct(found['rise'])} from "
                     f"its minimum {fmt(found['best_val_loss'])} at "
-                    f"step {fmt_step(best_step)} (now {fmt(found['val_loss_now'])}, {found['evals_since']} "
-                    f"validations later) while train loss fell {fmt_pct(-found['train_change'])}"
+                    f"step {fmt_step(best_step)} (now about {fmt(found['val_loss_now'])} on its trend, "
+                    f"{found['evals_since']} validations later) while train loss fell "
+                    f"{fmt_pct(-found['train_change'])}"
                 )
     train_acc = run.scalar(T.TRAIN_ACC)
     if val_acc is not None and train_acc is not None:
@@ -143,8 +157,29 @@ def _val_loss_turned_up(
     # The checkpoint to restore: the best raw validation within the smoothed minimum's neighbourhood.
     lo, hi = max(0, best_i - 1), min(v_values.shape[0], best_i + 2)
     raw_i = lo + int(np.argmin(v_values[lo:hi]))
-    now = float(np.median(v_values[-min(OVERFIT_RECENT_EVALS, evals_since) :]))
-    if best_smooth <= 0 or now < best_smooth * (1 + OVERFIT_VAL_RISE):
+    # "Now" is where a robust line through the validations since the minimum ends: a median of
+    # the last few lags a curve that is still climbing (2.15, 2.23, 2.31, 2.39 reads 2.31).
+    since = v_values[best_i:]
+    slope, intercept = theil_sen(np.arange(since.shape[0]), since)
+    now = intercept + slope * (since.shape[0] - 1)
+    # Rising at every validation since the minimum: the last one is where it stands, and a steady
+    # climb needs a smaller rise to count (a straight line through an accelerating climb lags).
+    steady = since.shape[0] > OVERFIT_STEADY_EVALS and bool(np.all(np.diff(since) > 0))
+    if steady:
+        now = float(since[-1])
+    needed = OVERFIT_STEADY_RISE if steady else OVERFIT_VAL_RISE
+    if best_smooth <= 0 or now < best_smooth * (1 + needed):
+        return None
+    # A rise must stand out of the curve's own scatter and matter against where the curve began.
+    level = float(np.median(v_values))
+    sigma = max(noise_sigma(v_values), OVERFIT_NOISE_FLOOR * level) if v_values.shape[0] >= 4 else 0.1 * level
+    m = since.shape[0]
+    end_error = TREND_INEFFICIENCY * sigma * math.sqrt((4 * m - 2) / (m * (m + 1)))
+    error = math.hypot(end_error, 1.2533 * sigma / math.sqrt(3))
+    if (
+        now - best_smooth < SIGNIFICANT_Z * error
+        or now - best_smooth < OVERFIT_MIN_RISE_OF_START * v_values[0]
+    ):
         return None
     recent = np.arange(v_values.shape[0] - min(OVERFIT_RECENT_EVALS, evals_since), v_values.shape[0])
     train_at = segment_medians(t_steps, t_values, v_steps, which=np.concatenate(([best_i], recent)))

@@ -233,3 +233,22 @@ def sustained_above(series: Series, threshold: float, sustain: int) -> tuple[int
 def max_finite_samples(layers: Mapping[str, Series]) -> int:
     """The most finite samples any one of `layers` has."""
     return max(int(np.isfinite(s.values).sum()) for s in layers.values())
+
+
+def theil_sen(x: np.ndarray, y: np.ndarray, max_points: int = 400) -> tuple[float, float]:
+    """(slope, intercept) of the Theil-Sen line: the median of pairwise slopes, robust to outliers.
+
+    Meant for short series (a few hundred points; longer ones are thinned evenly to
+    `max_points`, which keeps the estimate and bounds the pairs at ~80,000).
+    """
+    if x.shape[0] > max_points:
+        keep = spread_indices(x.shape[0], max_points)
+        x, y = x[keep], y[keep]
+    x = x.astype(np.float64)
+    i, j = np.triu_indices(x.shape[0], k=1)
+    dx = x[j] - x[i]
+    ok = dx != 0
+    if not ok.any():
+        return 0.0, float(np.median(y))
+    slope = float(np.median((y[j] - y[i])[ok] / dx[ok]))
+    return slope, float(np.median(y - slope * x))

@@ -37,14 +37,14 @@ from analyzers.rules.robust import (
 )
 from analyzers.run import Run
 from logformat import tags as T
-from logformat.runjson import STATUS_FINISHED
 
 RULE_ID = "underfitting"
 UNDERFIT_SOURCE = cite(
     ("000", 69, "当两线间隔很小且准确率都很低时,说明模型学习能力太低,需要增加模型的capacity")
 )
-UNDERFIT_MIN_POINTS = 100  # training-loss points before any verdict
-UNDERFIT_MIN_EVALS = 3  # validations before any verdict
+UNDERFIT_LIVE_POINTS = 100  # training-loss points before a verdict on a run still being written
+UNDERFIT_LIVE_EVALS = 3  # validations before a verdict on a run still being written...
+UNDERFIT_MIN_EVALS = 2  # ...and on one that has ended
 UNDERFIT_MAX_SKILL = 0.7  # "low": accuracy < 70% of the way from chance (1/C; 0 if C unknown) to 100%
 UNDERFIT_CHANCE_LOSS = 0.5  # "high": a C-class cross-entropy still >= 50% of the chance level ln C
 UNDERFIT_CLOSE_ACC = 0.08  # "close together": train accuracy at most 8 points above val accuracy
@@ -74,9 +74,10 @@ def check(run: Run) -> Iterable[Finding]:
     val_loss, val_acc = run.scalar(T.VAL_LOSS), run.scalar(T.VAL_ACC)
     if val_loss is None and val_acc is None:
         raise Skip(missing_reason(f"{T.VAL_LOSS} or {T.VAL_ACC}", "a validation curve"))
-    loss = loss_curve(run, UNDERFIT_MIN_POINTS)
+    loss = loss_curve(run, UNDERFIT_LIVE_POINTS)
     val = val_acc if val_acc is not None else val_loss
-    require_points(int(np.isfinite(val.values).sum()), UNDERFIT_MIN_EVALS, "validations")
+    need = UNDERFIT_LIVE_EVALS if loss.live else UNDERFIT_MIN_EVALS
+    require_points(int(np.isfinite(val.values).sum()), need, "validations")
     classes = num_classes(run)
     chance_acc = 1.0 / classes if classes else 0.0
     chance = chance_loss(run, loss.start)
@@ -118,7 +119,7 @@ def check(run: Run) -> Iterable[Finding]:
     begin = tail_start(len(loss.curve), PLATEAU_WINDOW, 6)
     thirds = chunk_medians(loss.curve.values[begin:], 3)
     recent_drop = float((thirds[0] - thirds[2]) / thirds[0]) if thirds[0] > 0 else 0.0
-    finished = run.status == STATUS_FINISHED
+    finished = not loss.live
     window_span = max(int(loss.curve.steps[-1] - loss.curve.steps[begin]), 1)
     total_span = max(int(loss.curve.steps[-1] - loss.curve.steps[0]), 1)
     recent_rate = (thirds[0] - thirds[2]) / window_span
@@ -136,7 +137,7 @@ def check(run: Run) -> Iterable[Finding]:
     how_ended = (
         f"the train loss fell only {fmt_pct(max(recent_drop, 0.0))} "
         f"over the last {fmt_pct(PLATEAU_WINDOW)} of the "
-        "run" + (", which has finished" if finished else "")
+        "run" + (", which has ended" if finished else "")
     )
     return [
         finding(
