@@ -1,8 +1,9 @@
 """The canonical in-memory shape of one run: what every reader produces and every rule reads.
 
 A `Run` is an immutable snapshot. Readers (TensorBoard event files, Lightning CSV,
-Hugging Face trainer_state.json) map foreign tag names onto the canonical tags of
-`logformat.tags`; what they cannot map is kept in `unmapped`, shown but not diagnosed.
+Hugging Face trainer_state.json, Keras and plain metric CSV logs, MLflow, W&B) map
+foreign tag names onto the canonical tags of `logformat.tags`; what they cannot map is
+kept in `unmapped`, shown but not diagnosed.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class HistogramSeries:
 class Run:
     name: str  # path relative to the log dir ("." for the log dir itself)
     path: str  # absolute path of the run directory
-    source: str  # "trainscope", "tensorboard", "lightning_csv", "hf_trainer_state"
+    # "trainscope", "tensorboard", "lightning_csv", "hf_trainer_state", "csv_log", "mlflow", "wandb"
+    source: str
     scalars: Mapping[str, Series] = field(default_factory=dict)
     histograms: Mapping[str, HistogramSeries] = field(default_factory=dict)
     unmapped: Mapping[str, Series] = field(default_factory=dict)
@@ -63,6 +65,10 @@ class Run:
     epoch_axis: frozenset[str] = frozenset()
     # Histograms under names that map to no canonical tag (shown, not diagnosed).
     unmapped_histograms: Mapping[str, HistogramSeries] = field(default_factory=dict)
+    # The newest wall time (seconds since the epoch) any of the run's points carries:
+    # event wall times, MLflow and W&B timestamps. None where the log has no clock
+    # (CSV, trainer_state.json). Never a file's mtime: a copied log gets a fresh one.
+    last_wall_time: float | None = None
 
     def scalar(self, tag: str) -> Series | None:
         series = self.scalars.get(tag)
@@ -80,7 +86,7 @@ class Run:
 
     @property
     def status(self) -> str | None:
-        return self.meta.get("status") if self.meta else None
+        return self.meta.get(RJ.K_STATUS) if self.meta else None
 
     @property
     def collector_errors(self) -> list[str]:

@@ -16,6 +16,8 @@ SCHEMA_VERSION = 1
 STATUS_RUNNING = "running"
 STATUS_FINISHED = "finished"
 STATUS_CRASHED = "crashed"
+# Ended by the user or a scheduler before it finished (MLflow's KILLED); foreign logs only.
+STATUS_STOPPED = "stopped"
 
 # Top-level keys.
 K_SCHEMA = "schema_version"

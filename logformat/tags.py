@@ -24,6 +24,12 @@ LOSS_SCALE = "amp/loss_scale"
 VAL_LOSS = "val/loss"
 VAL_ACC = "val/acc"
 VAL_PREFIX = "val/"
+# One named evaluation set among several (Hugging Face Trainer given a dict of eval
+# datasets logs eval_<set>_loss): ``val/loss/<set>``, ``val/acc/<set>``. A run keeps a
+# plain val/loss beside them only where its log has one.
+VAL_LOSS_SET_PREFIX = "val/loss/"
+VAL_ACC_SET_PREFIX = "val/acc/"
+PER_SET_PREFIXES = (VAL_LOSS_SET_PREFIX, VAL_ACC_SET_PREFIX)
 
 # Every N steps (sampled).
 INPUT_MEAN = "input/mean"
@@ -60,6 +66,16 @@ PER_LAYER_PREFIXES = (
 def lr_tag(group: int) -> str:
     """Learning-rate tag of optimizer param group `group` (group 0 is plain ``opt/lr``)."""
     return LR if group == 0 else f"{LR}/group{group}"
+
+
+def val_loss_tag(eval_set: str) -> str:
+    """Validation loss on the named evaluation set `eval_set`."""
+    return VAL_LOSS_SET_PREFIX + eval_set
+
+
+def val_acc_tag(eval_set: str) -> str:
+    """Validation accuracy on the named evaluation set `eval_set`."""
+    return VAL_ACC_SET_PREFIX + eval_set
 
 
 def grad_norm_tag(layer: str) -> str:

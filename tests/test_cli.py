@@ -55,7 +55,7 @@ def test_json_on_the_foreign_fixtures():
 def test_text_output_ends_with_a_summary():
     proc = _cli(FIXTURES)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.rstrip().splitlines()[-1].startswith("summary: 6 run(s)")
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("summary: 22 run(s)")
     assert "run lightning/tb/version_0" in proc.stdout
 
 

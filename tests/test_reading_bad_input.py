@@ -121,3 +121,61 @@ def test_tag_that_is_not_utf8_is_reported(healthy):
     write_events(healthy / "bytes", [encode_record(data)])
     run = read_logdir(healthy).runs["bytes"]
     assert run.scalars == {} and len(run.problems) == 1
+
+
+# -- every parser of a foreign format: one file's failure is that file's problem ----------
+
+_STATE = '{"global_step": 2, "log_history": [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}]}'
+# format -> (path of the file under test, its valid text, other files its run needs)
+FOREIGN_FILES = {
+    "csv_log": ("log.csv", "epoch,loss,val_loss\n0,1.0,1.1\n1,0.9,1.0\n", {}),
+    "keras_log": ("training.log", "epoch,accuracy,loss\n0,0.5,1.0\n1,0.6,0.9\n", {}),
+    "mlflow_metric": ("mlruns/0/r/metrics/loss", "1700000000000 1.0 0\n1700000001000 0.9 1\n",
+                      {"mlruns/0/r/meta.yaml": "run_name: r\nstatus: 3\n"}),
+    "mlflow_meta": ("mlruns/0/r/meta.yaml", "run_name: r\nstatus: 3\nstart_time: 1700000000000\n",
+                    {"mlruns/0/r/metrics/loss": "1700000000000 1.0 0\n"}),
+    "mlflow_param": ("mlruns/0/r/params/lr", "0.1", {"mlruns/0/r/meta.yaml": "status: 3\n",
+                                                     "mlruns/0/r/metrics/loss": "1700000000000 1.0 0\n"}),
+    "hparams_yaml": ("v0/hparams.yaml", "lr: 0.1\nbatch_size: 32\n", {"v0/metrics.csv": "epoch,step,loss\n0,1,1.0\n"}),
+    "trainer_state": ("trainer_state.json", _STATE, {}),
+    "wandb_history": ("wandb/run-20250101_000000-abc/files/wandb-history.jsonl", '{"_step": 0, "loss": 1.0}\n',
+                      {"wandb/run-20250101_000000-abc/run-abc.wandb": ""}),
+}
+
+
+def _bad(kind: str, valid: str) -> bytes:
+    import random
+
+    data = valid.encode()
+    if kind == "garbage":
+        return random.Random(0).randbytes(5000)
+    if kind == "truncated":
+        return data[: len(data) // 2 + 3]
+    if kind == "huge_field":
+        return data[:-1] + b"9" * 5_000_000 + b"\n" + data
+    if kind == "deep_nesting":
+        return b"[" * 200_000 + b"]" * 200_000
+    if kind == "empty":
+        return b""
+    if kind == "utf16":
+        return valid.encode("utf-16")
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "huge_field", "deep_nesting", "empty", "utf16"])
+@pytest.mark.parametrize("fmt", sorted(FOREIGN_FILES))
+def test_a_bad_foreign_file_costs_only_itself(healthy, fmt, kind):
+    rel, valid, others = FOREIGN_FILES[fmt]
+    bad = healthy / "bad"
+    for other, text in others.items():
+        (bad / other).parent.mkdir(parents=True, exist_ok=True)
+        (bad / other).write_text(text)
+    (bad / rel).parent.mkdir(parents=True, exist_ok=True)
+    (bad / rel).write_bytes(_bad(kind, valid))
+    snapshot = read_logdir(healthy)  # never raises
+    _good_is_intact(snapshot)
+    for name, run in snapshot.runs.items():
+        assert name == "good" or name.startswith("bad")
+        assert len(run.problems) <= S.MAX_PROBLEMS_PER_FILE + 1
+        assert all(str(bad) in p for p in run.problems), run.problems
+    assert snapshot.problems == ()

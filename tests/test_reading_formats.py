@@ -1,13 +1,16 @@
 """Every log format the reader understands, on logs real libraries wrote.
 
 The Lightning, Hugging Face and Keras-layout logs under tests/fixtures/ were made by
-tests/fixtures/make_foreign_fixtures.py; SummaryWriter logs are made here with torch.
+tests/fixtures/make_foreign_fixtures.py; the Keras CSVLogger, hand-written CSV and
+MLflow logs by tests/fixtures/make_tracker_fixtures.py; SummaryWriter logs are made
+here with torch.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -27,16 +30,37 @@ def fixtures():
     return snapshot.runs
 
 
+def _mlflow_runs(fixtures) -> dict:
+    """The MLflow fixture's runs by run name (their directories are random ids)."""
+    return {run.meta[RJ.K_RUN_NAME]: run for name, run in fixtures.items() if name.startswith("mlflow/")}
+
+
 def test_fixture_runs_are_found_by_relative_path(fixtures):
-    assert sorted(fixtures) == [
-        "hf_trainer",
-        "hf_trainer/runs/fixture",
+    mlflow = sorted(name for name in fixtures if name.startswith("mlflow/"))
+    assert sorted(set(fixtures) - set(mlflow)) == [
+        "hf_attempts",
+        "hf_attempts/runs/attempt1",
+        "hf_attempts/runs/attempt2",
+        "hf_eval_sets",  # with its runs/fixture events
+        "hf_trainer",  # with its runs/fixture events
         "keras",
+        "keras_csv/log.tsv",
+        "keras_csv/training.log",
         "lightning/csv/version_0",
         "lightning/csv_diverging/version_0",
         "lightning/tb/version_0",
+        "plain_csv/results/metrics/training_log.csv/fold=1",
+        "plain_csv/results/metrics/training_log.csv/fold=2",
+        "plain_csv/results/metrics/training_log.csv/fold=3",
+        "wandb/dryrun-20261207_192533-tsjsonl",  # the old SDK's wandb-history.jsonl
+        "wandb/offline-run-20261207_192544-tslegacy",
+        "wandb/offline-run-20261207_192622-tskilled",
+        "wandb/offline-run-20261207_192624-tscrash",
+        "wandb/offline-run-20261207_192624-tsfinish",
     ]
-    assert all(run.problems == () for run in fixtures.values())
+    # one run per run-id directory: neither the experiment's meta.yaml nor .trash is a run
+    assert len(mlflow) == 3 and all(re.fullmatch(r"mlflow/mlruns/\d+/[0-9a-f]{32}", name) for name in mlflow)
+    assert all(run.problems == () for name, run in fixtures.items() if name != "hf_attempts")
 
 
 def test_lightning_tensorboard(fixtures):
@@ -75,13 +99,103 @@ def test_hugging_face_trainer_state_merges_checkpoints(fixtures):
     assert {T.VAL_ACC, T.LR, T.GRAD_GLOBAL_NORM} <= set(run.scalars)
     assert run.meta[RJ.K_BATCH_SIZE] == 32
     assert "train/train_loss" in run.unmapped  # the final average is not the per-step loss
+    # save_state() after train(): the last log entry says the run ended
+    assert run.status == RJ.STATUS_FINISHED
+    assert run.last_wall_time is not None  # from the folded TensorBoard events
 
 
-def test_hugging_face_tensorboard_agrees_with_trainer_state(fixtures):
-    state, tb = fixtures["hf_trainer"], fixtures["hf_trainer/runs/fixture"]
-    for tag in (T.TRAIN_LOSS, T.VAL_LOSS, T.VAL_ACC, T.LR, T.GRAD_GLOBAL_NORM):
-        np.testing.assert_array_equal(tb.scalars[tag].steps, state.scalars[tag].steps)
-        np.testing.assert_allclose(tb.scalars[tag].values, state.scalars[tag].values, rtol=1e-6)
+def test_hugging_face_tensorboard_agrees_with_trainer_state():
+    """The output dir's two logs hold the same points: read apart, they agree."""
+    from analyzers.reading.hf_state import parse_trainer_state
+
+    root = os.path.join(FIXTURES, "hf_trainer")
+    with open(os.path.join(root, "trainer_state.json")) as fh:
+        state = parse_trainer_state(fh.read(), "trainer_state.json").series
+    tb = read_logdir(os.path.join(root, "runs", "fixture")).runs["."]
+    assert tb.source == "tensorboard"
+    for name, tag in (("train/loss", T.TRAIN_LOSS), ("eval/loss", T.VAL_LOSS), ("eval/accuracy", T.VAL_ACC),
+                      ("train/learning_rate", T.LR), ("train/grad_norm", T.GRAD_GLOBAL_NORM)):
+        np.testing.assert_array_equal(tb.scalars[tag].steps, state[name].steps)
+        np.testing.assert_allclose(tb.scalars[tag].values, state[name].values, rtol=1e-6)
+
+
+def test_hugging_face_named_eval_sets_are_validation_curves_of_their_own(fixtures):
+    """Trainer(eval_dataset={"clean": .., "noisy": ..}) logs eval_<set>_loss and no eval_loss."""
+    run = fixtures["hf_eval_sets"]
+    assert T.VAL_LOSS not in run.scalars and T.VAL_ACC not in run.scalars
+    assert {T.val_loss_tag("clean"), T.val_loss_tag("noisy"), T.val_acc_tag("clean"), T.val_acc_tag("noisy")} <= set(
+        run.scalars
+    )
+    assert run.tag_origins[T.val_loss_tag("noisy")] == "eval/noisy_loss"
+    assert run.scalars[T.val_loss_tag("clean")].steps.tolist() == [15, 30]
+    # a fifth of the noisy set's labels are shuffled: it is the harder set
+    assert run.scalars[T.val_loss_tag("noisy")].values[-1] > run.scalars[T.val_loss_tag("clean")].values[-1]
+    assert "eval/clean_runtime" in run.unmapped
+    assert run.status == RJ.STATUS_FINISHED
+    # trainer_state.json and the runs/fixture events are one run with one set of points
+    assert run.source == "hf_trainer_state" and run.last_wall_time is not None
+    assert len(run.scalars[T.TRAIN_LOSS]) == 6
+
+
+def test_several_tensorboard_attempts_of_one_output_dir_stay_apart(fixtures):
+    output = fixtures["hf_attempts"]
+    assert len(output.problems) == 1
+    assert "runs/attempt1, runs/attempt2" in output.problems[0] and "none is merged" in output.problems[0]
+    first, second = fixtures["hf_attempts/runs/attempt1"], fixtures["hf_attempts/runs/attempt2"]
+    assert first.problems == () and second.problems == ()
+    # the output dir's trainer_state.json is the second attempt's
+    np.testing.assert_allclose(output.scalars[T.TRAIN_LOSS].values, second.scalars[T.TRAIN_LOSS].values, rtol=1e-6)
+    assert output.scalars[T.LR].values[0] < first.scalars[T.LR].values[0]
+
+
+def test_keras_csv_logger(fixtures):
+    """Keras 3's CSVLogger: epoch,accuracy,learning_rate,loss,val_accuracy,val_loss, epochs from 0."""
+    run = fixtures["keras_csv/training.log"]
+    assert run.source == "csv_log" and run.meta == {}
+    assert run.tag_origins == {
+        T.TRAIN_ACC: "accuracy", T.TRAIN_LOSS: "loss", T.VAL_ACC: "val_accuracy", T.VAL_LOSS: "val_loss",
+        T.LR: "learning_rate",
+    }
+    assert run.scalars[T.TRAIN_LOSS].steps.tolist() == list(range(8))
+    assert all(run.x_axis(tag) == "epoch" for tag in run.scalars)
+    assert run.scalars[T.TRAIN_LOSS].values[-1] < run.scalars[T.TRAIN_LOSS].values[0]
+    assert run.scalars[T.LR].values[-1] < run.scalars[T.LR].values[0]  # ReduceLROnPlateau halved it
+    assert run.last_wall_time is None and run.status is None  # a CSV log has no clock and no end record
+    tsv = fixtures["keras_csv/log.tsv"]
+    np.testing.assert_array_equal(tsv.scalars[T.TRAIN_LOSS].values, run.scalars[T.TRAIN_LOSS].values[:4])
+
+
+def test_hand_written_csv_with_folds_is_one_run_per_fold(fixtures):
+    base = "plain_csv/results/metrics/training_log.csv"
+    folds = [fixtures[f"{base}/fold={k}"] for k in (1, 2, 3)]
+    for run in folds:
+        assert set(run.scalars) == {T.TRAIN_LOSS, T.TRAIN_ACC, T.VAL_LOSS, T.VAL_ACC, T.LR}
+        assert run.scalars[T.TRAIN_LOSS].steps.tolist() == [1, 2, 3, 4]  # epochs as written
+        assert run.x_axis(T.VAL_LOSS) == "epoch"
+        assert run.scalars[T.LR].values.tolist() == [0.2, 0.2, 0.1, 0.1]
+        assert "fold" not in run.unmapped
+    assert len({run.scalars[T.TRAIN_LOSS].values[0] for run in folds}) == 3  # each fold its own curve
+
+
+def test_mlflow_file_store_runs(fixtures):
+    runs = _mlflow_runs(fixtures)
+    assert sorted(runs) == ["failed", "finished", "killed"]
+    done = runs["finished"]
+    assert done.source == "mlflow"
+    assert done.scalars[T.TRAIN_LOSS].steps.tolist() == list(range(5))  # from metrics/train/loss
+    assert done.tag_origins[T.VAL_ACC] == "val_accuracy"
+    norm = done.scalars[T.GRAD_GLOBAL_NORM].values
+    assert math.isnan(norm[1]) and np.isfinite(np.delete(norm, 1)).all()  # "nan" is a value
+    assert done.meta[RJ.K_HPARAMS] == {"batch_size": 32, "epochs": 5, "lr": 0.1, "momentum": 0.9, "optimizer": "SGD"}
+    assert done.meta[RJ.K_BATCH_SIZE] == 32
+    assert done.status == RJ.STATUS_FINISHED
+    assert done.meta[RJ.K_START] <= done.meta[RJ.K_END]
+    walls = done.scalars[T.TRAIN_LOSS].wall_times  # MLflow's millisecond timestamps, in seconds
+    assert done.last_wall_time == pytest.approx(max(s.wall_times.max() for s in done.scalars.values()))
+    assert 1.5e9 < walls[0] <= walls[-1]
+    failed, killed = runs["failed"], runs["killed"]
+    assert failed.status == RJ.STATUS_CRASHED and failed.scalars[T.TRAIN_LOSS].steps.tolist() == [0, 1]
+    assert killed.status == RJ.STATUS_STOPPED and "KILLED" in killed.meta[RJ.K_STATUS_REASON]
 
 
 def test_keras_train_and_validation_dirs_are_one_run_on_the_epoch_axis(fixtures):

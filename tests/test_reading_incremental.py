@@ -158,3 +158,29 @@ def test_symlinked_runs_are_followed_without_cycles(tmp_path):
     os.symlink(logdir, logdir / "loop")  # a cycle back to the log dir
     runs = LogDirReader(logdir).refresh().runs
     assert list(runs) == ["linked"] and len(runs["linked"].scalars[T.TRAIN_LOSS]) == 3
+
+
+def test_a_symlink_to_a_run_inside_the_log_dir_is_no_second_run(tmp_path):
+    """W&B's wandb/latest-run, or a "best" link beside the runs: the target is read once."""
+    write_events(tmp_path / "runs" / "a", scalar_events(_losses(range(3))))
+    os.symlink(tmp_path / "runs" / "a", tmp_path / "runs" / "best")
+    hidden = tmp_path / ".archive" / "old"
+    write_events(hidden, scalar_events(_losses(range(2))))
+    os.symlink(hidden, tmp_path / "old")  # the walk skips hidden directories: the link is the way in
+    assert list(LogDirReader(tmp_path).refresh().runs) == ["old", "runs/a"]
+
+
+def test_refresh_of_an_unchanged_log_dir_of_every_format_rebuilds_nothing(tmp_path):
+    import shutil
+
+    fixtures = os.path.join(os.path.dirname(__file__), "fixtures")
+    for name in ("keras_csv", "plain_csv", "mlflow", "hf_eval_sets", "lightning"):
+        shutil.copytree(os.path.join(fixtures, name), tmp_path / name)
+    old = time.time() - 60
+    for dirpath, _, _ in os.walk(tmp_path):
+        os.utime(dirpath, (old, old))
+    reader = LogDirReader(tmp_path)
+    first = reader.refresh()
+    assert len(first.runs) == 12
+    again = reader.refresh()
+    assert again.changed == frozenset() and all(again.runs[name] is run for name, run in first.runs.items())

@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from analyzers.reading import read_logdir
 from analyzers.reading.hf_state import parse_trainer_state
@@ -93,3 +94,65 @@ def test_unreadable_trainer_state_is_one_problem(tmp_path):
     assert run.scalars == {} and len(run.problems) == 1 and "unreadable trainer_state.json" in run.problems[0]
     (tmp_path / "trainer_state.json").write_text('{"log_history": 3}')
     assert "no log_history list" in read_logdir(tmp_path).runs["."].problems[0]
+
+
+class _Loss:
+    """A hyperparameter that is an object, as Lightning's save_hyperparameters() may hold."""
+
+    def __init__(self) -> None:
+        self.reduction = "mean"
+
+
+def test_lightning_hparams_yaml_gives_the_run_its_hyperparameters(tmp_path):
+    """Lightning dumps hparams.yaml with yaml.dump: tuples and objects get Python tags."""
+    import yaml
+
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    run_dir.mkdir(parents=True)
+    hparams = {"input_size": (1, 8, 8), "lr": 1e-3, "loss": _Loss(), "data": {"batch_size": 64, "num_classes": 29}}
+    (run_dir / "hparams.yaml").write_text(yaml.dump(hparams))
+    assert "!!python/object" in (run_dir / "hparams.yaml").read_text()
+    (run_dir / "metrics.csv").write_text("epoch,step,train_loss\n0,1,0.9\n")
+    run = read_logdir(tmp_path).runs["lightning_logs/version_0"]
+    assert run.source == "lightning_csv" and run.problems == ()
+    assert run.meta["hparams"] == {
+        "data.batch_size": 64, "data.num_classes": 29, "input_size": [1, 8, 8], "loss": "<test_reading_tables._Loss>",
+        "lr": 1e-3,
+    }
+    assert run.meta["batch_size"] == 64
+
+
+@pytest.mark.parametrize(
+    "files, runs",
+    [
+        ({"v0/hparams.yaml": "lr: 0.1\n"}, []),  # hyperparameters alone are no run
+        ({"v0/hparams.yaml": "{}\n", "v0/metrics.csv": "epoch,step,loss\n0,1,1.0\n"}, ["v0"]),
+        # a folder of checkpoints, configs and images
+        ({"ckpt/last.ckpt": "x", "ckpt/model.pt": "x", "ckpt/model.safetensors": "x", "ckpt/config.json": "{}",
+          "ckpt/config.yaml": "lr: 0.1\n", "ckpt/sample.png": "x", "ckpt/vocab.txt": "the\nof\nand\n"}, []),
+    ],
+)
+def test_what_makes_a_run(tmp_path, files, runs):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert sorted(read_logdir(tmp_path).runs) == runs
+
+
+def test_hf_trainer_state_says_finished_only_from_its_last_entry():
+    running = {"global_step": 10, "log_history": [{"step": 10, "loss": 1.0}]}
+    done = {"global_step": 10, "log_history": [{"step": 10, "loss": 1.0},
+                                               {"step": 10, "train_runtime": 9.5, "train_loss": 1.2}]}
+    assert "status" not in parse_trainer_state(json.dumps(running), "s.json").meta
+    assert parse_trainer_state(json.dumps(done), "s.json").meta["status"] == "finished"
+
+
+def test_a_checkpoint_after_the_end_means_training_went_on(tmp_path):
+    """A run trained to step 10 (finished), then resumed: checkpoint-20's state has no end."""
+    done = {"global_step": 10, "log_history": [{"step": 10, "loss": 1.0}, {"step": 10, "train_runtime": 9.5}]}
+    resumed = {"global_step": 20, "log_history": [{"step": 10, "loss": 1.0}, {"step": 20, "loss": 0.5}]}
+    (tmp_path / "trainer_state.json").write_text(json.dumps(done))
+    (tmp_path / "checkpoint-20").mkdir()
+    (tmp_path / "checkpoint-20" / "trainer_state.json").write_text(json.dumps(resumed))
+    run = read_logdir(tmp_path).runs["."]
+    assert run.status is None and run.scalars[T.TRAIN_LOSS].steps.tolist() == [10, 20]

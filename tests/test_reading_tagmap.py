@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analyzers.reading import TagMapper, TagRule, parse_rule
+from analyzers.reading import TagMapper, TagRule, is_canonical, parse_rule
 from logformat import tags as T
 
 MAPPER = TagMapper()
@@ -13,12 +13,19 @@ SCALAR_CASES = [
     # PyTorch Lightning
     ("train_loss", T.TRAIN_LOSS),
     ("train_loss_step", T.TRAIN_LOSS),
-    ("train_loss_epoch", None),  # a per-epoch mean, not the per-step loss
+    ("train_loss_epoch", T.TRAIN_LOSS),  # a per-epoch mean: ranked below train_loss_step
     ("val_loss", T.VAL_LOSS),
     ("val_loss_epoch", T.VAL_LOSS),
     ("val_loss_step", None),  # per validation batch, on its own step counter
     ("val_acc", T.VAL_ACC),
     ("train_acc_step", T.TRAIN_ACC),
+    ("train_acc_epoch", T.TRAIN_ACC),
+    ("acc_step", T.TRAIN_ACC),
+    ("acc_epoch", T.TRAIN_ACC),
+    ("loss_step", T.TRAIN_LOSS),
+    ("loss_epoch", T.TRAIN_LOSS),
+    ("test_acc", None),
+    ("avg_test_loss", None),
     ("lr-SGD", T.LR),
     ("lr-Adam/pg1", T.LR),
     ("lr-Adam/pg2", T.lr_tag(1)),
@@ -37,6 +44,7 @@ SCALAR_CASES = [
     ("train/epoch", None),
     ("eval/runtime", None),
     ("test/loss", None),
+    ("eval/clean_loss", None),  # a named eval set: only with its eval/clean_runtime (see eval_sets)
     # Keras (sub-directory prefixed by the reader)
     ("train/epoch_loss", T.TRAIN_LOSS),
     ("validation/epoch_loss", T.VAL_LOSS),
@@ -45,6 +53,14 @@ SCALAR_CASES = [
     ("train/epoch_learning_rate", T.LR),
     ("train/batch_loss", T.TRAIN_LOSS),
     ("validation/evaluation_loss_vs_iterations", T.VAL_LOSS),
+    # Keras CSVLogger and hand-written CSV logs
+    ("accuracy", T.TRAIN_ACC),
+    ("acc", T.TRAIN_ACC),
+    ("val_accuracy", T.VAL_ACC),
+    ("val_acc", T.VAL_ACC),
+    ("learning_rate", T.LR),
+    ("F1_score", None),
+    ("val_F1_score", None),
     # hand-written
     ("Loss/train", T.TRAIN_LOSS),
     ("Loss/val", T.VAL_LOSS),
@@ -86,6 +102,29 @@ def test_scalar_names(foreign, canonical):
 def test_histogram_names(foreign, canonical):
     mapped = MAPPER.map(foreign, "histogram")
     assert (mapped.tag if mapped else None) == canonical
+
+
+@pytest.mark.parametrize(
+    "names, expected",
+    [
+        # Trainer with eval_dataset={"clean": .., "noisy": ..}, as trainer_state.json names them ...
+        (["eval_clean_loss", "eval_clean_accuracy", "eval_clean_runtime", "eval_noisy_loss", "eval_noisy_runtime"],
+         {"eval_clean_loss": T.val_loss_tag("clean"), "eval_clean_accuracy": T.val_acc_tag("clean"),
+          "eval_noisy_loss": T.val_loss_tag("noisy")}),
+        # ... and as its TensorBoard callback does; a set name may hold underscores
+        (["eval/en_us_loss", "eval/en_us_acc", "eval/en_us_runtime"],
+         {"eval/en_us_loss": T.val_loss_tag("en_us"), "eval/en_us_acc": T.val_acc_tag("en_us")}),
+        # TRL's metrics of the one eval set end in _loss/_accuracy but have no runtime of their own
+        (["eval_loss", "eval_runtime", "eval_nll_loss", "eval_mean_token_accuracy"], {}),
+        # a hand-written log's loss terms
+        (["val_recon_loss", "val_kl_loss"], {}),
+    ],
+)
+def test_named_eval_sets(names, expected):
+    from analyzers.reading.eval_sets import eval_set_tags
+
+    assert eval_set_tags(names) == expected
+    assert all(is_canonical(tag) for tag in expected.values())
 
 
 def test_keras_epoch_summaries_are_on_the_epoch_axis():

@@ -5,6 +5,10 @@ step: ``loss``, ``learning_rate``, ``grad_norm``, ``epoch`` during training,
 ``eval_loss``, ``eval_<metric>`` at evaluation, ``train_runtime``/``train_loss`` at the
 end. Keys are renamed as Trainer's TensorBoard callback names them (``eval_loss`` ->
 ``eval/loss``, ``loss`` -> ``train/loss``), so one mapping table serves both logs.
+
+The end entry is the evidence that training finished (``train()`` returned, also after
+early stopping): the state then says ``status: finished``. A checkpoint's state, saved
+during training, has no such entry, and says nothing of the run's end.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from logformat import runjson as RJ
 _EVAL_PREFIX = "eval_"
 _TEST_PREFIX = "test_"
 STEP_KEY = "step"
+# Steps are int64; a step beyond is no step.
+_MIN_STEP, _MAX_STEP = -(2**63), 2**63 - 1
+# Keys of the entry Trainer logs once, when train() returns.
+END_KEYS = ("train_runtime", "train_loss")
 
 
 def tensorboard_name(key: str) -> str:
@@ -44,7 +52,7 @@ def parse_trainer_state(text: str, path: str) -> TrainerState:
     state = TrainerState()
     try:
         doc = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         state.problems.append(f"{path}: unreadable trainer_state.json ({exc})")
         return state
     if not isinstance(doc, dict) or not isinstance(doc.get("log_history"), list):
@@ -59,7 +67,7 @@ def parse_trainer_state(text: str, path: str) -> TrainerState:
     skipped = 0
     for entry in doc["log_history"]:
         step = entry.get(STEP_KEY) if isinstance(entry, dict) else None
-        if not isinstance(step, int) or isinstance(step, bool):
+        if not isinstance(step, int) or isinstance(step, bool) or not _MIN_STEP <= step <= _MAX_STEP:
             skipped += 1
             continue
         for key, value in entry.items():
@@ -68,6 +76,9 @@ def parse_trainer_state(text: str, path: str) -> TrainerState:
             steps, values = columns.setdefault(tensorboard_name(key), ([], []))
             steps.append(step)
             values.append(_as_float(value))
+    last = doc["log_history"][-1] if doc["log_history"] else None
+    if isinstance(last, dict) and any(key in last for key in END_KEYS):
+        state.meta[RJ.K_STATUS] = RJ.STATUS_FINISHED
     if skipped:
         state.problems.append(f"{path}: {skipped} log_history entr(ies) without an integer step; skipped")
     for name, (steps, values) in columns.items():

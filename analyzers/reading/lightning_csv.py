@@ -37,6 +37,15 @@ def _number(cell: str) -> float | None:
     return float(cell)  # accepts "nan", "inf", "-inf", "1e-3"
 
 
+def is_lightning_header(line: str) -> bool:
+    """Whether the first line of a ``metrics.csv`` is CSVLogger's (it always has ``step``)."""
+    try:
+        row = next(csv.reader([line]))
+    except (csv.Error, StopIteration):
+        return False
+    return STEP_COLUMN in (c.strip() for c in row)
+
+
 def _is_header(row: list[str]) -> bool:
     return STEP_COLUMN in row and all(not _looks_numeric(c) for c in row)
 

@@ -7,7 +7,9 @@ runs that received something. Unchanged runs keep their `Run` object (identity s
 of an unchanged 100-run log dir costs a few milliseconds.
 
 Which directories make one run is mostly decided by `discovery` (Keras's train/ and
-validation/, Hugging Face checkpoints). One case needs the tags and is decided here:
+validation/, Hugging Face output dirs, MLflow and W&B run directories, metric CSV
+logs). A CSV log with key columns (``fold``) makes one run per key value, named
+``<file>/fold=1``. One case needs the tags and is decided here:
 a sub-directory of a run whose own directory holds event files, and whose tags all
 fit ``SummaryWriter.add_scalars``' naming (``Loss_train/`` holding tag ``Loss``), is
 folded into the parent as ``Loss/train``, which is what a user of add_scalars means.
@@ -28,7 +30,17 @@ from analyzers.reading.assemble import build_run
 from analyzers.reading.eventdecode import DecodedEvents
 from analyzers.reading.series import HistogramColumn, ScalarColumn, merge_series
 from analyzers.reading.shards import sum_shards
-from analyzers.reading.sources import CsvSource, EventSource, RunJsonSource, TrainerStateSource
+from analyzers.reading.sources import (
+    CsvLogSource,
+    CsvSource,
+    EventSource,
+    HparamsSource,
+    MlflowSource,
+    RunJsonSource,
+    Table,
+    TrainerStateSource,
+    WandbSource,
+)
 from analyzers.reading.tagmap import TagMapper, TagRule
 from analyzers.run import Run, Series
 from logformat import runjson as RJ
@@ -37,15 +49,30 @@ SOURCE_TRAINSCOPE = "trainscope"
 SOURCE_TENSORBOARD = "tensorboard"
 SOURCE_LIGHTNING_CSV = "lightning_csv"
 SOURCE_HF_TRAINER_STATE = "hf_trainer_state"
+SOURCE_CSV_LOG = "csv_log"
+SOURCE_MLFLOW = "mlflow"
+SOURCE_WANDB = "wandb"
+# A run's source is that of the first of its kinds in this order (a Trainer output dir
+# with its TensorBoard events is a Hugging Face run).
 _SOURCE_OF_KIND = {
+    D.KIND_TRAINER_STATE: SOURCE_HF_TRAINER_STATE,
     D.KIND_EVENTS: SOURCE_TENSORBOARD,
     D.KIND_CSV: SOURCE_LIGHTNING_CSV,
-    D.KIND_TRAINER_STATE: SOURCE_HF_TRAINER_STATE,
+    D.KIND_CSV_LOG: SOURCE_CSV_LOG,
+    D.KIND_MLFLOW: SOURCE_MLFLOW,
+    D.KIND_WANDB: SOURCE_WANDB,
 }
+_Source = (
+    EventSource | RunJsonSource | CsvSource | TrainerStateSource | HparamsSource | CsvLogSource | MlflowSource
+    | WandbSource
+)
 
 _PENDING, _CHILD, _OWN = "pending", "child", "own"
 # The problem a log dir with no runs (and nothing else wrong) reports, after its path.
-NO_RUNS_FOUND = "no runs found (no event files, metrics.csv, trainer_state.json or run.json)"
+NO_RUNS_FOUND = (
+    "no runs found (no event files, metrics.csv, trainer_state.json, run.json, metric CSV logs, "
+    "MLflow or W&B runs)"
+)
 
 
 def unreadable(path: str | os.PathLike[str]) -> str | None:
@@ -80,12 +107,12 @@ class _RunState:
     path: str
     scalars: dict[str, ScalarColumn] = field(default_factory=dict)  # raw name -> points (event files)
     histograms: dict[str, HistogramColumn] = field(default_factory=dict)
-    tables: dict[str, tuple[int, dict[str, Series]]] = field(default_factory=dict)  # csv/json path -> (order, series)
-    table_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tables: dict[str, Table] = field(default_factory=dict)  # source path -> what it read
     hparams: dict[str, Any] = field(default_factory=dict)
     run_json: dict[str, Any] | None = None
+    notes: tuple[str, ...] = ()  # what discovery says of the run's layout
     dirty: bool = True
-    run: Run | None = None
+    runs: dict[str, Run] = field(default_factory=dict)  # by name: one, or one per key of a CSV log
 
 
 class LogDirReader:
@@ -94,9 +121,9 @@ class LogDirReader:
     def __init__(self, path: str | os.PathLike[str], extra_rules: Iterable[TagRule] = ()) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self.mapper = TagMapper(extra=extra_rules)
-        self._watcher = D.DirectoryWatcher(self.path)
+        self._watcher = D.DirectoryWatcher(self.path, self.mapper)
         self._lock = threading.Lock()
-        self._sources: dict[str, EventSource | CsvSource | TrainerStateSource | RunJsonSource] = {}
+        self._sources: dict[str, _Source] = {}
         self._order: list[str] = []  # source paths in polling order
         self._files: dict[str, D.SourceFile] = {}
         self._states: dict[str, _RunState] = {}
@@ -144,9 +171,7 @@ class LogDirReader:
             else:
                 table = src.poll()
                 if table is not None:
-                    order = table.global_step if isinstance(src, TrainerStateSource) else -1
-                    state.tables[path] = (order, table.series)
-                    state.table_meta[path] = getattr(table, "meta", {})
+                    state.tables[path] = table
                     state.dirty = True
         runs: dict[str, Run] = {}
         new: set[str] = set()
@@ -157,14 +182,15 @@ class LogDirReader:
             state = self._states[run_dir]
             if self._hidden(run_dir):
                 continue
-            if state.dirty or state.run is None:
-                state.run = self._build(run_dir, state, owned.get(run_dir, []))
+            if state.dirty:
+                state.runs = self._build(run_dir, state, owned.get(run_dir, []))
                 state.dirty = False
-                new.add(state.run.name)
-            runs[state.run.name] = state.run
+                new.update(state.runs)
+            runs.update(state.runs)
         if not runs and not problems:
             problems.append(f"{self.path}: {NO_RUNS_FOUND}")
         new |= set(self._snapshot.runs) - set(runs)
+        runs = dict(sorted(runs.items()))
         self._snapshot = LogDirSnapshot(self.path, runs, tuple(problems), frozenset(new), events, points)
         return self._snapshot
 
@@ -181,22 +207,22 @@ class LogDirReader:
                 continue
             touched.add(file.run_dir)
             self._files[path] = file
-            if file.kind == D.KIND_EVENTS:
-                self._sources[path] = EventSource(file)
-            elif file.kind == D.KIND_CSV:
-                self._sources[path] = CsvSource(file)
-            elif file.kind == D.KIND_TRAINER_STATE:
-                self._sources[path] = TrainerStateSource(file)
-            else:
-                self._sources[path] = RunJsonSource(file)
+            self._sources[path] = self._source(file)
         # Poll in order of name within a directory: TensorBoard names event files by
         # creation time, so older files are read (and overridden) first.
         self._order = sorted(self._sources, key=lambda p: (os.path.dirname(p), os.path.basename(p)))
+        event_runs = {f.run_dir for f in listing.sources.values() if f.kind == D.KIND_EVENTS}
         for run_dir in listing.run_dirs:
             if run_dir not in self._states:
                 self._states[run_dir] = _RunState(run_dir)
-                if run_dir != self.path and self._watcher.has_events(os.path.dirname(run_dir)):
+                parent = os.path.dirname(run_dir)
+                if run_dir in event_runs and run_dir != self.path and self._watcher.has_events(parent):
                     self._decisions[run_dir] = _PENDING  # maybe an add_scalars child: see _decide
+        for run_dir, state in self._states.items():
+            notes = tuple(listing.notes.get(run_dir, ()))
+            if notes != state.notes:
+                state.notes = notes
+                state.dirty = True
         for run_dir in list(self._states):
             if run_dir not in listing.run_dirs:
                 del self._states[run_dir]
@@ -205,8 +231,24 @@ class LogDirReader:
             state = self._states.get(run_dir)
             if state is not None:
                 state.tables = {p: t for p, t in state.tables.items() if p in self._sources}
-                state.table_meta = {p: m for p, m in state.table_meta.items() if p in self._sources}
                 state.dirty = True
+
+    def _source(self, file: D.SourceFile) -> _Source:
+        if file.kind == D.KIND_EVENTS:
+            return EventSource(file)
+        if file.kind == D.KIND_CSV:
+            return CsvSource(file)
+        if file.kind == D.KIND_TRAINER_STATE:
+            return TrainerStateSource(file)
+        if file.kind == D.KIND_HPARAMS:
+            return HparamsSource(file)
+        if file.kind == D.KIND_CSV_LOG:
+            return CsvLogSource(file, self.mapper)
+        if file.kind == D.KIND_MLFLOW:
+            return MlflowSource(file)
+        if file.kind == D.KIND_WANDB:
+            return WandbSource(file)
+        return RunJsonSource(file)
 
     # -- folding add_scalars children -------------------------------------------
 
@@ -261,47 +303,87 @@ class LogDirReader:
             for p in points:
                 column.add(p.step, p.edges, p.counts)
 
-    def _build(self, run_dir: str, state: _RunState, files: list[D.SourceFile]) -> Run:
+    def _build(self, run_dir: str, state: _RunState, files: list[D.SourceFile]) -> dict[str, Run]:
+        """The run of `run_dir` by name, or one run per key value of a CSV log."""
         kinds = {f.kind for f in files}
-        problems: list[str] = []
+        problems: list[str] = list(state.notes)
         for f in sorted(files, key=lambda f: f.path):
             src = self._sources[f.path]
             problems.extend(src.problems.render())
             if isinstance(src, EventSource) and src.tail_note:
                 problems.append(src.tail_note)
-        raw: dict[str, list[Series]] = {name: [c.snapshot()] for name, c in state.scalars.items() if len(c)}
-        for _, table in sorted(state.tables.values(), key=lambda t: t[0]):
-            for name, series in table.items():
-                raw.setdefault(name, []).append(series)
+        tables = sorted(state.tables.items(), key=lambda item: (item[1].order, item[0]))
         meta: dict[str, Any]
         if state.run_json is not None or D.KIND_RUN_JSON in kinds:  # an unreadable run.json is still ours
             meta = dict(state.run_json or {})
             source = SOURCE_TRAINSCOPE
         else:
-            meta = {}
-            for path in sorted(state.table_meta):
-                meta.update(state.table_meta[path])
-            if state.hparams:
-                meta[RJ.K_HPARAMS] = dict(state.hparams)
+            meta = _foreign_meta([t for _, t in tables], state.hparams)
             source = next((_SOURCE_OF_KIND[k] for k in _SOURCE_OF_KIND if k in kinds), SOURCE_TRAINSCOPE)
-        raw_scalars = {name: merge_series(parts) for name, parts in raw.items()}
-        raw_histograms = {name: c.snapshot() for name, c in state.histograms.items() if len(c)}
+        rel = os.path.relpath(run_dir, self.path)
+        name = "." if rel == os.curdir else rel.replace(os.sep, "/")
+        epochs = bool(tables) and not state.scalars and all(t.epochs for _, t in tables)
+        parted = next((t.parts for _, t in tables if t.parts is not None), None)
+        if parted is not None:  # a CSV log with key columns: one run per key value
+            return {
+                f"{name}/{label}": self._assemble(f"{name}/{label}", run_dir, source, dict(series), {},
+                                                  dict(meta), problems, epochs)
+                for label, series in parted.items()
+            }
+        raw: dict[str, list[Series]] = {tag: [c.snapshot()] for tag, c in state.scalars.items() if len(c)}
+        for _, table in tables:
+            for tag, series in table.series.items():
+                raw.setdefault(tag, []).append(series)
+        raw_scalars = {tag: merge_series(parts) for tag, parts in raw.items()}
+        raw_histograms = {tag: c.snapshot() for tag, c in state.histograms.items() if len(c)}
+        run = self._assemble(name, run_dir, source, raw_scalars, raw_histograms, meta, problems, epochs)
+        return {name: run}
+
+    def _assemble(
+        self,
+        name: str,
+        run_dir: str,
+        source: str,
+        raw_scalars: dict[str, Series],
+        raw_histograms: dict[str, Any],
+        meta: dict[str, Any],
+        problems: list[str],
+        epochs: bool,
+    ) -> Run:
         # A sharded run's parts (also one whose run.json rank 0 never wrote).
         summed = sum_shards(raw_scalars, meta, raw_histograms)
-        raw_scalars, raw_histograms, meta = summed.scalars, summed.histograms, summed.meta
         if summed.problem:
-            problems.append(summed.problem)
-        rel = os.path.relpath(run_dir, self.path)
+            problems = [*problems, summed.problem]
         return build_run(
-            name="." if rel == os.curdir else rel.replace(os.sep, "/"),
+            name=name,
             path=run_dir,
             source=source,
-            raw_scalars=raw_scalars,
-            raw_histograms=raw_histograms,
+            raw_scalars=summed.scalars,
+            raw_histograms=summed.histograms,
             mapper=self.mapper,
-            meta=meta,
+            meta=summed.meta,
             problems=tuple(problems),
+            steps_are_epochs=epochs,
         )
+
+
+def _foreign_meta(tables: list[Table], event_hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """What a foreign run's sources say of it, under run.json's keys. Tables come in
+    their order (a trainer state of a later step last); hyperparameters of every source
+    are merged; the status is that of the latest trainer state, since a state saved after
+    the one that ended the run (resumed training) has not ended."""
+    meta: dict[str, Any] = {}
+    hparams: dict[str, Any] = {}
+    for table in tables:
+        if table.order >= 0 and RJ.K_STATUS not in table.meta:
+            meta.pop(RJ.K_STATUS, None)
+            meta.pop(RJ.K_STATUS_REASON, None)
+        meta.update(table.meta)
+        hparams.update(table.meta.get(RJ.K_HPARAMS) or {})
+    hparams.update(event_hparams)
+    if hparams:
+        meta[RJ.K_HPARAMS] = hparams
+    return meta
 
 
 def _prefix(tag: str) -> str:

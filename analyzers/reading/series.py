@@ -119,15 +119,21 @@ class HistogramColumn:
 
 
 def merge_series(parts: list[Series]) -> Series:
-    """One series from several sources of one tag; later parts win on equal steps."""
+    """One series from several sources of one tag; later parts win on equal steps.
+
+    A step's wall time is the latest known one: trainer_state.json has no clock, so its
+    points keep the wall times of the same points in the events beside it."""
     if len(parts) == 1:
         return parts[0]
     walls = [p.wall_times if p.wall_times is not None else np.full(len(p), np.nan) for p in parts]
-    steps, values, wall = latest_per_step(
-        np.concatenate([p.steps for p in parts]),
-        np.concatenate([p.values for p in parts]),
-        np.concatenate(walls),
-    )
+    all_steps, all_walls = np.concatenate([p.steps for p in parts]), np.concatenate(walls)
+    steps, values, wall = latest_per_step(all_steps, np.concatenate([p.values for p in parts]), all_walls)
+    known = np.isfinite(all_walls)
+    if known.any() and not np.isfinite(wall).all():
+        known_steps, known_walls, _ = latest_per_step(all_steps[known], all_walls[known], all_walls[known])
+        at = np.minimum(np.searchsorted(known_steps, steps), known_steps.shape[0] - 1)
+        fill = ~np.isfinite(wall) & (known_steps[at] == steps)
+        wall = np.where(fill, known_walls[at], wall)
     return Series(steps, values, wall)
 
 

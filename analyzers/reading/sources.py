@@ -1,10 +1,13 @@
-"""One object per file of a run, each reading only what changed since its last poll.
+"""One object per source of a run, each reading only what changed since its last poll.
 
 Event files are append-only: a `RecordReader` keeps the offset and each poll decodes
 the new records. ``metrics.csv`` may be rewritten (a wider header) and
-``trainer_state.json``/``run.json`` are replaced whole, so those are re-read when
-their size or mtime changes. Problems are capped per file so that one corrupt file
-cannot flood the report.
+``trainer_state.json``/``run.json``/``hparams.yaml`` are replaced whole, so those are
+re-read when their size or mtime changes. A metric CSV log and an MLflow run are read
+incrementally by their own readers; a W&B run folder is re-read when its stat-based
+signature changes. Everything but event files and run.json yields a `Table`.
+Problems are capped per file so that one corrupt file cannot flood the report, and a
+parser that fails on a file costs that file only: its exception becomes one problem.
 """
 
 from __future__ import annotations
@@ -16,8 +19,14 @@ from typing import Any
 
 from analyzers.reading.discovery import SourceFile
 from analyzers.reading.eventdecode import DecodedEvents, EventDecoder
-from analyzers.reading.hf_state import TrainerState, parse_trainer_state
-from analyzers.reading.lightning_csv import CsvData, parse_metrics_csv
+from analyzers.reading.hf_state import parse_trainer_state
+from analyzers.reading.hparams import parse_hparams_yaml
+from analyzers.reading.lightning_csv import parse_metrics_csv
+from analyzers.reading.metric_csv import CsvLogReader
+from analyzers.reading.mlflow_store import MlflowRunReader
+from analyzers.reading.tagmap import TagMapper
+from analyzers.reading.wandb import read_wandb_run, wandb_signature
+from analyzers.run import Series
 from logformat.records import RecordReader
 from logformat.runjson import read_run_json
 
@@ -27,6 +36,21 @@ CHUNK_BYTES = 64 * 1024 * 1024
 MAX_PROBLEMS_PER_FILE = 5
 # An incomplete last record is reported once the file has not grown for this long.
 STALE_TAIL_SECONDS = 10.0
+# A whole-file source larger than this is not read (hparams.yaml, trainer_state.json
+# and run.json are kilobytes; a config dumped whole may be megabytes).
+MAX_WHOLE_FILE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class Table:
+    """What a source other than an event file read: series by raw name, run.json keys."""
+
+    series: dict[str, Series] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    order: int = -1  # a run's tables merge in this order (trainer_state.json: its global step)
+    # A CSV log with key columns: one run per part (run-name suffix -> series); `series` is empty.
+    parts: dict[str, dict[str, Series]] | None = None
+    epochs: bool = False  # every step of this table counts epochs
 
 
 @dataclass
@@ -126,44 +150,126 @@ class _WholeFileSource:
 
     def _text(self) -> str | None:
         try:
+            size = os.path.getsize(self.file.path)
+            if size > MAX_WHOLE_FILE_BYTES:
+                problem = f"{self.file.path}: {size} bytes, too large; skipped"
+                self.problems = ProblemLog(self.file.path, [problem])
+                return None
             with open(self.file.path, encoding="utf-8", errors="replace") as fh:
                 return fh.read()
         except OSError as exc:
             self.problems = ProblemLog(self.file.path, [f"{self.file.path}: cannot read ({exc.strerror})"])
             return None
 
-
-class CsvSource(_WholeFileSource):
-    def poll(self) -> CsvData | None:
+    def poll(self) -> Table | None:
+        """The file's table when it changed since the last poll, else None."""
         if not self._changed():
             return None
         text = self._text()
         if text is None:
-            return CsvData()
-        data = parse_metrics_csv(text, self.file.path)
+            return Table()
         self.problems = ProblemLog(self.file.path)
-        self.problems.add(data.problems)
-        return data
+        try:
+            table, problems = self._parse(text)
+        except Exception as exc:  # noqa: BLE001 - a foreign file must never stop the reader
+            table, problems = Table(), [f"{self.file.path}: unreadable ({type(exc).__name__}: {exc})"]
+        self.problems.add(problems)
+        return table
+
+    def _parse(self, text: str) -> tuple[Table, list[str]]:
+        raise NotImplementedError
+
+
+class CsvSource(_WholeFileSource):
+    """A Lightning ``metrics.csv``."""
+
+    def _parse(self, text: str) -> tuple[Table, list[str]]:
+        data = parse_metrics_csv(text, self.file.path)
+        return Table(series=data.series), data.problems
 
 
 class TrainerStateSource(_WholeFileSource):
-    def poll(self) -> TrainerState | None:
-        if not self._changed():
-            return None
-        text = self._text()
-        if text is None:
-            return TrainerState()
+    """A Hugging Face ``trainer_state.json``."""
+
+    def _parse(self, text: str) -> tuple[Table, list[str]]:
         state = parse_trainer_state(text, self.file.path)
+        return Table(series=state.series, meta=state.meta, order=state.global_step), state.problems
+
+
+class HparamsSource(_WholeFileSource):
+    """A Lightning ``hparams.yaml``: hyperparameters only."""
+
+    def _parse(self, text: str) -> tuple[Table, list[str]]:
+        meta, problems = parse_hparams_yaml(text, self.file.path)
+        return Table(meta=meta), problems
+
+
+class CsvLogSource:
+    """A Keras CSVLogger file or a plain metric CSV log (appended rows read incrementally)."""
+
+    def __init__(self, file: SourceFile, mapper: TagMapper) -> None:
+        self.file = file
+        self.reader = CsvLogReader(file.path, mapper)
+        self.problems = ProblemLog(file.path)
+
+    def poll(self) -> Table | None:
+        log = self.reader.poll()
+        if log is None:
+            return None
         self.problems = ProblemLog(self.file.path)
-        self.problems.add(state.problems)
-        return state
+        self.problems.add(log.problems)
+        if set(log.parts) <= {None}:
+            return Table(series=log.parts.get(None, {}), epochs=log.epochs)
+        return Table(parts={k: v for k, v in log.parts.items() if k is not None}, epochs=log.epochs)
+
+
+class MlflowSource:
+    """An MLflow file-store run directory (metric files read incrementally)."""
+
+    def __init__(self, file: SourceFile) -> None:
+        self.file = file
+        self.reader = MlflowRunReader(file.path)
+        self.problems = ProblemLog(file.path)
+
+    def poll(self) -> Table | None:
+        run = self.reader.poll()
+        if run is None:
+            return None
+        self.problems = ProblemLog(self.file.path)
+        self.problems.add(run.problems)
+        return Table(series=run.series, meta=run.meta)
+
+
+class WandbSource:
+    """A W&B run folder, re-read whole when its signature changes."""
+
+    def __init__(self, file: SourceFile) -> None:
+        self.file = file
+        self._signature: tuple | None = None
+        self.problems = ProblemLog(file.path)
+
+    def poll(self) -> Table | None:
+        try:
+            signature = wandb_signature(self.file.path)
+        except Exception:  # noqa: BLE001 - unreadable now: try again on the next poll
+            signature = None
+        if signature is not None and signature == self._signature:
+            return None
+        self._signature = signature
+        run = read_wandb_run(self.file.path)
+        self.problems = ProblemLog(self.file.path)
+        self.problems.add(list(run.problems))
+        return Table(series=dict(run.series), meta=dict(run.meta))
 
 
 class RunJsonSource(_WholeFileSource):
-    def poll(self) -> tuple[dict[str, Any] | None, str | None] | None:
+    def poll(self) -> tuple[dict[str, Any] | None, str | None] | None:  # type: ignore[override]
         """``(data, problem)`` when run.json changed, else None."""
         if not self._changed():
             return None
-        data, problem = read_run_json(os.path.dirname(self.file.path))
+        try:
+            data, problem = read_run_json(os.path.dirname(self.file.path))
+        except Exception as exc:  # noqa: BLE001 - e.g. JSON nested deeper than the parser's recursion
+            data, problem = None, f"{self.file.path}: unreadable run.json ({type(exc).__name__})"
         self.problems = ProblemLog(self.file.path, [problem] if problem else [])
         return data, problem

@@ -39,7 +39,10 @@ CANONICAL_SCALARS = frozenset(
     for name, value in vars(T).items()
     if name.isupper() and isinstance(value, str) and not name.endswith("_PREFIX")
 )
-_SCALAR_PREFIXES = tuple(p for p in T.PER_LAYER_PREFIXES if p not in (T.HIST_WEIGHT_PREFIX, T.HIST_GRAD_PREFIX))
+_SCALAR_PREFIXES = (
+    *(p for p in T.PER_LAYER_PREFIXES if p not in (T.HIST_WEIGHT_PREFIX, T.HIST_GRAD_PREFIX)),
+    *T.PER_SET_PREFIXES,
+)
 _HIST_PREFIXES = (T.HIST_WEIGHT_PREFIX, T.HIST_GRAD_PREFIX)
 _LR_GROUP = re.compile(re.escape(T.LR) + r"/group[1-9]\d*")
 _RANK = re.compile(re.escape(T.STEP_SECONDS_RANK_PREFIX) + r"\d+")
@@ -101,8 +104,9 @@ def _either_order(split: str, metric: str, suffix: str = "") -> str:
 
 
 # In order of preference. Lightning: `self.log("train_loss", on_step=True, on_epoch=True)`
-# writes train_loss_step (per step) and train_loss_epoch (a per-epoch mean, left
-# unmapped); validation metrics are per-epoch means already (val_loss, val_loss_epoch).
+# writes train_loss_step (per step) and train_loss_epoch (a per-epoch mean, ranked
+# below it: it wins only where it has clearly more points, see `assemble`);
+# validation metrics are per-epoch means already (val_loss, val_loss_epoch).
 DEFAULT_RULES: tuple[TagRule, ...] = (
     # Keras with update_freq="batch": per-iteration curves beat per-epoch ones.
     TagRule(r"train/batch_loss", T.TRAIN_LOSS),
@@ -115,8 +119,15 @@ DEFAULT_RULES: tuple[TagRule, ...] = (
     # Validation loss and accuracy (Lightning val_loss, HF eval/loss, Loss/validation ...).
     TagRule(_either_order(_VAL, _LOSS, r"(?:_epoch)?"), T.VAL_LOSS),
     TagRule(_either_order(_VAL, _ACC, r"(?:_epoch)?"), T.VAL_ACC),
-    # A bare "loss" is the training loss in Lightning and Keras logs.
-    TagRule(r"(?:batch_|step_)?loss", T.TRAIN_LOSS),
+    # A bare "loss" or "accuracy" is the training one in Lightning and Keras logs
+    # (Keras's CSVLogger writes loss, accuracy, val_loss, val_accuracy).
+    TagRule(r"(?:batch_|step_)?loss(?:_step)?", T.TRAIN_LOSS),
+    TagRule(rf"(?:batch_|step_)?{_ACC}(?:_step)?", T.TRAIN_ACC),
+    # Lightning's per-epoch means of the training loss and accuracy.
+    TagRule(_either_order(_TRAIN, _LOSS, r"_epoch"), T.TRAIN_LOSS),
+    TagRule(r"loss_epoch", T.TRAIN_LOSS),
+    TagRule(_either_order(_TRAIN, _ACC, r"_epoch"), T.TRAIN_ACC),
+    TagRule(rf"{_ACC}_epoch", T.TRAIN_ACC),
     # Learning rate: Lightning's LearningRateMonitor (lr-SGD, lr-Adam/pg2), HF, hand-written.
     TagRule(r"lr-[A-Za-z]\w*", T.LR, ignore_case=False),
     TagRule(r"lr-[A-Za-z]\w*/pg(\d+)", _lightning_lr_group, ignore_case=False),
@@ -163,6 +174,10 @@ class TagMapper:
             re.compile(r.pattern, re.IGNORECASE if r.ignore_case else 0) for r in self.rules
         ]
         self._cache: dict[tuple[str, Kind], Mapped | None] = {}
+
+    def from_user(self, mapped: Mapped) -> bool:
+        """Whether `mapped` came from one of the user's rules (which always win a conflict)."""
+        return mapped.rank < self._user
 
     def map(self, tag: str, kind: Kind = "scalar") -> Mapped | None:
         key = (tag, kind)

@@ -1,0 +1,122 @@
+"""Hyperparameters from foreign logs: Lightning's ``hparams.yaml``, MLflow params.
+
+Both end up under run.json's keys: the flat dict under `K_HPARAMS` (nested keys joined
+with "."), and an integer ``batch_size`` also under `K_BATCH_SIZE`, which the rules
+read (the noise scale against the batch size, for one).
+
+Lightning writes ``hparams.yaml`` with PyYAML's default dumper, so a hyperparameter
+that is a Python object becomes a ``!!python/object:...`` or ``!!python/tuple`` node,
+which ``yaml.safe_load`` refuses, losing every other value with it. `load_yaml` is
+``safe_load`` with one addition: a node with any other tag is read as the plain data
+it holds (a tuple as a list, an object as the name of its class), so nothing is
+imported, constructed or called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from logformat import runjson as RJ
+
+HPARAMS_YAML = "hparams.yaml"
+# Keys (the last part of a nested key) whose integer value is the training batch size.
+BATCH_SIZE_KEYS = ("batch_size", "train_batch_size")
+# A value's text beyond this many characters is cut: hyperparameters are shown, not parsed.
+MAX_VALUE_CHARS = 500
+# Hyperparameters kept per run; a config dumped whole can hold thousands of entries.
+MAX_HPARAMS = 1000
+_PYTHON_TUPLE = "tag:yaml.org,2002:python/tuple"
+_SEP = "."
+
+
+class _PlainDataLoader(yaml.SafeLoader):
+    """SafeLoader that reads a node with an unknown tag as plain data instead of failing."""
+
+
+def _untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if node.tag == _PYTHON_TUPLE and isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return f"<{node.tag.rsplit(':', 1)[-1]}>"  # an object: its class name only
+
+
+_PlainDataLoader.add_multi_constructor("", _untagged)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, tolerant of Python tags (see the module docstring). Raises
+    ``yaml.YAMLError`` (or RecursionError for absurd nesting) on bad input."""
+    return yaml.load(text, Loader=_PlainDataLoader)  # a SafeLoader subclass: no object is built
+
+
+def flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested mappings -> one level, keys joined by "."; values kept JSON-friendly and short."""
+    flat: dict[str, Any] = {}
+    stack: list[tuple[str, Mapping[Any, Any]]] = [("", doc)]
+    while stack and len(flat) < MAX_HPARAMS:
+        prefix, mapping = stack.pop()
+        for key, value in mapping.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                stack.append((name + _SEP, value))
+            elif len(flat) < MAX_HPARAMS:
+                flat[name] = _plain(value)
+    return dict(sorted(flat.items()))
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)) and len(value) <= 32 and all(
+        v is None or isinstance(v, (bool, int, float, str)) for v in value
+    ):
+        return [_plain(v) for v in value]
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "…"
+
+
+def parse_param(text: str) -> Any:
+    """An MLflow param (always text) as the value it was logged from: int, float, bool, None or str."""
+    text = text.strip()
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return {"True": True, "False": False, "None": None}.get(text, _plain(text))
+
+
+def meta_from_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """run.json keys for flat hyperparameters: `K_HPARAMS`, and `K_BATCH_SIZE` when one is named."""
+    meta: dict[str, Any] = {RJ.K_HPARAMS: dict(hparams)} if hparams else {}
+    for key, value in hparams.items():
+        is_count = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        if key.rsplit(_SEP, 1)[-1] in BATCH_SIZE_KEYS and is_count:
+            meta[RJ.K_BATCH_SIZE] = value
+            break
+    return meta
+
+
+def parse_hparams_yaml(text: str, path: str) -> tuple[dict[str, Any], list[str]]:
+    """``(meta, problems)`` from the text of a Lightning ``hparams.yaml``; never raises."""
+    try:
+        doc = load_yaml(text)
+    except Exception as exc:  # noqa: BLE001 - any failure of a foreign file is one line
+        return {}, [f"{path}: unreadable hparams.yaml ({type(exc).__name__}: {_short(exc)})"]
+    if doc is None:
+        return {}, []
+    if not isinstance(doc, Mapping):
+        return {}, [f"{path}: hparams.yaml is not a mapping of names to values; ignored"]
+    try:
+        return meta_from_hparams(flatten(doc)), []
+    except Exception as exc:  # noqa: BLE001 - e.g. keys that are not text
+        return {}, [f"{path}: unreadable hparams.yaml ({type(exc).__name__}: {_short(exc)})"]
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:200] + "…"
