@@ -182,19 +182,24 @@ def functional_relu_consumers(run: Run) -> frozenset[str]:
 # with no status, it is judged on what it has. (Wall times come from the data itself,
 # never from file times: copied logs get fresh mtimes.)
 LIVE_SECONDS = 15 * 60
-_ENDED = (R.STATUS_FINISHED, R.STATUS_CRASHED)
 
 
 def newest_wall_time(run: Run) -> float | None:
-    """The newest wall time any scalar of the run carries (seconds since the epoch), or None."""
+    """The newest wall time the run's data carries (seconds since the epoch), or None.
+
+    Readers set `Run.last_wall_time`; a run built in memory without it falls back to
+    its scalars' own wall times.
+    """
+    if run.last_wall_time is not None:
+        return run.last_wall_time
     newest = None
     for series in run.scalars.values():
         walls = series.wall_times
         if walls is None or not walls.shape[0]:
             continue
-        last = float(np.nanmax(walls[-min(8, walls.shape[0]) :])) if np.isfinite(walls[-1]) else float("nan")
-        if math.isfinite(last) and (newest is None or last > newest):
-            newest = last
+        finite = walls[np.isfinite(walls)]
+        if finite.shape[0] and (newest is None or float(finite.max()) > newest):
+            newest = float(finite.max())
     return newest
 
 
@@ -208,7 +213,7 @@ def is_live(run: Run, now: float | None = None) -> bool:
     status = run.status
     if status == R.STATUS_RUNNING:
         return True
-    if status in _ENDED or status is not None:
+    if status is not None:  # finished, crashed, stopped
         return False
     wall = newest_wall_time(run)
     if wall is None:

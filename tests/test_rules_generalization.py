@@ -125,6 +125,13 @@ UNDERFIT_CASES = [
         id="loss-route-without-accuracy",
     ),
     pytest.param(run_of(*_poor(0.99, 0.97, 0.03), meta=C10), Quiet(), id="healthy-accuracy"),
+    pytest.param(
+        run_of(*_poor(0.40, 0.38)),
+        Fires("warning", says=("(number of classes unknown)",)),
+        id="classes-unknown-below-half-is-poor",
+    ),
+    # 63% of 7 emotions can be a decent model; without the number of classes it is not "poor".
+    pytest.param(run_of(*_poor(0.63, 0.60)), Quiet(), id="classes-unknown-63-percent-is-not-judged-poor"),
     pytest.param(run_of(*_poor(0.55, 0.35), meta=C10), Quiet(), id="poor-but-far-apart-is-not-underfitting"),
     pytest.param(
         run_of(

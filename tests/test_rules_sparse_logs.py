@@ -276,3 +276,35 @@ OVERFIT_CASES = [
 @pytest.mark.parametrize("r, expect", OVERFIT_CASES)
 def test_overfitting_on_sparse_logs(r, expect):
     check(overfitting, r, expect)
+
+
+# --- nonfinite on losses logged under other names ---------------------------------------------
+
+
+def test_a_nan_in_a_term_of_the_loss_is_a_nan_in_the_objective():
+    """A physics-informed model logs its loss terms beside the total; a NaN in a term is the run's NaN.
+    A NaN in a held-out series is not a training NaN."""
+    from dataclasses import replace
+
+    from analyzers.rules.nonfinite import check as nonfinite
+
+    base = run(decay(200, start=2.0, floor=0.3))
+    term = Series.from_lists(np.arange(200), np.where(np.arange(200) >= 150, np.nan, 0.1))
+    (found,) = nonfinite(replace(base, unmapped={"dynamics_loss_step": term}))
+    assert found.severity == "critical" and found.step == 150 and "dynamics_loss_step" in found.message
+    assert nonfinite(replace(base, unmapped={"test_loss": term})) == []
+
+
+def test_each_named_eval_set_is_a_validation_curve_of_its_own():
+    """HF runs evaluated on several sets log eval_<set>_loss, read as val/loss/<set>: each is judged."""
+    evals = np.array([99, 199, 299, 399])
+    rising = np.array([2.150, 2.188, 2.264, 2.385])
+    falling = np.array([2.2, 2.0, 1.9, 1.85])
+    r = run(
+        _train_falling(),
+        val__loss__clean=(evals, falling),
+        val__loss__noisy=(evals, rising),
+    )
+    (found,) = overfitting(r)
+    assert "Val loss on eval set `noisy` rose 11%" in found.message and found.evidence["eval_set"] == "noisy"
+    assert overfitting(run(_train_falling(), val__loss__clean=(evals, falling))) == []

@@ -53,6 +53,12 @@ def words(name: str) -> frozenset[str]:
     return frozenset(w.lower() for w in _WORD.findall(name))
 
 
+def is_training_loss_name(name: str) -> bool:
+    """Whether a series name says "a training loss, or a term of it" (never held-out data)."""
+    ws = words(name)
+    return bool(ws & _LOSS_WORDS) and not ws & _HELD_OUT_WORDS
+
+
 def choose_train_loss(unmapped: Mapping[str, Series]) -> tuple[str, Series] | None:
     """``(origin, series)`` for the training loss among unmapped series, or None.
 

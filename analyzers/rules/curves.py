@@ -17,7 +17,7 @@ from analyzers.findings import Skip
 from analyzers.rules.common import require_finite_points, require_scalar
 from analyzers.rules.labels import looks_unshuffled
 from analyzers.rules.robust import Curve, binned, finite_points, robust_sigma, value_at
-from analyzers.run import Run
+from analyzers.run import Run, Series
 from logformat import tags as T
 
 PLATEAU_WINDOW = 0.3  # "recently": the last 30% of the run (plateaus, underfitting)
@@ -172,3 +172,30 @@ def centered_median3(values: np.ndarray) -> np.ndarray:
         return values.copy()
     windows = np.lib.stride_tricks.sliding_window_view(values, 3)
     return np.concatenate((values[:1], np.median(windows, axis=1), values[-1:]))
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """One validation curve pair: the run's own (`name` "") or a named eval set's (``val/loss/<set>``)."""
+
+    name: str
+    loss: Series | None
+    acc: Series | None
+
+    def label(self, what: str) -> str:
+        """``"val loss"``, or ``"val loss on eval set `squad`"``."""
+        return f"val {what}" + (f" on eval set `{self.name}`" if self.name else "")
+
+
+def validation_sets(run: Run) -> list[ValidationSet]:
+    """Every validation curve of the run: ``val/loss``/``val/acc`` first, then each named eval set.
+
+    Hugging Face runs evaluated on several sets log ``eval_<set>_loss``; each set is a
+    validation curve of its own, and a rule judges each.
+    """
+    sets = [ValidationSet("", run.scalar(T.VAL_LOSS), run.scalar(T.VAL_ACC))]
+    losses, accs = run.layers(T.VAL_LOSS_SET_PREFIX), run.layers(T.VAL_ACC_SET_PREFIX)
+    sets += [
+        ValidationSet(name, losses.get(name), accs.get(name)) for name in sorted(set(losses) | set(accs))
+    ]
+    return [s for s in sets if s.loss is not None or s.acc is not None]

@@ -42,6 +42,7 @@ from analyzers.rules.curves import (
     require_shuffled,
     start_level,
     start_points,
+    validation_sets,
 )
 from analyzers.rules.lr_too_low import LR_LOW_SOURCE
 from analyzers.rules.robust import (
@@ -464,10 +465,10 @@ def _lr_decayed_since(run: Run, since: int) -> dict | None:
 
 def _val_change(run: Run) -> float | None:
     """Last over first validation loss (medians of up to 3 at each end), or None."""
-    val = run.scalar(T.VAL_LOSS)
-    if val is None:
+    sets = [s for s in validation_sets(run) if s.loss is not None]
+    if not sets:
         return None
-    _, values = finite_points(val)
+    _, values = finite_points(sets[0].loss)
     if values.shape[0] < 2 or values[0] <= 0:
         return None
     k = max(1, min(3, values.shape[0] // 3))
@@ -490,11 +491,12 @@ def _plateau_onset(curve: Curve, level: float, window: np.ndarray) -> int:
 
 
 def _val_still_improving(run: Run, since: int) -> bool:
-    val = run.scalar(T.VAL_LOSS)
-    if val is None:
-        return False
-    steps, values = finite_points(val)
-    before, after = values[steps < since], values[steps >= since]
-    if before.shape[0] == 0 or after.shape[0] == 0:
-        return False
-    return bool(after.min() < before.min() * (1 - VAL_STILL_IMPROVING))
+    """Whether a validation loss (the run's own or any eval set's) reached a new best since `since`."""
+    for vs in validation_sets(run):
+        if vs.loss is None:
+            continue
+        steps, values = finite_points(vs.loss)
+        before, after = values[steps < since], values[steps >= since]
+        if before.shape[0] and after.shape[0] and after.min() < before.min() * (1 - VAL_STILL_IMPROVING):
+            return True
+    return False

@@ -25,11 +25,11 @@ from analyzers.rules.common import (
 )
 from analyzers.rules.curves import (
     TREND_BINS,
-    trend_bin_size,
     loss_curve,
     lr_series,
     require_positive,
     require_shuffled,
+    trend_bin_size,
 )
 from analyzers.rules.robust import (
     binned,

@@ -15,6 +15,7 @@ from analyzers.facts import (
     ordered_layers,
 )
 from analyzers.findings import Finding, Skip
+from analyzers.reading.train_loss import is_training_loss_name
 from analyzers.rules.common import (
     cite,
     finding,
@@ -44,8 +45,9 @@ def check(run: Run) -> Iterable[Finding]:
     touches into NaN; training is over from that step on, however long it keeps
     running. An AMP GradScaler is different: inf gradients are how it finds its loss
     scale, and it skips those steps.
-    Measured: any NaN/Inf in ``train/loss``, ``grad/global_norm`` or ``grad/norm/*``
-    (critical, at the first such step). Where ``opt/step_skipped`` is 1 at all of
+    Measured: any NaN/Inf in ``train/loss``, ``grad/global_norm`` or ``grad/norm/*``,
+    or in a training loss the run logs under another name (a term of the loss,
+    ``dynamics_loss``) (critical, at the first such step). Where ``opt/step_skipped`` is 1 at all of
     those steps (AMP skipped them), info only.
     What to do: lower the learning rate; clip gradients; check the initialization
     and the inputs (a NaN in the data gives a NaN loss at once).
@@ -53,6 +55,9 @@ def check(run: Run) -> Iterable[Finding]:
     signals = {T.TRAIN_LOSS: run.scalar(T.TRAIN_LOSS), T.GRAD_GLOBAL_NORM: run.scalar(T.GRAD_GLOBAL_NORM)}
     grad_layers = run.layers(T.GRAD_NORM_PREFIX)
     signals.update({T.GRAD_NORM_PREFIX + name: s for name, s in grad_layers.items()})
+    # Losses the run logs under other names (terms of the loss, a second training loss): a NaN in any
+    # of them is a NaN in what is being minimized.
+    signals.update({name: s for name, s in run.unmapped.items() if is_training_loss_name(name) and len(s)})
     signals = {tag: s for tag, s in signals.items() if s is not None}
     if not signals:
         raise Skip(f"needs {T.TRAIN_LOSS} or gradient norms, which this run does not log")

@@ -7,6 +7,7 @@ and docs/rules.md show it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
@@ -26,9 +27,11 @@ from analyzers.rules.common import (
 )
 from analyzers.rules.curves import (
     SIGNIFICANT_Z,
-    noise_sigma,
+    ValidationSet,
     as_fraction,
     centered_median3,
+    noise_sigma,
+    validation_sets,
 )
 from analyzers.rules.robust import (
     finite_points,
@@ -36,7 +39,7 @@ from analyzers.rules.robust import (
     spread_indices,
     theil_sen,
 )
-from analyzers.run import Run
+from analyzers.run import Run, Series
 from logformat import tags as T
 
 RULE_ID = "overfitting"
@@ -80,57 +83,30 @@ def check(run: Run) -> Iterable[Finding]:
     stopping); L2 weight decay; dropout (p=0.5, 0.2 for small models); data
     augmentation; a smaller model.
     """
-    val_loss, val_acc = run.scalar(T.VAL_LOSS), run.scalar(T.VAL_ACC)
-    if val_loss is None and val_acc is None:
+    sets = validation_sets(run)
+    if not sets:
         raise Skip(missing_reason(T.VAL_LOSS, "a validation curve"))
     train = require_scalar(run, T.TRAIN_LOSS, "the training loss")
-    t_steps, t_values = finite_points(train)
-    reasons: list[str] = []
-    evidence: dict = {}
-    best_step: int | None = None
-    counted = 0
-
-    if val_loss is not None:
-        v_steps, v_values = finite_points(val_loss)
-        counted = max(counted, int(v_values.shape[0]))
-        if v_values.shape[0] >= OVERFIT_MIN_EVALS:
-            found = _val_loss_turned_up(v_steps, v_values, t_steps, t_values)
-            if found is not None:
-                best_step = found["best_step"]
-                evidence.update(found)
-                reasons.append(
-                    f"val loss rose {fmt_pct(found['rise'])} from "
-                    f"its minimum {fmt(found['best_val_loss'])} at "
-                    f"step {fmt_step(best_step)} (now about {fmt(found['val_loss_now'])} on its trend, "
-                    f"{found['evals_since']} validations later) while train loss fell "
-                    f"{fmt_pct(-found['train_change'])}"
-                )
-    train_acc = run.scalar(T.TRAIN_ACC)
-    if val_acc is not None and train_acc is not None:
-        a_steps, a_values = finite_points(val_acc)
-        counted = max(counted, int(a_values.shape[0]))
-        if a_values.shape[0] >= OVERFIT_MIN_EVALS:
-            ta_steps, ta_values = finite_points(train_acc)
-            found = _acc_gap_grew(a_steps, as_fraction(a_values), ta_steps, as_fraction(ta_values))
-            if found is not None:
-                best_step = found["best_val_acc_step"] if best_step is None else best_step
-                evidence.update(found)
-                reasons.append(
-                    f"train accuracy is {fmt_points(found['gap'])} above val accuracy "
-                    f"({fmt_pct(found['train_acc_now'])} vs {fmt_pct(found['val_acc_now'])}; the gap was "
-                    f"{fmt_points(found['gap_before'])} earlier) and val accuracy has not improved since "
-                    f"its best {fmt_pct(found['best_val_acc'])} at "
-                    f"step {fmt_step(found['best_val_acc_step'])}"
-                )
-    require_points(counted, OVERFIT_MIN_EVALS, "validations")
-    if not reasons:
+    judged = [_judge(run, s, train) for s in sets]
+    require_points(max(j.counted for j in judged), OVERFIT_MIN_EVALS, "validations")
+    fired = [j for j in judged if j.reasons]
+    if not fired:
         return []
+    first = fired[0]
+    best_step, evidence = first.best_step, dict(first.evidence)
+    message = sentence("; ".join(first.reasons))
+    if len(fired) > 1:
+        others = ", ".join(f"`{j.name}`" if j.name else "the run's own validation" for j in fired[1:])
+        message += f"; the same on {others}"
+        evidence["also_on"] = [j.name for j in fired[1:]]
+    if first.name:
+        evidence["eval_set"] = first.name
     return [
         finding(
             RULE_ID,
             "warning",
             f"Overfitting since step {fmt_step(best_step)}",
-            sentence("; ".join(reasons)) + ".",
+            message + ".",
             (
                 f"Stop at, or restore, the checkpoint of step {fmt_step(best_step)} (early stopping on the "
                 "validation loss; save a checkpoint at every validation).",
@@ -143,6 +119,55 @@ def check(run: Run) -> Iterable[Finding]:
             evidence=evidence,
         )
     ]
+
+
+@dataclass
+class _Judged:
+    """What one validation set shows."""
+
+    name: str
+    reasons: list[str] = field(default_factory=list)
+    evidence: dict = field(default_factory=dict)
+    best_step: int | None = None
+    counted: int = 0
+
+
+def _judge(run: Run, vs: ValidationSet, train: Series) -> _Judged:
+    t_steps, t_values = finite_points(train)
+    out = _Judged(vs.name)
+    if vs.loss is not None:
+        v_steps, v_values = finite_points(vs.loss)
+        out.counted = max(out.counted, int(v_values.shape[0]))
+        if v_values.shape[0] >= OVERFIT_MIN_EVALS:
+            found = _val_loss_turned_up(v_steps, v_values, t_steps, t_values)
+            if found is not None:
+                out.best_step = found["best_step"]
+                out.evidence.update(found)
+                out.reasons.append(
+                    f"{vs.label('loss')} rose {fmt_pct(found['rise'])} from "
+                    f"its minimum {fmt(found['best_val_loss'])} at "
+                    f"step {fmt_step(out.best_step)} (now about {fmt(found['val_loss_now'])} on its trend, "
+                    f"{found['evals_since']} validations later) while train loss fell "
+                    f"{fmt_pct(-found['train_change'])}"
+                )
+    train_acc = run.scalar(T.TRAIN_ACC)
+    if vs.acc is not None and train_acc is not None:
+        a_steps, a_values = finite_points(vs.acc)
+        out.counted = max(out.counted, int(a_values.shape[0]))
+        if a_values.shape[0] >= OVERFIT_MIN_EVALS:
+            ta_steps, ta_values = finite_points(train_acc)
+            found = _acc_gap_grew(a_steps, as_fraction(a_values), ta_steps, as_fraction(ta_values))
+            if found is not None:
+                out.best_step = found["best_val_acc_step"] if out.best_step is None else out.best_step
+                out.evidence.update(found)
+                out.reasons.append(
+                    f"train accuracy is {fmt_points(found['gap'])} above {vs.label('accuracy')} "
+                    f"({fmt_pct(found['train_acc_now'])} vs {fmt_pct(found['val_acc_now'])}; the gap was "
+                    f"{fmt_points(found['gap_before'])} earlier) and {vs.label('accuracy')} has not "
+                    f"improved since its best {fmt_pct(found['best_val_acc'])} at "
+                    f"step {fmt_step(found['best_val_acc_step'])}"
+                )
+    return out
 
 
 def _val_loss_turned_up(

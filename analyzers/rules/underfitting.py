@@ -29,6 +29,7 @@ from analyzers.rules.curves import (
     as_fraction,
     chance_loss,
     loss_curve,
+    validation_sets,
 )
 from analyzers.rules.robust import (
     chunk_medians,
@@ -45,7 +46,8 @@ UNDERFIT_SOURCE = cite(
 UNDERFIT_LIVE_POINTS = 100  # training-loss points before a verdict on a run still being written
 UNDERFIT_LIVE_EVALS = 3  # validations before a verdict on a run still being written...
 UNDERFIT_MIN_EVALS = 2  # ...and on one that has ended
-UNDERFIT_MAX_SKILL = 0.7  # "low": accuracy < 70% of the way from chance (1/C; 0 if C unknown) to 100%
+UNDERFIT_MAX_SKILL = 0.7  # "low": accuracy < 70% of the way from chance (1/C) to 100%...
+UNDERFIT_POOR_WITHOUT_C = 0.5  # ...or, with the number of classes unknown, below 50% (poor for any C)
 UNDERFIT_CHANCE_LOSS = 0.5  # "high": a C-class cross-entropy still >= 50% of the chance level ln C
 UNDERFIT_CLOSE_ACC = 0.08  # "close together": train accuracy at most 8 points above val accuracy
 UNDERFIT_CLOSE_LOSS = 0.10  # ...or val loss at most 10% above train loss
@@ -59,19 +61,20 @@ UNDERFIT_RATE_SHARE = 0.25  # ...or falls there at < 25% of its average pace ove
 def check(run: Run) -> Iterable[Finding]:
     """Train and validation are both poor and close together: the model cannot fit the data.
 
-    Why it matters: when even the training set is fit badly, regularization or more
-    data will not help; the model lacks capacity.
-    Measured: "poor" against chance: accuracy less than 70% of the way from chance
-    (1/C) to 100%, or (without accuracy) a C-class cross-entropy still above half of
-    ln C; "close": train accuracy at most 8 points above val (or val loss at most 10%
-    above train). Judged only when the train loss has stalled near its best (< 5% over
-    the last 30% of the run, or < 25% of its average pace) and the model learned
-    something (loss fell 10%+, accuracy 10%+ of the way above chance; a loss that
-    never moves is loss_plateau's case).
+    Why it matters: when even the training set is fit badly, regularization or more data
+    will not help; the model lacks capacity.
+    Measured: "poor" against chance: accuracy less than 70% of the way from chance (1/C)
+    to 100% (below 50% when C is unknown), or (without accuracy) a C-class cross-entropy
+    still above half of ln C; "close": train accuracy at most 8 points above val (or val
+    loss at most 10% above train). Judged only when the train loss has stalled near its
+    best (< 5% over the last 30% of the run, or < 25% of its average pace) and the model
+    learned something (loss fell 10%+, accuracy 10%+ of the way above chance; a loss
+    that never moves is loss_plateau's case).
     What to do: more capacity (wider or deeper layers); less regularization (lower
     dropout and weight decay); then train longer.
     """
-    val_loss, val_acc = run.scalar(T.VAL_LOSS), run.scalar(T.VAL_ACC)
+    sets = validation_sets(run)  # the run's own validation, else its first named eval set
+    val_loss, val_acc = (sets[0].loss, sets[0].acc) if sets else (None, None)
     if val_loss is None and val_acc is None:
         raise Skip(missing_reason(f"{T.VAL_LOSS} or {T.VAL_ACC}", "a validation curve"))
     loss = loss_curve(run, UNDERFIT_LIVE_POINTS)
@@ -91,7 +94,8 @@ def check(run: Run) -> Iterable[Finding]:
         train_now = float(np.median(ta[tail_start(ta.shape[0], 0.1, 5) :]))
         val_now = float(np.median(va[-3:]))
         skill = max(train_now - chance_acc, val_now - chance_acc) / (1 - chance_acc)
-        poor = skill < UNDERFIT_MAX_SKILL
+        # 63% may be poor for 2 classes and good for 1,000: without C only "below half" is poor.
+        poor = skill < UNDERFIT_MAX_SKILL if classes else max(train_now, val_now) < UNDERFIT_POOR_WITHOUT_C
         close = train_now - val_now <= UNDERFIT_CLOSE_ACC
         evidence.update(train_acc=train_now, val_acc=val_now, chance_acc=chance_acc, skill=skill)
         chance_text = f"chance {fmt_pct(chance_acc)}" if classes else "number of classes unknown"
