@@ -128,6 +128,22 @@ def configured_lr(run: Run) -> float | None:
     return _hparam_number(run, _LR_KEYS)
 
 
+# A logged lr below half its peak: a schedule has lowered it, and advice about "the"
+# learning rate means the peak a user sets, not the decayed value of the last step.
+SCHEDULE_LOWERED = 0.5
+
+
+def lr_to_adjust(run: Run) -> tuple[float | None, str]:
+    """(the learning rate advice should move, how to name it): the peak of a schedule that has
+    lowered it ("peak learning rate"), else the learning rate now ("learning rate")."""
+    series = run.scalar(T.LR)
+    if series is not None:
+        values = series.values[np.isfinite(series.values)]
+        if values.shape[0] and values.max() > 0 and values[-1] < SCHEDULE_LOWERED * values.max():
+            return float(values.max()), "peak learning rate"
+    return configured_lr(run), "learning rate"
+
+
 def weight_decay(run: Run) -> float | None:
     """Largest weight decay over param groups (also from hparams); None when the run does not say."""
     groups = param_groups(run)

@@ -308,3 +308,12 @@ def test_each_named_eval_set_is_a_validation_curve_of_its_own():
     (found,) = overfitting(r)
     assert "Val loss on eval set `noisy` rose 11%" in found.message and found.evidence["eval_set"] == "noisy"
     assert overfitting(run(_train_falling(), val__loss__clean=(evals, falling))) == []
+
+
+def test_advice_moves_the_peak_learning_rate_of_a_schedule_not_its_decayed_tail():
+    """A divergence found after the schedule decayed the lr: "divide 2.5e-4" would be no advice at all."""
+    lr = np.array([1.5e-3, 3e-3, 2e-3, 1.2e-3, 2.5e-4])
+    (found,) = lr_too_high(run([1.24, 2.03, 2.16, 1.99, 1.79], every=500, lr=lr))
+    assert found.advice[0].startswith("Divide the peak learning rate by 3-10: from 0.003 to about 3e-4")
+    (found,) = lr_too_high(run([1.24, 2.03, 2.16, 1.99, 1.79], every=500, lr=np.full(5, 3e-3)))
+    assert found.advice[0].startswith("Divide the learning rate by 3-10: from 0.003")

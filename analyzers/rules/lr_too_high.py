@@ -11,9 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import (
-    configured_lr,
-)
+from analyzers.facts import lr_to_adjust
 from analyzers.findings import Finding, Skip
 from analyzers.rules.common import (
     cite,
@@ -221,10 +219,10 @@ def check(run: Run) -> Iterable[Finding]:
     if not reasons:
         return []
 
-    lr = configured_lr(run)
+    lr, lr_name = lr_to_adjust(run)
     guess, how = suggested_lr(lr, ratios.model if ratios and ratios.model > UPDATE_RATIO_HIGH else None, 10.0)
     evidence.update(lr=lr, suggested_lr=guess)
-    lr_advice = "Divide the learning rate by 3-10"
+    lr_advice = f"Divide the {lr_name} by 3-10"
     if guess is not None:
         lr_advice += f": from {fmt(lr)} to about {fmt(guess)}" + (f" ({how})" if how else "")
     only_warmup = warm is not None and len(reasons) == 1

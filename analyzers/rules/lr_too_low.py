@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 
 from analyzers.facts import (
-    configured_lr,
+    lr_to_adjust,
 )
 from analyzers.findings import Finding, Skip
 from analyzers.rules.common import (
@@ -140,12 +140,12 @@ def check(run: Run) -> Iterable[Finding]:
         )
     if not reasons:
         return []
-    current = configured_lr(run)
+    current, lr_name = lr_to_adjust(run)
     guess, how = suggested_lr(current, ratios.largest if ratio_low else None, 1 / 3)
     if guess is not None and current:
         guess = min(guess, current * 10)  # a first guess, never more than the 10x the documents advise
     evidence.update(lr=current, suggested_lr=guess)
-    lr_advice = "Raise the learning rate 3-10x"
+    lr_advice = f"Raise the {lr_name} 3-10x"
     if guess is not None:
         lr_advice += f": from {fmt(current)} to about {fmt(guess)}" + (
             f" ({how}, capped at 10x)" if how else ""
