@@ -317,3 +317,8 @@ def test_advice_moves_the_peak_learning_rate_of_a_schedule_not_its_decayed_tail(
     assert found.advice[0].startswith("Divide the peak learning rate by 3-10: from 0.003 to about 3e-4")
     (found,) = lr_too_high(run([1.24, 2.03, 2.16, 1.99, 1.79], every=500, lr=np.full(5, 3e-3)))
     assert found.advice[0].startswith("Divide the learning rate by 3-10: from 0.003")
+
+
+def test_five_points_that_blow_up_sixtyfold_are_a_divergence():
+    (found,) = lr_too_high(run([2.3, 2.1, 5.0, 40.0, 145.0], every=10))
+    assert found.severity == "critical" and "where it started" in found.message

@@ -123,7 +123,10 @@ def check(run: Run) -> Iterable[Finding]:
             (loss.start, start_points(loss.values.shape[0])) if above_start else (best, loss.curve.bin_size)
         )
         error = math.hypot(tail_error, loss.median_error(over_points))
-        significant = float(np.median(tail)) - rose_over >= SIGNIFICANT_Z * error
+        # A climb to 4x is no scatter, however few the points (a sparse log's scatter estimate
+        # errs high on a curve that bends this much).
+        level = float(np.median(tail))
+        significant = level - rose_over >= SIGNIFICANT_Z * error or level > DIVERGE_FACTOR * rose_over
         evidence.update(best=best, best_step=int(loss.curve.steps[best_i]))
         if len(values) > DIVERGE_SUSTAIN_BINS and (above_best or above_start) and significant:
             diverged = True
