@@ -91,8 +91,9 @@ def data_parallel_ranks(run: Run) -> int:
 
 
 def num_classes(run: Run) -> int | None:
-    """Number of classes from the hyperparameters (or a top-level run.json key); None when unknown."""
-    value = _number(run.meta.get("num_classes")) if run.meta else None
+    """Number of classes: run.json's (the collector's, from the logits it saw), else the
+    hyperparameters'; None when unknown."""
+    value = _number(run.meta.get(R.K_NUM_CLASSES)) if run.meta else None
     if value is None:
         value = _hparam_number(run, _NUM_CLASSES_KEYS)
     return int(value) if value is not None and value >= 2 else None

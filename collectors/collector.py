@@ -193,6 +193,7 @@ class Collector:
         self._optimizers = optimizers
         self._scaler = scaler
         self._num_classes = num_classes
+        self._seen_classes = num_classes  # what run.json says; set from the logits when not given
         self._accuracy = DeferredAccuracy(num_classes)
         hinted = batch_size or hparams.get("batch_size")
         self._batch_size: float | None = float(hinted) if isinstance(hinted, (int, float)) else None
@@ -803,6 +804,8 @@ class Collector:
         dim = batch_stats.class_dim(outputs, targets)
         classes = batch_stats.class_count(outputs, dim, self._num_classes)
         labels_ok = classes is not None and batch_stats.is_label_tensor(targets)
+        if labels_ok and classes != self._seen_classes:
+            self._note_classes(classes)
         items = packet.items
         if want_acc and labels_ok and dim is not None:
             started = time.perf_counter()
@@ -831,6 +834,14 @@ class Collector:
         if measured is not None:
             self._current.append((self._grad_spec(measured[0]), measured[1]))
             self._stats_cost += time.perf_counter() - started
+
+    def _note_classes(self, classes: int) -> None:
+        """The number of classes the logits have, into run.json at once (the rules' chance level
+        ln C): written when first seen, or when it changes, not on every step."""
+        self._seen_classes = classes
+        if self._is_writer and self._run_json:
+            self._run_json[RJ.K_NUM_CLASSES] = classes
+            self._guard.call("run.json", RJ.write_run_json, self.log_dir, self._run_json)
 
     def _update_batch_size(self, given: int | None, *tensors: Any) -> None:
         if given:
@@ -950,6 +961,7 @@ class Collector:
                 ],
             },
             RJ.K_BATCH_SIZE: self._batch_size,
+            RJ.K_NUM_CLASSES: self._seen_classes,
             RJ.K_MODEL: summary,
             RJ.K_INIT_CHECK: init_check,
             RJ.K_TORCH: torch.__version__,

@@ -31,6 +31,8 @@ K_HPARAMS = "hparams"
 # is their names joined by "+" ("Muon+AdamW"), and each group names its optimizer ("optimizer").
 K_OPTIMIZER = "optimizer"
 K_BATCH_SIZE = "batch_size"
+# Classes of the logits the collector saw (or watch(num_classes=...)): chance level ln C for the rules.
+K_NUM_CLASSES = "num_classes"
 K_MODEL = "model"  # {"class", "parameters", "trainable_parameters", "layers": [...], "activations": {...}}
 K_INIT_CHECK = "init_check"  # [{"layer", "shape", "fan_in", "std", "expected", "expected_std", "ratio", "constant", ...}]
 K_TORCH = "torch_version"

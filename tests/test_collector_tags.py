@@ -143,6 +143,8 @@ def test_run_json_describes_the_run(mlp_run):
     assert not checks["0"]["constant"]
     assert data["torch_version"] == torch.__version__ and data["world_size"] == 1
     assert data["collector"]["every"] == EVERY and data["collector_errors"] == []
+    # The logits' 10 classes, seen without num_classes= being given: the rules' chance level ln 10.
+    assert data["num_classes"] == 10
 
 
 def test_constant_initialization_is_flagged(tmp_path, digits):
