@@ -322,3 +322,31 @@ def test_advice_moves_the_peak_learning_rate_of_a_schedule_not_its_decayed_tail(
 def test_five_points_that_blow_up_sixtyfold_are_a_divergence():
     (found,) = lr_too_high(run([2.3, 2.1, 5.0, 40.0, 145.0], every=10))
     assert found.severity == "critical" and "where it started" in found.message
+
+
+# --- a network killed by its first steps, without a blow-up ------------------------------------
+
+
+def _wrecked_early(loss_after=2.31, growth=1400.0):
+    """What a digits MLP at SGD lr 1.5 (momentum 0.9) records: updates of 6-300% of the weights in the
+    first steps, weight norms 1,000x up by step 20, then a loss at ln 10 for the rest of the run."""
+    s = steps(45, 10)
+    ratios = np.where(s <= 20, [0.06, 0.7, 0.06] + [0.0] * 42, 0.008)[: s.shape[0]]
+    norms = np.where(s == 0, 6.5, 6.5 * growth)
+    n = 450
+    loss = np.concatenate(([2.31, 2.2, 2.18, 1.5, 2.1], noisy(np.full(n - 5, loss_after), 0.02)))
+    extra = {}
+    for layer in ("0", "2", "4"):
+        extra[f"update__ratio__{layer}"] = (s, ratios)
+        extra[f"weight__norm__{layer}"] = (s, norms)
+    return run(loss, meta={"hparams": {"num_classes": 10, "lr": 1.5}}, **extra)
+
+
+def test_a_network_wrecked_in_its_first_steps_is_a_learning_rate_far_too_high():
+    (found,) = lr_too_high(_wrecked_early())
+    assert found.severity == "critical"
+    assert "the chance level ln 10 = 2.3, though it never blew up" in found.message
+    assert found.evidence["early_update_ratio"] >= 0.1 and found.evidence["weight_growth"] > 1000
+    assert "from 1.5 to about" in found.advice[0]
+    # Weights that grew but a loss that then learned: no verdict of this kind.
+    assert all("never blew up" not in f.message for f in lr_too_high(_wrecked_early(loss_after=0.5)))

@@ -11,7 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import lr_to_adjust
+from analyzers.facts import NORM_OR_EMBEDDING_TYPES, layer_types, lr_to_adjust, num_classes
 from analyzers.findings import Finding, Skip
 from analyzers.rules.common import (
     cite,
@@ -25,6 +25,7 @@ from analyzers.rules.common import (
     sentence,
 )
 from analyzers.rules.curves import (
+    MIN_CURVE_POINTS,
     SIGNIFICANT_Z,
     TREND_MIN_PER_BIN,
     LossCurve,
@@ -53,6 +54,7 @@ from analyzers.run import Run
 from logformat import tags as T
 
 RULE_ID = "lr_too_high"
+NAME = "a learning rate too high"  # what the finding is called where it is listed under another
 LR_HIGH_SOURCE = cite(
     ("000", 67, "太高的学习率,loss曲线会很奇怪,很容易会出现参数爆炸现象"),
     ("000", 67, "高学习率,一开始loss会下降很快,但很容易跌入局部最小值"),
@@ -69,6 +71,13 @@ RISE_FACTOR = 1.25  # loss up >= 25% across that window...
 GRAD_GROWTH_FACTOR = 2.0  # ...while the gradient norm at least doubled, and the lr was not raised
 WILD_LOG_SIGMA = 0.25  # smoothed loss jumping ~25% between bins (robust std of log differences)...
 NO_PROGRESS = 0.9  # ...while staying above 90% of its start: "jumps wildly without progress"
+EARLY_SHARE = 0.1  # "the first steps": the first 10% of the run (3 samples at least)...
+EARLY_UPDATE_RATIO = (
+    0.1  # ...where updates moved the weights by >= 10% of their norm (100x the healthy ~1e-3)...
+)
+EARLY_WEIGHT_GROWTH = 10.0  # ...and some layer's weights grew >= 10x: then the network was wrecked...
+DEAD_AFTER = 0.9  # ...if the loss stayed >= 90% of its start (or of chance, ln C) from then on
+MAX_DIVISOR = 100.0  # ...whose suggested lr is at most 100x below the current one
 WARMUP_LR_RISE = 2.0  # warm-up: the lr at least doubled after the loss was at its best...
 WARMUP_LOSS_RISE = 1.5  # ...and the smoothed loss then rose to >= 1.5x that best...
 WARMUP_MIN_RISE = 0.1  # ...by >= 10% of where the loss started (a rise from ~0 to ~0 is nothing)...
@@ -84,7 +93,10 @@ def check(run: Run) -> Iterable[Finding]:
     explodes ("parameter explosion"), ReLUs die, or the loss bounces at a high level.
     Measured: the smoothed loss ends 4x above its best (undoing >= 25% of the
     progress) or 20% above its start, or blows up to 4x its start for 3+ steps in a
-    row without coming back (critical); over the last 25% of the run the loss rose
+    row without coming back, or in the first 10% of the run updates moved the weights by
+    10%+ of their norm (median over layers), some layer's weights grew 10x, and the loss
+    stayed at its start (or at chance, ln C) ever after, the network wrecked without a
+    blow-up (critical); over the last 25% of the run the loss rose
     25% while the gradient norm doubled and the lr was not raised; the smoothed loss
     jumps ~25% between stretches while staying near its start; the median
     update/weight ratio over layers is above 0.1 (healthy: ~1e-3) (warning); or,
@@ -207,8 +219,23 @@ def check(run: Run) -> Iterable[Finding]:
                     f"stretches and is still at {fmt_pct(loss.end / loss.start)} of where it started"
                 )
 
+    died = None if diverged or not positive else _died_early(run, loss)
+    if died is not None:
+        diverged = True  # a network killed by its first steps is as lost as one that blew up
+        step = died["first_step"] if step is None else step
+        evidence.update(died)
+        reasons.append(
+            f"in the first {fmt_step(died['window_steps'])} steps each update moved the weights by up to "
+            f"{fmt(died['early_update_ratio'])} of their norm (median over layers; healthy ~"
+            f"{fmt(UPDATE_RATIO_TARGET)}) and {quote(died['grown_layer'])}'s weights grew "
+            f"{fmt_factor(died['weight_growth'])}; since then the loss has stayed at about "
+            f"{fmt(died['level'])}"
+            + (f", the chance level ln {died['classes']} = {fmt(died['chance'])}" if died["chance"] else "")
+            + ", though it never blew up"
+        )
     ratios = update_ratios(run)
-    if ratios is not None:
+    if ratios is not None and ratios.model > UPDATE_RATIO_HIGH:
+        # Only where it says "too high": a healthy or tiny ratio beside this verdict would read against it.
         evidence.update(update_ratio=ratios.model, update_ratio_per_layer=ratios.per_layer)
     if ratios is not None and ratios.model > UPDATE_RATIO_HIGH:
         step = ratios.first_step if step is None else step
@@ -223,7 +250,14 @@ def check(run: Run) -> Iterable[Finding]:
         return []
 
     lr, lr_name = lr_to_adjust(run)
-    guess, how = suggested_lr(lr, ratios.model if ratios and ratios.model > UPDATE_RATIO_HIGH else None, 10.0)
+    high_ratio = (
+        died["early_update_ratio"]
+        if died
+        else (ratios.model if ratios and ratios.model > UPDATE_RATIO_HIGH else None)
+    )
+    guess, how = suggested_lr(lr, high_ratio, 10.0)
+    if guess is not None and lr and died:
+        guess = max(guess, lr / MAX_DIVISOR)  # the first steps of a wrecked network are no linear measure
     evidence.update(lr=lr, suggested_lr=guess)
     lr_advice = f"Divide the {lr_name} by 3-10"
     if guess is not None:
@@ -350,3 +384,61 @@ def _longest_run(mask: np.ndarray) -> tuple[int, int]:
         if length > best_len:
             best_end, best_len = i, length
     return best_end, best_len
+
+
+def _died_early(run: Run, loss: LossCurve) -> dict | None:
+    """Huge early updates blew the weights up and the loss never left its start (or chance) afterwards.
+
+    A learning rate far too high need not make the loss explode: the first steps can
+    push the weights tens of times larger and knock the ReLUs dead, after which the
+    network outputs the same thing for every input and the loss sits at chance (ln C)
+    without ever exceeding its start. The update ratios and weight norms of those first
+    steps say what happened.
+    """
+    ratios = run.layers(T.UPDATE_RATIO_PREFIX)
+    norms = run.layers(T.WEIGHT_NORM_PREFIX)
+    if not ratios or not norms:
+        return None
+    first = int(loss.steps[0])
+    window = max(int(EARLY_SHARE * (int(loss.steps[-1]) - first)), 1)
+    skip = {name for name, kind in layer_types(run).items() if kind in NORM_OR_EMBEDDING_TYPES}
+    early_max = []
+    for name, series in ratios.items():
+        if name in skip:
+            continue
+        steps, values = finite_points(series)
+        inside = values[steps <= first + window]
+        if inside.shape[0] < 3:
+            inside = values[:3]
+        if inside.shape[0]:
+            early_max.append(float(inside.max()))
+    if not early_max or float(np.median(early_max)) < EARLY_UPDATE_RATIO:
+        return None
+    growth, grown = 0.0, None
+    for name, series in norms.items():
+        steps, values = finite_points(series)
+        if name in skip or values.shape[0] < 2 or values[0] <= 0:
+            continue
+        inside = values[steps <= first + window]
+        factor = float(inside.max() if inside.shape[0] > 1 else values[:3].max()) / float(values[0])
+        if factor > growth:
+            growth, grown = factor, name
+    if grown is None or growth < EARLY_WEIGHT_GROWTH:
+        return None
+    after = loss.values[loss.steps > first + window]
+    if after.shape[0] < MIN_CURVE_POINTS:
+        return None
+    level = float(np.median(after))
+    chance = chance_loss(run, loss.start)
+    if level < DEAD_AFTER * min(loss.start, chance or math.inf):
+        return None
+    return {
+        "first_step": first,
+        "window_steps": window,
+        "early_update_ratio": float(np.median(early_max)),
+        "weight_growth": growth,
+        "grown_layer": grown,
+        "level": level,
+        "chance": chance,
+        "classes": num_classes(run) if chance else None,
+    }
