@@ -1,7 +1,8 @@
 """``python -m analyzers LOGDIR [--json] [--fail-on {warning,critical}] [--map PATTERN=TAG]``.
 
-Reads every run of LOGDIR, applies the rules and prints the findings grouped by run,
-most severe first, ending with a one-line summary; ``--json`` prints
+Reads every run of LOGDIR, applies the rules and prints the findings grouped by run:
+each root cause, most severe first, with the symptoms it explains indented under it
+(`analyzers.causes`), ending with a one-line summary; ``--json`` prints
 ``{"runs": [{"run", "source", "findings", "skipped", "problems", "collector_errors"}],
 "problems", "summary"}`` (strict JSON: a non-finite number in a finding's evidence is written as the string
 ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``). Exit status: 0; 1 when ``--fail-on`` is
@@ -19,7 +20,7 @@ from typing import Any, Sequence, TextIO
 
 from analyzers.diagnose import Diagnosis, diagnose_run
 from analyzers.findings import SEVERITY_ORDER, Finding
-from analyzers.formatting import clean, evidence_text, plain, where
+from analyzers.formatting import clean, evidence_text, plain, symptom_list, where
 from analyzers.reading import LogDirSnapshot, parse_rule, read_logdir, unreadable
 from analyzers.rules import ALL_RULES, RuleFn
 
@@ -147,19 +148,36 @@ def render_json(snapshot: LogDirSnapshot, diagnoses: Sequence[Diagnosis]) -> str
 # -- text -------------------------------------------------------------------------
 
 
-def _finding_lines(f: Finding) -> list[str]:
-    pad = " " * 12
+def _finding_lines(f: Finding, depth: int = 0, explains: list[Finding] | None = None) -> list[str]:
+    """A finding's lines. A root cause says what it explains and carries the evidence and source; a
+    symptom is indented under its cause, with its message and only the advice that still helps."""
+    indent = "    " * depth
+    pad = indent + " " * 12
     at = where(f)
-    lines = [f"  {f.severity.upper():<9} {clean(f.rule)}: {clean(f.title)}{f' [{at}]' if at else ''}"]
+    mark = "↳ " if depth else ""
+    title = f"{f.severity.upper():<9} {clean(f.rule)}: {clean(f.title)}{f' [{at}]' if at else ''}"
+    lines = [f"  {indent}{mark}{title}"]
+    if explains:
+        lines.append(f"{pad}explains: {symptom_list(explains)}")
     lines.append(f"{pad}{clean(f.message)}")
-    evidence = evidence_text(f)
-    if evidence:
-        lines.append(f"{pad}evidence: {evidence}")
+    if not depth:
+        evidence = evidence_text(f)
+        if evidence:
+            lines.append(f"{pad}evidence: {evidence}")
     for i, advice in enumerate(f.advice):
         lines.append(f"{pad}{'advice: ' if i == 0 else ' ' * 8}- {clean(advice)}")
-    if f.source:
+    if f.source and not depth:
         lines.append(f"{pad}source: {clean(f.source)}")
     return lines
+
+
+def _depths(d: Diagnosis) -> list[int]:
+    """How deep each finding sits in its cause tree (0 for a root cause)."""
+    depths: list[int] = []
+    for i in range(len(d.findings)):
+        parent = d.parents[i] if i < len(d.parents) else None
+        depths.append(0 if parent is None else depths[parent] + 1)
+    return depths
 
 
 def _skipped_lines(d: Diagnosis) -> list[str]:
@@ -185,8 +203,9 @@ def render_text(snapshot: LogDirSnapshot, diagnoses: Sequence[Diagnosis]) -> str
     worst = lambda d: (SEVERITY_ORDER[d.worst] if d.worst else len(SEVERITY_ORDER), d.run.name)  # noqa: E731
     for d in sorted(diagnoses, key=worst):
         lines.append(_run_header(d))
-        for f in d.findings:
-            lines.extend(_finding_lines(f))
+        depths = _depths(d)
+        for i, f in enumerate(d.findings):
+            lines.extend(_finding_lines(f, depths[i], d.explained_by(f) if depths[i] == 0 else None))
         if not d.findings:
             lines.append("  no findings")
         for problem in d.run.problems:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from analyzers.causes import explain
 from analyzers.findings import SEVERITY_ORDER, Finding, Skip, Skipped
 from analyzers.rules import ALL_RULES, RuleFn
 from analyzers.run import Run
@@ -13,17 +14,41 @@ from analyzers.summary import Advice, end_of_run_advice
 @dataclass(frozen=True)
 class Diagnosis:
     run: Run
-    findings: tuple[Finding, ...]  # most severe first, then by step
+    findings: tuple[Finding, ...]  # root causes, most severe first, each followed by what it explains
     skipped: tuple[Skipped, ...]
     advice: tuple[Advice, ...] = ()  # end-of-run general advice (info, never a finding)
+    parents: tuple[int | None, ...] = ()  # index of the finding that explains each one (None: a root)
 
     @property
     def worst(self) -> str | None:
         return self.findings[0].severity if self.findings else None
 
+    @property
+    def roots(self) -> list[Finding]:
+        """The root causes: findings nothing else found explains, most severe first."""
+        return [f for i, f in enumerate(self.findings) if self._parent(i) is None]
+
+    def explained_by(self, finding: Finding) -> list[Finding]:
+        """The findings `finding` explains, directly or through another (in tree order)."""
+        index = next(i for i, f in enumerate(self.findings) if f is finding)
+        return [f for i, f in enumerate(self.findings) if i != index and self._descends(i, index)]
+
+    def _parent(self, i: int) -> int | None:
+        return self.parents[i] if i < len(self.parents) else None
+
+    def _descends(self, i: int, ancestor: int) -> bool:
+        p = self._parent(i)
+        while p is not None:
+            if p == ancestor:
+                return True
+            p = self._parent(p)
+        return False
+
 
 def diagnose_run(run: Run, rules: tuple[tuple[str, RuleFn], ...] = ALL_RULES) -> Diagnosis:
-    """Run each rule; a rule that raises `Skip` is listed as skipped, never as a finding.
+    """Run each rule, then link symptoms to their causes (`analyzers.causes`).
+
+    A rule that raises `Skip` is listed as skipped, never as a finding.
 
     A rule that crashes on odd data is a bug, but it must not hide the other rules'
     findings: it is reported as skipped with the error.
@@ -38,4 +63,5 @@ def diagnose_run(run: Run, rules: tuple[tuple[str, RuleFn], ...] = ALL_RULES) ->
         except Exception as exc:  # noqa: BLE001 - one broken rule must not hide the rest
             skipped.append(Skipped(rule_id, f"rule error: {type(exc).__name__}: {exc}"))
     findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], f.step if f.step is not None else -1))
-    return Diagnosis(run, tuple(findings), tuple(skipped), end_of_run_advice(run))
+    tree = explain(findings, run)
+    return Diagnosis(run, tree.findings, tuple(skipped), end_of_run_advice(run), tree.parents)

@@ -20,6 +20,8 @@ class Finding:
     step: int | None = None  # where it begins
     layer: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)  # numbers, for charts and JSON
+    # The rule id of the finding that explains this one (analyzers.causes), None for a root cause.
+    caused_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -13,6 +13,10 @@ from typing import Any
 import numpy as np
 
 from analyzers.findings import Finding
+from analyzers.rules import RULE_MODULES
+
+# What each rule's finding is called in a list of symptoms ("dead ReLUs"), by rule id.
+RULE_NAMES = {m.RULE_ID: m.NAME for m in RULE_MODULES}
 
 
 def plain(value: Any) -> Any:
@@ -65,3 +69,17 @@ def evidence_items(f: Finding) -> list[tuple[str, str]]:
 def evidence_text(f: Finding) -> str:
     """``"start=2.31, end=0.41"``: `evidence_items` in one line."""
     return ", ".join(f"{key}={value}" for key, value in evidence_items(f))
+
+
+def symptom_list(symptoms: list[Finding]) -> str:
+    """``"dead ReLUs in 3 layers, weight growth, underfitting"``: what a root cause explains, by rule,
+    in the order first found, with the number of layers where a rule found it in several."""
+    by_rule: dict[str, list[Finding]] = {}
+    for f in symptoms:
+        by_rule.setdefault(f.rule, []).append(f)
+    parts = []
+    for rule, found in by_rule.items():
+        name = RULE_NAMES.get(rule, rule)
+        layers = {f.layer for f in found if f.layer is not None}
+        parts.append(f"{name} in {len(layers)} layers" if len(layers) > 1 else name)
+    return ", ".join(parts)

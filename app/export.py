@@ -6,7 +6,7 @@ import json
 
 from analyzers.cli import render_json
 from analyzers.diagnose import Diagnosis
-from analyzers.formatting import clean, evidence_items, plain, where
+from analyzers.formatting import clean, evidence_items, plain, symptom_list, where
 from analyzers.reading import LogDirSnapshot
 from app.summaries import health, last_step
 
@@ -18,7 +18,8 @@ def diagnosis_json(logdir: str, d: Diagnosis) -> str:
 
 
 def diagnosis_markdown(logdir: str, d: Diagnosis) -> str:
-    """The findings, their numbers, advice and sources, then what could not be checked."""
+    """The findings as causes and symptoms (each root cause, then what it explains), their
+    numbers, advice and sources, then what could not be checked."""
     run = d.run
     step = last_step(run)
     lines = [
@@ -34,10 +35,17 @@ def diagnosis_markdown(logdir: str, d: Diagnosis) -> str:
     ]
     if not d.findings:
         lines += ["No findings.", ""]
-    for f in d.findings:
+    for i, f in enumerate(d.findings):
         at = where(f)
-        lines.append(f"### {f.severity.upper()} `{f.rule}`: {_text(f.title)}")
+        root = i >= len(d.parents) or d.parents[i] is None
+        level = "###" if root else "####"
+        mark = "" if root else "↳ "
+        lines.append(f"{level} {mark}{f.severity.upper()} `{f.rule}`: {_text(f.title)}")
         lines.append("")
+        if root and d.explained_by(f):
+            lines += [f"Root cause; explains: {_text(symptom_list(d.explained_by(f)))}", ""]
+        if f.caused_by:
+            lines += [f"Explained by `{_text(f.caused_by)}`.", ""]
         if at:
             lines += [f"*{_text(at)}*", ""]
         lines += [_text(f.message), ""]

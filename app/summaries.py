@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analyzers.diagnose import Diagnosis
+from analyzers.formatting import symptom_list
 from analyzers.run import Run
 
 CRITICAL, WARNING, OK, WAITING = "critical", "warning", "ok", "not enough data yet"
@@ -50,10 +51,13 @@ def health(d: Diagnosis) -> str:
 
 
 def headline(d: Diagnosis) -> str:
-    """The most severe finding's title; else why the run is ok or still waiting."""
+    """The top root cause's title and what it explains; else why the run is ok or still waiting."""
     state = health(d)
     if state in (CRITICAL, WARNING):
-        return d.findings[0].title.replace("`", "")  # plain text: the rules' quotes around names dropped
+        root = d.roots[0]
+        text = root.title.replace("`", "")  # plain text: the rules' quotes around names dropped
+        explained = d.explained_by(root)
+        return f"{text} (explains: {symptom_list(explained)})" if explained else text
     if not any(len(s) for s in d.run.scalars.values()):
         return "nothing logged yet"
     waiting = [s.rule for s in d.skipped if s.reason.startswith(NOT_ENOUGH_DATA)]

@@ -4,8 +4,9 @@ A case is data (`DataSpec`), a model factory, optimizer settings (`OptimSpec`),
 batch size and epochs, and the collector's sampling intervals (chosen per case so
 that every rule has enough samples while the committed run stays small). `fault`
 says in words what was done wrong; `expect` lists the rules that must fire on it at
-warning or critical (empty for a healthy run, which must raise none at all). Both
-go into the run's ``case.json``.
+warning or critical (empty for a healthy run, which must raise none at all), the
+injected fault's rule first: the diagnosis must name it first, as the root cause of the
+others. Both go into the run's ``case.json``.
 
 Every number here was chosen by looking at the resulting curves (see
 ``python -m sample_runs.generate``, which prints them), not by tuning until a rule
@@ -52,7 +53,8 @@ ModelFactory = Callable[[Split], nn.Module]
 class Case:
     name: str  # the run's folder name: what it shows
     fault: str  # what was injected, in words ("none" for a healthy run)
-    expect: tuple[str, ...]  # rule ids that must fire at warning/critical
+    expect: tuple[str, ...]  # rule ids that must fire at warning/critical; the first is the injected fault,
+    # which the diagnosis must name first, as its root cause
     model: ModelFactory
     data: DataSpec = DataSpec()
     optim: OptimSpec = OptimSpec()  # the healthy run's SGD settings unless a case says otherwise
@@ -153,9 +155,19 @@ CASES: tuple[Case, ...] = (
         name="lr_far_too_high_nan",
         fault="learning rate far too high: SGD lr 0.3 with momentum 0.9 (6x the healthy run's) on a "
         "LeakyReLU MLP; the loss climbs, the gradients blow up and training turns to NaN within two epochs",
-        expect=("nonfinite", "lr_too_high", "exploding_gradients"),
+        expect=("lr_too_high", "exploding_gradients", "nonfinite"),
         model=mlp_leaky,
         optim=OptimSpec(lr=0.3),
+    ),
+    Case(
+        name="lr_far_too_high_dead",
+        fault="learning rate far too high, the network dead: SGD lr 1.5 with momentum 0.9 (30x the healthy "
+        "run's) on the healthy MLP; within ten steps the loss spikes to the hundreds, the weights grow a "
+        "thousandfold and most ReLUs die, and the loss then sits at chance (ln 10 = 2.30) to the end, never "
+        "NaN",
+        expect=("lr_too_high", "dead_relu"),
+        model=mlp_relu,
+        optim=OptimSpec(lr=1.5),
     ),
     Case(
         name="lr_too_high_oscillating",
@@ -244,7 +256,7 @@ CASES: tuple[Case, ...] = (
         name="saturated_activations",
         fault="saturated tanh units: weights initialized from N(0, 1) regardless of fan-in (8-11x Xavier), "
         "so most tanh outputs sit at +-1 where the gradient is ~0",
-        expect=("saturated_activations", "bad_initialization"),
+        expect=("bad_initialization", "saturated_activations"),
         model=tanh_unit_normal_init,
     ),
     Case(
@@ -269,6 +281,15 @@ CASES: tuple[Case, ...] = (
         "layer's units die and validation accuracy bounces between 60% and 86%",
         expect=("unnormalized_inputs",),
         model=mlp_relu,
+        data=DataSpec(scaling="raw"),
+    ),
+    Case(
+        name="unnormalized_inputs_tanh",
+        fault="unnormalized inputs saturate a tanh network: the digits' raw 0-16 pixel values (mean 4.9, std "
+        "6.0) fed to a tanh MLP with the healthy run's optimizer; the first layer's pre-activations are "
+        "tens of times too large and most of its outputs sit at +-1",
+        expect=("unnormalized_inputs", "saturated_activations"),
+        model=mlp_tanh,
         data=DataSpec(scaling="raw"),
     ),
     Case(

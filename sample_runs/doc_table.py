@@ -1,10 +1,11 @@
 """``python -m sample_runs.doc_table [--runs DIR] [--out FILE] [--readme README.md]``: the sample-run tables.
 
 One row per committed run: what was injected (case.json), which rules must fire, and
-what the analyzers actually say about it (their findings at warning and critical,
-with the info-level ones named after them). Written from the runs as they are, so
-regenerating the runs and this table keeps ``docs/sample_runs.md`` true. `--readme`
-rewrites the compact table between the README's markers; a test checks it is current.
+what the analyzers actually say about it (the root causes at warning and critical,
+each with the symptoms it explains, and the info-level ones named after them).
+Written from the runs as they are, so regenerating the runs and this table keeps
+``docs/sample_runs.md`` true. `--readme` rewrites the compact table between the
+README's markers; a test checks it is current.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from analyzers.diagnose import diagnose_run
+from analyzers.formatting import symptom_list
 from analyzers.reading import read_logdir
 from sample_runs import RUNS_DIR
 from sample_runs.cases import CASES
@@ -32,8 +34,10 @@ the demo of what TrainScope catches.
 
 Layout: `sample_runs/runs/<case>/` holds the collector's event file, `run.json`, and
 `case.json` = `{"fault": "<what was injected>", "expect": ["<rule id>", ...]}`.
-Regenerate with `python -m sample_runs.generate` (deterministic, about 15 s on one
-CPU core, about 2.5 MB in all; prints each case's numbers and findings), then
+Regenerate with `python -m sample_runs.generate` (deterministic on one machine, about
+20 s on one CPU core, about 2.7 MB in all; prints each case's numbers and findings;
+`exploding_gradients` and `weight_growth` are chaotic, and on another CPU or torch build
+their blow-up may come later or not at all: `--only` regenerates the cases you changed), then
 `python -m sample_runs.doc_table --out docs/sample_runs.md`. Watch one case train
 live with `python -m sample_runs.train --case overfitting --log-dir runs/live` and
 point the dashboard at `runs/`.
@@ -46,10 +50,11 @@ def _cell(text: str) -> str:
 
 
 def table(runs_dir: Path) -> str:
-    """The markdown table for the runs under `runs_dir`, diagnosed now."""
+    """The markdown table for the runs under `runs_dir`, diagnosed now: each root cause, what it explains."""
     snapshot = read_logdir(runs_dir)
     rows = [
-        "| Case | What was injected | Must fire | What TrainScope says (warning/critical; then info) |",
+        "| Case | What was injected | Must fire | What TrainScope says (root causes at warning/critical, "
+        "each with the symptoms it explains; then info) |",
         "|---|---|---|---|",
     ]
     order = {case.name: i for i, case in enumerate(CASES)}  # the table's order: healthy first, then by rule
@@ -58,8 +63,17 @@ def table(runs_dir: Path) -> str:
         case = read_case_json(runs_dir / name)
         diagnosis = diagnose_run(run)
         alarms = [f for f in diagnosis.findings if f.severity in ALARM_SEVERITIES]
-        said = "<br>".join(f"**{f.rule}** ({f.severity}): {f.title}" for f in alarms) or "nothing"
-        infos = sorted({f.rule for f in diagnosis.findings if f.severity == "info"})
+        lines = []
+        for root in diagnosis.roots:
+            if root.severity not in ALARM_SEVERITIES:
+                continue
+            line = f"**{root.rule}** ({root.severity}): {root.title}"
+            explained = diagnosis.explained_by(root)
+            if explained:
+                line += f"<br>&nbsp;&nbsp;↳ explains: {symptom_list(explained)}"
+            lines.append(line)
+        said = "<br>".join(lines) or "nothing"
+        infos = sorted({f.rule for f in diagnosis.findings if f.severity == "info" and f.caused_by is None})
         if infos:
             said += "<br>info: " + ", ".join(infos)
         fired = {f.rule for f in alarms}
@@ -78,19 +92,32 @@ README_END = "<!-- sample-runs-table:end -->"
 
 
 def compact_table(runs_dir: Path) -> str:
-    """Case, what was injected (its headline), and the rules that fired at warning/critical."""
+    """Case, what was injected (its headline), the root cause named first, what it explains, other roots."""
     snapshot = read_logdir(runs_dir)
-    rows = ["| Case | What was injected | What TrainScope says (warning / critical) |", "|---|---|---|"]
+    rows = [
+        "| Case | What was injected | Root cause found | Its symptoms "
+        "| Other findings (warning / critical) |",
+        "|---|---|---|---|---|",
+    ]
     order = {case.name: i for i, case in enumerate(CASES)}
     for name in sorted(snapshot.runs, key=lambda n: (order.get(n, len(order)), n)):
         case = read_case_json(runs_dir / name)
-        alarms = [f for f in diagnose_run(snapshot.runs[name]).findings if f.severity in ALARM_SEVERITIES]
-        fired: dict[str, str] = {}
-        for f in alarms:  # most severe first: the first severity seen per rule is its worst
-            fired.setdefault(f.rule, f.severity)
-        said = ", ".join(f"`{rule}` ({severity})" for rule, severity in fired.items()) or "nothing: healthy"
+        diagnosis = diagnose_run(snapshot.runs[name])
+        roots = [f for f in diagnosis.roots if f.severity in ALARM_SEVERITIES]
         headline = case["fault"].split(":", 1)[0]
-        rows.append(f"| `{Path(name).name}` | {_cell(headline)} | {said} |")
+        if not roots:
+            rows.append(f"| `{Path(name).name}` | {_cell(headline)} | nothing: healthy | | |")
+            continue
+        first, others = roots[0], roots[1:]
+        symptoms = symptom_list(diagnosis.explained_by(first)) or "—"
+        seen: dict[str, str] = {}
+        for f in others:
+            seen.setdefault(f.rule, f.severity)
+        rest = ", ".join(f"`{rule}` ({severity})" for rule, severity in seen.items()) or "—"
+        rows.append(
+            f"| `{Path(name).name}` | {_cell(headline)} | `{first.rule}` ({first.severity}) | "
+            f"{_cell(symptoms)} | {rest} |"
+        )
     return "\n".join(rows) + "\n"
 
 

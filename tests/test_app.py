@@ -349,3 +349,24 @@ def test_diagnoses_are_made_again_only_for_runs_that_changed(tmp_path, monkeypat
     third = data.diagnoses(logdir, logdir.refresh())
     assert third["a"] is first["a"] and third["b"] is not first["b"]
     assert sorted(made) == ["a", "b", "b"]
+
+
+def test_a_run_page_shows_the_root_cause_with_its_symptoms_under_it():
+    """bad_init_scale: the initialization is the root; the dead ReLUs it caused are folded under it."""
+    at = start()
+    at.switch_page(RUN_PAGE).run()
+    at.selectbox(key="run").set_value("bad_init_scale").run()
+    page = text(clean(at))
+    assert "**Root cause** · explains: dead ReLUs in 2 layers" in page
+    symptoms = [e for e in at.expander if "symptom(s) of this cause" in e.label]
+    assert len(symptoms) == 1 and "2 symptom(s)" in symptoms[0].label
+    assert "*explained by* `bad_initialization`" in page
+    assert page.index("Initial weight scale too small") < page.index("Dead ReLUs")
+
+
+def test_the_runs_table_names_each_run_s_top_root_cause():
+    at = clean(start())
+    table = at.dataframe[0].value
+    row = table[table["run"] == "bad_init_scale"].iloc[0]
+    assert row["most severe finding"].startswith("Initial weight scale too small")
+    assert row["most severe finding"].endswith("(explains: dead ReLUs in 2 layers)")

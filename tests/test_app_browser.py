@@ -86,3 +86,27 @@ def test_findings_of_a_faulty_run_show_in_a_browser(dashboard, tmp_path):
                 page.screenshot(path=str((ROOT / target).with_name(Path(target).stem + "-chart.png")))
         finally:
             browser.close()
+
+
+def test_a_root_cause_shows_with_its_symptoms_folded_under_it(dashboard, tmp_path):
+    """lr_far_too_high_dead: the learning rate is the root; the dead ReLUs it caused open under it."""
+    from playwright.sync_api import sync_playwright
+
+    case = "lr_far_too_high_dead"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.goto(f"{dashboard}/run?run={case}", timeout=PAGE_TIMEOUT_MS)
+            page.get_by_text("Root cause").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+            assert page.get_by_text("explains: dead ReLUs").count() >= 1
+            page.get_by_text("symptom(s) of this cause").first.click()
+            advice = page.get_by_text("Still worth doing once the cause is fixed").first
+            advice.wait_for(timeout=PAGE_TIMEOUT_MS)
+            assert page.get_by_text("explained by").count() >= 1
+            assert page.locator("[data-testid='stException']").count() == 0
+            shot = tmp_path / "causes.png"
+            page.screenshot(path=str(shot))
+            assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()

@@ -214,3 +214,22 @@ def test_what_the_collector_could_not_measure_is_shown_with_the_run(tmp_path, di
     code, out, _ = _run_in_process(str(tmp_path), "--json")
     (run,) = json.loads(out)["runs"]
     assert len(run["collector_errors"]) == 1 and run["collector_errors"][0].startswith("layers: ValueError")
+
+
+def test_text_and_json_show_each_root_cause_with_its_symptoms():
+    """The sample run of an initialization 18x too small: one root, its dead ReLUs under it."""
+    run_dir = os.path.join(REPO, "sample_runs", "runs", "bad_init_scale")
+    out = io.StringIO()
+    assert main([run_dir], stdout=out) == 0
+    text = out.getvalue()
+    root = text.index("CRITICAL  bad_initialization: Initial weight scale too small")
+    assert text.index("explains: dead ReLUs in 2 layers") > root
+    assert "      ↳ CRITICAL  dead_relu: Dead ReLUs" in text
+    out = io.StringIO()
+    main([run_dir, "--json"], stdout=out)
+    findings = json.loads(out.getvalue())["runs"][0]["findings"]
+    assert [(f["rule"], f["caused_by"]) for f in findings] == [
+        ("bad_initialization", None),
+        ("dead_relu", "bad_initialization"),
+        ("dead_relu", "bad_initialization"),
+    ]

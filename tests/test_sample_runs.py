@@ -171,3 +171,9 @@ def test_analyzers_find_what_the_case_expects(name, committed_runs):
     assert not missing, "expected rule(s) did not fire: " + "; ".join(
         f"{rule}" + (f" (skipped: {skipped[rule]})" if rule in skipped else "") for rule in missing
     )
+    if expect:  # the injected fault is the root cause named first; what it caused hangs under it
+        first = diagnosis.roots[0]
+        assert first.rule == expect[0], (
+            f"the root cause named first is {first.rule}, not the injected fault {expect[0]}: "
+            + "; ".join(f"{f.rule} (caused by {f.caused_by})" for f in diagnosis.findings)
+        )

@@ -26,6 +26,7 @@ from analyzers.run import Run
 from logformat import runjson as R
 
 RULE_ID = "bad_initialization"
+NAME = "a bad initialization"  # what the finding is called where it is listed under another
 INIT_CONSTANT_SOURCE = cite(
     ("000", 29, "将参数零初始化会导致流过网络的数据也是对称的"),
     ("000", 30, "初始化参数应该非常接近于零(但不全等于零),来打破网络的对称性"),

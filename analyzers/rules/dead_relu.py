@@ -33,6 +33,7 @@ from analyzers.run import Run
 from logformat import tags as T
 
 RULE_ID = "dead_relu"
+NAME = "dead ReLUs"  # what the finding is called where it is listed under another
 DEAD_SOURCE = cite(
     ("000", 56, "就是它可能会永远“死”掉"),
     (

@@ -32,6 +32,7 @@ from analyzers.run import Run, Series
 from logformat import tags as T
 
 RULE_ID = "exploding_gradients"
+NAME = "exploding gradients"  # what the finding is called where it is listed under another
 EXPLODE_SOURCE = cite(
     ("001", 48, "clip c(梯度裁剪): 限制最大梯度"),
     ("001", 48, "如果value超过了阈值,就算一个衰减系系数,让value的值等于阈值: 5,10,15"),

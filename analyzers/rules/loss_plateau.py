@@ -64,6 +64,9 @@ from analyzers.run import Run
 from logformat import tags as T
 
 RULE_ID = "loss_plateau"
+NAME = "a loss plateau"  # what the finding is called where it is listed under another
+# evidence["kind"]: which plateau was found (another finding's cause may span the whole run only for the first)
+NEVER_LEARNED, STUCK_HIGH, NO_PROGRESS, LATE = "never_learned", "stuck_high", "no_progress", "late"
 PLATEAU_SOURCE = cite(
     ("000", 43, "将LR除以2或5后继续跑"),
     ("001", 185, "loss不降了lr就除10"),
@@ -189,7 +192,7 @@ def check(run: Run) -> Iterable[Finding]:
             ),
             PLATEAU_SOURCE,
             step=onset,
-            evidence=evidence,
+            evidence={"kind": LATE, **evidence},
         )
     ]
 
@@ -328,7 +331,7 @@ def _never_learned_finding(run: Run, loss: LossCurve, never: dict) -> Finding:
     val = _val_change(run)
     if val is not None:
         message += f"; the validation loss moved {fmt_change(val)} over the run"
-    evidence = {**never, "chance_loss": chance, "val_loss_change": val}
+    evidence = {"kind": NEVER_LEARNED, **never, "chance_loss": chance, "val_loss_change": val}
     more, advice, source = _stuck_advice(run, evidence, _lr_decayed_since(run, int(loss.steps[0])))
     return finding(
         RULE_ID,
@@ -345,6 +348,7 @@ def _never_learned_finding(run: Run, loss: LossCurve, never: dict) -> Finding:
 def _stuck_high_finding(
     run: Run, loss: LossCurve, window: Window, onset: int, evidence: dict, decayed: dict | None
 ) -> Finding:
+    evidence = {"kind": STUCK_HIGH, **evidence}
     chance = evidence["chance_loss"]
     end = window.end
     level = f"{fmt_pct(end / loss.start)} of where it started"
@@ -424,7 +428,12 @@ def _long_plateau_finding(
     # The window proved the last half flat, whatever the onset's estimate on a noisy curve says.
     flat_steps = int(loss.steps[-1] - min(onset, int(loss.steps[long.begin])))
     total = max(int(loss.steps[-1] - loss.steps[0]), 1)
-    evidence.update(flat_share=flat_steps / total, long_window_drop=long.drop)
+    evidence = {
+        "kind": NO_PROGRESS,
+        **evidence,
+        "flat_share": flat_steps / total,
+        "long_window_drop": long.drop,
+    }
     return finding(
         RULE_ID,
         "warning",

@@ -37,6 +37,7 @@ from analyzers.run import Run
 from logformat import tags as T
 
 RULE_ID = "noisy_batches"
+NAME = "noisy batches"  # what the finding is called where it is listed under another
 NOISY_SOURCE = cite(
     ("000", 68, "曲线的宽度和batch size有关"),
     ("001", 284, "一般来说,包含 \u00a016 个到 128 个样例的 batch(2 的幂)是不错的选择"),

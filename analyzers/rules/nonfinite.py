@@ -31,6 +31,7 @@ from analyzers.run import Run
 from logformat import tags as T
 
 RULE_ID = "nonfinite"
+NAME = "NaN/Inf values"  # what the finding is called where it is listed under another
 NONFINITE_SOURCE = cite(
     ("001", 120, "为什么一用relu梯度一会儿就变成Nan"),
     ("001", 24, "但是一定要做。否则可能会减慢收敛速度,影响收敛结果,甚至造成Nan等一系列问题。"),

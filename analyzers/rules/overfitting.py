@@ -43,6 +43,7 @@ from analyzers.run import Run, Series
 from logformat import tags as T
 
 RULE_ID = "overfitting"
+NAME = "overfitting"  # what the finding is called where it is listed under another
 OVERFIT_SOURCE = cite(
     ("000", 69, "当验证集上精确度收敛时,红线和绿线间隔过大很明显训练集上出现了过拟合"),
     ("001", 8, "使用L2正则化,dropout技术,扩展数据集等,有效缓解过拟合"),

@@ -1,9 +1,10 @@
-"""``python -m analyzers.rules.reference [--docs docs/rules.md]``: the rule-by-rule reference, from the rules.
+"""``python -m analyzers.rules.reference [--docs docs/rules.md]``: the rule reference, from the rules.
 
 Each rule's check has a docstring with its summary line, "Why it matters", "Measured"
 and "What to do"; its module has its `RULE_ID` and a ``*_SOURCE`` citation. This turns
-them into the "Rule by rule" section of ``docs/rules.md`` (between its markers), so the
-reference says what the code does; a test checks it is current.
+them into the "Rule by rule" section of ``docs/rules.md``, and `analyzers.causes.LINKS`
+into its cause-graph table (each between its markers), so the reference says what the
+code does; a test checks it is current.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from analyzers.rules import RULE_MODULES
 
 BEGIN = "<!-- rule-reference:begin -->"
 END = "<!-- rule-reference:end -->"
+GRAPH_BEGIN = "<!-- cause-graph:begin -->"
+GRAPH_END = "<!-- cause-graph:end -->"
 # The docstring's labelled paragraphs, in the order they are shown.
 LABELS = ("Why it matters", "Measured", "What to do")
 
@@ -75,12 +78,46 @@ def reference() -> str:
     return "\n\n".join(rule_section(m) for m in RULE_MODULES)
 
 
-def rewrite(text: str) -> str:
-    """`text` with the part between the markers replaced by the current reference."""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+def cause_graph() -> str:
+    """The cause graph as a table: each link, why it holds, the evidence it needs, the advice kept."""
+    from analyzers.causes import (
+        LINKS,
+    )  # the graph imports the rules; this module is imported by tests of both
+
+    rows = [
+        "| cause → symptom | why | evidence the link needs | symptom's advice kept |",
+        "|---|---|---|---|",
+    ]
+    for link in LINKS:
+        needs = _describe(link.holds)
+        rows.append(
+            f"| `{link.cause}` → `{link.symptom}` | {link.why} | {needs} | {_first_line(link.keep.__doc__)} |"
+        )
+    return "\n".join(rows)
+
+
+def _describe(check: object) -> str:
+    """A link's evidence in words: the first docstring line of each check it combines."""
+    parts = getattr(check, "parts", None)
+    if parts:
+        return "; ".join(_describe(p) for p in parts)
+    return _first_line(getattr(check, "__doc__", None))
+
+
+def _first_line(doc: str | None) -> str:
+    return inspect.cleandoc(doc).split("\n\n")[0].replace("\n", " ") if doc else ""
+
+
+def _replace(text: str, begin: str, end: str, body: str) -> str:
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise ValueError(f"no {BEGIN} ... {END} markers")
-    return pattern.sub(lambda _: f"{BEGIN}\n\n{reference()}\n\n{END}", text)
+        raise ValueError(f"no {begin} ... {end} markers")
+    return pattern.sub(lambda _: f"{begin}\n\n{body}\n\n{end}", text)
+
+
+def rewrite(text: str) -> str:
+    """`text` with the parts between the markers replaced by the current reference and cause graph."""
+    return _replace(_replace(text, BEGIN, END, reference()), GRAPH_BEGIN, GRAPH_END, cause_graph())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from analyzers.run import Run
 from logformat import tags as T
 
 RULE_ID = "saturated_activations"
+NAME = "saturated activations"  # what the finding is called where it is listed under another
 SATURATED_SOURCE = cite(
     ("001", 51, "除了gate之类的地方,需要把输出限制成0-1之外,尽量不要用sigmoid"),
     ("000", 49, "当输入的绝对值较大时,其梯度(导数)接近于零,这时参数几乎不再更新"),

@@ -40,6 +40,7 @@ from analyzers.run import Run
 from logformat import tags as T
 
 RULE_ID = "underfitting"
+NAME = "underfitting"  # what the finding is called where it is listed under another
 UNDERFIT_SOURCE = cite(
     ("000", 69, "当两线间隔很小且准确率都很低时,说明模型学习能力太低,需要增加模型的capacity")
 )

@@ -28,6 +28,7 @@ from analyzers.run import Run
 from logformat import tags as T
 
 RULE_ID = "unnormalized_inputs"
+NAME = "unnormalized inputs"  # what the finding is called where it is listed under another
 INPUT_SOURCE = cite(
     ("000", 11, "X-=numpy.mean(X,axis=0) # 即X的每一列都减去该列的均值"),
     ("000", 13, "X/=numpy.std(X,axis=0) # 数据归一化。"),

@@ -24,6 +24,7 @@ from analyzers.rules.labels import UNSHUFFLED_RATIO, label_mix
 from analyzers.run import Run
 
 RULE_ID = "unshuffled_data"
+NAME = "unshuffled data"  # what the finding is called where it is listed under another
 SHUFFLE_SOURCE = cite(("001", 54, "尽量对数据做shuffle"), ("001", 108, "样本要足够随机"))
 def check(run: Run) -> Iterable[Finding]:
     """Batches hold far fewer classes than the data has: the data arrives sorted.

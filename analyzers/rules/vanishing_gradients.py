@@ -37,6 +37,7 @@ from logformat import runjson as R
 from logformat import tags as T
 
 RULE_ID = "vanishing_gradients"
+NAME = "vanishing gradients"  # what the finding is called where it is listed under another
 VANISH_SOURCE = cite(
     (
         "000",

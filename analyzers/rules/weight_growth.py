@@ -38,6 +38,7 @@ from logformat import runjson as R
 from logformat import tags as T
 
 RULE_ID = "weight_growth"
+NAME = "weight growth"  # what the finding is called where it is listed under another
 GROWTH_SOURCE = cite(
     ("000", 62, "L2正则化也许是最常用的正则化的形式"),
     ("000", 64, "典型的c值是3或4"),

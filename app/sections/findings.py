@@ -1,5 +1,6 @@
-"""A run's findings, most severe first: what was measured, what to do, where the advice comes from,
-and a link to the chart where it shows. Then what could not be checked, and why."""
+"""A run's findings as causes and symptoms: each root cause, most severe first, with what was
+measured, what to do, where the advice comes from and a link to the chart where it shows, and the
+symptoms it explains folded under it. Then what could not be checked, and why."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import streamlit as st
 
 from analyzers.diagnose import Diagnosis
 from analyzers.findings import Finding
-from analyzers.formatting import evidence_items, plain
+from analyzers.formatting import evidence_items, plain, symptom_list
 from analyzers.rules import ALL_RULES
 from analyzers.run import Run
 from analyzers.summary import end_of_run_advice
@@ -40,14 +41,15 @@ def show(d: Diagnosis) -> None:
             icon=":material/hourglass_top:",
         )
     collector_errors(d.run)  # before the findings: it says why some signals are missing
-    serious = [f for f in d.findings if f.severity in (CRITICAL, WARNING)]
+    roots = d.roots
+    serious = [f for f in roots if f.severity in (CRITICAL, WARNING)]
     for group in by_rule(serious):
-        card(group, d.run)
-    infos = [f for f in d.findings if f.severity not in (CRITICAL, WARNING)]
+        card(group, d)
+    infos = [f for f in roots if f.severity not in (CRITICAL, WARNING)]
     if infos:
         with st.expander(f"{len(infos)} informational finding(s)", icon=":material/info:"):
             for group in by_rule(infos):
-                card(group, d.run)
+                card(group, d)
     general(d)
     skipped(d)
     problems(d)
@@ -61,12 +63,18 @@ def by_rule(findings: list[Finding]) -> list[list[Finding]]:
     return list(groups.values())
 
 
-def card(group: list[Finding], run: Run) -> None:
-    """The rule's most severe finding in full; its other findings (other layers) folded below it."""
+def card(group: list[Finding], d: Diagnosis) -> None:
+    """A root cause in full (the rule's most severe finding), what it explains, its other findings
+    (other layers), and the symptoms it explains folded below it, each with the advice still worth
+    taking once the cause is treated."""
+    run = d.run
     first, rest = group[0], group[1:]
+    explained = [s for f in group for s in d.explained_by(f)]
     with st.container(border=True):
         st.markdown(f"{SEVERITY_BADGE.get(first.severity, first.severity)} **{prose(first.title)}**")
         st.caption(where(first))
+        if explained:
+            st.markdown(f"**Root cause** · explains: {prose(symptom_list(explained))}")
         st.markdown(prose(first.message))
         measured(first)
         if first.advice:
@@ -89,11 +97,31 @@ def card(group: list[Finding], run: Run) -> None:
                     st.caption(where(f))
                     st.markdown(prose(f.message))
                     measured(f)
+        if explained:
+            symptoms(explained)
         with st.expander(f"About {first.rule}, and all evidence"):
             if RULE_DOCS.get(first.rule):
                 st.markdown(RULE_DOCS[first.rule])
             for f in group:
                 st.json(plain(f.evidence), expanded=1)
+
+
+def symptoms(explained: list[Finding]) -> None:
+    """The symptoms a cause explains: what each measured, and only the advice that still helps."""
+    with st.expander(f"{len(explained)} symptom(s) of this cause", icon=":material/account_tree:"):
+        for f in explained:
+            st.markdown(
+                f"{SEVERITY_BADGE.get(f.severity, f.severity)} **{prose(f.title)}**  \n"
+                f"*explained by* {code(f.caused_by or '')}"
+            )
+            st.caption(where(f))
+            st.markdown(prose(f.message))
+            measured(f)
+            if f.advice:
+                st.markdown(
+                    "**Still worth doing once the cause is fixed**\n\n"
+                    + "\n".join(f"{i}. {prose(a)}" for i, a in enumerate(f.advice, 1))
+                )
 
 
 def where(f: Finding) -> str:
