@@ -13,7 +13,9 @@ A link holds only with evidence: the cause begins before (or at) the symptom, an
 where the link says so, the symptom begins early, sits in or after the cause's layer,
 or the cause shows the trait that makes it the cause (oversized updates, a divergence).
 When several causes hold for one symptom, the one that began last before it explains
-it (the nearest preceding event), then the more severe, then the link listed first.
+it (the nearest preceding event; one the evidence shows only later, such as a learning
+rate whose effect on the loss came late, after those), then the more severe, then the
+link listed first.
 docs/rules.md lists every link and why it holds.
 """
 
@@ -368,7 +370,7 @@ def explain(findings: Sequence[Finding], run: Run) -> Explained:
         ]
         if not options:
             continue
-        j, link = min(options, key=lambda o: _preference(findings[o[0]], o[1]))
+        j, link = min(options, key=lambda o: _preference(findings[o[0]], findings[i], o[1]))
         if not _is_descendant(j, i, parent):
             parent[i], kept_advice[i] = j, link.keep
     children: dict[int | None, list[int]] = {}
@@ -410,9 +412,17 @@ def _began_after(cause: Finding, symptom: Finding, candidates: dict, i: int, j: 
     return mutual and _step(symptom) < _step(cause)
 
 
-def _preference(cause: Finding, link: Link) -> tuple[int, int, int]:
-    """The nearest preceding cause (latest step), then the more severe, then the link listed first."""
-    return (-_step(cause), SEVERITY_ORDER[cause.severity], LINKS.index(link))
+def _preference(cause: Finding, symptom: Finding, link: Link) -> tuple[int, int, int, int]:
+    """The nearest preceding cause (the latest that began at or before the symptom; one found only
+    later, as a learning rate the loss shows late, after those), then the more severe, then the link
+    listed first."""
+    after = _step(cause) > _step(symptom)
+    return (
+        int(after),
+        _step(cause) if after else -_step(cause),
+        SEVERITY_ORDER[cause.severity],
+        LINKS.index(link),
+    )
 
 
 def _step(f: Finding) -> int:

@@ -49,7 +49,8 @@ _NUM_CLASSES_KEYS = ("num_classes", "n_classes", "classes", "num_labels", "nclas
 _LR_KEYS = ("lr", "learning_rate", "learningrate")
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """`value` as a finite float, or None (a run.json or hyperparameter value may be anything)."""
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -65,14 +66,14 @@ def hparams(run: Run) -> Mapping[str, Any]:
 def _hparam_number(run: Run, keys: Sequence[str]) -> float | None:
     h = {str(k).lower(): v for k, v in hparams(run).items()}
     for key in keys:
-        if key in h and _number(h[key]) is not None:
-            return _number(h[key])
+        if key in h and finite_number(h[key]) is not None:
+            return finite_number(h[key])
     return None
 
 
 def batch_size(run: Run) -> int | None:
     """Batch size from run.json, else from the hyperparameters; None when unknown."""
-    value = _number(run.meta.get(R.K_BATCH_SIZE)) if run.meta else None
+    value = finite_number(run.meta.get(R.K_BATCH_SIZE)) if run.meta else None
     if value is None:
         value = _hparam_number(run, _BATCH_SIZE_KEYS)
     return int(value) if value is not None and value >= 1 else None
@@ -84,7 +85,7 @@ def data_parallel_ranks(run: Run) -> int:
     before the collector said so counts its world size (DDP was all it measured)."""
     meta = run.meta or {}
     for key in (R.K_DATA_PARALLEL, R.K_WORLD_SIZE):
-        value = _number(meta.get(key))
+        value = finite_number(meta.get(key))
         if value is not None and value >= 1:
             return int(value)
     return 1
@@ -93,7 +94,7 @@ def data_parallel_ranks(run: Run) -> int:
 def num_classes(run: Run) -> int | None:
     """Number of classes: run.json's (the collector's, from the logits it saw), else the
     hyperparameters'; None when unknown."""
-    value = _number(run.meta.get(R.K_NUM_CLASSES)) if run.meta else None
+    value = finite_number(run.meta.get(R.K_NUM_CLASSES)) if run.meta else None
     if value is None:
         value = _hparam_number(run, _NUM_CLASSES_KEYS)
     return int(value) if value is not None and value >= 2 else None
@@ -124,8 +125,8 @@ def configured_lr(run: Run) -> float | None:
         if ok.any():
             return float(series.values[ok][-1])
     groups = param_groups(run)
-    if groups and _number(groups[0].get("lr")) is not None:
-        return _number(groups[0].get("lr"))
+    if groups and finite_number(groups[0].get("lr")) is not None:
+        return finite_number(groups[0].get("lr"))
     return _hparam_number(run, _LR_KEYS)
 
 
@@ -149,7 +150,7 @@ def weight_decay(run: Run) -> float | None:
     """Largest weight decay over param groups (also from hparams); None when the run does not say."""
     groups = param_groups(run)
     if groups:
-        values = [_number(g.get("weight_decay", 0.0)) for g in groups]
+        values = [finite_number(g.get("weight_decay", 0.0)) for g in groups]
         return max((v for v in values if v is not None), default=0.0)
     return _hparam_number(run, ("weight_decay", "wd", "l2"))
 

@@ -384,3 +384,17 @@ def test_not_about_the_lr_tells_learning_rate_advice_from_the_rest():
 def test_diagnosis_lists_roots_and_what_each_explains():
     d = diagnose_run(run())  # a healthy curve: nothing to explain
     assert d.roots == [] and d.findings == ()
+
+
+def test_a_cause_that_began_before_the_symptom_explains_it_before_one_the_loss_showed_later():
+    """Dead units from step 10: an initialization at step 0 explains them, not a learning rate whose
+    effect on the loss showed at step 400 (though it was there from the start)."""
+    out = explain(
+        [
+            f("lr_too_high", "critical", 400, **DIVERGED),
+            f("bad_initialization", step=0, layer="0"),
+            f("dead_relu", "critical", 10, "2"),
+        ],
+        run(),
+    )
+    assert {x.rule: x.caused_by for x in out.findings}["dead_relu"] == "bad_initialization"

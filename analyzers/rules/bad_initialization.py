@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping
 from analyzers.facts import (
     NORM_OR_EMBEDDING_TYPES,
     RECURRENT_TYPES,
+    finite_number,
 )
 from analyzers.findings import Finding, Skip
 from analyzers.rules.common import (
@@ -53,21 +54,13 @@ def _fan_out(shape: Any) -> int | None:
         return None
 
 
-def _number(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def _scale_problem(entry: Mapping[str, Any], is_output: bool) -> dict | None:
     """The entry's std against He/Xavier; None when within INIT_SCALE_FACTOR (or a Glorot variant)."""
-    std, expected = _number(entry.get("std")), _number(entry.get("expected_std"))
+    std, expected = finite_number(entry.get("std")), finite_number(entry.get("expected_std"))
     if std is None or expected is None or expected <= 0:
         return None
     ratio = std / expected
-    fan_in = _number(entry.get("fan_in"))
+    fan_in = finite_number(entry.get("fan_in"))
     fan_out = _fan_out(entry.get("shape"))
     # Glorot's sqrt(2/(fan_in+fan_out)) (torch's xavier_normal_) is a legitimate choice too.
     glorot = math.sqrt(2.0 / (fan_in + fan_out)) if fan_in and fan_out else None
@@ -139,7 +132,7 @@ def check(run: Run) -> Iterable[Finding]:
 
 
 def _describe_constant(entry: Mapping[str, Any]) -> str:
-    mean = _number(entry.get("mean")) or 0.0
+    mean = finite_number(entry.get("mean")) or 0.0
     return f"{entry.get('layer')} ({'all zeros' if mean == 0 else f'every weight = {fmt(mean)}'})"
 
 
@@ -177,7 +170,7 @@ def _constant_finding(entries: list[Mapping[str, Any]], severity: str) -> Findin
         INIT_CONSTANT_SOURCE,
         step=0,
         layer=names[0],
-        evidence={"layers": names, "means": [_number(e.get("mean")) for e in entries]},
+        evidence={"layers": names, "means": [finite_number(e.get("mean")) for e in entries]},
     )
 
 
@@ -221,7 +214,7 @@ def _forget_gate_findings(entries: list[Mapping[str, Any]]) -> list[Finding]:
     for entry in entries:
         if entry.get("param") != "forget_gate_bias":
             continue
-        mean = _number(entry.get("forget_gate_bias_mean"))
+        mean = finite_number(entry.get("forget_gate_bias_mean"))
         if mean is None or abs(mean - FORGET_BIAS_TARGET) <= FORGET_BIAS_TOLERANCE:
             continue
         name = str(entry.get("layer"))
