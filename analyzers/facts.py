@@ -19,9 +19,8 @@ from analyzers.run import Run
 from logformat import runjson as R
 from logformat import tags as T
 
-# Module types whose weights are not a plain fan-in matrix: their scale, sparsity and
-# gradients follow other laws, so per-layer comparisons and init checks leave them out.
-NORM_OR_EMBEDDING_TYPES = frozenset(
+# Normalization layers: what follows them is rescaled, whatever scale the layer before had.
+NORM_TYPES = frozenset(
     {
         "BatchNorm1d",
         "BatchNorm2d",
@@ -37,10 +36,11 @@ NORM_OR_EMBEDDING_TYPES = frozenset(
         "InstanceNorm2d",
         "InstanceNorm3d",
         "LocalResponseNorm",
-        "Embedding",
-        "EmbeddingBag",
     }
 )
+# Module types whose weights are not a plain fan-in matrix: their scale, sparsity and
+# gradients follow other laws, so per-layer comparisons and init checks leave them out.
+NORM_OR_EMBEDDING_TYPES = NORM_TYPES | frozenset({"Embedding", "EmbeddingBag"})
 RECURRENT_TYPES = frozenset({"LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"})
 
 # Hyperparameter names under which users commonly log these facts.

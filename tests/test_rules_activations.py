@@ -27,6 +27,13 @@ def dead(meta=None, **per_layer):
     return make_run(shares(T.DEAD_FRACTION_PREFIX, **per_layer), meta)
 
 
+def dead_with_loss(loss, meta=None, **per_layer):
+    """Dead-unit shares every 50 steps beside a train loss logged every step."""
+    return make_run(
+        {**shares(T.DEAD_FRACTION_PREFIX, **per_layer), T.TRAIN_LOSS: (steps(len(loss)), loss)}, meta
+    )
+
+
 def sat(meta=None, **per_layer):
     return make_run(shares(T.SATURATED_FRACTION_PREFIX, **per_layer), meta)
 
@@ -40,9 +47,19 @@ DEAD_CASES = [
             "warning",
             step=(150, 150),
             layer="features.1",
-            says=("70% of `features.1`'s units", "since step 150", "above the 50% threshold"),
+            says=("70% of `features.1`'s units", "since step 150", "in the first samples it was 20%"),
         ),
-        id="majority-dead-warning",
+        id="killed-by-training-warning",
+    ),
+    pytest.param(
+        dead_with_loss(np.linspace(2.3, 0.1, 400), fc=[0.55, 0.53, 0.52, 0.52, 0.54, 0.52, 0.53, 0.52]),
+        Fires("info", layer="fc", says=("52% of `fc`'s units", "the run learns all the same", "fell 91%")),
+        id="silent-from-the-start-while-it-learns-info",
+    ),
+    pytest.param(
+        dead_with_loss(np.full(400, 2.3), fc=[0.6, 0.62, 0.61, 0.6, 0.63, 0.62, 0.6, 0.61]),
+        Fires("warning", layer="fc", says=("stayed near its start for 100% of the run",)),
+        id="silent-while-the-loss-never-moves-warning",
     ),
     pytest.param(
         dead(fc=[0.1, 0.95, 0.97, 0.99, 1.0, 1.0]),
@@ -66,7 +83,7 @@ def test_dead_relu(run, expect):
 
 def test_dead_relu_reports_each_dead_layer_in_model_order():
     meta = {"model": {"layers": [{"name": "a", "type": "Linear"}, {"name": "b", "type": "Linear"}]}}
-    found = list(dead_relu(dead(meta, b=[0.95] * 5, a=[0.6] * 5)))
+    found = list(dead_relu(dead(meta, b=[0.95] * 5, a=[0.2, 0.2, 0.2, 0.6, 0.6, 0.6])))
     assert [(f.layer, f.severity) for f in found] == [("a", "warning"), ("b", "critical")]
 
 

@@ -159,6 +159,8 @@ def inject_saturated(sc, meta):
 
 def inject_bad_init(sc, meta):
     meta["init_check"][0] = {**meta["init_check"][0], "std": 1.0, "ratio": 1.0 / math.sqrt(2 / 128)}
+    # A scale 8x He shows in the signal from the start: most units of the layer after it dead.
+    _set(sc, T.dead_fraction_tag("features.2"), lambda s: np.where(s < 200, 0.8, 0.15))
 
 
 def inject_unnormalized(sc, meta):

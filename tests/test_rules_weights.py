@@ -193,3 +193,80 @@ def test_weight_growth(run, expect):
 def test_weight_growth_reads_weight_decay_from_hparams_for_other_writers():
     run = norms({"hparams": {"weight_decay": 0.0}}, fc=lambda t: 2.0 * (1 + 5 * t**2))
     check(weight_growth, run, Fires("warning"))
+
+
+# --- a scale judged by its role and by what it does to the signal at the start -----------------
+
+
+def gpt_block_run(grad_first_over_last=0.5, dead_at_start=0.1, layers_meta=True):
+    """A GPT-style block initialized N(0, 0.02) (6x below Xavier for fan_in 64), with LayerNorms
+    beside its linear layers, and the start of its signals."""
+    names = [
+        "h.0.ln_1",
+        "h.0.attn.c_attn",
+        "h.0.attn.c_proj",
+        "h.0.ln_2",
+        "h.0.mlp.c_fc",
+        "h.0.mlp.c_proj",
+        "lm_head",
+    ]
+    kinds = ["LayerNorm", "Linear", "Linear", "LayerNorm", "Linear", "Linear", "Linear"]
+    checks = [
+        entry(n, fan_in=64, out=64, std=0.02, activation=None) for n, k in zip(names, kinds) if k == "Linear"
+    ]
+    meta = {"init_check": checks}
+    if layers_meta:
+        meta["model"] = {"layers": [{"name": n, "type": k} for n, k in zip(names, kinds)]}
+    s = steps(10, 10)
+    scalars = {
+        T.grad_norm_tag("h.0.attn.c_attn"): (s, np.full(10, grad_first_over_last)),
+        T.grad_norm_tag("lm_head"): (s, np.full(10, 1.0)),
+        T.dead_fraction_tag("h.0.mlp.c_fc"): (s, np.full(10, dead_at_start)),
+    }
+    return make_run(scalars, meta)
+
+
+ROLE_CASES = [
+    pytest.param(
+        gpt_block_run(),
+        Fires("info", says=("in a block with a norm layer", "passes all the same")),
+        id="gpt-init-is-info",
+    ),
+    pytest.param(
+        gpt_block_run(grad_first_over_last=1e-4),
+        Fires("warning", says=("It shows at the start", "gradient norm is 1e-4x the last layer")),
+        id="gpt-init-whose-gradients-collapse",
+    ),
+    pytest.param(
+        gpt_block_run(dead_at_start=0.8),
+        Fires("warning", says=("80% of `h.0.mlp.c_fc`'s units are dead in the first samples",)),
+        id="small-init-with-dead-units-at-the-start",
+    ),
+    pytest.param(
+        make_run({}, {"init_check": [entry("fc1", fan_in=64, out=64, std=0.02), OUT]}),
+        Fires("warning", says=("Signals then shrink or grow",)),
+        id="no-signal-no-role-stays-a-warning",
+    ),
+    pytest.param(
+        make_run(
+            {},
+            {
+                "init_check": [entry("fc1", fan_in=64, out=64, std=0.02), OUT],
+                "model": {
+                    "layers": [
+                        {"name": "fc1", "type": "Linear"},
+                        {"name": "bn1", "type": "BatchNorm1d"},
+                        {"name": "out", "type": "Linear"},
+                    ]
+                },
+            },
+        ),
+        Fires("info", says=("followed by a norm layer",)),
+        id="followed-by-batch-norm-is-info",
+    ),
+]
+
+
+@pytest.mark.parametrize("run, expect", ROLE_CASES)
+def test_bad_initialization_judges_a_scale_by_role_and_signal(run, expect):
+    check(bad_initialization, run, expect)

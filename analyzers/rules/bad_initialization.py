@@ -9,10 +9,16 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+import numpy as np
+
 from analyzers.facts import (
     NORM_OR_EMBEDDING_TYPES,
+    NORM_TYPES,
     RECURRENT_TYPES,
     finite_number,
+    layer_types,
+    model_layers,
+    ordered_layers,
 )
 from analyzers.findings import Finding, Skip
 from analyzers.rules.common import (
@@ -20,11 +26,13 @@ from analyzers.rules.common import (
     finding,
     fmt,
     fmt_factor,
+    fmt_pct,
     missing_meta_reason,
     quote,
 )
 from analyzers.run import Run
 from logformat import runjson as R
+from logformat import tags as T
 
 RULE_ID = "bad_initialization"
 NAME = "a bad initialization"  # what the finding is called where it is listed under another
@@ -40,6 +48,11 @@ INIT_SCALE_SOURCE = cite(
 INIT_LSTM_SOURCE = cite(("001", 55, "LSTM 的forget gate的bias,用1.0或者更大的值做初始化"))
 INIT_SCALE_FACTOR = 3.0  # warning: weight std more than 3x above or below He/Xavier for its fan-in
 # (PyTorch's default init, std = 1/sqrt(3 fan_in), is 0.41x He and 0.58x Xavier: inside the band)
+# A scale that far off is judged by what it does to the signal in the first samples:
+START_SAMPLES = 3  # ...the first 3 samples of each signal (dead/saturated units, gradient norms)
+START_STACK_RATIO = 1e-2  # ...gradient norms across the stack 100x apart at the start (collapse or blow-up)
+START_DEAD = 0.5  # ...or > 50% of a layer's units dead at the start, in or after a flagged layer
+START_SATURATED = 0.5  # ...or > 50% of its sigmoid/tanh outputs saturated at the start
 FORGET_BIAS_TARGET = 1.0  # the LSTM forget-gate bias the notes recommend
 FORGET_BIAS_TOLERANCE = 0.5  # info: its mean more than 0.5 away from 1.0
 
@@ -97,7 +110,12 @@ def check(run: Run) -> Iterable[Finding]:
     sqrt(2/(fan_in+fan_out)); a small output layer is fine) is a warning; an LSTM
     forget-gate bias more than 0.5 from 1.0 is info. PyTorch's default init (0.41x He,
     0.58x Xavier) passes. Normalization, embedding and recurrent weights are not
-    scale-checked.
+    scale-checked. A scale that far off is a warning only when it shows in the signal
+    in the first samples (> 50% of a layer's units dead or saturated in or after it,
+    gradient norms 100x apart across the stack), or when the run records no such
+    signal and no role excuses the layer (followed by a norm layer, in a block that
+    holds one, the output layer); otherwise info: GPT-style N(0, 0.02) blocks behind
+    LayerNorm and residual connections are small on purpose.
     What to do: He init for ReLU layers, Xavier for tanh/sigmoid; never zeros; LSTM
     forget-gate bias 1.0.
     """
@@ -126,7 +144,7 @@ def check(run: Run) -> Iterable[Finding]:
     if constant_output:
         found.append(_constant_finding(constant_output, "info"))
     if scale:
-        found.append(_scale_finding(scale))
+        found.append(_scale_finding(scale, run))
     found.extend(_forget_gate_findings(entries))
     return found
 
@@ -174,26 +192,50 @@ def _constant_finding(entries: list[Mapping[str, Any]], severity: str) -> Findin
     )
 
 
-def _scale_finding(problems: list[dict]) -> Finding:
+def _scale_finding(problems: list[dict], run: Run) -> Finding:
+    """A warning when the scale shows in the signal at the start, or when there is no signal to
+    tell and the layer's role does not excuse it; else info. A layer followed by a norm layer, in a
+    block that normalizes (a transformer block's LayerNorm beside it), or the output layer, is
+    small or large on purpose in common recipes (GPT-2's N(0, 0.02))."""
+    for p in problems:
+        p["role"] = _role(run, p["layer"])
+    harm = _harm_at_start(run, [p["layer"] for p in problems])
+    has_signal = _has_start_signals(run)
+    excused = all(p["role"] for p in problems)
+    severity = "warning" if harm or (not has_signal and not excused) else "info"
     first = problems[0]
     parts = [
         f"{p['layer']} std {fmt(p['std'])} vs {p['expected'] or 'expected'} {fmt(p['expected_std'])} "
         f"({fmt_factor(p['ratio']) if p['ratio'] >= 1 else fmt(p['ratio']) + 'x'})"
+        + (f", {p['role']}" if p["role"] else "")
         for p in problems[:6]
     ]
     more = f" and {len(problems) - 6} more" if len(problems) > 6 else ""
     directions = {p["direction"] for p in problems}
     size = "too large" if directions == {"large"} else ("too small" if directions == {"small"} else "off")
     fan = f"fan_in {first['fan_in']}: " if first["fan_in"] else ""
-    return finding(
-        RULE_ID,
-        "warning",
-        f"Initial weight scale {size} in {quote(first['layer'])}"
-        + (f" and {len(problems) - 1} more" if len(problems) > 1 else ""),
+    message = (
         f"Initial weight std is more than {fmt(INIT_SCALE_FACTOR)}x off He/Xavier for its fan-in: "
         + "; ".join(parts)
         + more
-        + ". Signals then shrink or grow by about that factor per layer.",
+        + "."
+    )
+    if harm:
+        message += f" It shows at the start: {harm}."
+    elif has_signal:
+        message += (
+            " The signal passes all the same at the start: no layer's units dead or saturated, gradient "
+            "norms within 100x across the stack, as with a deliberate small init (N(0, 0.02) in GPT-style "
+            "models) behind normalization or residual connections."
+        )
+    else:
+        message += " Signals then shrink or grow by about that factor per layer."
+    return finding(
+        RULE_ID,
+        severity,  # type: ignore[arg-type]
+        f"Initial weight scale {size} in {quote(first['layer'])}"
+        + (f" and {len(problems) - 1} more" if len(problems) > 1 else ""),
+        message,
         (
             f"Re-initialize {quote(first['layer'])} ({fan}target std {fmt(first['expected_std'])}): "
             "torch.nn.init.kaiming_normal_(w, nonlinearity='relu') (He, std sqrt(2/fan_in)) for ReLU layers; "
@@ -201,12 +243,81 @@ def _scale_finding(problems: list[dict]) -> Finding:
             "for tanh/sigmoid.",
             "Or keep PyTorch's default initialization "
             "(nn.Linear/nn.Conv2d already use a fan-in scaled uniform).",
-        ),
+        )
+        if severity == "warning"
+        else ("Nothing to change while the signal passes; watch the first steps' gradient norms.",),
         INIT_SCALE_SOURCE,
         step=0,
         layer=first["layer"],
-        evidence={"layers": problems},
+        evidence={"layers": problems, "harm_at_start": harm or None},
     )
+
+
+def _role(run: Run, layer: str) -> str | None:
+    """Why a layer may start off He/Xavier on purpose: followed by a norm layer, in a block that
+    holds one (a transformer block), or the output layer; None when nothing excuses it."""
+    layers = model_layers(run)
+    names = [str(entry.get("name")) for entry in layers]
+    if layer not in names:
+        return None
+    i = names.index(layer)
+    if i + 1 < len(layers) and str(layers[i + 1].get("type")) in NORM_TYPES:
+        return "followed by a norm layer"
+    norms = [n for n, entry in zip(names, layers) if str(entry.get("type")) in NORM_TYPES]
+    parts = layer.split(".")
+    for depth in range(len(parts) - 1, 0, -1):
+        block = ".".join(parts[:depth]) + "."
+        if any(n.startswith(block) for n in norms):
+            return "in a block with a norm layer"
+    weights = [n for n, entry in zip(names, layers) if str(entry.get("type")) not in NORM_OR_EMBEDDING_TYPES]
+    if weights and layer == weights[-1]:
+        return "the output layer"
+    return None
+
+
+def _first_values(series_by_layer: Mapping[str, Any]) -> dict[str, float]:
+    """Each layer's median over its first `START_SAMPLES` finite samples."""
+    out = {}
+    for name, series in series_by_layer.items():
+        values = series.values[np.isfinite(series.values)][:START_SAMPLES]
+        if values.shape[0]:
+            out[name] = float(np.median(values))
+    return out
+
+
+def _has_start_signals(run: Run) -> bool:
+    return bool(run.layers(T.GRAD_NORM_PREFIX) or run.layers(T.DEAD_FRACTION_PREFIX))
+
+
+def _harm_at_start(run: Run, flagged: list[str]) -> str:
+    """What the flagged layers' scale does to the signal in the first samples, in words ("" for nothing)."""
+    order = ordered_layers(run, set(flagged) | set(run.layers(T.DEAD_FRACTION_PREFIX)))
+    first_flagged = min((order.index(name) for name in flagged if name in order), default=0)
+    after = set(order[first_flagged:])
+    for prefix, limit, what in (
+        (T.DEAD_FRACTION_PREFIX, START_DEAD, "dead"),
+        (T.SATURATED_FRACTION_PREFIX, START_SATURATED, "saturated"),
+    ):
+        early = _first_values(run.layers(prefix))
+        hit = {n: v for n, v in early.items() if v > limit and (n in after or n not in order)}
+        if hit:
+            worst = max(hit, key=hit.get)
+            return f"{fmt_pct(hit[worst])} of {quote(worst)}'s units are {what} in the first samples"
+    types = layer_types(run)
+    grads = {
+        n: v
+        for n, v in _first_values(run.layers(T.GRAD_NORM_PREFIX)).items()
+        if types.get(n) not in NORM_OR_EMBEDDING_TYPES and v > 0
+    }
+    stack = ordered_layers(run, grads)
+    if len(stack) >= 2:
+        ratio = grads[stack[0]] / grads[stack[-1]]
+        if ratio < START_STACK_RATIO or ratio > 1 / START_STACK_RATIO:
+            return (
+                f"the first layer {quote(stack[0])}'s gradient norm is {fmt(ratio)}x the last layer "
+                f"{quote(stack[-1])}'s in the first samples"
+            )
+    return ""
 
 
 def _forget_gate_findings(entries: list[Mapping[str, Any]]) -> list[Finding]:
