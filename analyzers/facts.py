@@ -100,6 +100,13 @@ def num_classes(run: Run) -> int | None:
     return int(value) if value is not None and value >= 2 else None
 
 
+def input_kind(run: Run) -> str | None:
+    """What the model's input is, as run.json says: `R.INPUT_TOKENS` (integer token ids)
+    or `R.INPUT_FEATURES`; None when unknown (a foreign log, or no input seen)."""
+    value = run.meta.get(R.K_INPUT_KIND) if run.meta else None
+    return value if value in R.INPUT_KINDS else None
+
+
 def param_groups(run: Run) -> list[Mapping[str, Any]] | None:
     """The optimizer's param groups from run.json, or None when the run does not say."""
     opt = run.meta.get(R.K_OPTIMIZER) if run.meta else None

@@ -117,9 +117,13 @@ class ActivationProbe:
         self.functional_relu_layers: set[str] = set()
         self._done: set[str] = set()
         self._first_consumer_seen = False
-        # Whether to measure the model's input batch: only for loops that do not hand
-        # step() their `inputs` (those are measured there, and would be measured twice).
+        # Whether to measure the model's input batch (and keep it, `take_model_input`):
+        # only for loops that do not hand step() their float `inputs` (those are measured
+        # there, and would be measured twice).
         self.measure_input = True
+        # The armed step's model input (its last training forward's), by reference until
+        # `take_model_input`: token ids or features, and a language model's label check.
+        self._model_input: torch.Tensor | None = None
 
     def continue_from(self, earlier: ActivationProbe) -> None:
         """A probe made anew for a remapped model (layers unfrozen, a lazy model's
@@ -138,6 +142,7 @@ class ActivationProbe:
         if self.armed:
             return
         self.results = {}
+        self._model_input = None
         self._done = set()
         self._first_consumer_seen = False
         self._forward_seen = False
@@ -168,6 +173,12 @@ class ActivationProbe:
         self._handles = []
         results, self.results = self.results, {}
         return results
+
+    def take_model_input(self) -> torch.Tensor | None:
+        """The input batch of the step just disarmed (its model's first argument, or its
+        `input_ids=`), if it was a tensor; the reference is dropped here."""
+        model_input, self._model_input = self._model_input, None
+        return model_input
 
     def _hook_the_wrapper(self, wrapper: nn.Module) -> None:
         """torch.compile(model): the wrapper's own hooks run before its compiled code."""
@@ -204,7 +215,8 @@ class ActivationProbe:
             hook = outside_graphs(self._consumer_hook(layer))
             self._measuring.append(layer.module.register_forward_pre_hook(hook))
         if self.measure_input:
-            self._measuring.append(self._model.register_forward_pre_hook(outside_graphs(self._input_hook)))
+            hook = outside_graphs(self._input_hook)
+            self._measuring.append(self._model.register_forward_pre_hook(hook, with_kwargs=True))
 
     def _remove_measuring_hooks(self) -> None:
         for handle in self._measuring:
@@ -240,13 +252,21 @@ class ActivationProbe:
             else:
                 self.results[T.saturated_fraction_tag(site.name)] = saturated_fraction(output, site.kind)
 
-    def _input_hook(self, module: nn.Module, args: Any) -> None:
-        """The model's input batch, for `input/mean` and `input/std` when step() got no `inputs`."""
-        if not module.training or "<input>" in self._done:
+    def _input_hook(self, module: nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+        """The model's input batch: its first argument, or a Hugging Face model's
+        `input_ids=`. Every training forward's is kept, so that with gradient
+        accumulation it is the micro-batch whose targets step() gets; the first is
+        measured for `input/mean` and `input/std` when it is features and step() got no
+        `inputs`."""
+        if not module.training:
+            return
+        x = args[0] if args else kwargs.get("input_ids")
+        self._model_input = x if isinstance(x, torch.Tensor) else None
+        if "<input>" in self._done:
             return
         self._done.add("<input>")
-        if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
-            self._guarded(self._measure_input, args[0])
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            self._guarded(self._measure_input, x)
 
     def _measure_input(self, x: torch.Tensor) -> None:
         self.results[T.INPUT_MEAN], self.results[T.INPUT_STD] = input_moments(x)

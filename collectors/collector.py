@@ -19,9 +19,10 @@ How a step is recorded (step k, `every` = sampling interval):
    collector launches no kernel at all; copied where CUDA graphs would overwrite
    it), learning rate, step time, the norm before clipping if given; the logits and
    labels, kept by reference for the accuracy that the flush computes
-   (`DeferredAccuracy`); sampled input/label statistics; all device values stay
-   tensors in a pending packet. A quiet step in the common case takes a short path
-   of its own (`_record_quiet_step`).
+   (`DeferredAccuracy`; a language model's once its inputs have shown how its labels
+   pair with its logits, `_judge_token_labels`); sampled input/label statistics; all
+   device values stay tensors in a pending packet. A quiet step in the common case
+   takes a short path of its own (`_record_quiet_step`).
 5. Every `flush_steps` steps or `flush_seconds`: one device-to-host copy of every
    pending value, handed to the writer thread. Nothing in 1-4 reads a device value
    on the host, so steps between flushes never wait for the GPU.
@@ -107,6 +108,9 @@ BORROWING = "loss by reference"
 # (collectors/deferred_accuracy.py); switched off the same way, accuracy is then
 # measured at once, on statistics steps.
 KEEPING_OUTPUTS = "accuracy by reference"
+# The part that learns whether a language model's labels are its input ids or already
+# shifted; reported (and off) where the input ids cannot be seen.
+TOKEN_LABELS = "token accuracy"
 
 
 def watch(
@@ -194,6 +198,7 @@ class Collector:
         self._scaler = scaler
         self._num_classes = num_classes
         self._seen_classes = num_classes  # what run.json says; set from the logits when not given
+        self._input_kind: str | None = None  # what run.json says the model's input is, once seen
         self._accuracy = DeferredAccuracy(num_classes)
         hinted = batch_size or hparams.get("batch_size")
         self._batch_size: float | None = float(hinted) if isinstance(hinted, (int, float)) else None
@@ -710,16 +715,20 @@ class Collector:
         if self._scaler is not None:
             scale = getattr(self._scaler, "_scale", None)
             _put(packet, T.LOSS_SCALE, scale if isinstance(scale, torch.Tensor) else self._scaler.get_scale())
+        model_input = None  # what the model's forward got, where the probe watched it
         if cfg.is_sampled(step) and self._probe.armed:
             for tag, value in self._probe.disarm().items():
                 items.append((ScalarSpec(tag, optional=True), value))
+            model_input = self._probe.take_model_input()
         kept = acc is None and self._guard.call(KEEPING_OUTPUTS, self._accuracy.keep, packet, outputs, targets)
         if kept and self._accuracy.full:  # large logits: read a few steps' at a time
             self._report_lost_outputs(self._guard.call(KEEPING_OUTPUTS, self._accuracy.resolve))
         want_acc = acc is None and self._stats_due and not kept
         if want_acc or cfg.is_sampled(step):
             # Whatever the user passes (tuples, dicts, token ids) must not cost the loss above.
-            self._guard.call("batch_stats", self._batch_stats, packet, outputs, targets, inputs, want_acc, batch_size)
+            self._guard.call(
+                "batch_stats", self._batch_stats, packet, outputs, targets, inputs, model_input, want_acc, batch_size
+            )
         elif batch_size or not self._batch_size_fixed:
             self._update_batch_size(batch_size, targets, inputs, outputs)
         self._pending.append(packet)
@@ -794,36 +803,74 @@ class Collector:
         outputs: Any,
         targets: Any,
         inputs: Any,
+        model_input: torch.Tensor | None,
         want_acc: bool,
         batch_size: int | None,
     ) -> None:
+        """Accuracy measured at once (`want_acc`: not kept for the flush), the facts
+        run.json keeps (classes, what the input is), and on sampled steps the input and
+        label statistics. `model_input` is what the model's forward got, where the probe
+        watched it; `inputs` (step()'s) takes its place where given."""
         outputs = outputs if isinstance(outputs, torch.Tensor) else None
         targets = targets if isinstance(targets, torch.Tensor) else None
         inputs = inputs if isinstance(inputs, torch.Tensor) else None
+        seen_input = model_input if inputs is None else inputs
+        sampled = self.config.is_sampled(packet.step)
         self._update_batch_size(batch_size, targets, inputs, outputs)
-        dim = batch_stats.class_dim(outputs, targets)
+        dim = batch_stats.logits_class_dim(outputs, targets)
         classes = batch_stats.class_count(outputs, dim, self._num_classes)
         labels_ok = classes is not None and batch_stats.is_label_tensor(targets)
-        if labels_ok and classes != self._seen_classes:
-            self._note_classes(classes)
+        self._note_facts(batch_stats.input_kind(seen_input), classes if labels_ok else None)
         items = packet.items
-        if want_acc and labels_ok and dim is not None:
-            started = time.perf_counter()
-            items.append((FractionSpec(T.TRAIN_ACC), batch_stats.correct_and_valid(outputs, targets, classes, dim)))
-            self._stats_cost += time.perf_counter() - started
-        if not self.config.is_sampled(packet.step):
+        if want_acc and labels_ok:
+            if dim == batch_stats.TOKEN_CLASS_DIM and self._accuracy.token_shift is None:
+                self._guard.call(TOKEN_LABELS, self._judge_token_labels, targets, seen_input, classes, sampled)
+            plan = self._accuracy.plan(outputs, targets)
+            if plan is not None:
+                started = time.perf_counter()
+                counts = batch_stats.correct_and_valid(outputs, targets, plan.classes, plan.dim, plan.shift)
+                items.append((FractionSpec(T.TRAIN_ACC), counts))
+                self._stats_cost += time.perf_counter() - started
+        if not sampled:
             return
         self._inputs_given = inputs is not None and inputs.is_floating_point()
         if self._inputs_given:  # overrides what the forward hook saw
             mean, std = batch_stats.input_moments(inputs)
             items.append((ScalarSpec(T.INPUT_MEAN), mean))
             items.append((ScalarSpec(T.INPUT_STD), std))
-        if labels_ok and targets.dim() == 1:  # a label per example: what the batch's class mix is about
+        if labels_ok and batch_stats.labels_per_example(targets, seen_input):  # what the batch's class mix is about
             counts = batch_stats.label_counts(targets, classes)
             seen = counts if self._label_seen is None else self._label_seen + counts
             self._label_seen = seen
             items.append((ScalarSpec(T.LABEL_ENTROPY), batch_stats.normalized_entropy(counts)))
             items.append((ScalarSpec(T.LABEL_ENTROPY_SEEN), batch_stats.normalized_entropy(seen)))
+
+    def _judge_token_labels(
+        self, targets: torch.Tensor, seen_input: torch.Tensor | None, classes: int, sampled: bool
+    ) -> None:
+        """Learn, once per run, whether a language model's (batch, tokens) labels are its
+        input ids (Hugging Face's models shift them inside) or already the next tokens
+        (nanoGPT's ``y = ids[:, 1:]``, or a tag per token, or per frame of features),
+        from the first step whose input is seen: step()'s `inputs`, or the model's forward
+        on a sampled step. Where a sampled step shows none (the model called with a dict,
+        say), it cannot be seen: that is said once, and such logits get no accuracy
+        rather than one against a guessed token."""
+        if seen_input is not None:
+            same = batch_stats.targets_are_inputs(targets, seen_input, classes)
+            if same is not None:  # None: no valid label in this batch to tell by
+                self._accuracy.learn_token_shift(batch_stats.UNSHIFTED_LABELS if same else batch_stats.SHIFTED_LABELS)
+            return
+        if sampled:
+            problem = ValueError(
+                "the model's input is not seen (its first argument or input_ids= is no tensor, and step() got"
+                " no inputs=): whether the labels of its (batch, tokens, vocabulary) logits are its input ids"
+                " or already shifted by one token cannot be told"
+            )
+            consequence = (
+                f"No {T.TRAIN_ACC} is recorded for them; pass inputs= (the input ids) to step(), or the logits"
+                " and labels flattened and shifted as your loss takes them"
+            )
+            self._guard.report(TOKEN_LABELS, problem, consequence=consequence)
 
     def _read_gradients_now(self) -> None:
         """The optimizer did not step (AMP skipped an inf step, or accumulation):
@@ -835,12 +882,17 @@ class Collector:
             self._current.append((self._grad_spec(measured[0]), measured[1]))
             self._stats_cost += time.perf_counter() - started
 
-    def _note_classes(self, classes: int) -> None:
-        """The number of classes the logits have, into run.json at once (the rules' chance level
-        ln C): written when first seen, or when it changes, not on every step."""
-        self._seen_classes = classes
-        if self._is_writer and self._run_json:
-            self._run_json[RJ.K_NUM_CLASSES] = classes
+    def _note_facts(self, input_kind: str | None, classes: int | None) -> None:
+        """Facts the rules need, into run.json at once: what the model's input is (token
+        ids or features), and the number of classes the logits have (chance level ln C).
+        Written when first seen, or when they change, not on every step; None: not seen."""
+        changed: dict[str, Any] = {}
+        if input_kind is not None and input_kind != self._input_kind:
+            self._input_kind = changed[RJ.K_INPUT_KIND] = input_kind
+        if classes is not None and classes != self._seen_classes:
+            self._seen_classes = changed[RJ.K_NUM_CLASSES] = classes
+        if changed and self._is_writer and self._run_json:
+            self._run_json.update(changed)
             self._guard.call("run.json", RJ.write_run_json, self.log_dir, self._run_json)
 
     def _update_batch_size(self, given: int | None, *tensors: Any) -> None:
@@ -962,6 +1014,7 @@ class Collector:
             },
             RJ.K_BATCH_SIZE: self._batch_size,
             RJ.K_NUM_CLASSES: self._seen_classes,
+            RJ.K_INPUT_KIND: self._input_kind,
             RJ.K_MODEL: summary,
             RJ.K_INIT_CHECK: init_check,
             RJ.K_TORCH: torch.__version__,

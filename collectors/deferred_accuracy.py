@@ -16,6 +16,10 @@ counter: that step's accuracy is dropped rather than computed from other values.
 plain tensors are kept: a DTensor's ops can be collectives that the other ranks do not
 join. On a device where torch.compile's CUDA graphs run, outputs are overwritten by the
 next replay (`collectors.cuda_graphs`): nothing is kept there.
+
+A language model's (batch, tokens, vocabulary) logits are kept once the collector has
+learnt whether their labels are the input ids or already shifted (`learn_token_shift`);
+before, they have no plan, and no accuracy.
 """
 
 from __future__ import annotations
@@ -45,9 +49,10 @@ class DeferredAccuracy:
 
     def __init__(self, num_classes: int | None) -> None:
         self._num_classes = num_classes
-        # (outputs' shape, targets' shape, targets' dtype) -> (class dim, classes), or None
-        # for a pairing that has no accuracy: shapes repeat, so each is judged once.
-        self._plans: dict[tuple[Any, ...], tuple[int, int] | None] = {}
+        self._token_shift: int | None = None  # how a language model's labels pair with its logits, once known
+        # (outputs' shape, targets' shape, targets' dtype) -> its plan, or None for a
+        # pairing that has no accuracy: shapes repeat, so each is judged once.
+        self._plans: dict[tuple[Any, ...], batch_stats.AccuracyPlan | None] = {}
         self._kept: list[tuple[Packet, torch.Tensor, torch.Tensor, int, int, tuple[Any, ...]]] = []
         self._kept_bytes = 0
 
@@ -56,17 +61,32 @@ class DeferredAccuracy:
         """Whether the kept tensors hold enough memory to be read now (`resolve`)."""
         return self._kept_bytes >= RESOLVE_AT_BYTES
 
+    @property
+    def token_shift(self) -> int | None:
+        """`batch_stats.UNSHIFTED_LABELS` or `SHIFTED_LABELS` for a language model's
+        labels, None until the collector has learnt which."""
+        return self._token_shift
+
+    def learn_token_shift(self, shift: int) -> None:
+        """How a language model's labels pair with its logits, learnt from its inputs."""
+        self._token_shift = shift
+        self._plans.clear()  # token pairings were judged without it
+
+    def plan(self, outputs: torch.Tensor, targets: torch.Tensor) -> batch_stats.AccuracyPlan | None:
+        """How these logits and labels give their accuracy, judged once per shape: the
+        same plan whether the accuracy is kept for the flush or measured at once."""
+        plan = self._plans.get((outputs.shape, targets.shape, targets.dtype), False)
+        return self._judge(outputs, targets) if plan is False else plan
+
     def keep(self, packet: Packet, outputs: Any, targets: Any) -> bool:
         """Keep this step's logits and labels for its accuracy at the flush; False where
         they have no accuracy or cannot be kept (measure it now, if at all)."""
         if type(outputs) is not torch.Tensor or type(targets) is not torch.Tensor:
             return False
         key = (outputs.shape, targets.shape, targets.dtype)
-        plan = self._plans.get(key, False)
+        plan = self._plans.get(key, False)  # `plan()` inlined: this runs every step
         if plan is False:
-            if len(self._plans) >= MAX_PLANS:
-                self._plans.clear()
-            plan = self._plans[key] = self._plan(outputs, targets)
+            plan = self._judge(outputs, targets)
         device = outputs.device
         if plan is None or device != targets.device:
             return False
@@ -93,18 +113,17 @@ class DeferredAccuracy:
                 continue
             groups[group].append((packet, outputs, targets))
         for (plan, *_), steps in groups.items():
-            dim, classes = plan
             outputs = torch.stack([outputs for _, outputs, _ in steps])
             targets = torch.stack([targets for _, _, targets in steps])
-            counts = batch_stats.correct_and_valid_per_step(outputs, targets, classes, dim)
+            counts = batch_stats.correct_and_valid_per_step(outputs, targets, plan.classes, plan.dim, plan.shift)
             for (packet, _, _), count in zip(steps, counts):
                 packet.items.append((ACCURACY, count))
         return lost
 
-    def _plan(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[int, int] | None:
-        dim = batch_stats.class_dim(outputs, targets)
-        classes = batch_stats.class_count(outputs, dim, self._num_classes)
-        if dim is None or classes is None or not batch_stats.is_label_tensor(targets):
-            return None
-        return dim, classes
+    def _judge(self, outputs: torch.Tensor, targets: torch.Tensor) -> batch_stats.AccuracyPlan | None:
+        if len(self._plans) >= MAX_PLANS:
+            self._plans.clear()
+        plan = batch_stats.accuracy_plan(outputs, targets, self._num_classes, self._token_shift)
+        self._plans[(outputs.shape, targets.shape, targets.dtype)] = plan
+        return plan
 

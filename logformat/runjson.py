@@ -33,6 +33,13 @@ K_OPTIMIZER = "optimizer"
 K_BATCH_SIZE = "batch_size"
 # Classes of the logits the collector saw (or watch(num_classes=...)): chance level ln C for the rules.
 K_NUM_CLASSES = "num_classes"
+# What the model's input batch is, once the collector has seen one (null before, and for
+# inputs of neither kind): integer token ids, which have no scale to normalize and
+# whose next-token labels have no class mix to judge shuffling by, or features.
+K_INPUT_KIND = "input_kind"
+INPUT_TOKENS = "tokens"
+INPUT_FEATURES = "features"
+INPUT_KINDS = (INPUT_TOKENS, INPUT_FEATURES)
 K_MODEL = "model"  # {"class", "parameters", "trainable_parameters", "layers": [...], "activations": {...}}
 K_INIT_CHECK = "init_check"  # [{"layer", "shape", "fan_in", "std", "expected", "expected_std", "ratio", "constant", ...}]
 K_TORCH = "torch_version"

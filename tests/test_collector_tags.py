@@ -424,8 +424,11 @@ def test_a_segmenter_s_accuracy_counts_every_labelled_pixel(tmp_path):
 
 def test_a_language_model_s_accuracy_is_taken_as_its_loss_takes_the_tokens(tmp_path):
     """(batch, tokens, vocabulary) logits with (batch, tokens) labels could be shifted by
-    one token or not (Hugging Face shifts inside the model): no accuracy is guessed from
-    them. Flattened and shifted as the loss takes them, every labelled token counts."""
+    one token or not (Hugging Face shifts inside the model): labels that are the model's
+    input ids are taken as unshifted, the logits of token t against the label of token
+    t + 1, as the loss takes them. Flattened and shifted as the loss takes them, every
+    labelled token counts too. (tests/test_collector_language_models.py trains both
+    ways of shifting.)"""
     torch.manual_seed(0)
     model = TinyLanguageModel()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -447,10 +450,8 @@ def test_a_language_model_s_accuracy_is_taken_as_its_loss_takes_the_tokens(tmp_p
                 collector.step(loss=loss, outputs=logits, targets=tokens)
         collector.close()
         scalars = read_scalars(tmp_path / str(flattened))
-        if flattened:
-            assert scalars[T.TRAIN_ACC] == pytest.approx(expected, rel=1e-6)
-        else:
-            assert T.TRAIN_ACC not in scalars
+        assert scalars[T.TRAIN_ACC] == pytest.approx(expected, rel=1e-6)
+        assert T.LABEL_ENTROPY not in scalars  # the tokens' mix is the language's, not the batches'
 
 
 def _accuracy(out: torch.Tensor, yb: torch.Tensor) -> float:

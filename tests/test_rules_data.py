@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from rules_support import Fires, Quiet, Skips, check
 
+from analyzers.facts import input_kind
 from analyzers.rules.common import make_run
 from analyzers.rules.unnormalized_inputs import check as unnormalized_inputs
 from analyzers.rules.unshuffled_data import check as unshuffled_data
 from analyzers.rules.synthetic import steps
+from logformat import runjson as R
 from logformat import tags as T
 
 EVERY = 50
@@ -42,6 +44,9 @@ INPUT_CASES = [
         id="token-ids",
     ),
     pytest.param(inputs(120.0, 70.0, n=2), Skips("not enough data yet: 2 of 3"), id="two-samples"),
+    pytest.param(
+        make_run({}, {R.K_INPUT_KIND: R.INPUT_TOKENS}), Skips("input is integer token ids"), id="language-model"
+    ),
     pytest.param(make_run({}), Skips("needs input/mean"), id="missing"),
 ]
 
@@ -88,9 +93,27 @@ SHUFFLE_CASES = [
         id="batch-of-one",
     ),
     pytest.param(make_run({}), Skips("needs data/label_entropy"), id="missing"),
+    pytest.param(
+        make_run({}, {R.K_INPUT_KIND: R.INPUT_TOKENS}), Skips("targets are tokens"), id="language-model"
+    ),
+    pytest.param(labels(0.03, meta={R.K_INPUT_KIND: R.INPUT_TOKENS}), Fires("warning"), id="text-classifier"),
 ]
 
 
 @pytest.mark.parametrize("run, expect", SHUFFLE_CASES)
 def test_unshuffled_data(run, expect):
     check(unshuffled_data, run, expect)
+
+
+@pytest.mark.parametrize(
+    "meta, kind",
+    [
+        ({R.K_INPUT_KIND: R.INPUT_TOKENS}, R.INPUT_TOKENS),
+        ({R.K_INPUT_KIND: R.INPUT_FEATURES}, R.INPUT_FEATURES),
+        ({R.K_INPUT_KIND: None}, None),
+        ({R.K_INPUT_KIND: "pixels"}, None),
+        (None, None),
+    ],
+)
+def test_input_kind_is_run_json_s_or_unknown(meta, kind):
+    assert input_kind(make_run({}, meta)) == kind

@@ -11,6 +11,7 @@ from typing import Iterable
 import numpy as np
 
 from analyzers.facts import (
+    input_kind,
     model_layers,
 )
 from analyzers.findings import Finding, Skip
@@ -25,6 +26,7 @@ from analyzers.rules.robust import (
     finite_points,
 )
 from analyzers.run import Run
+from logformat import runjson as R
 from logformat import tags as T
 
 RULE_ID = "unnormalized_inputs"
@@ -57,6 +59,8 @@ def check(run: Run) -> Iterable[Finding]:
     What to do: standardize: X -= X.mean(axis=0); X /= X.std(axis=0) (for images,
     transforms.Normalize(mean, std) with the dataset's channel statistics).
     """
+    if input_kind(run) == R.INPUT_TOKENS:
+        raise Skip("the model's input is integer token ids: an input scale does not apply")
     mean_s = require_scalar(run, T.INPUT_MEAN, "the mean of the input batch")
     std_s = require_scalar(run, T.INPUT_STD, "the std of the input batch")
     layers = model_layers(run)

@@ -10,9 +10,10 @@ from typing import Iterable
 
 from analyzers.facts import (
     batch_size,
+    input_kind,
     num_classes,
 )
-from analyzers.findings import Finding
+from analyzers.findings import Finding, Skip
 from analyzers.rules.common import (
     cite,
     finding,
@@ -22,6 +23,8 @@ from analyzers.rules.common import (
 )
 from analyzers.rules.labels import UNSHUFFLED_RATIO, label_mix
 from analyzers.run import Run
+from logformat import runjson as R
+from logformat import tags as T
 
 RULE_ID = "unshuffled_data"
 NAME = "unshuffled data"  # what the finding is called where it is listed under another
@@ -41,6 +44,11 @@ def check(run: Run) -> Iterable[Finding]:
     What to do: shuffle every epoch (DataLoader(shuffle=True)), or use a shuffle
     buffer for streamed data.
     """
+    if input_kind(run) == R.INPUT_TOKENS and run.scalar(T.LABEL_ENTROPY) is None:
+        # A text classifier's one label per sequence is still judged.
+        raise Skip(
+            "a language model's targets are tokens: batches cannot be told sorted or shuffled from their label mix"
+        )
     mix = label_mix(run)
     if mix.ratio >= UNSHUFFLED_RATIO:
         return []
