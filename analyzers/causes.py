@@ -31,13 +31,18 @@ import numpy as np
 from analyzers.facts import ordered_layers
 from analyzers.findings import SEVERITY_ORDER, Finding
 from analyzers.rules import (
+    activation_on_logits,
     bad_initialization,
     dead_relu,
     exploding_gradients,
+    gradients_not_zeroed,
+    initial_loss_off,
     loss_plateau,
+    loss_spikes,
     lr_too_high,
     noisy_batches,
     nonfinite,
+    nothing_training,
     saturated_activations,
     underfitting,
     unnormalized_inputs,
@@ -185,6 +190,35 @@ def diverged(cause: Finding) -> bool:
     return "smoothed_end" in cause.evidence or "peak" in cause.evidence or cause.severity == "critical"
 
 
+def on_the_logits(cause: Finding, symptom: Finding, run: Run) -> bool:
+    """the dead units are those of the activation after the output layer
+
+    Dead units in a hidden layer have causes of their own.
+    """
+    return symptom.layer is not None and symptom.layer == cause.evidence.get("activation")
+
+
+def init_too_large(cause: Finding) -> bool:
+    """a layer starts at a scale far above He/Xavier (too small a scale leaves the loss near ln C)"""
+    return any(p.get("direction") == "large" for p in cause.evidence.get("layers") or () if isinstance(p, dict))
+
+
+def squashes_the_logits(cause: Finding) -> bool:
+    """the activation bounds the logits (sigmoid, tanh, softmax), a ReLU has killed most of them, or the
+    accuracy sits where the dead outputs hold it
+
+    A ReLU that leaves most outputs alive, with an accuracy it does not hold down, still
+    lets the right class's logit grow; the loss can fall.
+    """
+    kind = cause.evidence.get("kind")
+    dead = cause.evidence.get("dead_output_share")
+    return (
+        kind in activation_on_logits.SQUASHING
+        or bool(cause.evidence.get("accuracy_held"))
+        or (dead is not None and dead > activation_on_logits.DEAD_OUTPUTS)
+    )
+
+
 def late_divergence(cause: Finding, symptom: Finding, run: Run) -> bool:
     """the symptom is a divergence that came late, after healthy-sized updates
 
@@ -271,6 +305,11 @@ NONFINITE = nonfinite.RULE_ID
 GROWTH = weight_growth.RULE_ID
 UNDERFIT = underfitting.RULE_ID
 NOISY = noisy_batches.RULE_ID
+NOT_ZEROED = gradients_not_zeroed.RULE_ID
+FROZEN = nothing_training.RULE_ID
+LOGITS = activation_on_logits.RULE_ID
+INITIAL = initial_loss_off.RULE_ID
+SPIKES = loss_spikes.RULE_ID
 
 # fmt: off
 LINKS: tuple[Link, ...] = (
@@ -317,6 +356,29 @@ LINKS: tuple[Link, ...] = (
          "batches of one class pull the model one way, then the next class's batches the other way"),
     Link(ORDER, LR, _all(before, _symptom_is(swinging)), none,
          "the loss swings at every class boundary, which reads as a learning rate bouncing"),
+    # Real bugs the documents do not name.
+    Link(NOT_ZEROED, EXPLODE, before, not_about_the_lr,
+         "gradients added up step after step grow without bound, and the steps with them"),
+    Link(NOT_ZEROED, LR, _all(before, _symptom_is(diverged)), none,
+         "each step applies the sum of all gradients so far: the loss diverges at any learning rate"),
+    Link(NOT_ZEROED, SPIKES, before, none,
+         "ever-larger accumulated steps throw the loss up, again and again"),
+    Link(FROZEN, PLATEAU, during, none,
+         "weights that never change leave the loss where it started"),
+    Link(FROZEN, UNDERFIT, during, none,
+         "a model that is not trained fits nothing"),
+    Link(LOGITS, DEAD, on_the_logits, not_about_the_lr,
+         "a ReLU after the output layer zeroes the logits of every class it pushes below zero"),
+    Link(LOGITS, PLATEAU, _all(during, _cause_is(squashes_the_logits)), none,
+         "squashed logits cannot express a confident prediction: the loss stalls above its floor"),
+    Link(LOGITS, UNDERFIT, _cause_is(squashes_the_logits), none,
+         "a model whose logits are clipped cannot fit the data, whatever its capacity"),
+    Link(INIT, INITIAL, _cause_is(init_too_large), every,
+         "weights initialized far too large make large logits: the model starts confidently wrong, far above ln C"),
+    Link(LR, SPIKES, lr_already_high, not_about_the_lr,
+         "a learning rate at the edge of stability overshoots on some batches: the loss jumps, falls back"),
+    Link(EXPLODE, SPIKES, strictly_before, not_about_the_lr,
+         "a gradient that spikes makes the step after it overshoot: the loss jumps with it"),
     # Symptoms that cause further symptoms.
     Link(EXPLODE, NONFINITE, strictly_before, every,
          "a gradient that keeps growing overflows to Inf, and an Inf step makes NaN weights"),

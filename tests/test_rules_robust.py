@@ -152,3 +152,9 @@ def test_layer_order_follows_run_json_then_names_with_numbers_as_numbers():
 def test_make_run_accepts_series_or_arrays():
     run = C.make_run({"a": Series.from_lists([0, 1], [1, 2]), "b": ([0], [3])})
     assert run.scalar("a").values.tolist() == [1.0, 2.0] and run.scalar("b").steps.tolist() == [0]
+
+
+def test_row_percentiles_are_numpys_from_one_sort():
+    rows = np.random.default_rng(0).normal(size=(50, 25))
+    for got, q in zip(R.row_percentiles(rows, (10, 50, 90)), (10, 50, 90)):
+        np.testing.assert_allclose(got, np.percentile(rows, q, axis=1))

@@ -1,4 +1,6 @@
-"""Every rule of RULES.md, listed once, explicitly. Nothing registers itself by import.
+"""Every rule, listed once, explicitly: the fifteen of RULES.md, then the rules beyond the documents.
+
+Nothing registers itself by import.
 
 One module per rule, named by its id: the module holds `RULE_ID`, its thresholds (named
 constants, one comment each), its source, and `check(run)`, whose docstring says what it
@@ -20,16 +22,22 @@ from analyzers.run import Run
 RuleFn = Callable[[Run], Iterable[Finding]]
 
 from analyzers.rules import (  # noqa: E402
+    activation_on_logits,
     bad_initialization,
     dead_relu,
     exploding_gradients,
+    gradients_not_zeroed,
+    initial_loss_off,
     loss_plateau,
+    loss_spikes,
     lr_too_high,
     lr_too_low,
     noisy_batches,
     nonfinite,
+    nothing_training,
     overfitting,
     saturated_activations,
+    too_good_to_be_true,
     underfitting,
     unnormalized_inputs,
     unshuffled_data,
@@ -37,7 +45,7 @@ from analyzers.rules import (  # noqa: E402
     weight_growth,
 )
 
-# The rule modules in the order of RULES.md.
+# The rule modules: the fifteen of RULES.md in its order, then the rules beyond the documents.
 RULE_MODULES: tuple[ModuleType, ...] = (
     nonfinite,
     lr_too_high,
@@ -54,7 +62,14 @@ RULE_MODULES: tuple[ModuleType, ...] = (
     unnormalized_inputs,
     unshuffled_data,
     weight_growth,
+    # Real bugs the documents do not name, each resting on a published reference.
+    nothing_training,
+    gradients_not_zeroed,
+    activation_on_logits,
+    initial_loss_off,
+    too_good_to_be_true,
+    loss_spikes,
 )
-# (rule id, check) in the order of RULES.md.
+# (rule id, check) in that order.
 ALL_RULES: tuple[tuple[str, RuleFn], ...] = tuple((m.RULE_ID, m.check) for m in RULE_MODULES)
 RULES: dict[str, RuleFn] = dict(ALL_RULES)

@@ -59,7 +59,9 @@ CLIPPED_MIN_SHARE = 0.02  # points at the maximum, after the warm-up: 2% of them
 CLIPPED_MIN_COUNT = 5  # ...and 5 at least
 
 
-def _global_norm(run: Run) -> Series:
+def global_norm(run: Run) -> Series:
+    """``grad/global_norm``, or the norm of the per-layer norms over the steps every layer logged;
+    `Skip` when the run logs neither."""
     series = run.scalar(T.GRAD_GLOBAL_NORM)
     if series is not None:
         return series
@@ -105,7 +107,7 @@ def check(run: Run) -> Iterable[Finding]:
     untouched; 5, 10 or 15 are common thresholds), recording the norm before clipping;
     lower the learning rate; check the initialization.
     """
-    series = _global_norm(run)
+    series = global_norm(run)
     require_finite_points(series, EXPLODE_MIN_POINTS, "gradient-norm points")
     steps, values = finite_points(series)
     warm = min(max(10, int(EXPLODE_WARMUP * values.shape[0])), values.shape[0] - 1)

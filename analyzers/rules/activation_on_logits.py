@@ -1,0 +1,168 @@
+"""Rule `activation_on_logits`: an activation after the output layer, in front of the loss.
+
+The check's docstring says what is measured, why it matters and what to do; the dashboard
+and docs/rules.md show it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from analyzers.facts import NORM_OR_EMBEDDING_TYPES, model_layers, num_classes
+from analyzers.findings import Finding, Skip
+from analyzers.rules.common import finding, fmt_pct, missing_meta_reason, quote
+from analyzers.rules.curves import as_fraction
+from analyzers.rules.robust import finite_points
+from analyzers.run import Run
+from logformat import runjson as R
+from logformat import tags as T
+
+RULE_ID = "activation_on_logits"
+NAME = "an activation on the logits"  # what the finding is called where it is listed under another
+LOGITS_SOURCE = (
+    'PyTorch docs, torch.nn.CrossEntropyLoss: "The input is expected to contain the unnormalized logits '
+    'for each class (which do not need to be positive or sum to 1, in general)"'
+)
+# The activation kinds the collector names (collectors/layers.py) that have no place before a
+# cross-entropy: they clip, squash or normalize the logits the loss expects raw.
+LOGIT_KILLERS = ("relu", "sigmoid", "tanh", "softmax")
+SQUASHING = ("sigmoid", "tanh", "softmax")  # these bound every logit; a ReLU only clips the negative ones
+DEAD_OUTPUTS = 0.5  # critical when > 50% of the output units are zero for the whole batch...
+STUCK_ACCURACY = 0.1  # ...or val accuracy within 10 points of a k/C level the model cannot leave...
+CAP_BELOW = 0.1  # ...or at the cap dead output units set (their classes never predicted): within 10 points
+CAP_ABOVE = 0.02  # below it, 2 above (the classes need not be balanced exactly)
+_NAME_PART = re.compile(r"(\d+)|(\D+)")
+
+
+def check(run: Run) -> Iterable[Finding]:
+    """An activation sits after the output layer, so the loss gets squashed logits.
+
+    Why it matters: cross-entropy wants raw logits, any real number. A ReLU in front of it
+    zeroes every negative logit (a class can no longer be pushed below the others, and
+    output units die), a sigmoid or tanh squashes them into a narrow range (the loss cannot
+    fall far below ln C), a softmax applies softmax twice. The model trains badly or not at
+    all, and the loss curve shows only a symptom.
+    Measured on run.json's model summary: an activation module (ReLU, sigmoid, tanh,
+    softmax) that comes after the last layer with weights, in the same container (an
+    ``nn.Sequential`` ending in ``nn.ReLU()``). Warning; critical when it shows: more than
+    half its output units dead on a batch, val accuracy stuck near a multiple of 1/C, or
+    val accuracy at the ceiling the dead outputs set (a class whose logit is always 0 is
+    never predicted: 4 dead of 10 cap it near 60%).
+    What to do: remove the activation after the output layer and give the loss the raw
+    logits (``nn.CrossEntropyLoss`` applies log-softmax itself; use ``torch.softmax`` only
+    for predictions, outside the loss).
+    """
+    layers = [entry for entry in model_layers(run) if str(entry.get("type")) not in NORM_OR_EMBEDDING_TYPES]
+    if not layers:
+        raise Skip(missing_meta_reason(R.K_MODEL, "the model's layers"))
+    output = str(layers[-1].get("name"))
+    after = _activation_after(run, output)
+    if after is None:
+        return []
+    name, kind = after
+    dead = _dead_share(run, name)
+    stuck = _stuck_accuracy(run) or _capped_accuracy(run, dead)
+    severity = "critical" if (dead is not None and dead > DEAD_OUTPUTS) or stuck else "warning"
+    message = (
+        f"The output layer {quote(output)} is followed by a {kind} ({quote(name)}), so the loss gets "
+        f"{'clipped' if kind == 'relu' else 'squashed'} logits instead of raw ones"
+    )
+    if dead is not None:
+        message += f"; {fmt_pct(dead)} of the output units are zero for every example of a batch"
+    if stuck:
+        message += f"; {stuck}"
+    return [
+        finding(
+            RULE_ID,
+            severity,
+            f"A {kind} on the logits: the output layer {quote(output)} feeds the loss through {quote(name)}",
+            message + ".",
+            (
+                f"Remove {quote(name)} after {quote(output)}: give nn.CrossEntropyLoss / F.cross_entropy the "
+                "raw logits (it applies log-softmax itself).",
+                "Apply softmax or argmax only to turn the logits into predictions, outside the loss.",
+            ),
+            LOGITS_SOURCE,
+            step=0,
+            layer=output,
+            evidence={
+                "output_layer": output,
+                "activation": name,
+                "kind": kind,
+                "dead_output_share": dead,
+                "accuracy_held": bool(stuck),
+            },
+        )
+    ]
+
+
+def _key(name: str) -> tuple[tuple[int, Any], ...]:
+    """Natural order of a module name's last part ("5" after "4", "10" after "9"); numbers before words."""
+    return tuple((0, int(d)) if d else (1, s) for d, s in _NAME_PART.findall(name.rpartition(".")[2]))
+
+
+def _activation_after(run: Run, output: str) -> tuple[str, str] | None:
+    """(module name, kind) of an activation after `output` in the same container, if any."""
+    model = run.meta.get(R.K_MODEL) if run.meta else None
+    kinds = model.get("activations") if isinstance(model, Mapping) else None
+    if not isinstance(kinds, Mapping):
+        return None
+    parent = output.rpartition(".")[0]
+    for kind in LOGIT_KILLERS:
+        names = kinds.get(kind)
+        for name in names if isinstance(names, list) else []:
+            name = str(name)
+            if name.rpartition(".")[0] == parent and _key(name) > _key(output):
+                return name, kind
+    return None
+
+
+def _dead_share(run: Run, name: str) -> float | None:
+    series = run.scalar(T.dead_fraction_tag(name))
+    if series is None:
+        return None
+    _, values = finite_points(series)
+    return float(np.median(values[-3:])) if values.shape[0] else None
+
+
+def _capped_accuracy(run: Run, dead: float | None) -> str:
+    """Val accuracy at the ceiling that dead output units set: a class whose logit is always 0 is never predicted."""
+    series = run.scalar(T.VAL_ACC)
+    if not dead or series is None:
+        return ""
+    _, values = finite_points(series)
+    if values.shape[0] < 3:
+        return ""
+    now = float(np.median(as_fraction(values)[-3:]))
+    classes = num_classes(run)
+    never = round(dead * classes) if classes else None
+    cap = 1 - never / classes if classes and never else 1 - dead
+    if not cap - CAP_BELOW <= now <= cap + CAP_ABOVE:
+        return ""
+    which = f"{never} of {classes} classes" if classes and never else f"{fmt_pct(dead)} of the classes"
+    return (
+        f"{which} can never be predicted, which caps accuracy near {fmt_pct(cap)}, and val accuracy is "
+        f"{fmt_pct(now)}"
+    )
+
+
+def _stuck_accuracy(run: Run) -> str:
+    """Val accuracy that never left a k/C level (a model that can only predict k classes)."""
+    classes = num_classes(run)
+    series = run.scalar(T.VAL_ACC)
+    if classes is None or series is None:
+        return ""
+    _, values = finite_points(series)
+    if values.shape[0] < 3:
+        return ""
+    values = as_fraction(values)
+    now = float(np.median(values[-3:]))
+    k = round(now * classes)
+    tolerance = STUCK_ACCURACY / classes
+    flat = float(values.max() - values.min()) < 2 * tolerance  # it never moved off that level
+    if flat and k < classes and abs(now - k / classes) < tolerance:
+        return f"val accuracy is stuck at {fmt_pct(now)}, about {k}/{classes} classes' worth"
+    return ""

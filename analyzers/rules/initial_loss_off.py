@@ -1,0 +1,81 @@
+"""Rule `initial_loss_off`: the first losses of a C-class cross-entropy are far above chance, ln C.
+
+The check's docstring says what is measured, why it matters and what to do; the dashboard
+and docs/rules.md show it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+from analyzers.facts import num_classes
+from analyzers.findings import Finding, Skip
+from analyzers.rules.common import finding, fmt, fmt_factor, fmt_step, require_scalar
+from analyzers.rules.robust import finite_points
+from analyzers.run import Run
+from logformat import tags as T
+
+RULE_ID = "initial_loss_off"
+NAME = "an initial loss far from chance"  # what the finding is called where it is listed under another
+INITIAL_SOURCE = (
+    "CS231n, Neural Networks Part 3 (Babysitting the learning process): look for the correct loss at "
+    "chance performance, ln C for a softmax over C classes; TheDeepChecker flags |L0 - ln C| >= ln C"
+)
+FIRST_STEPS = 10  # the initial loss is the median of the points logged within the first 10 steps...
+MIN_POINTS = 3  # ...3 of them at least (a log that starts later has no initial loss to judge)
+FAR = 1.0  # far: the initial loss more than ln C above ln C (TheDeepChecker's |L0 - ln C| >= ln C)
+
+
+def check(run: Run) -> Iterable[Finding]:
+    """The first losses of a C-class cross-entropy are more than twice the chance level ln C.
+
+    Why it matters: an untrained classifier should be unsure, so its cross-entropy starts
+    near ln C (2.30 for 10 classes). Far above it, the network starts confidently wrong:
+    the output layer is initialized far too large, a loss is computed on the wrong outputs,
+    or the labels do not match the outputs. Training spends its first steps undoing the
+    start, or never recovers.
+    Measured on the points logged within the first 10 steps (3 at least; a log that starts
+    later has no initial loss to judge), their median against ln C for the run's number of
+    classes (run.json, from the logits the collector saw, or a num_classes hyperparameter):
+    more than 2 ln C is a warning.
+    What to do: initialize the output layer small (``nn.init.zeros_`` for its bias and
+    ``normal_(std=0.01)`` for its weights, or PyTorch's default), feed the loss raw logits
+    (no softmax/sigmoid before ``cross_entropy``), and check that the labels index the
+    outputs (0..C-1).
+    """
+    classes = num_classes(run)
+    if classes is None:
+        raise Skip("needs the number of classes (run.json num_classes or a num_classes hyperparameter)")
+    series = require_scalar(run, T.TRAIN_LOSS, "the training loss")
+    steps, values = finite_points(series)
+    if steps.shape[0] == 0:
+        raise Skip(f"{T.TRAIN_LOSS} has no finite value")
+    first = values[steps < steps[0] + FIRST_STEPS]
+    if steps[0] > FIRST_STEPS or first.shape[0] < MIN_POINTS:
+        raise Skip(f"the log starts at step {fmt_step(int(steps[0]))}, after the initial loss")
+    chance = math.log(classes)
+    initial = float(np.median(first))
+    if initial - chance <= FAR * chance:
+        return []
+    return [
+        finding(
+            RULE_ID,
+            "warning",
+            f"Initial loss {fmt(initial)}, {fmt_factor(initial / chance)} the chance level ln {classes}",
+            f"The first {first.shape[0]} losses have a median of {fmt(initial)}, against ln {classes} = "
+            f"{fmt(chance)} for an untrained {classes}-class classifier: the network starts confidently "
+            "wrong.",
+            (
+                "Initialize the output layer small: its bias at 0 and its weights at a small std (0.01), or "
+                "keep PyTorch's default.",
+                "Feed cross_entropy the raw logits (no softmax or sigmoid before it), and check that the "
+                f"labels index the outputs (0..{classes - 1}).",
+            ),
+            INITIAL_SOURCE,
+            step=int(steps[0]),
+            evidence={"initial_loss": initial, "chance_loss": chance, "num_classes": classes},
+        )
+    ]
