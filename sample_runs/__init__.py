@@ -12,9 +12,11 @@ Commands::
     python -m sample_runs.generate [--out DIR] [--only CASE]   # (re)train and write the runs
     python -m sample_runs.train --case NAME --log-dir DIR      # one case, paced, to watch live
 
-Modules, one job each: `data` (datasets and their preparation), `models` (the model
-zoo and initialization faults), `cases` (the table of cases), `training` (the
-training loop with the collector), `report` (the numbers that show a fault),
+Modules, one job each: `data` (datasets and their preparation), `text` (the
+generated text of the language-model runs), `models` (the model zoo and
+initialization faults), `cases` (the table of cases), `training` (the training loop
+with the collector, and the few faults that live in it), `report` (the numbers that
+show a fault),
 `generate` and `train` (the command lines), `doc_table` (the docs table).
 """
 

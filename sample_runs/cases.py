@@ -1,8 +1,11 @@
 """The sample runs, as a table: one small `Case` per run, each with the fault it injects.
 
 A case is data (`DataSpec`), a model factory, optimizer settings (`OptimSpec`),
-batch size and epochs, and the collector's sampling intervals (chosen per case so
-that every rule has enough samples while the committed run stays small). `fault`
+batch size and epochs, the collector's sampling intervals (chosen per case so that
+every rule has enough samples while the committed run stays small), and the few
+faults that live in the training loop itself (no ``optimizer.zero_grad()``, gradient
+clipping, single steps at a multiple of the learning rate), as named fields that `sample_runs.training`
+honours. `fault`
 says in words what was done wrong; `expect` lists the rules that must fire on it at
 warning or critical (empty for a healthy run, which must raise none at all), the
 injected fault's rule first: the diagnosis must name it first, as the root cause of the
@@ -16,7 +19,7 @@ fires: a case that does not really show its fault is a wrong case.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
@@ -27,22 +30,39 @@ from sample_runs.data import DataSpec, Split
 
 @dataclass(frozen=True)
 class OptimSpec:
-    """A case's optimizer; the defaults are the healthy MLP's (SGD lr 0.05, momentum 0.9, weight decay 5e-4)."""
+    """A case's optimizer; the defaults are the healthy MLP's (SGD lr 0.05, momentum 0.9, weight decay
+    5e-4). AdamW decays the matrices only, as nanoGPT does."""
 
-    kind: Literal["sgd", "adam"] = "sgd"
+    kind: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 0.05
     momentum: float = 0.9  # SGD only
     weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam and AdamW only
 
-    def build(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    def build(self, model: nn.Module) -> torch.optim.Optimizer:
+        if self.kind == "adamw":
+            # nanoGPT's configure_optimizers: decay the matrices (Linear and Embedding weights),
+            # not the biases and LayerNorm gains: two parameter groups.
+            params = [p for p in model.parameters() if p.requires_grad]
+            groups = [
+                {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.weight_decay},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            ]
+            return torch.optim.AdamW(groups, lr=self.lr, betas=self.betas)
         if self.kind == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+            return torch.optim.Adam(
+                model.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay
+            )
+        return torch.optim.SGD(
+            model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
 
     def hparams(self) -> dict[str, Any]:
         out: dict[str, Any] = {"optimizer": self.kind, "lr": self.lr, "weight_decay": self.weight_decay}
         if self.kind == "sgd":
             out["momentum"] = self.momentum
+        elif self.betas != (0.9, 0.999):  # torch's default is not worth recording
+            out["betas"] = list(self.betas)
         return out
 
 
@@ -62,8 +82,18 @@ class Case:
     epochs: int = 10
     every: int = 10  # collector: sampled signals every 10 steps = 45 samples in a 450-step run
     histogram_every: int = 100  # collector: histograms every 100 steps (the largest records: keep few)
+    # collector: gradient norms every step; a model of many layers records them every k-th step (its
+    # per-layer norms are most of a run's records), as the collector's time budget would on a real run
+    stats_every: int = 1
     seed: int = 0
     stop_when_nonfinite: bool = True  # end training after the epoch whose loss went NaN/Inf
+    # The faults that live in the training loop itself (sample_runs.training honours them):
+    zero_grad: bool = True  # False: never call optimizer.zero_grad(), so gradients add up step after step
+    # Clip the gradients' global norm to this before every step (clip_grad_norm_); None: no clipping.
+    clip_grad_norm: float | None = None
+    # Steps (0-based) taken at lr_pulse_factor times the learning rate, as a faulty schedule would set it.
+    lr_pulse_steps: tuple[int, ...] = ()
+    lr_pulse_factor: float = 1.0
 
     @property
     def healthy(self) -> bool:
@@ -133,6 +163,26 @@ def deep_relu_tiny_init(split: Split) -> nn.Module:
     return M.normal_init(deep_relu(split), 0.01)
 
 
+def mlp_relu_on_logits(split: Split) -> nn.Module:
+    """The healthy MLP with an ``nn.ReLU()`` after its output layer: logits can never be negative."""
+    return nn.Sequential(*mlp_relu(split), nn.ReLU())
+
+
+def mlp_output_init_large(split: Split) -> nn.Module:
+    """The healthy MLP whose output layer is drawn from N(0, 3^2): ~40x PyTorch's default (std 0.072)."""
+    return M.output_init(mlp_relu(split), 3.0)
+
+
+def cnn_wide_hidden(split: Split) -> nn.Module:
+    """The healthy CNN with a dense hidden layer of 2,048 units (not 64): far more than 10 digits need."""
+    return M.ConvNet(split.num_classes, hidden=2048)
+
+
+def gpt_char(split: Split) -> nn.Module:
+    """The tiny GPT: 2 blocks, 4 heads, 48-dimensional embeddings, context of the split's windows."""
+    return M.GPT(split.num_classes, block_size=int(split.x_train.shape[1]))
+
+
 # --- the table ---------------------------------------------------------------------------
 
 CASES: tuple[Case, ...] = (
@@ -150,6 +200,33 @@ CASES: tuple[Case, ...] = (
         expect=(),
         model=cnn,
         optim=OptimSpec("adam", lr=1e-3, weight_decay=1e-4),
+    ),
+    Case(
+        name="gpt_char_healthy",
+        fault="none: a tiny GPT in nanoGPT's shape (token and position embeddings, two pre-LayerNorm blocks "
+        "of causal self-attention with 4 heads and a GELU MLP, a final LayerNorm, a head tied to the token "
+        "embedding; GPT-2's N(0, 0.02) init, residual projections scaled by 1/sqrt(2 * 2 layers)) on 24k "
+        "characters of generated sentences (33 symbols) in 32-character windows, targets shifted by one; "
+        "AdamW lr 3e-3, betas (0.9, 0.99), weight decay 0.1 on the matrices only, batch 32, 10 epochs; the "
+        "loss falls from ln 33 = 3.50 to 0.60 nats per character (validation 0.61, 78% of next characters "
+        "right)",
+        expect=(),
+        model=gpt_char,
+        data=DataSpec(dataset="text"),
+        optim=OptimSpec("adamw", lr=3e-3, weight_decay=0.1, betas=(0.9, 0.99)),
+        every=20,
+        histogram_every=200,
+        stats_every=4,
+    ),
+    Case(
+        name="cnn_silent_units_healthy",
+        fault="none: silent units in an over-wide layer: the healthy CNN with a dense hidden layer of 2,048 "
+        "units (the healthy CNN has 64) and Adam lr 3e-3, weight decay 1e-4; 67% of that layer's units fall "
+        "silent within 50 steps (zero for every example of a batch) and stay so, while the rest carry the "
+        "task: validation accuracy 99.4%",
+        expect=(),
+        model=cnn_wide_hidden,
+        optim=OptimSpec("adam", lr=3e-3, weight_decay=1e-4),
     ),
     Case(
         name="lr_far_too_high_nan",
@@ -311,6 +388,74 @@ CASES: tuple[Case, ...] = (
         epochs=20,
         every=15,
         histogram_every=300,
+    ),
+    Case(
+        name="gradients_never_zeroed",
+        fault="gradients never zeroed: the healthy MLP and optimizer with optimizer.zero_grad() left out, so "
+        "every step's gradient is added to all before it; the gradient norm rises at every one of the first "
+        "48 steps (0.55 at step 0, 26 at step 20, 267 at step 48, where the healthy run's first steps stay "
+        "at 0.55-0.66), the loss passes 10 at step 20 and reaches the hundreds, every unit of the second "
+        "hidden layer dies, and the accumulated gradient, frozen at 267 from then on, drives the weights "
+        "8,800x up; accuracy at chance",
+        expect=("gradients_not_zeroed",),
+        model=mlp_relu,
+        zero_grad=False,
+    ),
+    Case(
+        name="nothing_training",
+        fault="nothing trains: torch.nn.utils.clip_grad_norm_(model.parameters(), 0.0) before every step "
+        "(meant as \"no clipping\") with the healthy MLP and optimizer scales every gradient by 0; the only "
+        "update left is SGD's weight decay (||dw||/||w|| = 2.5e-4 at every step, where the healthy run's "
+        "reach 0.05), and the loss stays at ln 10 = 2.31 from the first step to the last, accuracy at 6%, "
+        "while the gradients before clipping (given to the collector as grad_norm, as its docs ask) are "
+        "0.5-0.8",
+        expect=("nothing_training",),
+        model=mlp_relu,
+        clip_grad_norm=0.0,
+    ),
+    Case(
+        name="relu_on_logits",
+        fault="ReLU on the logits: the healthy MLP with an nn.ReLU() after its output layer, fed to "
+        "F.cross_entropy; no logit can go below 0, 4 of the 10 output units die (zero for every example), "
+        "their digits can only win ties, and validation accuracy stalls at 58% (the healthy run: 98%)",
+        expect=("activation_on_logits",),
+        model=mlp_relu_on_logits,
+    ),
+    Case(
+        name="lm_targets_not_shifted",
+        fault="language-model targets not shifted: the healthy GPT run with targets equal to the inputs (y = "
+        "x, not the next characters), in training and validation batches alike; causal attention sees the "
+        "current character, so the model only has to copy it: validation loss 0.088 after the first epoch "
+        "(43 steps), train and validation loss 0.001 and accuracy 100% at the end (the shifted twin: 0.61 "
+        "and 78%)",
+        expect=("too_good_to_be_true",),
+        model=gpt_char,
+        data=DataSpec(dataset="text", shift_targets=False),
+        optim=OptimSpec("adamw", lr=3e-3, weight_decay=0.1, betas=(0.9, 0.99)),
+        every=20,
+        histogram_every=200,
+        stats_every=4,
+    ),
+    Case(
+        name="output_init_too_large",
+        fault="output layer initialized far too large: the healthy MLP's last layer drawn from N(0, 3^2), "
+        "~40x PyTorch's default std of 0.072; the first losses are 7.0, 13.8 and 10.1 where ln 10 = 2.30 is "
+        "expected, the early gradients (up to 42; the healthy run's reach 4.3) kill 86% of the last hidden "
+        "layer's ReLUs, and validation accuracy stays at 52-70% (the healthy run: 98%)",
+        expect=("bad_initialization", "initial_loss_off"),  # the init is the fault; the loss off ln C shows it
+        model=mlp_output_init_large,
+    ),
+    Case(
+        name="loss_spikes",
+        fault="loss spikes: the healthy MLP's run with the learning rate multiplied by 50 (0.05 to 2.5) for "
+        "single steps, at steps 50, 100, 150 and 200, as a faulty schedule might set it (opt/lr records "
+        "each); the loss after each jumps from its level of 0.1-0.5 to 12.8, 6.4, 3.4 and 1.3 nats, is back "
+        "within about 10 steps, and training recovers: final train loss 0.0014 and validation accuracy 97.2% "
+        "(the healthy run: 0.0028 and 97.8%)",
+        expect=("loss_spikes",),
+        model=mlp_relu,
+        lr_pulse_steps=(50, 100, 150, 200),
+        lr_pulse_factor=50.0,
     ),
 )
 

@@ -1,11 +1,20 @@
-"""The data of the sample runs: scikit-learn's bundled datasets, split and prepared per case.
+"""The data of the sample runs: scikit-learn's bundled datasets and a generated text, prepared per case.
 
 Nothing is downloaded: `load_digits` (1,797 8x8 grey images, 10 classes),
 `load_breast_cancer` (569 x 30 features, 2 classes) and `load_wine` (178 x 13, 3
-classes) ship inside scikit-learn. A case names its dataset and how it prepares it
-(`DataSpec`); the faults that live in the data (raw pixel values, a tiny training
-subset, classes in sorted order) are preparations here, applied to the training
-split only, so the validation split always says how the model really does.
+classes) ship inside scikit-learn, and ``"text"`` is the sentences of
+`sample_runs.text`, for a character language model. A case names its dataset and
+how it prepares it (`DataSpec`); the faults that live in the data (raw pixel values,
+a tiny training subset, classes in sorted order) are preparations here, applied to
+the training split only, so the validation split always says how the model really
+does. The one exception is the language model's targets (`DataSpec.shift_targets`):
+that bug lives where a user builds every batch, training and validation alike, which
+is why validation cannot catch it.
+
+A language model's split holds windows of `block_size` token ids as ``x`` (N, T) and
+the token each position must predict as ``y`` (N, T): the next one (``y[:, t] =
+x[:, t + 1]`` in the text), nanoGPT's ``get_batch`` made into a fixed set of windows
+so that an epoch means what it means for the other datasets.
 """
 
 from __future__ import annotations
@@ -16,7 +25,9 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-Dataset = Literal["digits", "breast_cancer", "wine"]
+from sample_runs.text import generate_text
+
+Dataset = Literal["digits", "breast_cancer", "wine", "text"]
 # How the features reach the model:
 #   "standard": per-feature zero mean / unit variance, statistics from the training split (the right way);
 #   "raw":      the values as loaded (digits: 0-16 intensities; the "forgot to normalize" fault);
@@ -25,6 +36,7 @@ Scaling = Literal["standard", "raw", "raw255"]
 
 VAL_FRACTION = 0.2  # held-out share for validation, stratified by class
 DIGITS_MAX = 16.0  # load_digits stores intensities 0..16
+TEXT_VAL_FRACTION = 0.1  # the language model validates on the text's last 10%, as nanoGPT does
 
 
 @dataclass(frozen=True)
@@ -35,11 +47,17 @@ class DataSpec:
     train_subset: int | None = None
     # Order the training examples by class and never shuffle: each batch then holds one or two classes.
     sorted_by_class: bool = False
+    # "text" only: tokens per window (the model's context length); windows start every block_size // 2 tokens.
+    block_size: int = 32
+    # "text" only: the targets are the inputs shifted by one token (predict the next one). False makes
+    # them equal to the inputs, the "forgot to shift" bug: a causal model then only has to copy.
+    shift_targets: bool = True
 
 
 @dataclass(frozen=True)
 class Split:
-    """Training and validation tensors: float32 features, int64 class labels."""
+    """Training and validation tensors: float32 features, int64 class labels; or, for
+    a language model, int64 token windows (N, T) and the (N, T) token ids they must predict."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -95,8 +113,42 @@ def _scale(
     return x_train * factor, x_val * factor
 
 
+def encode(text: str) -> tuple[torch.Tensor, str]:
+    """(token ids, vocabulary): one token per character, ids in the vocabulary's sorted order."""
+    vocab = "".join(sorted(set(text)))
+    index = {ch: i for i, ch in enumerate(vocab)}
+    return torch.tensor([index[ch] for ch in text], dtype=torch.int64), vocab
+
+
+def lm_windows(
+    ids: torch.Tensor, block_size: int, shift_targets: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y): windows of `block_size` ids starting every ``block_size // 2`` ids, and their
+    targets: the window one token later (`shift_targets`), or the window itself."""
+    stride = max(1, block_size // 2)
+    starts = range(0, ids.shape[0] - block_size, stride)  # leaves the one id the last shifted target needs
+    x = torch.stack([ids[s : s + block_size] for s in starts])
+    if not shift_targets:
+        return x, x.clone()
+    return x, torch.stack([ids[s + 1 : s + 1 + block_size] for s in starts])
+
+
+def _load_text(spec: DataSpec) -> Split:
+    if spec.scaling != "standard" or spec.train_subset is not None or spec.sorted_by_class:
+        raise ValueError(
+            "the text dataset takes block_size and shift_targets; the other DataSpec fields are for features"
+        )
+    ids, vocab = encode(generate_text())
+    cut = int(ids.shape[0] * (1 - TEXT_VAL_FRACTION))
+    x_train, y_train = lm_windows(ids[:cut], spec.block_size, spec.shift_targets)
+    x_val, y_val = lm_windows(ids[cut:], spec.block_size, spec.shift_targets)
+    return Split(x_train, y_train, x_val, y_val, num_classes=len(vocab))
+
+
 def load(spec: DataSpec, seed: int) -> Split:
     """The case's data, prepared as `spec` says; the same `seed` gives the same split."""
+    if spec.dataset == "text":
+        return _load_text(spec)  # one fixed text and split: the seed only orders the batches
     x, y = _raw(spec.dataset)
     rng = np.random.default_rng(seed)
     val_idx, train_idx = stratified_indices(y, VAL_FRACTION, rng)

@@ -25,17 +25,20 @@ from sample_runs.training import read_case_json
 
 HEADER = """# Sample runs
 
-Real, small training runs on scikit-learn's bundled digits (1,797 8x8 images, 10
-classes; nothing is downloaded), made with the collector: two healthy runs and one
-run per injected fault. They are the dashboard's default content, the analyzers'
-ground truth (`tests/test_sample_runs.py` checks that every rule a case expects fires
-at warning or critical, and that the healthy runs raise nothing at those levels) and
-the demo of what TrainScope catches.
+Real, small training runs made with the collector, on scikit-learn's bundled digits
+(1,797 8x8 images, 10 classes) and, for a tiny GPT-style character model, on 24k
+characters of sentences that `sample_runs/text.py` generates (nothing is downloaded):
+four healthy runs, two of them standard practice that can look alarming (GPT-2's small
+initialization; a wide layer whose units are mostly silent), and one run per injected
+fault, each with a healthy twin. They are the dashboard's default content, the
+analyzers' ground truth (`tests/test_sample_runs.py` checks that every rule a case
+expects fires at warning or critical, and that the healthy runs raise nothing at those
+levels) and the demo of what TrainScope catches.
 
 Layout: `sample_runs/runs/<case>/` holds the collector's event file, `run.json`, and
 `case.json` = `{"fault": "<what was injected>", "expect": ["<rule id>", ...]}`.
 Regenerate with `python -m sample_runs.generate` (deterministic on one machine, about
-20 s on one CPU core, about 2.7 MB in all; prints each case's numbers and findings;
+a minute on one CPU core, about 3.9 MB in all; prints each case's numbers and findings;
 `exploding_gradients` and `weight_growth` are chaotic, and on another CPU or torch build
 their blow-up may come later or not at all: `--only` regenerates the cases you changed), then
 `python -m sample_runs.doc_table --out docs/sample_runs.md`. Watch one case train

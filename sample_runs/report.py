@@ -1,9 +1,11 @@
 """What a generated run shows, in numbers: so a case is judged by its curves before it is trusted.
 
-`key_numbers` reads the signals each fault moves (loss start and end, gradient norms,
-update ratios, dead and saturated shares, input statistics, label entropy, weight
-growth) from the run as the analyzers read it; `summary_lines` puts them beside the
-final train/validation results and the findings the rules raise.
+`key_numbers` reads the signals each fault moves (loss start and end, the first loss
+against chance level, loss spikes, gradient norms, how long they rise from the start
+and how many are exactly 0, update ratios, dead and saturated shares, input
+statistics, label entropy, weight growth) from the run as the analyzers read it;
+`summary_lines` puts them beside the final train/validation results and the findings
+the rules raise.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from typing import Iterable
 import numpy as np
 
 from analyzers.diagnose import Diagnosis
+from analyzers.facts import num_classes, ordered_layers
 from analyzers.reading import read_logdir
-from analyzers.facts import ordered_layers
 from analyzers.run import Run, Series
 from logformat import tags as T
 
 # Findings at these severities are the ones case.json's "expect" is about.
 ALARM_SEVERITIES = ("critical", "warning")
+# A loss spike: a step's loss this many nats above the median of the SPIKE_WINDOW steps before it.
+SPIKE_NATS = 3.0
+SPIKE_WINDOW = 10
 
 
 def read_run(run_dir: str | os.PathLike[str]) -> Run:
@@ -54,24 +59,58 @@ def _median(series: Series | None) -> float:
     return float(np.median(values)) if values.shape[0] else math.nan
 
 
+def _rises_from_start(values: np.ndarray) -> int:
+    """How many steps in a row, from the first, each value is above the one before."""
+    falls = np.flatnonzero(np.diff(values) <= 0)
+    return int(falls[0]) if falls.shape[0] else max(0, values.shape[0] - 1)
+
+
+def _spikes(values: np.ndarray) -> tuple[int, float]:
+    """(number of spikes, the largest excess in nats): steps whose loss is more than SPIKE_NATS
+    above the median of the SPIKE_WINDOW before it."""
+    if values.shape[0] <= SPIKE_WINDOW:
+        return 0, math.nan
+    before = np.lib.stride_tricks.sliding_window_view(values[:-1], SPIKE_WINDOW)
+    excess = values[SPIKE_WINDOW:] - np.median(before, axis=1)
+    return int((excess > SPIKE_NATS).sum()), float(excess.max())
+
+
 def key_numbers(run: Run) -> dict[str, float]:
     """The numbers that show each fault, from the run's recorded signals (NaN when not logged)."""
     out: dict[str, float] = {}
     loss = run.scalar(T.TRAIN_LOSS)
     finite_loss = _finite(loss)
     out["loss_start"], out["loss_end"] = _head(finite_loss, 0.05), _tail(finite_loss)
+    # The very first loss against chance level ln C: a fresh classifier starts near it.
+    out["loss_first"] = float(finite_loss[0]) if finite_loss.shape[0] else math.nan
+    classes = num_classes(run)
+    out["chance_loss"] = math.log(classes) if classes else math.nan
+    out["loss_spikes"], out["loss_spike_max"] = _spikes(finite_loss)
+    val_loss = _finite(run.scalar(T.VAL_LOSS))
+    out["val_loss_end"] = float(val_loss[-1]) if val_loss.shape[0] else math.nan
     if loss is not None and not np.isfinite(loss.values).all():
         out["first_nonfinite_step"] = float(loss.steps[~np.isfinite(loss.values)][0])
     grad = _finite(run.scalar(T.GRAD_GLOBAL_NORM))
     out["grad_norm_start"], out["grad_norm_end"] = _head(grad), _tail(grad)
     out["grad_norm_max"] = float(grad.max()) if grad.shape[0] else math.nan
+    # Gradients that add up (no zero_grad) grow step after step from the start.
+    out["grad_norm_rising_steps"] = float(_rises_from_start(grad))
     layers = run.layers(T.GRAD_NORM_PREFIX)
+    # Gradients clipped to 0 (clip_grad_norm_(..., 0)): every layer's norm exactly 0, read after clipping.
+    layer_norms = [_finite(s) for s in layers.values()]
+    points = sum(values.shape[0] for values in layer_norms)
+    zeros = sum(int((values == 0).sum()) for values in layer_norms)
+    out["grad_layer_zero_share"] = zeros / points if points else math.nan
     order = ordered_layers(run, layers)
     if len(order) >= 2:
         first, last = _tail(_finite(layers[order[0]]), 0.5), _tail(_finite(layers[order[-1]]), 0.5)
         out["grad_first_over_last"] = first / last if last > 0 else math.nan
-    ratios = [_tail(_finite(s), 0.5) for s in run.layers(T.UPDATE_RATIO_PREFIX).values()]
+    ratio_series = [_finite(s) for s in run.layers(T.UPDATE_RATIO_PREFIX).values()]
+    ratios = [_tail(values, 0.5) for values in ratio_series]
     out["update_ratio"] = float(np.nanmedian(ratios)) if ratios else math.nan
+    # The largest step any layer took, relative to its weights: a model that trains takes some big ones.
+    biggest = [float(values.max()) for values in ratio_series if values.shape[0]]
+    out["update_ratio_max"] = max(biggest) if biggest else math.nan
     dead = [_tail(_finite(s), 0.3) for s in run.layers(T.DEAD_FRACTION_PREFIX).values()]
     out["dead_fraction_max"] = max(dead) if dead else math.nan
     saturated = [_tail(_finite(s), 0.3) for s in run.layers(T.SATURATED_FRACTION_PREFIX).values()]

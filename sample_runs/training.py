@@ -1,9 +1,19 @@
 """The training loop of the sample runs: the plain loop a user writes, with the collector attached.
 
-One loop for every case: the fault lives in the case's data, model, initialization
-or optimizer settings, never in a special code path here. Deterministic: fixed
-seeds and one CPU thread, so the same case gives the same numbers on the same
-machine, bit for bit (wall times aside).
+One loop for every case. Most faults live in the case's data, model, initialization
+or optimizer settings; the few that live in the loop a user writes are named fields
+of `Case`, each honoured at one marked line here: no ``optimizer.zero_grad()``
+(`Case.zero_grad`), gradient clipping (`Case.clip_grad_norm`; what
+``clip_grad_norm_`` returns is passed to the collector as ``grad_norm``, as its
+docs ask) and single steps at a multiple of the learning rate (`Case.lr_pulse_steps`,
+set before the step as a schedule sets it, so ``opt/lr`` records it).
+
+A language model's logits (B, T, vocab) and targets (B, T) go to the loss, the
+accuracy and the collector flattened, as ``logits.view(-1, V)`` and ``y.view(-1)``
+(`as_loss_takes`): what a user of such a model passes; ``inputs`` are the token ids.
+
+Deterministic: fixed seeds and one CPU thread, so the same case gives the same
+numbers on the same machine, bit for bit (wall times aside).
 """
 
 from __future__ import annotations
@@ -92,13 +102,27 @@ def _loader(split: Split, case: Case, generator: torch.Generator) -> DataLoader:
     return DataLoader(dataset, batch_size=case.batch_size, shuffle=shuffle, generator=generator)
 
 
+def as_loss_takes(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) as cross-entropy takes them: a classifier's (N, C) and (N,) as they
+    are, a language model's (B, T, V) and (B, T) flattened to (B*T, V) and (B*T,)."""
+    if out.dim() == 3:
+        return out.view(-1, out.shape[-1]), y.view(-1)
+    return out, y
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(loss, accuracy) on the whole validation split, in eval mode (dropout off, BN running stats)."""
     model.eval()
-    out = model(x)
+    out, y = as_loss_takes(model(x), y)
     model.train()
     return float(F.cross_entropy(out, y)), float((out.argmax(1) == y).float().mean())
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
+    """Every group's learning rate set to its base times `factor`, as a schedule sets it before a step."""
+    for group, lr in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = lr * factor
 
 
 def train_case(
@@ -129,8 +153,9 @@ def _train(
     torch.manual_seed(case.seed)
     split = load(case.data, case.seed)
     model = case.model(split)
-    optimizer = case.optim.build(model.parameters())
+    optimizer = case.optim.build(model)
     loader = _loader(split, case, torch.Generator().manual_seed(case.seed))
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     step_seconds = duration_seconds / (steps_per_epoch(case, split) * case.epochs)
     hparams = {
         "case": case.name,
@@ -150,6 +175,7 @@ def _train(
         stats_budget=None,
         every=case.every,
         histogram_every=case.histogram_every,
+        stats_every=case.stats_every,
     )
     result = TrainResult(case.name, log_dir)
     started = time.perf_counter()
@@ -157,12 +183,19 @@ def _train(
         for epoch in range(1, case.epochs + 1):
             loss_sum, correct, seen = 0.0, 0, 0
             for xb, yb in loader:
-                optimizer.zero_grad()
-                out = model(xb)
+                if case.lr_pulse_steps:  # fault: single steps at lr_pulse_factor times the learning rate
+                    pulse = result.steps in case.lr_pulse_steps
+                    _set_lr(optimizer, base_lrs, case.lr_pulse_factor if pulse else 1.0)
+                if case.zero_grad:  # fault: Case.zero_grad=False never clears them
+                    optimizer.zero_grad()
+                out, yb = as_loss_takes(model(xb), yb)
                 loss = F.cross_entropy(out, yb)
                 loss.backward()
+                grad_norm = None
+                if case.clip_grad_norm is not None:  # fault: Case.clip_grad_norm=0.0 zeroes every gradient
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), case.clip_grad_norm)
                 optimizer.step()
-                collector.step(loss=loss, outputs=out, targets=yb, inputs=xb)
+                collector.step(loss=loss, outputs=out, targets=yb, inputs=xb, grad_norm=grad_norm)
                 result.steps += 1
                 loss_sum += float(loss.detach()) * yb.shape[0]
                 correct += int((out.detach().argmax(1) == yb).sum())

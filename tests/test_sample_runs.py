@@ -1,7 +1,10 @@
 """The committed sample runs: reproducible from their case table, and caught by the rules.
 
 0. Data: the split is stratified and standardized on the training part only, and the
-   data faults (subset, sorted order, raw pixels) are what the cases say they are.
+   data faults (subset, sorted order, raw pixels) are what the cases say they are. The
+   generated text is the same on every machine, a language model's targets are its
+   inputs shifted by one token (equal to them in the unshifted fault), and the tiny GPT
+   is initialized as GPT-2 is.
 1. Layout: every case of `sample_runs.cases.CASES` has a committed run (one event file,
    run.json, case.json matching the table), and the set stays small.
 2. Reproducibility: a few cheap cases are trained again into a temporary directory;
@@ -16,13 +19,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from analyzers.diagnose import diagnose_run  # noqa: E402
@@ -32,13 +37,19 @@ from analyzers.run import Run  # noqa: E402
 from logformat import runjson as RJ  # noqa: E402
 from sample_runs import RUNS_DIR  # noqa: E402
 from sample_runs.cases import CASES, get_case  # noqa: E402
-from sample_runs.data import DataSpec, load  # noqa: E402
+from sample_runs.data import TEXT_VAL_FRACTION, DataSpec, encode, load  # noqa: E402
+from sample_runs.models import GPT, GPT_INIT_STD  # noqa: E402
 from sample_runs.report import ALARM_SEVERITIES  # noqa: E402
-from sample_runs.training import CASE_JSON, train_case  # noqa: E402
+from sample_runs.text import generate_text  # noqa: E402
+from sample_runs.training import CASE_JSON, as_loss_takes, train_case  # noqa: E402
 
 # Cheap (under a second each) and numerically tame: no divergence, so float rounding
-# on another CPU cannot move a NaN or a collapse to another step.
-REGENERATED = ("healthy_mlp", "lr_too_low", "underfitting")
+# on another CPU cannot move a NaN or a collapse to another step. nothing_training
+# also runs the loop's clipping path (clip_grad_norm_, its norm given as grad_norm).
+REGENERATED = ("healthy_mlp", "lr_too_low", "underfitting", "nothing_training")
+# sha256 of the language-model runs' text: a change to the grammar or the generator
+# changes every token of gpt_char_healthy and lm_targets_not_shifted (regenerate them).
+TEXT_SHA256 = "a4e9c1781f1b5c5982f884e7366f1360170d520f617cba4049ce85d623eddfe9"
 MAX_TOTAL_BYTES = 5_000_000  # the committed runs live in git: keep them small
 # Recorded wall times differ from run to run by nature.
 WALL_TIME_PREFIX = "time/"
@@ -82,6 +93,64 @@ def test_data_faults():
     assert load(DataSpec(scaling="raw255"), seed=0).x_train.max() == 255
     for dataset, classes in (("breast_cancer", 2), ("wine", 3)):
         assert load(DataSpec(dataset=dataset), seed=0).num_classes == classes
+
+
+def test_generated_text_is_deterministic():
+    text = generate_text()
+    assert text == generate_text()  # same seed, same text, character for character
+    assert hashlib.sha256(text.encode("utf-8")).hexdigest() == TEXT_SHA256  # and on every machine
+    assert generate_text(seed=1) != text
+    assert len(text) >= 24_000 and text.endswith(".\n")
+    assert set(text) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ,.\n")
+
+
+def test_language_model_targets_are_the_inputs_shifted_by_one():
+    ids, vocab = encode(generate_text())
+    split = load(DataSpec(dataset="text"), seed=0)
+    x, y = split.x_train, split.y_train
+    assert split.num_classes == len(vocab) and x.dtype == y.dtype == torch.int64
+    assert x.shape == y.shape and x.shape[1] == DataSpec().block_size
+    assert torch.equal(y[:, :-1], x[:, 1:])  # target t is input t + 1...
+    stride = DataSpec().block_size // 2
+    ends = torch.arange(x.shape[0]) * stride + x.shape[1]
+    assert torch.equal(y[:, -1], ids[ends])  # ...to the window's end
+    assert torch.equal(x[0], ids[: x.shape[1]])
+    # Validation: the text's last 10%, never seen in training.
+    cut = int(ids.shape[0] * (1 - TEXT_VAL_FRACTION))
+    assert torch.equal(split.x_val[0], ids[cut : cut + x.shape[1]])
+    assert torch.equal(split.y_val[:, :-1], split.x_val[:, 1:])
+
+
+def test_unshifted_language_model_targets_equal_the_inputs():
+    shifted = load(DataSpec(dataset="text"), seed=0)
+    unshifted = load(DataSpec(dataset="text", shift_targets=False), seed=0)
+    assert torch.equal(unshifted.x_train, shifted.x_train)  # the same windows...
+    assert torch.equal(unshifted.y_train, unshifted.x_train)  # ...their own tokens as targets
+    assert torch.equal(unshifted.y_val, unshifted.x_val)  # in validation too: the bug is in every batch
+
+
+def test_language_model_logits_reach_the_loss_flattened():
+    logits, y = torch.zeros(4, 32, 33), torch.zeros(4, 32, dtype=torch.int64)
+    flat_logits, flat_y = as_loss_takes(logits, y)
+    assert flat_logits.shape == (4 * 32, 33) and flat_y.shape == (4 * 32,)
+    classifier = torch.zeros(8, 10), torch.zeros(8, dtype=torch.int64)
+    assert as_loss_takes(*classifier)[0] is classifier[0]
+
+
+def test_gpt_is_initialized_as_gpt2():
+    torch.manual_seed(0)
+    n_layer = 2
+    model = GPT(vocab=33, block_size=32, n_layer=n_layer, n_embd=48)
+    assert model.lm_head.weight is model.wte.weight  # tied
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("c_proj.weight"):  # residual projections: 0.02 / sqrt(2 * n_layer)
+                assert float(p.std()) == pytest.approx(GPT_INIT_STD / math.sqrt(2 * n_layer), rel=0.1), name
+            elif p.dim() == 2:
+                assert float(p.std()) == pytest.approx(GPT_INIT_STD, rel=0.1), name
+            elif name.endswith("bias"):
+                assert float(p.abs().max()) == 0.0, name
+    assert model(torch.zeros(2, 32, dtype=torch.int64)).shape == (2, 32, 33)
 
 
 # --- 1. layout ---------------------------------------------------------------------------
