@@ -26,6 +26,15 @@ def test_sample_run_table_is_what_the_analyzers_say_now():
     )
 
 
+def test_the_readme_counts_the_sample_runs_there_are():
+    from sample_runs.cases import CASES
+
+    text = README.read_text(encoding="utf-8")
+    assert f"showing the {len(CASES)} bundled sample runs" in text
+    assert f"`sample_runs/runs/` holds {len(CASES)} real training runs" in text
+    assert len(CASES) == sum(1 for d in RUNS_DIR.iterdir() if d.is_dir())
+
+
 def test_the_rule_reference_is_what_the_rules_say_now():
     """docs/rules.md's rule-by-rule section comes from each rule's docstring, id and citations."""
     from analyzers.rules.reference import rewrite
