@@ -23,6 +23,7 @@ import zlib
 import numpy as np
 import pytest
 
+from analyzers.reading import protowire
 from analyzers.reading import wandb as W
 from logformat import runjson as RJ
 
@@ -163,7 +164,7 @@ def frame(records: list[bytes], block: int = W.BLOCK_BYTES) -> bytes:
 
 
 def is_history(record: bytes) -> bool:
-    return any(number == 2 for number, *_ in W._fields(record, 0, len(record)))
+    return any(number == 2 for number, *_ in protowire.fields(record, 0, len(record)))
 
 
 def chunks(data: bytes) -> list[tuple[int, int, int]]:

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 from tensorboard.compat.proto import summary_pb2, tensor_shape_pb2
 
+from analyzers.reading import protowire as W
 from analyzers.reading import tensors as TN
 
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 SCALARS_PLUGIN = "scalars"
 
 # Event fields (tensorboard/compat/proto/event.proto).
@@ -63,42 +63,6 @@ class Template:
     plugins: tuple[tuple[str, str], ...]  # (tag, plugin) pairs named in the event's metadata
 
 
-def _varint(b: bytes, pos: int, end: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise _Unsupported
-        c = b[pos]
-        pos += 1
-        result |= (c & 0x7F) << shift
-        if not c & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(b: bytes, pos: int, end: int):
-    """Yield ``(field_number, wire_type, payload_start, payload_end)`` of a message."""
-    while pos < end:
-        key, pos = _varint(b, pos, end)
-        number, wire = key >> 3, key & 7
-        if wire == _VARINT:
-            start = pos
-            _, pos = _varint(b, pos, end)
-        elif wire == _I64:
-            start, pos = pos, pos + 8
-        elif wire == _I32:
-            start, pos = pos, pos + 4
-        elif wire == _LEN:
-            length, start = _varint(b, pos, end)
-            pos = start + length
-        else:
-            raise _Unsupported
-        if pos > end:
-            raise _Unsupported
-        yield number, wire, start, pos
-
-
 def _scalar_shape(b: bytes, start: int, end: int) -> bool:
     shape = tensor_shape_pb2.TensorShapeProto.FromString(b[start:end])
     return not shape.unknown_rank and all(d.size == 1 for d in shape.dim)
@@ -109,18 +73,18 @@ def _tensor_slot(b: bytes, start: int, end: int) -> tuple[int, str]:
     dtype = None
     found: list[tuple[int, int, int]] = []  # (field, payload start, payload end)
     seen: set[int] = set()
-    for number, wire, s, e in _fields(b, start, end):
+    for number, wire, s, e in W.fields(b, start, end):
         if number in seen:
             raise _Unsupported
         seen.add(number)
-        if number == _T_DTYPE and wire == _VARINT:
-            dtype, _ = _varint(b, s, e)
-        elif number == _T_SHAPE and wire == _LEN:
+        if number == _T_DTYPE and wire == W.VARINT:
+            dtype, _ = W.varint(b, s, e)
+        elif number == _T_SHAPE and wire == W.LEN:
             if not _scalar_shape(b, s, e):
                 raise _Unsupported
-        elif number == _T_VERSION and wire == _VARINT:
+        elif number == _T_VERSION and wire == W.VARINT:
             pass
-        elif number in (_T_CONTENT, _T_FLOAT, _T_DOUBLE) and wire in (_LEN, _I32, _I64):
+        elif number in (_T_CONTENT, _T_FLOAT, _T_DOUBLE) and wire in (W.LEN, W.I32, W.I64):
             found.append((number, s, e))
         else:
             raise _Unsupported
@@ -144,19 +108,19 @@ def _value_slot(b: bytes, start: int, end: int, plugin_of: dict[str, str]) -> tu
     offset = kind = None
     tensor = None
     seen: set[int] = set()
-    for number, wire, s, e in _fields(b, start, end):
+    for number, wire, s, e in W.fields(b, start, end):
         if number in seen:
             raise _Unsupported
         seen.add(number)
-        if number == _V_TAG and wire == _LEN:
+        if number == _V_TAG and wire == W.LEN:
             tag = b[s:e].decode("utf-8")
-        elif number == _V_SIMPLE and wire == _I32:
+        elif number == _V_SIMPLE and wire == W.I32:
             offset, kind = s, "<f4"
-        elif number == _V_NODE_NAME and wire == _LEN:
+        elif number == _V_NODE_NAME and wire == W.LEN:
             pass
-        elif number == _V_METADATA and wire == _LEN:
+        elif number == _V_METADATA and wire == W.LEN:
             plugin = summary_pb2.SummaryMetadata.FromString(b[s:e]).plugin_data.plugin_name
-        elif number == _V_TENSOR and wire == _LEN:
+        elif number == _V_TENSOR and wire == W.LEN:
             tensor = (s, e)
         else:
             raise _Unsupported
@@ -185,15 +149,15 @@ def _build(b: bytes, plugin_of: dict[str, str]) -> Template | None:
     step_len = 0
     summary = None
     seen: set[int] = set()
-    for number, wire, s, e in _fields(b, 0, n):
+    for number, wire, s, e in W.fields(b, 0, n):
         if number in seen:
             raise _Unsupported
         seen.add(number)
-        if number == _EV_WALL_TIME and wire == _I64:
+        if number == _EV_WALL_TIME and wire == W.I64:
             wall = s
-        elif number == _EV_STEP and wire == _VARINT:
+        elif number == _EV_STEP and wire == W.VARINT:
             step, step_len = s, e - s
-        elif number == _EV_SUMMARY and wire == _LEN:
+        elif number == _EV_SUMMARY and wire == W.LEN:
             summary = (s, e)
         else:
             raise _Unsupported
@@ -201,8 +165,8 @@ def _build(b: bytes, plugin_of: dict[str, str]) -> Template | None:
         return None
     slots: list[Slot] = []
     plugins: list[tuple[str, str]] = []
-    for number, wire, s, e in _fields(b, *summary):
-        if number != 1 or wire != _LEN:
+    for number, wire, s, e in W.fields(b, *summary):
+        if number != 1 or wire != W.LEN:
             raise _Unsupported
         slot, plugin = _value_slot(b, s, e, plugin_of)
         slots.append(slot)

@@ -74,6 +74,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import yaml
 
+from analyzers.reading import protowire as W
 from analyzers.reading.series import latest_per_step
 from analyzers.run import Series
 from logformat import runjson as RJ
@@ -123,7 +124,6 @@ MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 # --- protobuf (wandb_internal.proto) -------------------------------------------------------
 
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 # Record
 _REC_HISTORY, _REC_CONFIG, _REC_RUN, _REC_EXIT = 2, 5, 17, 18
 # HistoryRecord, HistoryStep
@@ -140,14 +140,10 @@ _CONFIG_UPDATE, _CONFIG_REMOVE = 1, 2
 _EXIT_CODE, _EXIT_NOT_COMPLETE = 1, 3
 _DOUBLE = struct.Struct("<d")
 # The tags (field number << 3 | wire type, as varints) of an item's strings.
-_KEY_TAG = _ITEM_KEY << 3 | _LEN
-_NESTED_KEY_TAG = _ITEM_NESTED_KEY << 3 | _LEN
+_KEY_TAG = _ITEM_KEY << 3 | W.LEN
+_NESTED_KEY_TAG = _ITEM_NESTED_KEY << 3 | W.LEN
 _KEY_TAGS = (_KEY_TAG, _NESTED_KEY_TAG)
-_VALUE_JSON_TAG = bytes([(_ITEM_VALUE_JSON << 3 | _LEN) & 0x7F | 0x80, (_ITEM_VALUE_JSON << 3 | _LEN) >> 7])
-
-
-class _Malformed(ValueError):
-    """Bytes that are not the protobuf message they should be."""
+_VALUE_JSON_TAG = bytes([(_ITEM_VALUE_JSON << 3 | W.LEN) & 0x7F | 0x80, (_ITEM_VALUE_JSON << 3 | W.LEN) >> 7])
 
 
 # What decoding one record may raise on bytes that are not what they claim to be (bad
@@ -607,61 +603,9 @@ class _Assembler:
 # --- the transaction log: records ---------------------------------------------------------------
 
 
-def _varint(b: bytes, pos: int, end: int) -> tuple[int, int]:
-    """The varint at `pos` and the position after it."""
-    if pos < end and b[pos] < 0x80:  # one byte: nearly every key and length
-        return b[pos], pos + 1
-    result = shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise _Malformed("bad varint")
-        c = b[pos]
-        pos += 1
-        result |= (c & 0x7F) << shift
-        if not c & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _field(b: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
-    """``(field number, wire type, payload start, payload end)`` of the field at `pos`
-    (a varint's payload is the varint itself)."""
-    key, pos = _varint(b, pos, end)
-    wire = key & 7
-    if wire == _LEN:
-        length, start = _varint(b, pos, end)
-        stop = start + length
-    elif wire == _VARINT:
-        start = pos
-        _, stop = _varint(b, pos, end)
-    elif wire == _I64:
-        start, stop = pos, pos + 8
-    elif wire == _I32:
-        start, stop = pos, pos + 4
-    else:
-        raise _Malformed(f"wire type {wire}")
-    if stop > end:
-        raise _Malformed("field runs past its message")
-    return key >> 3, wire, start, stop
-
-
-def _fields(b: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """Yield ``(field number, wire type, payload start, payload end)`` of a message."""
-    while pos < end:
-        field_ = _field(b, pos, end)
-        pos = field_[3]
-        yield field_
-
-
-def _signed(value: int, bits: int = 64) -> int:
-    """A varint read as a two's-complement int of `bits` bits (int32/int64 fields)."""
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
 def _apply_record(b: bytes, history: _History, facts: _Facts) -> None:
-    for number, wire, start, end in _fields(b, 0, len(b)):
-        if wire != _LEN:
+    for number, wire, start, end in W.fields(b, 0, len(b)):
+        if wire != W.LEN:
             continue
         if number == _REC_HISTORY:
             _history_record(b, start, end, history)
@@ -677,19 +621,19 @@ def _history_record(b: bytes, start: int, end: int, history: _History) -> None:
     items: list = []
     step: int | None = None
     pos = start
-    while pos < end:  # a loop, not _fields: this is where the time goes
-        number, wire, s, pos = _field(b, pos, end)
-        if number == _HIST_ITEM and wire == _LEN:
+    while pos < end:  # a loop, not W.fields: this is where the time goes
+        number, wire, s, pos = W.field(b, pos, end)
+        if number == _HIST_ITEM and wire == W.LEN:
             path, value = _item(b, s, pos)
             if path and type(value) is not dict:
                 items.append((path, value))
             elif path:
                 _flatten(path, value, items)
-        elif number == _HIST_STEP and wire == _LEN:
+        elif number == _HIST_STEP and wire == W.LEN:
             step = 0  # proto3 leaves out a zero
-            for n, w, s2, e2 in _fields(b, s, pos):
-                if n == _STEP_NUM and w == _VARINT:
-                    step = _signed(_varint(b, s2, e2)[0])
+            for n, w, s2, e2 in W.fields(b, s, pos):
+                if n == _STEP_NUM and w == W.VARINT:
+                    step = W.signed(W.varint(b, s2, e2)[0])
     history.add_row(items, step)
 
 
@@ -710,10 +654,10 @@ def _item(b: bytes, start: int, end: int) -> tuple[tuple[str, ...], Any]:
             if length < 0x80:
                 s += 1
             else:
-                length, s = _varint(b, s, end)
+                length, s = W.varint(b, s, end)
             pos = s + length
             if pos > end:
-                raise _Malformed("field runs past its message")
+                raise W.WireError("field runs past its message")
             text = b[s:pos].decode("utf-8")
             if tag == _NESTED_KEY_TAG:
                 nested.append(text)
@@ -722,26 +666,26 @@ def _item(b: bytes, start: int, end: int) -> tuple[tuple[str, ...], Any]:
             else:
                 value_json = text
             continue
-        number, wire, s, pos = _field(b, pos, end)
-        if wire == _LEN:
+        number, wire, s, pos = W.field(b, pos, end)
+        if wire == W.LEN:
             if number == _ITEM_JSON:
                 typed = _json_value(b[s:pos].decode("utf-8"))
             elif number == _ITEM_TEXT:
                 typed = b[s:pos].decode("utf-8")
-        elif number == _ITEM_NUMBER and wire == _I64:
+        elif number == _ITEM_NUMBER and wire == W.I64:
             typed = _DOUBLE.unpack_from(b, s)[0]
-        elif number == _ITEM_INTEGER and wire == _VARINT:
-            raw = _varint(b, s, pos)[0]
+        elif number == _ITEM_INTEGER and wire == W.VARINT:
+            raw = W.varint(b, s, pos)[0]
             typed = (raw >> 1) ^ -(raw & 1)  # sint64: zigzag
-        elif number == _ITEM_BOOLEAN and wire == _VARINT:
-            typed = bool(_varint(b, s, pos)[0])
+        elif number == _ITEM_BOOLEAN and wire == W.VARINT:
+            typed = bool(W.varint(b, s, pos)[0])
     path = tuple(nested) if nested else ((key,) if key else ())
     return path, (_json_value(value_json) if value_json is not None else typed)
 
 
 def _config_record(b: bytes, start: int, end: int, config: dict[str, Any]) -> None:
-    for number, wire, s, e in _fields(b, start, end):
-        if wire != _LEN or number not in (_CONFIG_UPDATE, _CONFIG_REMOVE):
+    for number, wire, s, e in W.fields(b, start, end):
+        if wire != W.LEN or number not in (_CONFIG_UPDATE, _CONFIG_REMOVE):
             continue
         path, value = _item(b, s, e)
         if not path:
@@ -763,8 +707,8 @@ def _config_record(b: bytes, start: int, end: int, config: dict[str, Any]) -> No
 
 
 def _run_record(b: bytes, start: int, end: int, facts: _Facts) -> None:
-    for number, wire, s, e in _fields(b, start, end):
-        if wire != _LEN:
+    for number, wire, s, e in W.fields(b, start, end):
+        if wire != W.LEN:
             continue
         if number == _RUN_CONFIG:
             _config_record(b, s, e, facts.config)
@@ -776,19 +720,19 @@ def _run_record(b: bytes, start: int, end: int, facts: _Facts) -> None:
 
 def _timestamp(b: bytes, start: int, end: int) -> str:
     seconds = nanos = 0
-    for number, wire, s, e in _fields(b, start, end):
-        if number == _TS_SECONDS and wire == _VARINT:
-            seconds = _signed(_varint(b, s, e)[0])
-        elif number == _TS_NANOS and wire == _VARINT:
-            nanos = _signed(_varint(b, s, e)[0], 32)
+    for number, wire, s, e in W.fields(b, start, end):
+        if number == _TS_SECONDS and wire == W.VARINT:
+            seconds = W.signed(W.varint(b, s, e)[0])
+        elif number == _TS_NANOS and wire == W.VARINT:
+            nanos = W.signed(W.varint(b, s, e)[0], 32)
     return _iso_utc(_dt.datetime.fromtimestamp(seconds + nanos / 1e9, tz=_dt.timezone.utc))
 
 
 def _exit_record(b: bytes, start: int, end: int, facts: _Facts) -> None:
     code = 0  # proto3 leaves out a zero
-    for number, wire, s, e in _fields(b, start, end):
-        if number == _EXIT_CODE and wire == _VARINT:
-            code = _signed(_varint(b, s, e)[0], 32)
-        elif number == _EXIT_NOT_COMPLETE and wire == _VARINT and _varint(b, s, e)[0]:
+    for number, wire, s, e in W.fields(b, start, end):
+        if number == _EXIT_CODE and wire == W.VARINT:
+            code = W.signed(W.varint(b, s, e)[0], 32)
+        elif number == _EXIT_NOT_COMPLETE and wire == W.VARINT and W.varint(b, s, e)[0]:
             return  # the run stays running (a secondary writer of a shared run)
     facts.exit_code = code
