@@ -38,6 +38,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from analyzers.reading.appended import read_appended_lines
 from analyzers.reading.series import latest_per_step, merge_series
 from analyzers.reading.tagmap import TagMapper
 from analyzers.reading.train_loss import words
@@ -323,20 +324,13 @@ class CsvLogReader:
 
     def _read_appended(self, fh: BinaryIO) -> str:
         """Feed the whole lines appended since the last poll; return the incomplete last line."""
-        fh.seek(self._offset)
-        pending = b""
-        while chunk := fh.read(CHUNK_BYTES):
-            data = pending + chunk
-            end = data.rfind(b"\n") + 1
-            text = data[:end].decode("utf-8-sig" if self._offset == 0 else "utf-8", errors="replace")
-            for line in text.split("\n"):
+
+        def feed(block: bytes, at: int) -> None:
+            for line in block.decode("utf-8-sig" if at == 0 else "utf-8", errors="replace").split("\n"):
                 self._feed(line)
-            self._offset += end
-            pending = data[end:]
-            if len(pending) > MAX_LINE_BYTES:
-                self._offset += len(pending)
-                self._dropped += 1
-                pending = b""
+
+        self._offset, pending, dropped = read_appended_lines(fh, self._offset, feed, CHUNK_BYTES, MAX_LINE_BYTES)
+        self._dropped += dropped
         return pending.decode("utf-8", errors="replace")
 
     def _read_utf16(self, fh: BinaryIO) -> str:

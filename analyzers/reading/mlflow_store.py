@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from analyzers.reading.appended import read_appended_lines
 from analyzers.reading.hparams import load_yaml, meta_from_hparams, parse_param
 from analyzers.reading.series import ScalarColumn
 from analyzers.run import Series
@@ -241,18 +242,10 @@ class MlflowRunReader:
         state.seen = seen
         try:
             with open(path, "rb") as fh:
-                fh.seek(state.offset)
-                pending = b""
-                while chunk := fh.read(CHUNK_BYTES):
-                    data = pending + chunk
-                    end = data.rfind(b"\n") + 1
-                    _parse_lines(data[:end], state)
-                    state.offset += end
-                    pending = data[end:]
-                    if len(pending) > MAX_LINE_BYTES:
-                        state.offset += len(pending)
-                        state.bad_lines += 1
-                        pending = b""
+                state.offset, _, dropped = read_appended_lines(
+                    fh, state.offset, lambda block, _at: _parse_lines(block, state), CHUNK_BYTES, MAX_LINE_BYTES
+                )
+                state.bad_lines += dropped
         except OSError as exc:
             self._problems[path] = f"{path}: cannot read ({exc.strerror})"
             return True
