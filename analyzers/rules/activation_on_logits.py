@@ -64,7 +64,8 @@ def check(run: Run) -> Iterable[Finding]:
         return []
     name, kind = after
     dead = _dead_share(run, name)
-    stuck = _stuck_accuracy(run) or _capped_accuracy(run, dead)
+    accuracy, classes = _val_accuracy(run), num_classes(run)
+    stuck = _stuck_accuracy(accuracy, classes) or _capped_accuracy(accuracy, classes, dead)
     severity = "critical" if (dead is not None and dead > DEAD_OUTPUTS) or stuck else "warning"
     message = (
         f"The output layer {quote(output)} is followed by a {kind} ({quote(name)}), so the loss gets "
@@ -128,16 +129,20 @@ def _dead_share(run: Run, name: str) -> float | None:
     return float(np.median(values[-3:])) if values.shape[0] else None
 
 
-def _capped_accuracy(run: Run, dead: float | None) -> str:
-    """Val accuracy at the ceiling that dead output units set: a class whose logit is always 0 is never predicted."""
+def _val_accuracy(run: Run) -> np.ndarray | None:
+    """The val accuracy as fractions, when there are 3 points or more to judge it by."""
     series = run.scalar(T.VAL_ACC)
-    if not dead or series is None:
-        return ""
+    if series is None:
+        return None
     _, values = finite_points(series)
-    if values.shape[0] < 3:
+    return as_fraction(values) if values.shape[0] >= 3 else None
+
+
+def _capped_accuracy(accuracy: np.ndarray | None, classes: int | None, dead: float | None) -> str:
+    """Val accuracy at the ceiling that dead output units set: a class whose logit is always 0 is never predicted."""
+    if not dead or accuracy is None:
         return ""
-    now = float(np.median(as_fraction(values)[-3:]))
-    classes = num_classes(run)
+    now = float(np.median(accuracy[-3:]))
     never = round(dead * classes) if classes else None
     cap = 1 - never / classes if classes and never else 1 - dead
     if not cap - CAP_BELOW <= now <= cap + CAP_ABOVE:
@@ -149,20 +154,14 @@ def _capped_accuracy(run: Run, dead: float | None) -> str:
     )
 
 
-def _stuck_accuracy(run: Run) -> str:
+def _stuck_accuracy(accuracy: np.ndarray | None, classes: int | None) -> str:
     """Val accuracy that never left a k/C level (a model that can only predict k classes)."""
-    classes = num_classes(run)
-    series = run.scalar(T.VAL_ACC)
-    if classes is None or series is None:
+    if classes is None or accuracy is None:
         return ""
-    _, values = finite_points(series)
-    if values.shape[0] < 3:
-        return ""
-    values = as_fraction(values)
-    now = float(np.median(values[-3:]))
+    now = float(np.median(accuracy[-3:]))
     k = round(now * classes)
     tolerance = STUCK_ACCURACY / classes
-    flat = float(values.max() - values.min()) < 2 * tolerance  # it never moved off that level
+    flat = float(accuracy.max() - accuracy.min()) < 2 * tolerance  # it never moved off that level
     if flat and k < classes and abs(now - k / classes) < tolerance:
         return f"val accuracy is stuck at {fmt_pct(now)}, about {k}/{classes} classes' worth"
     return ""

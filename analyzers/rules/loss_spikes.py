@@ -140,7 +140,7 @@ def _spikes(run: Run, steps: np.ndarray, values: np.ndarray, start: float) -> li
     persists = np.median(following, axis=1) >= level + PERSIST_SPREADS * spread  # one bad batch drops back
     hit = (point >= level + SPIKE_SPREADS * spread) & (point >= SPIKE_FACTOR * level) & persists
     idx = rough_idx[hit]
-    level_at = dict(zip(rough_idx[hit].tolist(), level[hit].tolist()))
+    level_at = dict(zip(idx.tolist(), level[hit].tolist()))
     grad = run.scalar(T.GRAD_GLOBAL_NORM)
     grad_points = finite_points(grad) if grad is not None else None
     spikes: list[Spike] = []

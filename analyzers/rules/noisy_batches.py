@@ -128,21 +128,19 @@ def check(run: Run) -> Iterable[Finding]:
     noise = _noise_scale(run)
     width = loss_band(loss.values, stretch)
     ratio = width / (loss.start - loss.end)
-    if batch is None:
-        return _noisy_without_batch(loss, stretch, width, ratio, noise)
-    ranks = data_parallel_ranks(run)
-    step_batch = batch * ranks
-    evidence = {
+    band = {
         "start": loss.start,
         "end": loss.end,
         "band_width": width,
         "trend_fall": loss.start - loss.end,
         "width_ratio": ratio,
-        "batch_size": batch,
-        "data_parallel_ranks": ranks,
-        "step_batch": step_batch,
         "noise_scale": noise,
     }
+    if batch is None:
+        return _noisy_without_batch(loss, stretch, band)
+    ranks = data_parallel_ranks(run)
+    step_batch = batch * ranks
+    evidence = {**band, "batch_size": batch, "data_parallel_ranks": ranks, "step_batch": step_batch}
     vetoed = noise is not None and noise < NOISE_SCALE_VETO * step_batch
     if ratio < NOISY_WIDTH_RATIO or step_batch >= NOISY_SMALL_BATCH or vetoed:
         return []
@@ -197,23 +195,16 @@ def _noisy_advice(batch: int, noise: float | None, ranks: int = 1) -> tuple[str,
     return (first, "Or lower the learning rate, which also damps the step-to-step jumps.")
 
 
-def _noisy_without_batch(
-    loss: LossCurve, stretch: int, width: float, ratio: float, noise: float | None
-) -> list[Finding]:
-    """The batch size is not logged: judge the scatter's shape (std against mean) instead."""
+def _noisy_without_batch(loss: LossCurve, stretch: int, band: dict[str, float | None]) -> list[Finding]:
+    """The batch size is not logged: judge the scatter's shape (std against mean) instead.
+
+    `band` is the evidence both judgements share: the band's width against the trend's fall.
+    """
     cv = scatter_cv(loss.values, stretch)
+    width, ratio = band["band_width"], band["width_ratio"]
     if cv < NOISY_SCATTER_CV or ratio < NOISY_WIDTH_RATIO:
         return []
-    evidence = {
-        "start": loss.start,
-        "end": loss.end,
-        "band_width": width,
-        "trend_fall": loss.start - loss.end,
-        "width_ratio": ratio,
-        "scatter_cv": cv,
-        "batch_size": None,
-        "noise_scale": noise,
-    }
+    evidence = {**band, "scatter_cv": cv, "batch_size": None}
     return [
         finding(
             RULE_ID,

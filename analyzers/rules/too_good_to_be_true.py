@@ -77,15 +77,12 @@ def check(run: Run) -> Iterable[Finding]:
             if float(np.median(v[-3:])) >= TINY * val_scale:
                 return []  # validation stays well above: memorizing, not a leak (overfitting's case)
             val_text = f", and the validation loss fell to {fmt(float(np.median(v[-3:])))} too"
-    implausible = input_kind(run) == R.INPUT_TOKENS or (classes is not None and classes >= MANY_CLASSES)
+    tokens = input_kind(run) == R.INPUT_TOKENS
+    implausible = tokens or (classes is not None and classes >= MANY_CLASSES)
     if val is None and not implausible:
         raise Skip(missing_reason(T.VAL_LOSS, "a validation curve, to tell a leak from an easy task"))
     level = float(np.median(after))
-    what = (
-        "a language model"
-        if input_kind(run) == R.INPUT_TOKENS
-        else (f"{classes} classes" if classes else "this task")
-    )
+    what = "a language model" if tokens else (f"{classes} classes" if classes else "this task")
     return [
         finding(
             RULE_ID,
