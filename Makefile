@@ -28,7 +28,7 @@ dashboard: setup
 diagnose: setup
 	$(PY) -m analyzers $(LOGDIR)
 
-# Every benchmark, each printing ratios measured in one run (README: Performance).
+# Every benchmark, each printing ratios measured in one run (docs/performance.md).
 bench: setup
 	$(PY) benchmarks/collector_overhead.py --breakdown
 	$(PY) benchmarks/ingest.py

@@ -42,3 +42,12 @@ def test_the_rule_reference_is_what_the_rules_say_now():
     docs = README.parent / "docs" / "rules.md"
     text = docs.read_text(encoding="utf-8")
     assert rewrite(text) == text, "docs/rules.md is stale: run python -m analyzers.rules.reference"
+
+
+def test_every_file_the_readme_links_to_is_there():
+    import re
+
+    text = README.read_text(encoding="utf-8")
+    links = set(re.findall(r"\]\(((?:docs|benchmarks)/[^)#\s]+)", text))
+    assert {"docs/collector.md", "docs/performance.md", "docs/rules.md"} <= links
+    assert [link for link in links if not (README.parent / link).exists()] == []
