@@ -52,7 +52,7 @@ def parse_trainer_state(text: str, path: str) -> TrainerState:
     state = TrainerState()
     try:
         doc = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:  # RecursionError (deep nesting) is the source fence's to word
         state.problems.append(f"{path}: unreadable trainer_state.json ({exc})")
         return state
     if not isinstance(doc, dict) or not isinstance(doc.get("log_history"), list):

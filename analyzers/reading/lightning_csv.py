@@ -15,6 +15,7 @@ import csv
 import io
 import math
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from analyzers.reading.series import series_from_lists
 from analyzers.run import Series
@@ -58,6 +59,23 @@ def _looks_numeric(cell: str) -> bool:
     return bool(cell.strip())
 
 
+def _rows(text: str) -> Iterator[list[str] | csv.Error]:
+    """The file's rows; the error for a row the csv module refuses (a field over its limit).
+
+    The reader drops the rest of a refused line and goes on with the next, so one
+    oversized cell costs its row, not the file. The limit itself is left alone: it is
+    process-wide state, and a cell that long is not a metric anyway.
+    """
+    reader = csv.reader(io.StringIO(text))
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield exc
+
+
 def parse_metrics_csv(text: str, path: str) -> CsvData:
     """Series per column (the ``step`` column is the x-axis), in file order."""
     data = CsvData()
@@ -66,7 +84,11 @@ def parse_metrics_csv(text: str, path: str) -> CsvData:
     bad_cells: dict[str, int] = {}
     rows_without_step = 0
     row_number = 0
-    for row in csv.reader(io.StringIO(text)):
+    refused: list[str] = []  # why the csv module refused each row it could not split
+    for row in _rows(text):
+        if isinstance(row, csv.Error):
+            refused.append(str(row))
+            continue
         if not row:
             continue
         if header is None or (row != header and _is_header(row)):
@@ -102,6 +124,8 @@ def parse_metrics_csv(text: str, path: str) -> CsvData:
         data.problems.append(f"{path}: no '{STEP_COLUMN}' column; rows cannot be placed on an axis")
     if rows_without_step and header is not None and STEP_COLUMN in header:
         data.problems.append(f"{path}: {rows_without_step} row(s) without a step; skipped")
+    if refused:
+        data.problems.append(f"{path}: {len(refused)} row(s) the csv module cannot split ({refused[0]}); skipped")
     for name, count in sorted(bad_cells.items()):
         data.problems.append(f"{path}: column {name!r} has {count} non-numeric cell(s); skipped")
     for name, (steps, values) in columns.items():

@@ -32,6 +32,7 @@ from analyzers.reading.series import HistogramColumn, ScalarColumn, merge_series
 from analyzers.reading.shards import sum_shards
 from analyzers.reading.sources import (
     CsvLogSource,
+    ProblemLog,
     CsvSource,
     EventSource,
     HparamsSource,
@@ -40,6 +41,8 @@ from analyzers.reading.sources import (
     Table,
     TrainerStateSource,
     WandbSource,
+    failure_line,
+    file_signature,
 )
 from analyzers.reading.tagmap import TagMapper, TagRule
 from analyzers.run import Run, Series
@@ -128,6 +131,8 @@ class LogDirReader:
         self._files: dict[str, D.SourceFile] = {}
         self._states: dict[str, _RunState] = {}
         self._decisions: dict[str, str] = {}  # candidate child dir -> pending/child/own
+        # Sources whose reader raised, with the file's signature then: not retried until it changes.
+        self._failed: dict[str, tuple[int, int, int] | None] = {}
         self._snapshot = LogDirSnapshot(self.path, {}, (), frozenset())
 
     @property
@@ -155,24 +160,18 @@ class LogDirReader:
         events = points = 0
         for path in self._order:
             src = self._sources[path]
-            state = self._states[self._owner(src.file)]
-            if isinstance(src, EventSource):
-                for chunk in src.poll():
-                    events += chunk.events
-                    points += chunk.points
-                    self._apply_events(src.file, chunk)
-                if src.update_tail_note():
-                    self._states[self._owner(src.file)].dirty = True
-            elif isinstance(src, RunJsonSource):
-                got = src.poll()
-                if got is not None:
-                    state.run_json = got[0]
-                    state.dirty = True
-            else:
-                table = src.poll()
-                if table is not None:
-                    state.tables[path] = table
-                    state.dirty = True
+            if self._failed.get(path, False) == file_signature(path):
+                continue  # it failed as it is now: wait until it changes
+            try:
+                got_events, got_points = self._poll(path, src)
+            except Exception as exc:  # noqa: BLE001 - the fence: one file's failure is one problem line
+                self._failed[path] = file_signature(path)
+                src.problems = ProblemLog(src.file.path, [failure_line(src.file.path, exc)])
+                self._states[self._owner(src.file)].dirty = True
+                continue
+            self._failed.pop(path, None)
+            events += got_events
+            points += got_points
         runs: dict[str, Run] = {}
         new: set[str] = set()
         owned: dict[str, list[D.SourceFile]] = {}
@@ -183,7 +182,10 @@ class LogDirReader:
             if self._hidden(run_dir):
                 continue
             if state.dirty:
-                state.runs = self._build(run_dir, state, owned.get(run_dir, []))
+                try:
+                    state.runs = self._build(run_dir, state, owned.get(run_dir, []))
+                except Exception as exc:  # noqa: BLE001 - the fence: a run that cannot be built is one line
+                    state.runs = self._unbuilt(run_dir, owned.get(run_dir, []), exc)
                 state.dirty = False
                 new.update(state.runs)
             runs.update(state.runs)
@@ -194,6 +196,29 @@ class LogDirReader:
         self._snapshot = LogDirSnapshot(self.path, runs, tuple(problems), frozenset(new), events, points)
         return self._snapshot
 
+    def _poll(self, path: str, src: _Source) -> tuple[int, int]:
+        """Read what is new in one source into its run's state; returns (events, points)."""
+        events = points = 0
+        state = self._states[self._owner(src.file)]
+        if isinstance(src, EventSource):
+            for chunk in src.poll():
+                events += chunk.events
+                points += chunk.points
+                self._apply_events(src.file, chunk)
+            if src.update_tail_note():
+                self._states[self._owner(src.file)].dirty = True
+        elif isinstance(src, RunJsonSource):
+            got = src.poll()
+            if got is not None:
+                state.run_json = got[0]
+                state.dirty = True
+        else:
+            table = src.poll()
+            if table is not None:
+                state.tables[path] = table
+                state.dirty = True
+        return events, points
+
     def _sync(self, listing: D.Listing) -> None:
         """Create sources for new files and forget removed ones (and emptied runs)."""
         touched: set[str] = set()
@@ -202,6 +227,7 @@ class LogDirReader:
                 touched.add(self._files[path].run_dir)
                 del self._sources[path]
                 del self._files[path]
+                self._failed.pop(path, None)
         for path, file in listing.sources.items():
             if path in self._sources:
                 continue
@@ -338,6 +364,13 @@ class LogDirReader:
         raw_histograms = {tag: c.snapshot() for tag, c in state.histograms.items() if len(c)}
         run = self._assemble(name, run_dir, source, raw_scalars, raw_histograms, meta, problems, epochs)
         return {name: run}
+
+    def _unbuilt(self, run_dir: str, files: list[D.SourceFile], exc: Exception) -> dict[str, Run]:
+        """A run whose data could not be put together: its name and one problem line."""
+        rel = os.path.relpath(run_dir, self.path)
+        name = "." if rel == os.curdir else rel.replace(os.sep, "/")
+        where = min((f.path for f in files), default=run_dir)
+        return {name: Run(name=name, path=run_dir, source=SOURCE_TRAINSCOPE, problems=(failure_line(where, exc),))}
 
     def _assemble(
         self,

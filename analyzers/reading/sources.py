@@ -74,7 +74,32 @@ class ProblemLog:
         return list(self.lines)
 
 
-def _signature(path: str) -> tuple[int, int, int] | None:
+# A failure's own text is kept to this many characters in its problem line.
+MAX_REASON_CHARS = 200
+
+
+def failure_line(path: str, exc: BaseException) -> str:
+    """The one problem line for a file whose reader raised `exc`.
+
+    Every format's parser is called behind this fence (`LogDirReader` polls each source
+    through it), so a parser written tomorrow is covered too. The common failures get
+    words a user can act on; anything else is named by its type and message.
+    """
+    if isinstance(exc, RecursionError):
+        reason = "nested too deeply to read (deeper than Python's recursion limit)"
+    elif isinstance(exc, MemoryError):
+        reason = "too large to read into memory"
+    elif isinstance(exc, UnicodeError):
+        reason = f"not text in the expected encoding ({exc})"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 1] + "…"
+    return f"{path}: unreadable ({reason}); skipped"
+
+
+def file_signature(path: str) -> tuple[int, int, int] | None:
+    """(mtime, size, inode) of `path`, None when it cannot be stat-ed: "has it changed"."""
     try:
         st = os.stat(path)
     except OSError:
@@ -142,7 +167,7 @@ class _WholeFileSource:
         self.problems = ProblemLog(file.path)
 
     def _changed(self) -> bool:
-        sig = _signature(self.file.path)
+        sig = file_signature(self.file.path)
         if sig == self._signature:
             return False
         self._signature = sig
@@ -172,7 +197,7 @@ class _WholeFileSource:
         try:
             table, problems = self._parse(text)
         except Exception as exc:  # noqa: BLE001 - a foreign file must never stop the reader
-            table, problems = Table(), [f"{self.file.path}: unreadable ({type(exc).__name__}: {exc})"]
+            table, problems = Table(), [failure_line(self.file.path, exc)]
         self.problems.add(problems)
         return table
 
@@ -270,6 +295,6 @@ class RunJsonSource(_WholeFileSource):
         try:
             data, problem = read_run_json(os.path.dirname(self.file.path))
         except Exception as exc:  # noqa: BLE001 - e.g. JSON nested deeper than the parser's recursion
-            data, problem = None, f"{self.file.path}: unreadable run.json ({type(exc).__name__})"
+            data, problem = None, failure_line(self.file.path, exc)
         self.problems = ProblemLog(self.file.path, [problem] if problem else [])
         return data, problem
