@@ -22,6 +22,7 @@ def show(default_logdir: str) -> None:
         st.text_input(
             "Log dir",
             key=KEY_LOGDIR,
+            bind="query-params",  # in the URL with the run: a link opens the same view in any browser
             help="The directory that holds your runs: TrainScope, TensorBoard (Lightning, Hugging Face, "
             "Keras, SummaryWriter), Lightning CSV or Hugging Face trainer_state.json logs. "
             "Press Enter to open it.",

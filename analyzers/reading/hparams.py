@@ -120,3 +120,51 @@ def parse_hparams_yaml(text: str, path: str) -> tuple[dict[str, Any], list[str]]
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= 200 else text[:200] + "…"
+
+
+# -- one run's hyperparameters, for the tables that set runs side by side ---------------
+
+# What the collector's optimizer record (run.json `K_OPTIMIZER`) adds, under the name a
+# training script most often logs it as; skipped where the run's hyperparameters already
+# hold it under one of the other names.
+OPTIMIZER_FIELDS = ("lr", "weight_decay", "momentum", "betas")
+SAME_HPARAM = {
+    "lr": ("lr", "learning_rate"),
+    "weight_decay": ("weight_decay", "wd"),
+    "momentum": ("momentum",),
+    "betas": ("betas", "adam_beta1"),
+    "optimizer": ("optimizer", "optim", "optimizer_name"),
+    "batch_size": ("batch_size", "per_device_train_batch_size", "train_batch_size"),
+}
+
+
+def run_hparams(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's hyperparameters as one flat dict of shown values: run.json's `K_HPARAMS`
+    (as logged: TrainScope's ``watch(hparams=...)``, Lightning's ``hparams.yaml``, MLflow
+    params, W&B config, TensorBoard's hparams), then what the collector recorded of the
+    optimizer (its type, the first parameter group's lr, weight decay, momentum, betas)
+    and `K_BATCH_SIZE`, each only where the logged ones do not name it already.
+
+    Why both: a script that logs no hyperparameters still has its optimizer recorded
+    by the collector, and a foreign log has no optimizer record at all."""
+    logged = meta.get(RJ.K_HPARAMS)
+    out = flatten(logged) if isinstance(logged, Mapping) else {}
+    have = {key.rsplit(_SEP, 1)[-1].lower() for key in out}
+
+    def add(name: str, value: Any) -> None:
+        if value is not None and not have.intersection(SAME_HPARAM.get(name, (name,))):
+            out[name] = _plain(value)
+            have.add(name)
+
+    optimizer = meta.get(RJ.K_OPTIMIZER)
+    if isinstance(optimizer, Mapping):
+        add("optimizer", optimizer.get("type") if isinstance(optimizer.get("type"), str) else None)
+        groups = optimizer.get("param_groups")
+        first = groups[0] if isinstance(groups, list) and groups and isinstance(groups[0], Mapping) else {}
+        for name in OPTIMIZER_FIELDS:
+            add(name, first.get(name))
+    batch = meta.get(RJ.K_BATCH_SIZE)
+    if isinstance(batch, float) and batch.is_integer():
+        batch = int(batch)  # run.json read back through JSON may hold 32.0
+    add("batch_size", batch if isinstance(batch, int) and not isinstance(batch, bool) else None)
+    return dict(sorted(out.items()))

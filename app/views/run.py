@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from app import frame, summaries
+from app import frame, links, summaries
+from app.escape import code
 from app.sections import charts, findings, header
 from app.settings import KEY_RUN
 
@@ -12,6 +13,7 @@ def inspect_run() -> None:
     if opened is None:
         return
     names = summaries.worst_first(opened.diagnoses)
+    unknown = links.unknown_run(st.query_params.get(KEY_RUN), names)  # a link to a run not (or no longer) here
     if st.session_state.get(KEY_RUN) not in names:
         st.session_state.pop(KEY_RUN, None)  # a run that is gone (or a stale link): start on the worst one
     name = st.selectbox(
@@ -21,6 +23,13 @@ def inspect_run() -> None:
         bind="query-params",
         help="Runs of the log dir, the worst first",
     )
+    if unknown is not None:  # said until another run is picked, not only until the next refresh
+        st.session_state[links.KEY_UNKNOWN_RUN] = (unknown, name)
+    asked, shown = st.session_state.get(links.KEY_UNKNOWN_RUN) or (None, None)
+    if shown == name:
+        st.warning(f"No run named {code(asked)} in this log dir; showing {code(name)}, its worst run.")
+    else:
+        st.session_state.pop(links.KEY_UNKNOWN_RUN, None)
     d = opened.diagnoses[name]
     header.show(opened.snapshot.path, d)
     findings.show(d)

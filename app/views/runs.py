@@ -1,13 +1,15 @@
-"""Runs: every run of the log dir with its health and most severe finding, the worst first.
+"""Runs: every run of the log dir with its health, its most severe finding and the
+hyperparameters that set it apart, the worst first.
 
-Select one row to inspect that run, several to compare them.
+A run's name is the link to its page (one click; the link carries the log dir, so it
+opens the same run in any browser). Tick rows to compare runs.
 """
 
 import streamlit as st
 
-from app import frame, summaries
-from app.escape import md
-from app.settings import COMPARE_PAGE, KEY_COMPARE, KEY_RUN, RUN_PAGE
+from app import frame, runfilter, summaries, tables
+from app.escape import code
+from app.settings import COMPARE_PAGE, KEY_COMPARE, current
 
 ROW_HEIGHT = 35  # pixels per row of st.dataframe: the table shows every run up to...
 TABLE_MAX_HEIGHT = 740  # ...about 20 of them, then scrolls
@@ -31,34 +33,53 @@ def runs_overview() -> None:
     ok.metric(":green[:material/check_circle: OK]", counts.ok)
 
     table = summaries.runs_table(opened.diagnoses)
+    shown = set(runfilter.show(list(table["run"])))
+    table = table[table["run"].isin(shown)].reset_index(drop=True)
+    if table.empty:
+        st.info("No run matches the filter.", icon=":material/filter_alt_off:")
+        return
     same = [c for c in ("status", "source") if table[c].nunique() == 1]
     table = table.drop(columns=same)  # a column saying the same for every run says nothing
+    table, hparams, more = tables.with_hparams(table, opened.snapshot.runs)
+    table, name_of = tables.linked(table, current().logdir)
     picked = st.dataframe(
-        table.style.map(summaries.cell_style, subset=["health"]),
+        tables.styled(table, name_of, summaries.cell_style),
         key="runs_table",
         hide_index=True,
         height=min(TABLE_MAX_HEIGHT, ROW_HEIGHT * (len(table) + 1) + 3),
         on_select="rerun",
         selection_mode="multi-row",
-        column_config={
-            "health": st.column_config.TextColumn("health", help=HEALTH_HELP, width="small"),
-            "run": st.column_config.TextColumn("run", help="Path of the run inside the log dir"),
-            "most severe finding": st.column_config.TextColumn("most severe finding", width="large"),
-            "last step": st.column_config.NumberColumn("last step", format="localized"),
-        },
+        column_config=column_config(hparams),
     )
-    chosen = [str(table["run"].iloc[i]) for i in picked.selection.rows if i < len(table)]
+    if more:
+        st.caption(f"{more} more hyperparameter(s) differ between these runs; the Compare page lists them.")
+    chosen = [name_of(str(table["run"].iloc[i])) for i in picked.selection.rows if i < len(table)]
 
-    if len(chosen) == 1:
-        if st.button(f"Inspect {md(chosen[0])}", type="primary", icon=":material/troubleshoot:"):
-            st.session_state[KEY_RUN] = chosen[0]
-            st.switch_page(RUN_PAGE)
-    elif len(chosen) > 1:
+    if len(chosen) > 1:
         if st.button(f"Compare {len(chosen)} runs", type="primary", icon=":material/compare_arrows:"):
             st.session_state[KEY_COMPARE] = chosen
             st.switch_page(COMPARE_PAGE)
     else:
-        st.caption("Select a run (tick its row) to inspect it, or several to compare them.")
+        st.caption("Click a run's name to open it. Tick rows to compare runs; click a column's header to sort.")
+
+
+def column_config(hparams: list[str]) -> dict:
+    """Widths that fit a 1400 px window with the sidebar open: health, name, finding and
+    "last logged" in view; the hyperparameters after them."""
+    config = {
+        "health": st.column_config.TextColumn("health", help=HEALTH_HELP, width=130),
+        "run": st.column_config.LinkColumn(
+            "run", help="The run's path inside the log dir; click to open it", width=170, pinned=True
+        ),
+        "most severe finding": st.column_config.TextColumn("most severe finding", width=330),
+        "critical": st.column_config.NumberColumn("critical", width=60),
+        "warnings": st.column_config.NumberColumn("warnings", width=70),
+        "last step": st.column_config.NumberColumn("last step", width=75),
+        "last logged": st.column_config.TextColumn("last logged", width=95),
+    }
+    for name in hparams:
+        config[name] = st.column_config.Column(name, help=f"hyperparameter {code(name)}")
+    return config
 
 
 st.title("Runs")

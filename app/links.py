@@ -1,0 +1,49 @@
+"""Links to a view of the dashboard: the page, its run or runs, and the log dir, all in the URL.
+
+A view is whatever its URL says, so a link pasted into another browser (a new session,
+with none of this one's sidebar state) opens the same runs of the same log dir. The
+query parameters are the keys the pages bind their widgets to (`app.settings`).
+Pure functions; no Streamlit.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from app.settings import KEY_COMPARE, KEY_LOGDIR, KEY_RUN
+
+# The pages' URL paths (st.Page url_path in app/main.py), relative to the app's root.
+RUN_PATH = "run"
+COMPARE_PATH = "compare"
+# Session state: the run a link asked for that the log dir lacks, and the run shown instead.
+KEY_UNKNOWN_RUN = "unknown_run"
+# Characters kept as typed in a query value: run names are paths ("lightning/tb/version_0").
+_SAFE = "/:~"
+
+
+def run_url(name: str, logdir: str) -> str:
+    """``run?run=NAME&logdir=DIR``: the run page of `name` in `logdir`, relative to the app's root.
+
+    The run comes first, so a column of these links sorts as the run names do."""
+    return f"{RUN_PATH}?" + urlencode({KEY_RUN: name, KEY_LOGDIR: logdir}, safe=_SAFE)
+
+
+def compare_url(names: Sequence[str], logdir: str) -> str:
+    """``compare?compare=A&compare=B&logdir=DIR``: the Compare page with `names` chosen."""
+    pairs = [(KEY_COMPARE, n) for n in names] + [(KEY_LOGDIR, logdir)]
+    return f"{COMPARE_PATH}?" + urlencode(pairs, safe=_SAFE)
+
+
+def run_of(url: str) -> str | None:
+    """The run a `run_url` names (None for any other link)."""
+    values = parse_qs(urlsplit(url).query, keep_blank_values=True).get(KEY_RUN)
+    return values[-1] if values else None
+
+
+def unknown_run(requested: str | None, names: Sequence[str]) -> str | None:
+    """The run a link asked for when the log dir has no such run (else None), to say so
+    rather than silently show another run."""
+    if requested is None or requested == "" or requested in names:
+        return None
+    return requested

@@ -1,0 +1,131 @@
+"""The tables that set runs side by side (Runs and Compare pages): run names as links, and the
+hyperparameters that differ between the listed runs as columns.
+
+A hyperparameter every listed run shares says nothing about why they differ, so only
+those whose value differs (a run without it counts as differing) become columns, the
+usual suspects first (`FIRST_HPARAMS`), at most `MAX_HPARAM_COLUMNS`. A column of numbers
+stays numeric so it sorts by value; a missing value shows as an em dash, never "None".
+Pure pandas; the pages add the Streamlit column settings (`column_config`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+from pandas.io.formats.style import Styler
+
+from analyzers.reading.hparams import run_hparams
+from analyzers.run import Run
+from app import links
+
+RUN_COLUMN = "run"
+MISSING = "—"  # an em dash: what a cell with no value shows
+# Hyperparameters shown first when more differ than fit, in this order; then the rest by name.
+FIRST_HPARAMS = (
+    "lr",
+    "learning_rate",
+    "batch_size",
+    "per_device_train_batch_size",
+    "optimizer",
+    "optim",
+    "weight_decay",
+    "momentum",
+    "betas",
+    "epochs",
+    "max_epochs",
+    "num_train_epochs",
+    "dropout",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "seed",
+)
+MAX_HPARAM_COLUMNS = 8
+
+
+def hparams_of(runs: Mapping[str, Run]) -> dict[str, dict[str, Any]]:
+    """Each run's hyperparameters (`run_hparams`), by run name."""
+    return {name: run_hparams(run.meta or {}) for name, run in runs.items()}
+
+
+def _key(value: Any) -> str:
+    """A value as something to compare and to show: lists and the like as JSON text."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def _names_the_run(values: Mapping[str, Any]) -> bool:
+    """A hyperparameter holding each run's own name (a ``case`` or ``run_name``) adds no column."""
+    return all(v is not None and _key(v) in (n, posixpath.basename(n)) for n, v in values.items())
+
+
+def differing(hparams: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], int]:
+    """``(columns, more)``: the hyperparameters whose value differs between the runs, the
+    usual suspects first, at most `MAX_HPARAM_COLUMNS`; and how many more differ."""
+    if len(hparams) < 2:
+        return [], 0
+    keys = sorted({k for h in hparams.values() for k in h})
+    found = []
+    for key in keys:
+        values = {name: h.get(key) for name, h in hparams.items()}
+        if len({_key(v) for v in values.values()}) > 1 and not _names_the_run(values):
+            found.append(key)
+    rank = {k: i for i, k in enumerate(FIRST_HPARAMS)}
+    found.sort(key=lambda k: (rank.get(k.rsplit(".", 1)[-1], len(rank)), k))
+    return found[:MAX_HPARAM_COLUMNS], max(0, len(found) - MAX_HPARAM_COLUMNS)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def hparam_frame(hparams: Mapping[str, Mapping[str, Any]], names: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+    """One row per run of `names`, one column per hyperparameter of `columns`: numbers as
+    floats (NaN where missing, sortable), anything else as text ("" where missing)."""
+    data: dict[str, list[Any]] = {}
+    for column in columns:
+        values = [hparams.get(n, {}).get(column) for n in names]
+        if all(v is None or _number(v) for v in values):
+            data[column] = [math.nan if v is None else float(v) for v in values]
+        else:
+            data[column] = ["" if v is None else _key(v) for v in values]
+    return pd.DataFrame(data, index=range(len(names)), columns=list(columns))
+
+
+def with_hparams(table: pd.DataFrame, runs: Mapping[str, Run]) -> tuple[pd.DataFrame, list[str], int]:
+    """`table` (one row per run, a `RUN_COLUMN` of names) with the differing hyperparameters
+    appended as columns; also their names and how many more differ than are shown."""
+    names = [str(n) for n in table[RUN_COLUMN]]
+    hparams = hparams_of({n: runs[n] for n in names})
+    columns, more = differing(hparams)
+    extra = hparam_frame(hparams, names, [c for c in columns if c not in table.columns])
+    return pd.concat([table.reset_index(drop=True), extra], axis=1), list(extra.columns), more
+
+
+def linked(table: pd.DataFrame, logdir: str) -> tuple[pd.DataFrame, Callable[[str], str]]:
+    """`table` with each run name replaced by the link to its page (`links.run_url`), and
+    the formatter that shows the name again in the cell (for `Styler.format`)."""
+    names = {links.run_url(str(n), logdir): str(n) for n in table[RUN_COLUMN]}
+    out = table.assign(**{RUN_COLUMN: list(names)})
+    return out, lambda url: names.get(url, url)
+
+
+def number(value: Any) -> str:
+    """A number cell as shown: 4 significant digits for fractions, thousands for counts, "—" for none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, (int, float)) and float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
+
+
+def styled(table: pd.DataFrame, name_of: Callable[[str], str], cell_style: Callable[[str], str]) -> Styler:
+    """The table as shown: run links showing names, health cells coloured, numbers readable
+    and missing values as "—" (the cells keep their values, so columns sort by them)."""
+    numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c]) and table[c].dtype != bool]
+    style = table.style.format(name_of, subset=[RUN_COLUMN]).format(number, subset=numeric)
+    if "health" in table.columns:
+        style = style.map(cell_style, subset=["health"])
+    return style
