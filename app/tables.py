@@ -61,9 +61,11 @@ def _names_the_run(values: Mapping[str, Any]) -> bool:
     return all(v is not None and _key(v) in (n, posixpath.basename(n)) for n, v in values.items())
 
 
-def differing(hparams: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], int]:
+def differing(
+    hparams: Mapping[str, Mapping[str, Any]], limit: int | None = MAX_HPARAM_COLUMNS
+) -> tuple[list[str], int]:
     """``(columns, more)``: the hyperparameters whose value differs between the runs, the
-    usual suspects first, at most `MAX_HPARAM_COLUMNS`; and how many more differ."""
+    usual suspects first, at most `limit` (None: all); and how many more differ."""
     if len(hparams) < 2:
         return [], 0
     keys = sorted({k for h in hparams.values() for k in h})
@@ -74,7 +76,8 @@ def differing(hparams: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], int]
             found.append(key)
     rank = {k: i for i, k in enumerate(FIRST_HPARAMS)}
     found.sort(key=lambda k: (rank.get(k.rsplit(".", 1)[-1], len(rank)), k))
-    return found[:MAX_HPARAM_COLUMNS], max(0, len(found) - MAX_HPARAM_COLUMNS)
+    limit = len(found) if limit is None else limit
+    return found[:limit], max(0, len(found) - limit)
 
 
 def _number(value: Any) -> bool:
@@ -94,12 +97,14 @@ def hparam_frame(hparams: Mapping[str, Mapping[str, Any]], names: Sequence[str],
     return pd.DataFrame(data, index=range(len(names)), columns=list(columns))
 
 
-def with_hparams(table: pd.DataFrame, runs: Mapping[str, Run]) -> tuple[pd.DataFrame, list[str], int]:
+def with_hparams(
+    table: pd.DataFrame, runs: Mapping[str, Run], limit: int | None = MAX_HPARAM_COLUMNS
+) -> tuple[pd.DataFrame, list[str], int]:
     """`table` (one row per run, a `RUN_COLUMN` of names) with the differing hyperparameters
     appended as columns; also their names and how many more differ than are shown."""
     names = [str(n) for n in table[RUN_COLUMN]]
     hparams = hparams_of({n: runs[n] for n in names})
-    columns, more = differing(hparams)
+    columns, more = differing(hparams, limit)
     extra = hparam_frame(hparams, names, [c for c in columns if c not in table.columns])
     return pd.concat([table.reset_index(drop=True), extra], axis=1), list(extra.columns), more
 
@@ -112,20 +117,23 @@ def linked(table: pd.DataFrame, logdir: str) -> tuple[pd.DataFrame, Callable[[st
     return out, lambda url: names.get(url, url)
 
 
-def number(value: Any) -> str:
-    """A number cell as shown: 4 significant digits for fractions, thousands for counts, "—" for none."""
+def cell(value: Any) -> str:
+    """A cell as shown: 4 significant digits for fractions, thousands separated in counts,
+    "—" for no value (None, NaN), anything else as its text."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
-    if isinstance(value, (int, float)) and float(value).is_integer() and abs(value) < 1e15:
-        return f"{int(value):,}"
-    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
+    if _number(value):
+        if float(value).is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}"
+        return f"{value:.4g}"
+    return str(value)
 
 
 def styled(table: pd.DataFrame, name_of: Callable[[str], str], cell_style: Callable[[str], str]) -> Styler:
     """The table as shown: run links showing names, health cells coloured, numbers readable
     and missing values as "—" (the cells keep their values, so columns sort by them)."""
-    numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c]) and table[c].dtype != bool]
-    style = table.style.format(name_of, subset=[RUN_COLUMN]).format(number, subset=numeric)
+    others = [c for c in table.columns if c != RUN_COLUMN]
+    style = table.style.format(name_of, subset=[RUN_COLUMN]).format(cell, subset=others)
     if "health" in table.columns:
         style = style.map(cell_style, subset=["health"])
     return style

@@ -1,21 +1,24 @@
-"""Compare runs: the same metric of several runs overlaid, and their health side by side."""
+"""Compare runs: several metrics at once (loss, val loss, accuracy, learning rate, gradient
+norm), each with the chosen runs overlaid on one x axis; then their health and the
+hyperparameters that differ, side by side."""
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app import comparison, frame, runfilter, summaries, tables, xaxis
 from app import figures as F
-from app import frame, summaries
 from app.escape import code
 from app.sections.charts import LOG_SPAN, SMOOTHING_DEFAULT
 from app.series import spans
-from app.settings import KEY_COMPARE
+from app.settings import KEY_COMPARE, current
 from logformat import tags as T
 
-# Metrics offered first, in this order; then every other signal the chosen runs share.
-FIRST_METRICS = (T.TRAIN_LOSS, T.VAL_LOSS, T.TRAIN_ACC, T.VAL_ACC, T.LR, T.GRAD_GLOBAL_NORM, T.STEP_SECONDS)
 DEFAULT_RUNS = 3  # runs compared when none were chosen
 VALUE_COLUMNS = ("final train loss", "best val loss", "best val acc")  # shown with 4 significant digits
+CHART_COLUMNS = 2  # charts side by side
+KEY_METRICS = "metrics"
+KEY_X = "x"
 
 
 def compare_runs() -> None:
@@ -25,10 +28,12 @@ def compare_runs() -> None:
     names = summaries.worst_first(opened.diagnoses)
     if KEY_COMPARE in st.session_state:  # chosen before (here, or on the Runs page): drop runs that are gone
         st.session_state[KEY_COMPARE] = [n for n in st.session_state[KEY_COMPARE] if n in names]
+    matching = runfilter.show(names)
+    kept = st.session_state.get(KEY_COMPARE) or []
     chosen = st.multiselect(
         "Runs",
-        names,
-        default=None if KEY_COMPARE in st.session_state else names[:DEFAULT_RUNS],
+        [n for n in names if n in matching or n in kept],  # chosen runs stay, whatever the filter
+        default=None if KEY_COMPARE in st.session_state else matching[:DEFAULT_RUNS],
         key=KEY_COMPARE,
         bind="query-params",
     )
@@ -36,42 +41,77 @@ def compare_runs() -> None:
         st.info("Choose runs to compare.")
         return
     runs = [opened.snapshot.runs[n] for n in chosen]
-    metrics = available_metrics(runs)
-    if not metrics:
+    offered = comparison.metrics(runs)
+    if not offered:
         st.info("The chosen runs log no scalar signals yet.")
         return
-    metric_col, smoothing_col, log_col = st.columns([3, 2, 1], vertical_alignment="bottom")
-    metric = metric_col.selectbox("Metric", metrics, key="compare_metric")
-    smoothing = smoothing_col.slider("Smoothing", 0.0, 0.99, SMOOTHING_DEFAULT, 0.01, key="compare_smoothing")
-    having = [(run.name, run.scalar(metric)) for run in runs if run.scalar(metric) is not None]
-    wide = any(spans(s.values, LOG_SPAN) for _, s in having)
-    log_y = log_col.toggle("Log scale", value=wide, key=f"compare_log_y:{metric}")
 
-    with frame.guard("comparison chart"):
-        st.plotly_chart(
-            F.compare_figure(
-                having, y_title=metric, x_title=runs[0].x_axis(metric), smoothing=smoothing, log_y=log_y
-            ),
-            key="compare_chart",
-            config={"displaylogo": False},
+    metric_col, x_col, smoothing_col = st.columns([4, 3, 2], vertical_alignment="bottom")
+    shown = metric_col.multiselect(
+        "Metrics",
+        offered,
+        default=comparison.default_metrics(offered),
+        key=KEY_METRICS,
+        bind="query-params",
+    )
+    axis_name = x_col.segmented_control(
+        "X axis",
+        [a for a in xaxis.AXES if any(a in xaxis.choices(r) for r in runs)],
+        default=xaxis.STEP,
+        key=KEY_X,
+        bind="query-params",
+        help="One axis for every chart. Epoch where a run logs it; wall and relative time where "
+        "its log keeps the time of each point.",
+    ) or xaxis.STEP
+    smoothing = smoothing_col.slider("Smoothing", 0.0, 0.99, SMOOTHING_DEFAULT, 0.01, key="compare_smoothing")
+    placed, off_axis = comparison.axes(runs, axis_name)
+    if off_axis:
+        st.caption(f"Not drawn on {axis_name} (their log has none): {', '.join(code(n) for n in off_axis)}")
+
+    for start in range(0, len(shown), CHART_COLUMNS):
+        for column, tag in zip(st.columns(CHART_COLUMNS), shown[start:start + CHART_COLUMNS]):
+            with column, frame.guard(f"{tag} chart"):
+                chart(runs, tag, placed, smoothing)
+    table(opened, chosen)
+
+
+def chart(runs: list, tag: str, placed: dict, smoothing: float) -> None:
+    """One metric, the runs overlaid; the runs that do not log it named under it."""
+    curves, lacking = comparison.curves(runs, tag, placed)
+    st.markdown(f"**{code(tag)}**")
+    if curves:
+        wide = any(spans(c.values, LOG_SPAN) for c in curves)
+        fig = F.curves_figure(
+            curves,
+            y_title=tag,
+            x_title=comparison.x_title(placed, runs, tag),
+            smoothing=smoothing,
+            log_y=wide,
         )
-    lacking = [run.name for run in runs if run.scalar(metric) is None]
+        first = next(iter(placed.values()), None)
+        if first is not None:
+            fig.update_xaxes(**first.layout())
+        st.plotly_chart(fig, key=f"compare_chart:{tag}", config={"displaylogo": False})
     if lacking:
         st.caption(f"Not logged by: {', '.join(code(n) for n in lacking)}")
-    table = side_by_side(opened.diagnoses, chosen)
-    # Values as text with 4 significant digits: the grid shows a float beyond 2**53 (a
-    # diverged loss, 1e25) in full and flagged as unsafe, whatever number format it is given.
-    shown = table.assign(**{c: table[c].map(significant) for c in VALUE_COLUMNS})
+
+
+def table(opened: frame.Opened, chosen: list[str]) -> None:
+    """Health, progress, best values and every hyperparameter that differs, one row per run."""
+    frame_ = side_by_side(opened.diagnoses, chosen)
+    frame_, hparams, _ = tables.with_hparams(frame_, opened.snapshot.runs, limit=None)
+    frame_, name_of = tables.linked(frame_, current().logdir)
     st.dataframe(
-        shown.style.map(summaries.cell_style, subset=["health"]),
+        tables.styled(frame_, name_of, summaries.cell_style),
         hide_index=True,
-        column_config={c: st.column_config.TextColumn(c, width="small") for c in VALUE_COLUMNS},
+        column_config={
+            "health": st.column_config.TextColumn("health", width=130),
+            "run": st.column_config.LinkColumn("run", width=170, pinned=True, help="Click to open the run"),
+            "most severe finding": st.column_config.TextColumn("most severe finding", width=330),
+            **{c: st.column_config.NumberColumn(c, width="small") for c in VALUE_COLUMNS},
+            **{h: st.column_config.Column(h, help=f"hyperparameter {code(h)}") for h in hparams},
+        },
     )
-
-
-def available_metrics(runs: list) -> list[str]:
-    tags = {tag for run in runs for tag, s in run.scalars.items() if len(s)}
-    return [t for t in FIRST_METRICS if t in tags] + sorted(tags - set(FIRST_METRICS))
 
 
 def side_by_side(diagnoses: dict, names: list[str]) -> pd.DataFrame:
@@ -90,11 +130,7 @@ def side_by_side(diagnoses: dict, names: list[str]) -> pd.DataFrame:
                 VALUE_COLUMNS[2]: best(run.scalar(T.VAL_ACC), np.nanmax),
             }
         )
-    return pd.DataFrame(rows)
-
-
-def significant(value: float | None) -> str:
-    return "–" if value is None or pd.isna(value) else f"{value:.4g}"
+    return pd.DataFrame(rows, columns=["run", "health", "most severe finding", "last step", *VALUE_COLUMNS])
 
 
 def last_finite(series) -> float | None:
