@@ -99,6 +99,51 @@ def bin_edges(lo: float, hi: float, bins: int) -> np.ndarray:
     return np.linspace(lo, hi, bins + 1)
 
 
+def measured_edges(positions: np.ndarray, bins: int) -> np.ndarray:
+    """Bin edges at the positions where something was measured: one bin per position when there
+    are at most `bins`, else `bins` bins holding about as many measured positions each.
+
+    Equal-width bins over a log measured every step for 200 steps and every 50th after
+    leave most bins past step 200 empty: white stripes of "missing" data that was never
+    meant to be there. Bins that start at measured positions are never empty; each spans
+    to the next measurement, which is what the measurement stands for. `positions`
+    need not be sorted or unique; the last edge lies just past the last position.
+    """
+    u = np.unique(np.asarray(positions, dtype=np.float64))
+    u = u[np.isfinite(u)]
+    if u.shape[0] == 0:
+        return np.array([-0.5, 0.5])
+    left = u
+    if u.shape[0] > bins:
+        left = u[np.unique(np.linspace(0, u.shape[0] - 1, bins + 1).round().astype(np.int64))[:-1]]
+    gap = float(np.median(np.diff(u[-50:]))) if u.shape[0] > 1 else 1.0
+    return np.r_[left, u[-1] + gap]
+
+
+def bin_counts(steps: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """How many points (finite or not) fall in each bin of `edges`; the last bin takes what lies past it."""
+    n_bins = edges.shape[0] - 1
+    which = np.clip(np.searchsorted(edges, np.asarray(steps), side="right") - 1, 0, n_bins - 1)
+    return np.bincount(which, minlength=n_bins)
+
+
+def hold(values: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """`values` where `measured` > 0; a bin without a measurement holds the one before it (between
+    a row's first and last measurement; before and after, NaN stays)."""
+    out = np.asarray(values, dtype=np.float64).copy()
+    has = np.asarray(measured) > 0
+    if not has.any():
+        return out
+    idx = np.where(has, np.arange(out.shape[0]), 0)
+    np.maximum.accumulate(idx, out=idx)
+    first, last = int(np.argmax(has)), int(out.shape[0] - 1 - np.argmax(has[::-1]))
+    inside = np.zeros(out.shape[0], bool)
+    inside[first : last + 1] = True
+    fill = inside & ~has
+    out[fill] = out[idx[fill]]
+    return out
+
+
 def bin_max(steps: np.ndarray, values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """The largest finite value in each bin of `edges` (NaN for a bin with none).
 

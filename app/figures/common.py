@@ -26,11 +26,14 @@ NONFINITE = "NaN/Inf"  # legend group of the red crosses
 
 @dataclass(frozen=True)
 class Marker:
-    """A finding drawn on a chart: a dashed vertical line at `step` labelled `label`."""
+    """A finding drawn on a chart: a dashed vertical line at `step` labelled `label`.
+
+    `at` is where the step falls on the page's x axis (epoch, time) when that is not steps."""
 
     step: int
     label: str
     severity: str = "warning"
+    at: float | None = None
 
 
 def new_figure(x_title: str, y_title: str, *, log_y: bool = False, height: int = CHART_HEIGHT) -> go.Figure:
@@ -129,10 +132,11 @@ def add_markers(fig: go.Figure, markers: Sequence[Marker]) -> None:
         by_step.setdefault(int(m.step), []).append(m)
     for i, (step, group) in enumerate(sorted(by_step.items())):
         color = SEVERITY_COLORS.get(group[0].severity, SEVERITY_COLORS["warning"])
+        x = group[0].at if group[0].at is not None else step
         fig.add_shape(
             type="line",
-            x0=step,
-            x1=step,
+            x0=x,
+            x1=x,
             xref="x",
             y0=0,
             y1=1,
@@ -141,7 +145,7 @@ def add_markers(fig: go.Figure, markers: Sequence[Marker]) -> None:
         )
         label = ", ".join(dict.fromkeys(m.label for m in group))
         fig.add_annotation(
-            x=step,
+            x=x,
             xref="x",
             y=1 - 0.09 * (i % 4),
             yref="paper",
@@ -150,7 +154,8 @@ def add_markers(fig: go.Figure, markers: Sequence[Marker]) -> None:
             text=f"{label} @ {step:,}",
             showarrow=False,
             font=dict(color=color, size=11),
-            bgcolor="rgba(255,255,255,0.75)",
+            # Half-transparent grey: readable over the curves in a light and a dark theme alike.
+            bgcolor="rgba(128,128,128,0.18)",
         )
 
 

@@ -80,16 +80,17 @@ def layer_heatmap(
     """Layers (rows, first layer on top) x time bins (columns), coloured by log10 of each bin's largest value.
 
     Vanishing gradients show as dark top rows, exploding ones as bright vertical
-    stripes. Zeros are drawn in the darkest colour (below every positive value);
-    bins without data stay blank.
+    stripes. Zeros are drawn in the darkest colour (below every positive value).
+    Columns start where the layers were measured (`series.measured_edges`) and each
+    measurement holds until a layer's next one, so a log measured every step early and
+    every 50th later shows no stripes of missing data; a layer's row stays blank only
+    before its first and after its last measurement.
     """
     names = [label(name) for name, _ in layers]
-    lo = min((float(s.steps[0]) for _, s in layers if len(s)), default=0.0)
-    hi = max((float(s.steps[-1]) for _, s in layers if len(s)), default=0.0)
-    n_steps = max((len(s) for _, s in layers), default=1)
-    edges = S.bin_edges(lo, hi, max(1, min(bins, n_steps)))
+    measured = [s.steps for _, s in layers if len(s)]
+    edges = S.measured_edges(np.concatenate(measured) if measured else np.array([]), bins)
     raw = (
-        np.vstack([S.bin_max(s.steps, np.abs(s.values), edges) for _, s in layers])
+        np.vstack([S.hold(S.bin_max(s.steps, np.abs(s.values), edges), S.bin_counts(s.steps, edges)) for _, s in layers])
         if layers
         else np.zeros((0, 1))
     )
@@ -100,19 +101,20 @@ def layer_heatmap(
     z[np.isnan(raw)] = np.nan
     kmin, kmax = math.floor(math.log10(floor)), math.ceil(math.log10(top))
     ticks = _decade_ticks(kmin, kmax)
-    centers = (edges[:-1] + edges[1:]) / 2
     fig = new_figure(x_title, "layer", height=max(260, 40 + 22 * len(names)))
     fig.add_trace(
         go.Heatmap(
             z=z,
-            x=centers,
+            x=edges,  # n + 1 values: the columns' edges, so each spans to the next measurement
             y=names,
             customdata=raw,
             colorscale="Viridis",
             zmin=math.log10(floor),
             zmax=math.log10(top) if top > floor else math.log10(floor) + 1,
             colorbar=dict(title=dict(text=value_title), tickvals=ticks, ticktext=[f"1e{k}" for k in ticks]),
-            hovertemplate="layer %{y}<br>step ≈ %{x:,.0f}<br>"
+            hovertemplate="layer %{y}<br>"
+            + label(x_title)
+            + " %{x}<br>"
             + value_title
             + " %{customdata:.3g}<extra></extra>",
         )

@@ -1,6 +1,10 @@
 """The charts of a run's page, in the order of `app.catalog`: each under its anchor (findings link
 to it), captioned with what healthy looks like, marking the steps where its findings begin.
-The charts a run cannot draw are listed together at the end."""
+The charts a run cannot draw are listed together at the end.
+
+Every chart's place is laid out first, saying it is being drawn; then the charts the
+findings point at are drawn, then the rest: a reader who follows a finding's link finds
+its chart drawn, and no chart's place is ever a blank gap."""
 
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ from analyzers.run import Run, Series
 from app import catalog as C
 from app import figures as F
 from app import thresholds as TH
-from app.catalog import Chart
+from app import xaxis as X
+from app.catalog import Chart, charts_of
+from app.csvdata import series_csv
 from app.escape import code
 from app.figures.common import TRAIN_COLOR, VAL_COLOR
 from app.frame import guard
@@ -32,6 +38,8 @@ MAX_DEFAULT_LAYERS = 8  # per-layer line charts start with at most this many lay
 SMOOTHING_DEFAULT = 0.6  # TensorBoard's default
 LOG_SPAN = 1e3  # a loss spanning more than three decades (a blow-up) starts on a log axis
 COLLECTOR_HINT = "TrainScope's collector (`collectors.watch`) records them; most other loggers do not."
+DRAWING = ":material/hourglass_top: Drawing this chart…"
+KEY_X = "x_axis"  # the page's x axis (step, epoch, wall time, relative time); also the URL's ``?x_axis=``
 
 
 @dataclass(frozen=True)
@@ -41,22 +49,43 @@ class View:
     smoothing: float
     log_y: bool  # the loss on a log axis
     layers: tuple[str, ...]  # layers of the per-layer line charts
+    axis: X.Axis
     markers: tuple[F.Marker, ...] = ()
     highlight: tuple[str, ...] = ()  # layers the findings name
 
+    def series(self, run: Run, tag: str) -> Series | None:
+        """`tag`'s series with its steps placed on the page's x axis."""
+        s = run.scalar(tag)
+        return self.axis.along(s, tag) if s is not None else None
 
-def markers(chart: Chart, findings: Sequence[Finding]) -> tuple[F.Marker, ...]:
+    def per_layer(self, run: Run, prefix: str) -> list[tuple[str, Series]]:
+        """`layer_series` placed on the page's x axis."""
+        return [(name, self.axis.along(s, prefix + name)) for name, s in layer_series(run, prefix)]
+
+
+def markers(chart: Chart, findings: Sequence[Finding], axis: X.Axis) -> tuple[F.Marker, ...]:
     return tuple(
-        F.Marker(int(f.step), f.rule, f.severity)
+        F.Marker(int(f.step), f.rule, f.severity, None if axis.name == X.STEP else axis.at(int(f.step)))
         for f in findings
         if f.rule in chart.rules and f.step is not None
     )
 
 
+def drawing_order(charts: Sequence[Chart], findings: Sequence[Finding], run: Run) -> list[Chart]:
+    """`charts` in the order they are drawn: those the findings link to first (the most severe
+    finding's first, as the findings are ordered), then the others in page order."""
+    first: list[Chart] = []
+    for f in findings:
+        for chart in charts_of(f.rule, run):
+            if chart in charts and chart not in first:
+                first.append(chart)
+    return first + [chart for chart in charts if chart not in first]
+
+
 def show(d: Diagnosis) -> None:
     run = d.run
     st.header("Charts", anchor="charts")
-    smoothing_col, log_col, layers_col = st.columns([2, 1.5, 3.5], vertical_alignment="bottom")
+    smoothing_col, log_col, x_col, layers_col = st.columns([2, 1.3, 2.4, 3.3], vertical_alignment="bottom")
     smoothing = smoothing_col.slider(
         "Smoothing",
         0.0,
@@ -74,6 +103,20 @@ def show(d: Diagnosis) -> None:
         key=f"log_y:{run.name}",
         help="The loss on a logarithmic axis; on from the start when it spans several decades (a blow-up)",
     )
+    axes = X.choices(run)
+    if st.session_state.get(KEY_X) not in axes:
+        st.session_state.pop(KEY_X, None)  # e.g. epoch chosen on a run that logs none
+    axis_name = x_col.segmented_control(
+        "X axis",
+        axes,
+        default=X.STEP,
+        key=KEY_X,
+        required=True,
+        bind="query-params",
+        help="One axis for every chart of the page: the optimizer step, the epoch (where the log counts "
+        "epochs), the wall-clock time a point was logged, or the time since the run's first point.",
+    )
+    axis = X.Axis.of(run, axis_name or X.STEP)
     all_layers = layer_names(run)
     chosen = tuple(all_layers)
     if all_layers:
@@ -87,21 +130,14 @@ def show(d: Diagnosis) -> None:
                 help="Layers in model order. The heatmap always shows every layer.",
             )
         )
-    absent = [chart for chart, _ in SECTIONS if not chart.available(run) and chart is not C.OTHER]
-    for chart, draw in SECTIONS:
-        if not chart.available(run):
-            continue
+    drawn = {chart: draw for chart, draw in SECTIONS if chart.available(run)}
+    absent = [chart for chart, _ in SECTIONS if chart not in drawn and chart is not C.OTHER]
+    slots = {}
+    for chart in drawn:  # every chart's place first, in page order, saying it is on its way
         st.subheader(chart.title, anchor=chart.anchor)
         st.caption(chart.healthy)
-        view = View(
-            smoothing,
-            log_y,
-            chosen,
-            markers(chart, d.findings),
-            tuple(f.layer for f in d.findings if f.rule in chart.rules and f.layer),
-        )
-        with guard(f"{chart.title} chart"):
-            draw(run, view)
+        slots[chart] = st.empty()
+        slots[chart].caption(DRAWING)
     if absent:
         st.subheader("Not in this run's log", anchor="absent")
         st.info(
@@ -112,46 +148,63 @@ def show(d: Diagnosis) -> None:
             + COLLECTOR_HINT,
             icon=":material/visibility_off:",
         )
+    for chart in drawing_order(list(drawn), [*d.roots, *d.findings], run):
+        view = View(
+            smoothing,
+            log_y,
+            chosen,
+            axis,
+            markers(chart, d.findings, axis),
+            tuple(f.layer for f in d.findings if f.rule in chart.rules and f.layer),
+        )
+        with slots[chart].container(), guard(f"{chart.title} chart"):
+            drawn[chart](run, view)
 
 
 # -- one function per chart ---------------------------------------------------------
 
 
 def loss(run: Run, view: View) -> None:
-    train, val = run.scalar(T.TRAIN_LOSS), run.scalar(T.VAL_LOSS)
+    train, val, lr = view.series(run, T.TRAIN_LOSS), view.series(run, T.VAL_LOSS), view.series(run, T.LR)
     plot(
         F.train_val_figure(
             train,
             val,
-            run.scalar(T.LR),
-            x_title=run.x_axis(T.TRAIN_LOSS),
+            lr,
+            x_title=view.axis.title(T.TRAIN_LOSS),
             smoothing=view.smoothing,
             log_y=view.log_y,
             markers=view.markers,
             y_title="loss",
         ),
         "loss",
+        view,
+        run,
+        (T.TRAIN_LOSS, T.VAL_LOSS, T.LR),
     )
 
 
 def accuracy(run: Run, view: View) -> None:
-    train, val = run.scalar(T.TRAIN_ACC), run.scalar(T.VAL_ACC)
+    train, val = view.series(run, T.TRAIN_ACC), view.series(run, T.VAL_ACC)
     plot(
         F.train_val_figure(
             train,
             val,
-            x_title=run.x_axis(T.TRAIN_ACC),
+            x_title=view.axis.title(T.TRAIN_ACC),
             smoothing=view.smoothing,
             markers=view.markers,
             y_title="accuracy",
         ),
         "accuracy",
+        view,
+        run,
+        (T.TRAIN_ACC, T.VAL_ACC),
     )
 
 
 def gradients(run: Run, view: View) -> None:
-    total = run.scalar(T.GRAD_GLOBAL_NORM)
-    layers = layer_series(run, T.GRAD_NORM_PREFIX)
+    total = view.series(run, T.GRAD_GLOBAL_NORM)
+    layers = view.per_layer(run, T.GRAD_NORM_PREFIX)
     left, right = st.columns(2)
     if total is not None:
         with left:
@@ -159,11 +212,14 @@ def gradients(run: Run, view: View) -> None:
                 F.curves_figure(
                     [F.Curve("global norm", total.steps, total.values, TRAIN_COLOR, smooth=False)],
                     y_title="gradient norm (all layers)",
-                    x_title=run.x_axis(T.GRAD_GLOBAL_NORM),
+                    x_title=view.axis.title(T.GRAD_GLOBAL_NORM),
                     log_y=True,
                     markers=view.markers,
                 ),
                 "grad_global",
+                view,
+                run,
+                (T.GRAD_GLOBAL_NORM,),
             )
     if layers:
         with right if total is not None else left:
@@ -178,10 +234,19 @@ def gradients(run: Run, view: View) -> None:
                         highlight=view.highlight,
                     ),
                     "grad_layers",
+                    view,
+                    run,
+                    prefixed(T.GRAD_NORM_PREFIX, [name for name, _ in shown]),
                 )
             else:
                 st.info("No layer selected above.")
-        plot(F.layer_heatmap(layers, value_title="gradient norm", markers=view.markers), "grad_heatmap")
+        plot(
+            F.layer_heatmap(layers, value_title="gradient norm", markers=view.markers),
+            "grad_heatmap",
+            view,
+            run,
+            prefixed(T.GRAD_NORM_PREFIX, [name for name, _ in layers]),
+        )
     else:
         st.info(
             f"Per-layer gradient norms ({code(T.GRAD_NORM_PREFIX + '<layer>')}) are not logged: only the "
@@ -190,7 +255,7 @@ def gradients(run: Run, view: View) -> None:
 
 
 def updates(run: Run, view: View) -> None:
-    layers = layer_series(run, T.UPDATE_RATIO_PREFIX)
+    layers = view.per_layer(run, T.UPDATE_RATIO_PREFIX)
     shown = [(name, s) for name, s in layers if name in view.layers] or layers
     target = TH.UPDATE_RATIO_TARGET
     plot(
@@ -204,12 +269,15 @@ def updates(run: Run, view: View) -> None:
             guides=[F.Guide(TH.UPDATE_RATIO_HIGH, "too large")],
         ),
         "updates",
+        view,
+        run,
+        prefixed(T.UPDATE_RATIO_PREFIX, [name for name, _ in shown]),
     )
 
 
 def activations(run: Run, view: View) -> None:
-    dead = layer_series(run, T.DEAD_FRACTION_PREFIX)
-    saturated = layer_series(run, T.SATURATED_FRACTION_PREFIX)
+    dead = view.per_layer(run, T.DEAD_FRACTION_PREFIX)
+    saturated = view.per_layer(run, T.SATURATED_FRACTION_PREFIX)
     left, right = st.columns(2)
     with left:
         if dead:
@@ -222,6 +290,9 @@ def activations(run: Run, view: View) -> None:
                     guides=[F.Guide(TH.DEAD_WARNING, "warning"), F.Guide(TH.DEAD_CRITICAL, "critical")],
                 ),
                 "dead",
+                view,
+                run,
+                prefixed(T.DEAD_FRACTION_PREFIX, [name for name, _ in dead]),
             )
         else:
             st.info("No ReLU-family layers measured (no dead-unit shares logged).")
@@ -236,13 +307,16 @@ def activations(run: Run, view: View) -> None:
                     guides=[F.Guide(TH.SATURATED_WARNING, "warning")],
                 ),
                 "saturated",
+                view,
+                run,
+                prefixed(T.SATURATED_FRACTION_PREFIX, [name for name, _ in saturated]),
             )
         else:
             st.info("No sigmoid/tanh layers measured (no saturation shares logged).")
 
 
 def weights(run: Run, view: View) -> None:
-    norms = layer_series(run, T.WEIGHT_NORM_PREFIX)
+    norms = view.per_layer(run, T.WEIGHT_NORM_PREFIX)
     init = init_check_table(run)
     if norms:
         shown = [(name, s) for name, s in norms if name in view.layers] or norms
@@ -251,6 +325,9 @@ def weights(run: Run, view: View) -> None:
                 shown, y_title="weight norm ‖w‖", log_y=True, markers=view.markers, highlight=view.highlight
             ),
             "weights",
+            view,
+            run,
+            prefixed(T.WEIGHT_NORM_PREFIX, [name for name, _ in shown]),
         )
     if init is not None:
         st.markdown("**Initialization check** (when the collector attached)")
@@ -284,8 +361,8 @@ def histograms(run: Run, view: View) -> None:
 
 
 def inputs(run: Run, view: View) -> None:
-    mean, std = run.scalar(T.INPUT_MEAN), run.scalar(T.INPUT_STD)
-    batch, seen = run.scalar(T.LABEL_ENTROPY), run.scalar(T.LABEL_ENTROPY_SEEN)
+    mean, std = view.series(run, T.INPUT_MEAN), view.series(run, T.INPUT_STD)
+    batch, seen = view.series(run, T.LABEL_ENTROPY), view.series(run, T.LABEL_ENTROPY_SEEN)
     left, middle, right = st.columns(3)
     limit = TH.INPUT_MAX_ABS_MEAN
     if mean is not None:
@@ -298,6 +375,9 @@ def inputs(run: Run, view: View) -> None:
                     band=F.Band(-limit, limit, "normalized"),
                 ),
                 "input_mean",
+                view,
+                run,
+                (T.INPUT_MEAN,),
             )
     if std is not None:
         with middle:
@@ -310,6 +390,9 @@ def inputs(run: Run, view: View) -> None:
                     band=F.Band(TH.INPUT_STD_MIN, TH.INPUT_STD_MAX, "normalized"),
                 ),
                 "input_std",
+                view,
+                run,
+                (T.INPUT_STD,),
             )
     if batch is not None:
         with right:
@@ -317,12 +400,16 @@ def inputs(run: Run, view: View) -> None:
             if seen is not None:
                 lines.append(F.Curve("all labels seen", seen.steps, seen.values, VAL_COLOR, smooth=False))
             plot(
-                F.curves_figure(lines, y_title="label entropy / log(classes)", markers=view.markers), "labels"
+                F.curves_figure(lines, y_title="label entropy / log(classes)", markers=view.markers),
+                "labels",
+                view,
+                run,
+                (T.LABEL_ENTROPY, T.LABEL_ENTROPY_SEEN),
             )
 
 
 def noise(run: Run, view: View) -> None:
-    scale = run.scalar(T.GRAD_NOISE_SCALE)
+    scale = view.series(run, T.GRAD_NOISE_SCALE)
     batch, ranks = batch_size(run), data_parallel_ranks(run)
     # B_simple counts a step's examples: every data-parallel rank's batch together.
     label = f"batch size {batch}" if ranks == 1 else f"batch of a step {batch * ranks} ({ranks} ranks)"
@@ -335,12 +422,15 @@ def noise(run: Run, view: View) -> None:
             guides=[F.Guide(float(batch * ranks), label)] if batch else (),
         ),
         "noise",
+        view,
+        run,
+        (T.GRAD_NOISE_SCALE,),
     )
 
 
 def speed(run: Run, view: View) -> None:
-    step = run.scalar(T.STEP_SECONDS)
-    ranks = layer_series(run, T.STEP_SECONDS_RANK_PREFIX)
+    step = view.series(run, T.STEP_SECONDS)
+    ranks = view.per_layer(run, T.STEP_SECONDS_RANK_PREFIX)
     if ranks:
         plot(
             F.layer_lines_figure(
@@ -349,6 +439,9 @@ def speed(run: Run, view: View) -> None:
                 smoothing=view.smoothing,
             ),
             "speed",
+            view,
+            run,
+            prefixed(T.STEP_SECONDS_RANK_PREFIX, [name for name, _ in ranks]),
         )
     else:
         plot(
@@ -358,25 +451,35 @@ def speed(run: Run, view: View) -> None:
                 smoothing=view.smoothing,
             ),
             "speed",
+            view,
+            run,
+            (T.STEP_SECONDS,),
         )
 
 
 def other(run: Run, view: View) -> None:
-    tags = sorted(t for t, s in run.unmapped.items() if len(s))
+    epochs = X.epoch_series(run)  # the epoch count is an x axis, not a curve among the others
+    tags = sorted(t for t, s in run.unmapped.items() if len(s) and s is not epochs)
+    if not tags:
+        st.caption("Only the epoch count, which the page offers as its x axis.")
+        return
     picked = st.multiselect("Series", tags, default=tags[:OTHER_DEFAULT], key=f"other:{run.name}")
     columns = st.columns(OTHER_COLUMNS)
     for i, tag in enumerate(picked):  # small multiples: unrelated series, each on its own scale
-        series = run.unmapped[tag]
+        series = view.axis.along(run.unmapped[tag], tag)
         with columns[i % OTHER_COLUMNS]:
             plot(
                 F.curves_figure(
                     [F.Curve(tag, series.steps, series.values, TRAIN_COLOR)],
                     y_title=tag,
-                    x_title=run.x_axis(tag),
+                    x_title=view.axis.title(tag),
                     smoothing=view.smoothing,
                     height=OTHER_HEIGHT,
                 ),
                 f"other:{tag}",
+                view,
+                run,
+                (tag,),
             )
 
 
@@ -398,8 +501,30 @@ SECTIONS: tuple[tuple[Chart, Callable[[Run, View], None]], ...] = (
 # -- helpers ------------------------------------------------------------------------
 
 
-def plot(fig: go.Figure, key: str) -> None:
+def plot(fig: go.Figure, key: str, view: View | None = None, run: Run | None = None, tags: Sequence[str] = ()) -> None:
+    """Show `fig` on the page's x axis, with its series (as logged, every point) as a CSV download."""
+    if view is not None and view.axis.name != X.STEP:
+        fig.update_xaxes(title_text=view.axis.title(), **view.axis.layout())
     st.plotly_chart(fig, key=key, config={"displaylogo": False})
+    if run is not None and tags:
+        found = [(tag, run.scalars.get(tag) if tag in run.scalars else run.unmapped.get(tag)) for tag in tags]
+        found = [(tag, s) for tag, s in found if s is not None and len(s)]
+        if found:
+            st.download_button(
+                "CSV",
+                lambda: series_csv(found),
+                file_name=f"{run.name.replace('/', '_')}-{key}.csv",
+                mime="text/csv",
+                icon=":material/download:",
+                type="tertiary",
+                key=f"csv:{key}",
+                on_click="ignore",
+                help="This chart's series as logged (every point, not only those drawn): step, wall time, values",
+            )
+
+
+def prefixed(prefix: str, names: Sequence[str]) -> list[str]:
+    return [prefix + name for name in names]
 
 
 def layer_series(run: Run, prefix: str) -> list[tuple[str, Series]]:

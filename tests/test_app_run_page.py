@@ -1,0 +1,209 @@
+"""The run page (issue 21): charts drawn after the findings, those the findings point at first;
+one x axis for every chart; the heatmap at the steps measured; a chart's series as CSV.
+
+Real sample runs and real foreign logs (tests/fixtures), the app run with AppTest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from streamlit.testing.v1 import AppTest
+
+from analyzers.diagnose import diagnose_run
+from analyzers.reading import read_logdir
+from analyzers.run import Series
+from app import catalog as C
+from app import figures as F
+from app import xaxis as X
+from app.csvdata import series_csv, series_frame
+from app.sections import charts
+from logformat import tags as T
+from sample_runs import RUNS_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app" / "main.py"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RUN_PAGE = "views/run.py"
+TIMEOUT = 60
+
+
+def open_run(name: str, logdir: Path | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    if logdir is not None:
+        at.session_state["logdir"] = str(logdir)
+    at.run()
+    at.session_state["run"] = name
+    at.switch_page(RUN_PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def specs(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+# -- the order charts are drawn in --------------------------------------------------
+
+
+def test_the_charts_the_findings_point_at_are_drawn_first():
+    run = read_logdir(RUNS_DIR).runs["vanishing_gradients"]
+    d = diagnose_run(run)
+    available = [chart for chart in C.CHARTS if chart.available(run)]
+    order = charts.drawing_order(available, [*d.roots, *d.findings], run)
+    assert sorted(order, key=available.index) == available  # every chart, once
+    pointed = {chart for f in d.findings for chart in C.charts_of(f.rule, run)}
+    assert set(order[: len(pointed)]) == pointed and C.GRADIENTS in pointed
+    assert order[0] in C.charts_of(d.roots[0].rule, run)  # the worst root cause's chart leads
+
+
+def test_every_chart_s_place_is_filled_no_loading_note_is_left():
+    at = open_run("lr_far_too_high_nan")
+    assert charts.DRAWING not in [c.value for c in at.caption]
+    titles = [s.value for s in at.subheader]
+    assert titles[:3] == ["Loss", "Accuracy", "Gradient norms"]  # page order, whatever the drawing order
+
+
+# -- the x axis ----------------------------------------------------------------------
+
+
+def test_the_axes_a_run_offers():
+    runs = read_logdir(FIXTURES).runs
+    assert X.choices(runs["lightning/tb/version_0"]) == [X.STEP, X.EPOCH, X.WALL, X.RELATIVE]
+    assert X.choices(runs["lightning/csv/version_0"]) == [X.STEP, X.EPOCH]  # a CSV has no clock
+    assert X.EPOCH in X.choices(runs["hf_trainer"])  # the Trainer's train/epoch
+    sample = read_logdir(RUNS_DIR).runs["healthy_mlp"]
+    assert X.choices(sample) == [X.STEP, X.WALL, X.RELATIVE]
+
+
+def test_epoch_maps_steps_through_the_logged_epoch_series():
+    run = read_logdir(FIXTURES).runs["lightning/tb/version_0"]
+    epochs = X.epoch_series(run)
+    axis = X.Axis.of(run, X.EPOCH)
+    loss = run.scalar(T.TRAIN_LOSS)
+    placed = axis.along(loss, T.TRAIN_LOSS)
+    assert np.array_equal(placed.values, loss.values)
+    assert np.all(np.diff(placed.steps) >= 0)
+    assert placed.steps[0] >= epochs.values.min() and placed.steps[-1] <= epochs.values.max()
+    assert axis.at(int(epochs.steps[-1])) == epochs.values[-1]
+
+
+def test_relative_time_starts_at_zero_in_one_unit_and_wall_time_is_milliseconds():
+    run = read_logdir(RUNS_DIR).runs["healthy_mlp"]
+    loss = run.scalar(T.TRAIN_LOSS)
+    rel = X.Axis.of(run, X.RELATIVE)
+    placed = rel.along(loss, T.TRAIN_LOSS)
+    assert placed.steps[0] >= 0 and np.all(np.diff(placed.steps) >= 0)
+    assert rel.title() == f"relative time ({rel.unit})"
+    assert placed.steps[-1] * rel.per == np.nanmax(loss.wall_times) - rel.start
+    wall = X.Axis.of(run, X.WALL).along(loss, T.TRAIN_LOSS)
+    assert wall.steps[0] == loss.wall_times[0] * 1000.0
+
+
+def test_an_axis_the_run_cannot_offer_falls_back_to_steps():
+    run = read_logdir(FIXTURES).runs["lightning/csv/version_0"]
+    axis = X.Axis.of(run, X.WALL)
+    assert axis.name == X.STEP
+    loss = run.scalar(T.TRAIN_LOSS)
+    assert axis.along(loss, T.TRAIN_LOSS) is loss
+
+
+def test_switching_the_x_axis_redraws_every_chart_on_it():
+    at = open_run("overfitting")
+    steps_titles = {spec["layout"]["xaxis"]["title"]["text"] for spec in specs(at)}
+    assert X.RELATIVE not in " ".join(steps_titles)
+    at.get("button_group")[0].set_value(X.RELATIVE).run()
+    assert not at.exception
+    lines = [spec for spec in specs(at) if spec["layout"]["xaxis"].get("title")]
+    titles = {spec["layout"]["xaxis"]["title"]["text"] for spec in lines}
+    relative = [t for t in titles if t.startswith(X.RELATIVE)]
+    ridges = [t for t in titles if t == "weight"]  # the distributions' x axis is the value, not time
+    assert relative and len(relative) + len(ridges) == len(titles) and len(set(relative)) == 1
+    at.get("button_group")[0].set_value(X.WALL).run()
+    assert not at.exception
+    assert any(spec["layout"]["xaxis"].get("type") == "date" for spec in specs(at))
+
+
+def test_a_link_with_an_x_axis_opens_the_page_on_it():
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["run"] = "overfitting"
+    at.query_params[charts.KEY_X] = X.RELATIVE  # /run?run=overfitting&x_axis=relative+time
+    at.run()
+    at.switch_page(RUN_PAGE).run()
+    assert not at.exception
+    assert at.get("button_group")[0].value == X.RELATIVE
+    assert specs(at)[0]["layout"]["xaxis"]["title"]["text"].startswith(X.RELATIVE)
+
+
+def test_lightning_s_epoch_is_an_axis_not_another_logged_series():
+    at = open_run("lightning/tb/version_0", FIXTURES)
+    other = at.multiselect(key="other:lightning/tb/version_0")
+    assert "epoch" not in other.options and "train_loss_epoch" in other.options
+    at.get("button_group")[0].set_value(X.EPOCH).run()
+    assert not at.exception
+    loss = specs(at)[0]
+    assert loss["layout"]["xaxis"]["title"]["text"] == "epoch"
+
+
+# -- the heatmap -----------------------------------------------------------------------
+
+
+def test_the_heatmap_draws_at_the_steps_measured_without_stripes():
+    """The collector's schedule: every step for 200 steps, then every 50th."""
+    steps = np.r_[np.arange(200), np.arange(200, 5_000, 50)]
+    layers = [(name, Series(steps, np.full(steps.shape[0], 0.1 * (i + 1)))) for i, name in enumerate("abc")]
+    heat = F.layer_heatmap(layers, value_title="gradient norm").data[0]
+    z = np.asarray(heat.z, dtype=float)
+    assert not np.isnan(z).any()  # no column without data
+    edges = np.asarray(heat.x, dtype=float)
+    assert len(edges) == z.shape[1] + 1 and set(edges[:-1]) <= set(steps.astype(float))
+    # the old equal-width bins would have left most columns past step 200 empty
+    equal = np.linspace(0, steps[-1], min(300, steps.shape[0]) + 1)
+    assert (np.histogram(steps, equal)[0] == 0).sum() > 100
+
+
+def test_a_layer_measured_less_often_holds_its_value_until_its_next_measurement():
+    every = np.arange(0, 1000)
+    sparse = np.arange(0, 1000, 10)
+    heat = F.layer_heatmap(
+        [("dense", Series(every, np.ones(1000))), ("sparse", Series(sparse, np.full(100, 5.0)))],
+        value_title="g",
+        bins=500,
+    ).data[0]
+    raw = np.asarray(heat.customdata, dtype=float)
+    last_sparse_bin = np.searchsorted(np.asarray(heat.x, dtype=float), sparse[-1], side="right") - 1
+    assert np.all(raw[1, : last_sparse_bin + 1] == 5.0)
+    assert np.isnan(raw[1, last_sparse_bin + 1 :]).all()  # after its last measurement: nothing claimed
+
+
+def test_a_nan_bin_is_not_filled_over():
+    steps = np.arange(100)
+    values = np.ones(100)
+    values[50] = np.nan
+    raw = np.asarray(F.layer_heatmap([("x", Series(steps, values))], value_title="g").data[0].customdata, float)
+    assert np.isnan(raw[0, 50]) and np.isfinite(np.delete(raw[0], 50)).all()
+
+
+# -- CSV --------------------------------------------------------------------------------
+
+
+def test_a_chart_s_series_as_csv_every_point_on_the_union_of_steps():
+    train = Series(np.arange(0, 1000), np.linspace(2, 0.1, 1000), 1.7e9 + np.arange(1000.0))
+    val = Series(np.arange(0, 1000, 100), np.r_[np.nan, np.linspace(1, 0.5, 9)])
+    frame = series_frame([(T.TRAIN_LOSS, train), (T.VAL_LOSS, val)])
+    assert list(frame.columns) == ["step", "wall_time", T.TRAIN_LOSS, T.VAL_LOSS]
+    assert len(frame) == 1000 and frame[T.VAL_LOSS].notna().sum() == 9
+    back = pd.read_csv(io.StringIO(series_csv([(T.TRAIN_LOSS, train), (T.VAL_LOSS, val)])))
+    assert np.allclose(back[T.TRAIN_LOSS], train.values) and back["step"].tolist() == list(range(1000))
+
+
+def test_each_chart_offers_its_csv():
+    at = open_run("overfitting")
+    csv = [b for b in at.download_button if b.label == "CSV"]
+    assert len(csv) >= 5
+    assert any(b.key == "csv:loss" for b in csv)
