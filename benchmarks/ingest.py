@@ -10,7 +10,8 @@ one process, and the points are counted to check nothing was dropped. Then a 100
 with no new data, which the dashboard does every few seconds. Last, a sharded model's
 run (FSDP: every rank writes its part of each layer's squared gradient norm, which the
 reader adds up) against the same run written whole by one rank: the first read, and a
-live tick after 100 new steps.
+live tick after 100 new steps. Last, an event file that ends in a zero-filled tail
+(preallocated or crash-padded) against one ending in random bytes of the same size.
 
     python benchmarks/ingest.py [--steps 100000] [--tensor] [--runs 100] [--ranks 8 --layers 100]
 
@@ -260,6 +261,47 @@ def bench_sharded(root: str, steps: int, ranks: int, layers: int) -> None:
     print(f"  sharded / whole: first read {cold_s / cold_w:.1f}x, live tick {tick_s / tick_w:.1f}x")
 
 
+def _tail_file(run_dir: str, tail: str, mib: int) -> str:
+    """A run of 100 steps whose event file then ends in `mib` MiB of zeros (a sparse hole,
+    as a preallocated or crash-padded file reads) or of random bytes."""
+    os.makedirs(run_dir)
+    writer = EventFileWriter(run_dir, ".tail")
+    writer.write([summary_record(s, 1.7e9 + s, {T.TRAIN_LOSS: 1.0 / (s + 1)}) for s in range(100)])
+    writer.close()
+    path = writer.path
+    with open(path, "r+b") as fh:
+        if tail == "zeros":
+            fh.truncate(os.path.getsize(path) + mib * 2**20)
+        else:
+            fh.seek(0, os.SEEK_END)
+            rng = np.random.default_rng(0)
+            for _ in range(mib):
+                fh.write(rng.integers(0, 256, 2**20, dtype=np.uint8).tobytes())
+    return path
+
+
+def bench_zero_tail(root: str, mib: int, repeats: int = 5) -> None:
+    """A zero-filled tail against random bytes of the same size, read from scratch in turn
+    (interleaved, so a busy machine slows both alike); median and range of each."""
+    dirs = {tail: os.path.join(root, f"tail-{tail}", "run") for tail in ("zeros", "random")}
+    for tail, run_dir in dirs.items():
+        _tail_file(run_dir, tail, mib)
+    times: dict[str, list[float]] = {tail: [] for tail in dirs}
+    for _ in range(repeats):
+        for tail, run_dir in dirs.items():
+            t0 = time.perf_counter()
+            snapshot = LogDirReader(os.path.dirname(run_dir)).refresh()
+            times[tail].append(time.perf_counter() - t0)
+            assert len(snapshot.runs["run"].scalars[T.TRAIN_LOSS]) == 100
+    med = {tail: statistics.median(t) for tail, t in times.items()}
+    print(f"\nan event file ending in {mib} MiB of zeros (preallocated, crash-padded) vs of random bytes, "
+          f"read from scratch, {repeats} interleaved reads each:")
+    for tail, t in times.items():
+        print(f"  {tail:<7} median {med[tail]:6.2f} s  ({min(t):.2f}-{max(t):.2f} s)  "
+              f"{mib / med[tail]:7,.0f} MiB/s")
+    print(f"  zeros take {med['zeros'] / med['random']:.2f}x the time of random bytes")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=100_000)
@@ -267,13 +309,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100, help="runs in the refresh benchmark")
     parser.add_argument("--ranks", type=int, default=8, help="ranks of the sharded run")
     parser.add_argument("--layers", type=int, default=100, help="layers of the sharded run")
+    parser.add_argument("--tail-mib", type=int, default=256, help="MiB of the zero-filled and random tails")
+    parser.add_argument("--only-tail", action="store_true", help="only the zero-tail comparison")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="trainscope-ingest-") as root:
+        if args.only_tail:
+            bench_zero_tail(root, args.tail_mib)
+            return
         layouts = ["per-step", "per-value"] + (["per-value-tensor"] if args.tensor else [])
         for name in layouts:
             bench_layout(root, name, args.steps)
         bench_refresh(root, args.runs)
         bench_sharded(root, args.steps, args.ranks, args.layers)
+        bench_zero_tail(root, args.tail_mib)
 
 
 if __name__ == "__main__":

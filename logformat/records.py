@@ -49,6 +49,10 @@ class ReadResult:
     offsets: list[int] = field(default_factory=list)
     # True when `max_bytes` stopped the read before the end of the file: call again.
     more: bool = False
+    # (start, end) file offsets of runs of zero bytes where a record should start: a
+    # preallocated or crash-padded file. Skipped at memory speed; not in `problems`, so
+    # that a reader can merge the runs of successive reads into one message.
+    zero_runs: list[tuple[int, int]] = field(default_factory=list)
 
 
 class RecordReader:
@@ -87,11 +91,11 @@ class RecordReader:
                 while True:
                     fh.seek(self.offset)
                     buf = fh.read(want)
-                    records, offsets, problems, consumed = _parse(
+                    records, offsets, problems, consumed, zero_runs = _parse(
                         buf, self.offset, self.path, verify_data_crc
                     )
                     at_end = self.offset + len(buf) >= size
-                    if records or problems or at_end:
+                    if records or problems or zero_runs or at_end:
                         break
                     # Not one whole record fits in the window: widen it to the record.
                     want = max(2 * want, _needed(buf), 16)
@@ -100,7 +104,7 @@ class RecordReader:
         self.offset += consumed
         if at_end:
             self._size_seen = size
-        return ReadResult(records, problems, offsets, more=not at_end)
+        return ReadResult(records, problems, offsets, more=not at_end, zero_runs=zero_runs)
 
 
 def _needed(buf: bytes) -> int:
@@ -112,14 +116,15 @@ def _needed(buf: bytes) -> int:
 
 def _parse(
     buf: bytes, base: int, path: str, verify_data_crc: bool
-) -> tuple[list[bytes], list[int], list[str], int]:
-    """Split `buf` into records; returns ``(records, offsets, problems, bytes consumed)``.
+) -> tuple[list[bytes], list[int], list[str], int, list[tuple[int, int]]]:
+    """Split `buf` into records; returns ``(records, offsets, problems, bytes consumed, zero runs)``.
 
     The loop only walks the length fields (a header seen once is not re-verified:
     records of one layout share it); the data CRCs are then computed by a C `map`
     and compared with numpy, which halves the per-record cost of a Python loop.
     """
     problems: list[str] = []
+    zero_runs: list[tuple[int, int]] = []
     starts: list[int] = []  # offset of each record's data
     ends: list[int] = []  # offset of each record's data CRC
     known: dict[tuple[int, int], int] = {}  # verified (length, crc) -> length
@@ -133,6 +138,11 @@ def _parse(
         if length is None:
             length, len_crc = header
             if masked_crc32c(buf[pos : pos + 8]) != len_crc or length > MAX_RECORD_BYTES:
+                if length == 0 and len_crc == 0:  # twelve zero bytes: a zero-filled stretch
+                    end = _zeros_end(buf, pos)
+                    zero_runs.append((base + pos, base + end))
+                    pos = _resync(buf, max(pos + 1, end - 11))
+                    continue
                 problems.append(f"{path}: corrupt record header at offset {base + pos}; skipped to next record")
                 pos = _resync(buf, pos + 1)
                 continue
@@ -155,7 +165,20 @@ def _parse(
             keep[bad] = False
             records = [r for r, k in zip(records, keep.tolist()) if k]
             offsets = offsets[keep]
-    return records, offsets.tolist(), problems, pos
+    return records, offsets.tolist(), problems, pos, zero_runs
+
+
+def _zeros_end(buf: bytes, start: int) -> int:
+    """Offset of the first nonzero byte at or after `start` (len(buf) when none), found at
+    memory speed: a window that is all zeros is passed over whole."""
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    pos = start
+    while pos < len(buf):
+        window = arr[pos : pos + _RESYNC_WINDOW]
+        if window.any():
+            return pos + int(np.argmax(window != 0))
+        pos += window.shape[0]
+    return len(buf)
 
 
 def _bad_data_crcs(buf: bytes, records: list[bytes], ends: list[int]) -> np.ndarray:
@@ -187,16 +210,34 @@ def _header_candidates(window: np.ndarray) -> np.ndarray:
     A length below 2**32 has four zero high bytes, which rules out almost every
     position of garbage at once; the masked CRC-32C of the few left is computed for all
     of them together with a lookup table, so a megabyte of garbage costs milliseconds
-    instead of a Python loop per byte.
+    instead of a Python loop per byte. Zeros are the opposite case (a preallocated or
+    crash-padded tail): every position has zero high bytes, but twelve zero bytes are
+    never a valid header (the masked CRC of eight zeros is not 0), so a header must
+    start at most 11 bytes before a nonzero byte. Counting the nonzero bytes runs at
+    memory speed; where they are few, only the positions near them are tried.
     """
     m = window.shape[0] - 11
     if m <= 0:
         return np.empty(0, dtype=np.int64)
-    zero_high = (window[4 : 4 + m] == 0) & (window[5 : 5 + m] == 0) & (window[6 : 6 + m] == 0)
-    zero_high &= window[7 : 7 + m] == 0
-    cand = np.flatnonzero(zero_high)
+    nonzero = int(np.count_nonzero(window))
+    if nonzero == 0:
+        return np.empty(0, dtype=np.int64)
+    if nonzero * 12 < m:  # mostly zeros: try only the starts within reach of a nonzero byte
+        near = np.flatnonzero(window)[:, None] - np.arange(12)
+        cand = np.unique(near[(near >= 0) & (near < m)])
+        cand = cand[(window[cand + 4] | window[cand + 5] | window[cand + 6] | window[cand + 7]) == 0]
+    else:
+        zero_high = (window[4 : 4 + m] == 0) & (window[5 : 5 + m] == 0) & (window[6 : 6 + m] == 0)
+        zero_high &= window[7 : 7 + m] == 0
+        cand = np.flatnonzero(zero_high)
     if cand.size == 0:
         return cand
+    return cand[_header_crcs_match(window, cand)]
+
+
+def _header_crcs_match(window: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """For each candidate start, whether the masked CRC-32C of its 8 length bytes is the
+    stored one (one CRC attempt per candidate; the tests count them)."""
     crc = np.full(cand.size, 0xFFFFFFFF, dtype=np.uint32)
     for i in range(8):
         crc = _CRC_TABLE[(crc ^ window[cand + i]) & 0xFF] ^ (crc >> 8)
@@ -205,7 +246,7 @@ def _header_candidates(window: np.ndarray) -> np.ndarray:
     stored = np.zeros(cand.size, dtype=np.uint32)
     for i in range(4):
         stored |= window[cand + 8 + i].astype(np.uint32) << np.uint32(8 * i)
-    return cand[masked == stored]
+    return masked == stored
 
 
 def _resync(buf: bytes, start: int) -> int:

@@ -60,6 +60,8 @@ class ProblemLog:
     path: str
     lines: list[str] = field(default_factory=list)
     dropped: int = 0
+    # Lines that are rewritten as reading goes on (an event file's zero-filled stretches), by what they are about.
+    keyed: dict[str, str] = field(default_factory=dict)
 
     def add(self, items: list[str]) -> None:
         for line in items:
@@ -69,9 +71,10 @@ class ProblemLog:
                 self.dropped += 1
 
     def render(self) -> list[str]:
+        keyed = list(self.keyed.values())
         if self.dropped:
-            return self.lines + [f"{self.path}: {self.dropped} more problem(s) not shown"]
-        return list(self.lines)
+            return self.lines + keyed + [f"{self.path}: {self.dropped} more problem(s) not shown"]
+        return self.lines + keyed
 
 
 # A failure's own text is kept to this many characters in its problem line.
@@ -117,28 +120,49 @@ class EventSource:
         self.problems = ProblemLog(file.path)
         self.records_read = 0
         self.tail_note: str | None = None
+        # A file whose first bytes are no record framing is not read further: its one
+        # line says so, and no later "truncated, waiting" note contradicts it.
+        self.ignored = False
+        self.zero_runs: list[list[int]] = []  # merged [start, end) runs of zero bytes
 
     def poll(self) -> list[DecodedEvents]:
         chunks: list[DecodedEvents] = []
-        while True:
+        while not self.ignored:
             result = self.reader.read_new(max_bytes=CHUNK_BYTES)
             problems = list(result.problems)
             if problems and self.records_read == 0 and not result.records and _starts_corrupt(problems):
                 problems = [f"{self.file.path}: not a TensorBoard event file (no valid record framing); ignored"]
+                self.ignored = True
             decoded = self.decoder.decode(result.records, result.offsets) if result.records else DecodedEvents()
             decoded.problems[:0] = problems
             self.problems.add(decoded.problems)
             self.records_read += len(result.records)
-            if result.records or decoded.problems:
+            zeros = self._add_zero_runs(result.zero_runs)
+            if result.records or decoded.problems or zeros:
                 chunks.append(decoded)
             if not result.more:
                 break
         return chunks
 
+    def _add_zero_runs(self, runs: list[tuple[int, int]]) -> bool:
+        """Merge the zero runs of one read into the file's (the read of a long run in
+        chunks, or the bytes kept back at a chunk's end, continue the run before it) and
+        keep them as one line; True when there were any."""
+        for start, end in runs:
+            if self.zero_runs and start <= self.zero_runs[-1][1]:
+                self.zero_runs[-1][1] = max(self.zero_runs[-1][1], end)
+            else:
+                self.zero_runs.append([start, end])
+        if runs:
+            self.problems.keyed["zeros"] = _zeros_line(self.file.path, self.zero_runs)
+        return bool(runs)
+
     def update_tail_note(self, now: float | None = None) -> bool:
         """Note an incomplete last record that has waited `STALE_TAIL_SECONDS`; True if the note changed."""
         note = None
         pending = self.reader.size_seen - self.reader.offset
+        if self.ignored or (self.zero_runs and self.zero_runs[-1][1] >= self.reader.size_seen):
+            pending = 0  # said already: not an event file, or zeros up to the end
         if pending > 0:
             try:
                 idle = (now if now is not None else time.time()) - os.stat(self.file.path).st_mtime
@@ -152,6 +176,13 @@ class EventSource:
         changed = note != self.tail_note
         self.tail_note = note
         return changed
+
+
+def _zeros_line(path: str, runs: list[list[int]]) -> str:
+    """One line for all the zero-filled stretches of an event file."""
+    total = sum(end - start for start, end in runs)
+    where = f"from offset {runs[0][0]:,}" if len(runs) == 1 else f"in {len(runs)} stretches from offset {runs[0][0]:,}"
+    return f"{path}: {total:,} zero bytes {where} (a preallocated or crash-padded file); skipped"
 
 
 def _starts_corrupt(problems: list[str]) -> bool:
