@@ -6,14 +6,17 @@ each root cause, most severe first, with the symptoms it explains indented under
 ``{"runs": [{"run", "source", "findings", "skipped", "problems", "collector_errors"}],
 "problems", "summary"}`` (strict JSON: a non-finite number in a finding's evidence is written as the string
 ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``). Exit status: 0; 1 when ``--fail-on`` is
-met; 2 for a usage error or an unreadable LOGDIR, with a one-line reason on stderr.
-Text from logs (run names, tags) is printed with control characters escaped.
+met; 2 for a usage error, an unreadable LOGDIR or a report that cannot be written (a
+full disk), with a one-line reason on stderr. A reader that stops reading (``| head``)
+ends the output quietly, with the status the findings give. Text from logs (run names,
+tags) is printed with control characters escaped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from typing import Any, Sequence, TextIO
@@ -106,15 +109,34 @@ def main(
         return EXIT_USAGE
     snapshot = read_logdir(args.logdir, extra)
     diagnoses = [diagnose_run(run, rules) for run in snapshot.runs.values()]
-    if args.json:
-        out.write(render_json(snapshot, diagnoses) + "\n")
-    else:
-        out.write(render_text(snapshot, diagnoses))
+    report = render_json(snapshot, diagnoses) + "\n" if args.json else render_text(snapshot, diagnoses)
+    try:
+        out.write(report)
+        out.flush()
+    except BrokenPipeError:  # the reader went away (| head): what it wanted, it has
+        _silence(out)
+    except OSError as exc:  # ENOSPC, EIO, ...: one line, not a traceback
+        _silence(out)
+        print(f"{parser.prog}: error: cannot write the report ({exc.strerror or exc})", file=err)
+        return EXIT_USAGE
     if args.fail_on is not None:
         limit = SEVERITY_ORDER[args.fail_on]
         if any(SEVERITY_ORDER[f.severity] <= limit for d in diagnoses for f in d.findings):
             return EXIT_FAIL
     return EXIT_OK
+
+
+def _silence(out: TextIO) -> None:
+    """Point the process's stdout at /dev/null when `out` is it, so that the interpreter's
+    own flush at exit does not fail again on what is still buffered (and print a traceback)."""
+    if out is not sys.stdout:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 # -- JSON -------------------------------------------------------------------------
