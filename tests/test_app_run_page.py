@@ -207,3 +207,26 @@ def test_each_chart_offers_its_csv():
     csv = [b for b in at.download_button if b.label == "CSV"]
     assert len(csv) >= 5
     assert any(b.key == "csv:loss" for b in csv)
+
+
+# -- layer names -------------------------------------------------------------------------
+
+
+def test_layers_are_named_with_their_type_and_shape():
+    from analyzers.layer_names import layer_label
+
+    runs = read_logdir(RUNS_DIR).runs
+    assert layer_label(runs["healthy_cnn"], "fc") == "fc (Linear 512→64)"
+    assert layer_label(runs["healthy_cnn"], "conv2") == "conv2 (Conv2d 16→32, 3×3)"
+    assert layer_label(runs["healthy_cnn"], "bn2") == "bn2 (BatchNorm2d)"  # no weight shape checked
+    assert layer_label(runs["bad_init_scale"], "9") == "9 (ReLU after 8: Linear 64→64)"
+    assert layer_label(runs["saturated_activations"], "1") == "1 (Tanh after 0: Linear 64→128)"
+    foreign = read_logdir(FIXTURES).runs["keras"]
+    assert layer_label(foreign, "dense") == "dense"  # no model summary: the name as logged
+
+
+def test_a_finding_names_its_layer_with_type_and_shape():
+    at = open_run("bad_init_scale")
+    page = "\n".join(m.value for m in [*at.markdown, *at.caption])
+    assert "layer `9` (ReLU after 8: Linear 64→64)" in page.replace("\\", "")
+    assert "`9` (ReLU after 8: Linear 64→64)" in page.replace("\\", "")  # in the symptom's title too

@@ -12,6 +12,7 @@ import streamlit as st
 from analyzers.diagnose import Diagnosis
 from analyzers.findings import Finding
 from analyzers.formatting import evidence_items, plain, symptom_list
+from analyzers.layer_names import describe
 from analyzers.rules import ALL_RULES
 from analyzers.run import Run
 from analyzers.summary import end_of_run_advice
@@ -71,8 +72,8 @@ def card(group: list[Finding], d: Diagnosis) -> None:
     first, rest = group[0], group[1:]
     explained = [s for f in group for s in d.explained_by(f)]
     with st.container(border=True):
-        st.markdown(f"{SEVERITY_BADGE.get(first.severity, first.severity)} **{prose(first.title)}**")
-        st.caption(where(first))
+        st.markdown(f"{SEVERITY_BADGE.get(first.severity, first.severity)} **{prose(titled(first, run))}**")
+        st.caption(where(first, run))
         if explained:
             st.markdown(f"**Root cause** · explains: {prose(symptom_list(explained))}")
         st.markdown(prose(first.message))
@@ -93,12 +94,12 @@ def card(group: list[Finding], d: Diagnosis) -> None:
         if rest:
             with st.expander(f"The same in {len(rest)} more place(s)"):
                 for f in rest:
-                    st.markdown(f"{SEVERITY_BADGE.get(f.severity, f.severity)} **{prose(f.title)}**")
-                    st.caption(where(f))
+                    st.markdown(f"{SEVERITY_BADGE.get(f.severity, f.severity)} **{prose(titled(f, run))}**")
+                    st.caption(where(f, run))
                     st.markdown(prose(f.message))
                     measured(f)
         if explained:
-            symptoms(explained)
+            symptoms(explained, run)
         with st.expander(f"About {first.rule}, and all evidence"):
             if RULE_DOCS.get(first.rule):
                 st.markdown(RULE_DOCS[first.rule])
@@ -106,15 +107,15 @@ def card(group: list[Finding], d: Diagnosis) -> None:
                 st.json(plain(f.evidence), expanded=1)
 
 
-def symptoms(explained: list[Finding]) -> None:
+def symptoms(explained: list[Finding], run: Run) -> None:
     """The symptoms a cause explains: what each measured, and only the advice that still helps."""
     with st.expander(f"{len(explained)} symptom(s) of this cause", icon=":material/account_tree:"):
         for f in explained:
             st.markdown(
-                f"{SEVERITY_BADGE.get(f.severity, f.severity)} **{prose(f.title)}**  \n"
+                f"{SEVERITY_BADGE.get(f.severity, f.severity)} **{prose(titled(f, run))}**  \n"
                 f"*explained by* {code(f.caused_by or '')}"
             )
-            st.caption(where(f))
+            st.caption(where(f, run))
             st.markdown(prose(f.message))
             measured(f)
             if f.advice:
@@ -124,13 +125,24 @@ def symptoms(explained: list[Finding]) -> None:
                 )
 
 
-def where(f: Finding) -> str:
+def where(f: Finding, run: Run) -> str:
     parts = [code(f.rule)]
     if f.step is not None:
         parts.append(f"from step {f.step:,}")
     if f.layer is not None:
-        parts.append(f"layer {code(f.layer)}")
+        what = describe(run, f.layer)
+        parts.append(f"layer {code(f.layer)}" + (f" ({md(what)})" if what else ""))
     return " · ".join(parts)
+
+
+def titled(f: Finding, run: Run) -> str:
+    """The finding's title with its layer described where it first names it:
+    ``Dead ReLUs: 94% of `9` (ReLU after 8: Linear 64→64)'s units never fire``."""
+    what = describe(run, f.layer) if f.layer is not None else None
+    quoted = f"`{f.layer}`"
+    if not what or quoted not in f.title:
+        return f.title
+    return f.title.replace(quoted, f"{quoted} ({what.replace('`', '')})", 1)
 
 
 def measured(f: Finding) -> None:
