@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from analyzers.reading.assemble import EPOCH_SERIES_NAMES
 from analyzers.run import Run
 from app.escape import code
 from logformat import runjson as RJ
@@ -42,8 +43,8 @@ PREFIXES = frozenset(T.PER_LAYER_PREFIXES) | {T.STEP_SECONDS_RANK_PREFIX}
 def _logs(run: Run, need: str) -> bool:
     if need == INIT_CHECK:
         return bool(run.meta and run.meta.get(RJ.K_INIT_CHECK))
-    if need == UNMAPPED:
-        return any(len(s) for s in run.unmapped.values())
+    if need == UNMAPPED:  # the epoch counter is the page's x axis, not a series of its own
+        return any(len(s) for tag, s in run.unmapped.items() if tag not in EPOCH_SERIES_NAMES)
     if need in (T.HIST_WEIGHT_PREFIX, T.HIST_GRAD_PREFIX):
         return any(tag.startswith(need) and len(h.steps) for tag, h in run.histograms.items())
     if need in PREFIXES:

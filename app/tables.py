@@ -2,7 +2,8 @@
 hyperparameters that differ between the listed runs as columns.
 
 A hyperparameter every listed run shares says nothing about why they differ, so only
-those whose value differs (a run without it counts as differing) become columns, the
+those whose value differs become columns (a run lacking it differs from one that has
+it; a run that records no hyperparameters at all, a log without them, has no say), the
 usual suspects first (`FIRST_HPARAMS`), at most `MAX_HPARAM_COLUMNS`. A column of numbers
 stays numeric so it sorts by value; a missing value shows as an em dash, never "None".
 Pure pandas; the pages add the Streamlit column settings (`column_config`).
@@ -66,6 +67,7 @@ def differing(
 ) -> tuple[list[str], int]:
     """``(columns, more)``: the hyperparameters whose value differs between the runs, the
     usual suspects first, at most `limit` (None: all); and how many more differ."""
+    hparams = {name: h for name, h in hparams.items() if h}  # a run that records none has no say
     if len(hparams) < 2:
         return [], 0
     keys = sorted({k for h in hparams.values() for k in h})
@@ -86,14 +88,14 @@ def _number(value: Any) -> bool:
 
 def hparam_frame(hparams: Mapping[str, Mapping[str, Any]], names: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
     """One row per run of `names`, one column per hyperparameter of `columns`: numbers as
-    floats (NaN where missing, sortable), anything else as text ("" where missing)."""
+    floats (NaN where missing, sortable), anything else as text (None where missing)."""
     data: dict[str, list[Any]] = {}
     for column in columns:
         values = [hparams.get(n, {}).get(column) for n in names]
         if all(v is None or _number(v) for v in values):
             data[column] = [math.nan if v is None else float(v) for v in values]
         else:
-            data[column] = ["" if v is None else _key(v) for v in values]
+            data[column] = [None if v is None else _key(v) for v in values]
     return pd.DataFrame(data, index=range(len(names)), columns=list(columns))
 
 
@@ -119,8 +121,8 @@ def linked(table: pd.DataFrame, logdir: str) -> tuple[pd.DataFrame, Callable[[st
 
 def cell(value: Any) -> str:
     """A cell as shown: 4 significant digits for fractions, thousands separated in counts,
-    "—" for no value (None, NaN), anything else as its text."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    "—" for no value (None, NaN, no text), anything else as its text."""
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return MISSING
     if _number(value):
         if float(value).is_integer() and abs(value) < 1e15:

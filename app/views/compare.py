@@ -18,7 +18,7 @@ DEFAULT_RUNS = 3  # runs compared when none were chosen
 VALUE_COLUMNS = ("final train loss", "best val loss", "best val acc")  # shown with 4 significant digits
 CHART_COLUMNS = 2  # charts side by side
 KEY_METRICS = "metrics"
-KEY_X = "x"
+KEY_X = "x_axis"  # as on the run page: ``?x_axis=epoch``
 
 
 def compare_runs() -> None:
