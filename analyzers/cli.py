@@ -3,7 +3,7 @@
 Reads every run of LOGDIR, applies the rules and prints the findings grouped by run:
 each root cause, most severe first, with the symptoms it explains indented under it
 (`analyzers.causes`), ending with a one-line summary; ``--json`` prints
-``{"runs": [{"run", "source", "findings", "skipped", "problems", "collector_errors"}],
+``{"runs": [{"run", "source", "findings", "skipped", "problems", "collector_errors", "not_shown"}],
 "problems", "summary"}`` (strict JSON: a non-finite number in a finding's evidence is written as the string
 ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``). Exit status: 0; 1 when ``--fail-on`` is
 met; 2 for a usage error, an unreadable LOGDIR or a report that cannot be written (a
@@ -158,6 +158,7 @@ def render_json(snapshot: LogDirSnapshot, diagnoses: Sequence[Diagnosis]) -> str
                 "skipped": [s.to_dict() for s in d.skipped],
                 "problems": list(d.run.problems),
                 "collector_errors": d.run.collector_errors,
+                "not_shown": dict(d.run.not_shown),
             }
             for d in diagnoses
         ],
@@ -234,6 +235,9 @@ def render_text(snapshot: LogDirSnapshot, diagnoses: Sequence[Diagnosis]) -> str
             lines.append(f"  problem: {clean(problem)}")
         for error in d.run.collector_errors:
             lines.append(f"  collector: {clean(error)}")
+        if d.run.not_shown:
+            listed = ", ".join(f"{clean(tag)} ({kind})" for tag, kind in d.run.not_shown.items())
+            lines.append(f"  logged, not shown: {listed}")
         lines.extend(_skipped_lines(d))
         lines.append("")
     for problem in snapshot.problems:

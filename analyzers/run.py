@@ -69,6 +69,10 @@ class Run:
     # event wall times, MLflow and W&B timestamps. None where the log has no clock
     # (CSV, trainer_state.json). Never a file's mtime: a copied log gets a fresh one.
     last_wall_time: float | None = None
+    # What the run logged that the tool does not draw, listed once so that a gap is not
+    # taken for missing data: tag -> what it is ("image", "text", "audio", "graph",
+    # "histogram" for a histogram under a name no chart reads, or a plugin's name).
+    not_shown: Mapping[str, str] = field(default_factory=dict)
 
     def scalar(self, tag: str) -> Series | None:
         series = self.scalars.get(tag)

@@ -112,9 +112,11 @@ def build_run(
     meta: Mapping[str, Any],
     problems: tuple[str, ...],
     steps_are_epochs: bool = False,
+    not_shown: Mapping[str, str] | None = None,
 ) -> Run:
     """`steps_are_epochs`: the reader knows every step of this log counts epochs
-    (a CSV log whose x column is ``epoch``)."""
+    (a CSV log whose x column is ``epoch``). `not_shown`: what the log holds that is not
+    read as a series (images, text, ...); histograms under names no chart reads join it."""
     scalars, unmapped, origins, epoch_tags = _choose(raw_scalars, mapper, "scalar")
     histograms, unmapped_hists, hist_origins, _ = _choose(raw_histograms, mapper, "histogram")
     origins.update(hist_origins)
@@ -139,4 +141,5 @@ def build_run(
         epoch_axis=frozenset(epoch_tags),
         unmapped_histograms=dict(sorted(unmapped_hists.items())),
         last_wall_time=last_wall_time(raw_scalars),
+        not_shown=dict(sorted({**(not_shown or {}), **{tag: "histogram" for tag in unmapped_hists}}.items())),
     )

@@ -21,6 +21,12 @@ from analyzers.reading import tensors as TN
 
 HISTOGRAMS_PLUGIN = "histograms"
 HPARAMS_PLUGIN = "hparams"
+# What a run logged that the tool reads but does not draw, in words, by TensorBoard plugin
+# name (`Run.not_shown`); a plugin not named here is listed under its own name.
+NOT_SHOWN_KINDS = {"images": "image", "image": "image", "audio": "audio", "text": "text",
+                   "pr_curves": "PR curve", "mesh": "mesh", "custom_scalars": "custom-scalar layout"}
+# The key under which a model graph written by ``add_graph`` is listed.
+GRAPH_KEY = "(model graph)"
 # A length group smaller than this is decoded event by event (a template costs more).
 MIN_TEMPLATE_ROWS = 8
 # Layouts tried per length group before the rest of the group goes the generic way.
@@ -43,6 +49,7 @@ class DecodedEvents:
     histograms: dict[str, list[HistogramPoint]] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    not_shown: dict[str, str] = field(default_factory=dict)  # tag -> what it is (NOT_SHOWN_KINDS)
     events: int = 0  # Event records decoded
     points: int = 0  # scalar values decoded
 
@@ -195,7 +202,10 @@ class EventDecoder:
             where = f"offset {offset}" if offset is not None else f"record {index}"
             out.problems.append(f"{self.path}: record at {where} is not a TensorBoard Event ({exc}); skipped")
             return
-        if event.WhichOneof("what") != "summary":
+        what = event.WhichOneof("what")
+        if what in ("graph_def", "meta_graph_def"):
+            out.not_shown[GRAPH_KEY] = "graph"
+        if what != "summary":
             return
         step, wall = event.step, event.wall_time
         for value in event.summary.value:
@@ -214,11 +224,14 @@ class EventDecoder:
                     histograms.setdefault(tag, []).append(HistogramPoint(step, wall, *hist))
             elif kind == "tensor":
                 self._tensor(value, tag, index, step, wall, scalars, histograms, out)
+            elif kind in ("image", "audio"):
+                out.not_shown[tag] = kind
 
     def _tensor(self, value, tag, index, step, wall, scalars, histograms, out: DecodedEvents) -> None:
         plugin = self.plugin_of.get(tag, "")
         if plugin not in ("", TP.SCALARS_PLUGIN, HISTOGRAMS_PLUGIN):
-            return  # text, images, graphs, ...: not ours to read
+            out.not_shown[tag] = NOT_SHOWN_KINDS.get(plugin, plugin)  # text, images, ...: listed, not read
+            return
         array = TN.tensor_to_array(value.tensor)
         if array is None:
             return

@@ -13,9 +13,11 @@ logs). A CSV log with key columns (``fold``) makes one run per key value, named
 a sub-directory of a run whose own directory holds event files, and whose tags all
 fit ``SummaryWriter.add_scalars``' naming (``Loss_train/`` holding tag ``Loss``), is
 folded into the parent as ``Loss/train``, which is what a user of add_scalars means.
-A sub-directory with no scalars yet (or only hyperparameters, as ``add_hparams``
-writes) stays hidden, its hyperparameters going to the parent; one with other tags
-is a run of its own.
+``SummaryWriter.add_hparams`` writes a side run into a sub-directory named by the time:
+the hyperparameters and each metric once. It is folded into the parent too, the
+hyperparameters and metric values (``hparam/accuracy``) under their own names, so that
+it does not show as a run with nothing logged. A sub-directory with no scalars yet stays
+hidden; one with other tags is a run of its own.
 """
 
 from __future__ import annotations
@@ -70,7 +72,11 @@ _Source = (
     | WandbSource
 )
 
-_PENDING, _CHILD, _OWN = "pending", "child", "own"
+# A sub-directory of an event-file run is pending until its first tags decide: an
+# add_scalars child (folded as ``Loss/train``), an add_hparams side run (its hyperparameters
+# and metric values go to the parent under their own names) or a run of its own.
+_PENDING, _CHILD, _HPARAMS, _OWN = "pending", "child", "hparams", "own"
+_FOLDED = (_PENDING, _CHILD, _HPARAMS)
 # The problem a log dir with no runs (and nothing else wrong) reports, after its path.
 NO_RUNS_FOUND = (
     "no runs found (no event files, metrics.csv, trainer_state.json, run.json, metric CSV logs, "
@@ -112,6 +118,7 @@ class _RunState:
     histograms: dict[str, HistogramColumn] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)  # source path -> what it read
     hparams: dict[str, Any] = field(default_factory=dict)
+    not_shown: dict[str, str] = field(default_factory=dict)  # tag -> what it is (event files)
     run_json: dict[str, Any] | None = None
     notes: tuple[str, ...] = ()  # what discovery says of the run's layout
     dirty: bool = True
@@ -282,7 +289,7 @@ class LogDirReader:
         """The run directory whose state receives this file's data."""
         run_dir = file.run_dir
         decision = self._decisions.get(run_dir)
-        if decision in (_CHILD, _PENDING) and file.kind == D.KIND_EVENTS:
+        if decision in _FOLDED and file.kind == D.KIND_EVENTS:
             parent = os.path.dirname(run_dir)
             if parent in self._states:
                 return parent
@@ -290,13 +297,17 @@ class LogDirReader:
 
     def _hidden(self, run_dir: str) -> bool:
         decision = self._decisions.get(run_dir)
-        if decision not in (_CHILD, _PENDING):
+        if decision not in _FOLDED:
             return False
         kinds = {f.kind for f in self._files.values() if f.run_dir == run_dir}
         return kinds <= {D.KIND_EVENTS}
 
     def _decide(self, run_dir: str, chunk: DecodedEvents) -> str:
         decision = self._decisions.get(run_dir)
+        if decision == _PENDING and chunk.hparams and all(len(s) == 1 for s, _, _ in chunk.scalars.values()):
+            # SummaryWriter.add_hparams' side run: the hyperparameters and each metric once
+            self._decisions[run_dir] = _HPARAMS
+            return _HPARAMS
         if decision != _PENDING or not (chunk.scalars or chunk.histograms):
             return decision or _OWN
         name = os.path.basename(run_dir)
@@ -316,6 +327,7 @@ class LogDirReader:
         state = self._states[self._owner(file)]
         state.dirty = True
         state.hparams.update(chunk.hparams)
+        state.not_shown.update((_raw_name(tag, file.side, None), kind) for tag, kind in chunk.not_shown.items())
         suffix = os.path.basename(file.run_dir) if decision == _CHILD else None
         for tag, (steps, values, walls) in chunk.scalars.items():
             column = state.scalars.get(name := _raw_name(tag, file.side, suffix))
@@ -362,7 +374,8 @@ class LogDirReader:
                 raw.setdefault(tag, []).append(series)
         raw_scalars = {tag: merge_series(parts) for tag, parts in raw.items()}
         raw_histograms = {tag: c.snapshot() for tag, c in state.histograms.items() if len(c)}
-        run = self._assemble(name, run_dir, source, raw_scalars, raw_histograms, meta, problems, epochs)
+        run = self._assemble(name, run_dir, source, raw_scalars, raw_histograms, meta, problems, epochs,
+                             state.not_shown)
         return {name: run}
 
     def _unbuilt(self, run_dir: str, files: list[D.SourceFile], exc: Exception) -> dict[str, Run]:
@@ -382,6 +395,7 @@ class LogDirReader:
         meta: dict[str, Any],
         problems: list[str],
         epochs: bool,
+        not_shown: dict[str, str] | None = None,
     ) -> Run:
         # A sharded run's parts (also one whose run.json rank 0 never wrote).
         summed = sum_shards(raw_scalars, meta, raw_histograms)
@@ -397,6 +411,7 @@ class LogDirReader:
             meta=summed.meta,
             problems=tuple(problems),
             steps_are_epochs=epochs,
+            not_shown=not_shown,
         )
 
 
