@@ -230,3 +230,43 @@ def test_a_finding_names_its_layer_with_type_and_shape():
     page = "\n".join(m.value for m in [*at.markdown, *at.caption])
     assert "layer `9` (ReLU after 8: Linear 64→64)" in page.replace("\\", "")
     assert "`9` (ReLU after 8: Linear 64→64)" in page.replace("\\", "")  # in the symptom's title too
+
+
+# -- sources: the Chinese quote and its English gloss ---------------------------------------
+
+
+def cited_sources() -> dict[str, str]:
+    """Every ``*_SOURCE`` the rule modules and the end-of-run advice define."""
+    import analyzers.summary as summary
+    from analyzers.rules import RULE_MODULES
+
+    found = {}
+    for module in (*RULE_MODULES, summary):
+        for name, value in vars(module).items():
+            if name.endswith("_SOURCE") and isinstance(value, str):
+                found[f"{module.__name__}.{name}"] = value
+    return found
+
+
+def test_every_cited_document_line_has_an_english_gloss():
+    import re
+
+    from analyzers.rules.common import quotes
+
+    sources = cited_sources()
+    lines = 0
+    for name, text in sources.items():
+        cited = quotes(text)
+        assert len(cited) == len(re.findall(r"\d{3} line \d+: ", text)), name
+        for doc, line, quote, gloss in cited:
+            assert gloss and gloss.isascii(), (name, doc, line)  # English beside every quote
+        lines += len(cited)
+    assert lines >= 35
+
+
+def test_the_source_shows_each_quote_with_its_gloss_beside_it():
+    at = open_run("lr_too_low")
+    sources = [c.value for c in at.caption if c.value.startswith("Source:")]
+    assert any(
+        "如果loss曲线表现出线性" in s and "a loss curve that looks linear, falling slowly" in s for s in sources
+    )

@@ -8,6 +8,7 @@ through the helpers here so that a foreign log without run.json simply has fewer
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -136,9 +137,27 @@ def sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def cite(*quotes: tuple[str, int, str]) -> str:
-    """The source line(s) a rule's advice rests on: ``000 line 67: "…"; 001 line 24: "…"``."""
-    return "; ".join(f'{doc} line {line}: "{text}"' for doc, line, text in quotes)
+def cite(*quotes: tuple[str, int, str] | tuple[str, int, str, str]) -> str:
+    """The source line(s) a rule's advice rests on, each with its English gloss where given:
+    ``000 line 67: "…" (English: …); 001 line 24: "…" (English: …)``.
+
+    The documents are in Chinese; a reader who does not read it still learns what the
+    line says. Each rule module spells a quote and its gloss once, in its ``*_SOURCE``.
+    """
+    return "; ".join(
+        f'{q[0]} line {q[1]}: "{q[2]}"' + (f" ({GLOSS_LABEL}: {q[3]})" if len(q) > 3 else "") for q in quotes
+    )
+
+
+GLOSS_LABEL = "English"  # cite's ``(English: ...)`` after a quote; `quotes` reads it back
+
+
+def quotes(source: str) -> list[tuple[str, int, str, str | None]]:
+    """`cite`'s text read back: ``(document, line, quote, gloss or None)`` for each line cited."""
+    found = re.finditer(
+        r'(\d{3}) line (\d+): "(.*?)"(?: \(' + GLOSS_LABEL + r': (.*?)\))?(?=; \d{3} line |$)', source
+    )
+    return [(m.group(1), int(m.group(2)), m.group(3), m.group(4)) for m in found]
 
 
 # --- findings ----------------------------------------------------------------------------

@@ -38,12 +38,13 @@ from logformat import tags as T
 RULE_ID = "dead_relu"
 NAME = "dead ReLUs"  # what the finding is called where it is listed under another
 DEAD_SOURCE = cite(
-    ("000", 56, "就是它可能会永远“死”掉"),
+    ("000", 56, "就是它可能会永远“死”掉", "that is, it may 'die' for good"),
     (
         "000",
         59,
         "为了解决ReLU 在负区间的导数为零的问题,人们发明了 Leaky ReLU, "
         "Parametric ReLU, Randomized ReLU 等变体",
+        "to fix ReLU's zero derivative for negative inputs, variants such as Leaky ReLU, Parametric ReLU and Randomized ReLU were invented",
     ),
 )
 DEAD_WARNING = 0.5  # more than 50% of a layer's units output zero for the whole sampled batch...

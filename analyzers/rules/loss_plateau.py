@@ -68,9 +68,9 @@ NAME = "a loss plateau"  # what the finding is called where it is listed under a
 # evidence["kind"]: which plateau was found (another finding's cause may span the whole run only for the first)
 NEVER_LEARNED, STUCK_HIGH, NO_PROGRESS, LATE = "never_learned", "stuck_high", "no_progress", "late"
 PLATEAU_SOURCE = cite(
-    ("000", 43, "将LR除以2或5后继续跑"),
-    ("001", 185, "loss不降了lr就除10"),
-    ("001", 50, "如果cost没有下降,就对学习率减半"),
+    ("000", 43, "将LR除以2或5后继续跑", "divide the learning rate by 2 or 5 and keep training"),
+    ("001", 185, "loss不降了lr就除10", "when the loss stops falling, divide the learning rate by 10"),
+    ("001", 50, "如果cost没有下降,就对学习率减半", "if the cost does not fall, halve the learning rate"),
 )
 PLATEAU_SMALL_UPDATES = 0.5  # a high plateau with updates below half the healthy ratio: advise raising the lr
 PLATEAU_RAISE_CAP = 10.0  # ...by at most 10x

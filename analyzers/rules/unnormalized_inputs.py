@@ -32,13 +32,14 @@ from logformat import tags as T
 RULE_ID = "unnormalized_inputs"
 NAME = "unnormalized inputs"  # what the finding is called where it is listed under another
 INPUT_SOURCE = cite(
-    ("000", 11, "X-=numpy.mean(X,axis=0) # 即X的每一列都减去该列的均值"),
-    ("000", 13, "X/=numpy.std(X,axis=0) # 数据归一化。"),
+    ("000", 11, "X-=numpy.mean(X,axis=0) # 即X的每一列都减去该列的均值", "subtract from each column of X the column's mean"),
+    ("000", 13, "X/=numpy.std(X,axis=0) # 数据归一化。", "divide by the standard deviation: normalize the data"),
     (
         "001",
         42,
         "zero-center ,这个挺常用的. X -= np.mean(X, axis = 0) # "
         "zero-center X /= np.std(X, axis = 0) # normalize",
+        "zero-centering is quite common: subtract the mean, then divide by the standard deviation",
     ),
 )
 INPUT_MAX_ABS_MEAN = 1.0  # warning: |mean| of the input batch above 1 (raw 0-255 pixels: ~120)

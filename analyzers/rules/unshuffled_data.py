@@ -28,7 +28,7 @@ from logformat import tags as T
 
 RULE_ID = "unshuffled_data"
 NAME = "unshuffled data"  # what the finding is called where it is listed under another
-SHUFFLE_SOURCE = cite(("001", 54, "尽量对数据做shuffle"), ("001", 108, "样本要足够随机"))
+SHUFFLE_SOURCE = cite(("001", 54, "尽量对数据做shuffle", "shuffle the data whenever you can"), ("001", 108, "样本要足够随机", "the samples must be random enough"))
 def check(run: Run) -> Iterable[Finding]:
     """Batches hold far fewer classes than the data has: the data arrives sorted.
 

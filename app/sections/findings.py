@@ -14,6 +14,7 @@ from analyzers.findings import Finding
 from analyzers.formatting import evidence_items, plain, symptom_list
 from analyzers.layer_names import describe
 from analyzers.rules import ALL_RULES
+from analyzers.rules.common import quotes
 from analyzers.run import Run
 from analyzers.summary import end_of_run_advice
 from app.catalog import charts_of
@@ -83,7 +84,7 @@ def card(group: list[Finding], d: Diagnosis) -> None:
                 "**What to do**\n\n" + "\n".join(f"{i}. {prose(a)}" for i, a in enumerate(first.advice, 1))
             )
         if first.source:
-            st.caption(f"Source: {md(first.source)}")
+            source(first.source)
         links = [f"[{chart.title} chart ↓](#{chart.anchor})" for chart in charts_of(first.rule, run)]
         if links:
             st.markdown(
@@ -125,6 +126,21 @@ def symptoms(explained: list[Finding], run: Run) -> None:
                 )
 
 
+def source(text: str) -> None:
+    """The lines the advice rests on: each Chinese quote with its English gloss beside it."""
+    cited = quotes(text)
+    if not cited:
+        st.caption(f"Source: {md(text)}")
+        return
+    st.caption(
+        "Source:  \n"
+        + "  \n".join(
+            f"{doc} line {line}: “{md(quote)}”" + (f" · *{md(gloss)}*" if gloss else "")
+            for doc, line, quote, gloss in cited
+        )
+    )
+
+
 def where(f: Finding, run: Run) -> str:
     parts = [code(f.rule)]
     if f.step is not None:
@@ -158,7 +174,7 @@ def general(d: Diagnosis) -> None:
     with st.expander(f"General advice for a finished run ({len(advice)})", icon=":material/lightbulb:"):
         for a in advice:
             st.markdown(f"**{prose(a.title)}**  \n{prose(a.message)}")
-            st.caption(f"Source: {md(a.source)}")
+            source(a.source)
 
 
 def skipped(d: Diagnosis) -> None:
