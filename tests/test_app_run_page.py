@@ -270,3 +270,41 @@ def test_the_source_shows_each_quote_with_its_gloss_beside_it():
     assert any(
         "如果loss曲线表现出线性" in s and "a loss curve that looks linear, falling slowly" in s for s in sources
     )
+
+
+# -- logged, not shown -------------------------------------------------------------------
+
+
+def test_what_the_log_holds_and_no_chart_draws_is_listed_once(tmp_path):
+    """A real SummaryWriter log with an image, a text and a histogram under a name no chart reads."""
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    writer = SummaryWriter(str(tmp_path / "a"))
+    for step in range(20):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        writer.add_scalar("train/loss", loss.item(), step)
+        if step % 10 == 0:
+            writer.add_histogram("fc1_weights", model[0].weight, step)
+            writer.add_image("inputs", np.random.rand(3, 8, 8), step)
+            writer.add_text("notes", f"step {step}", step)
+    writer.close()
+    at = open_run("a", tmp_path)
+    assert [s.value for s in at.subheader].count("Logged, not shown") == 1
+    listed = next(c.value for c in at.caption if "TrainScope does not draw" in c.value)
+    assert "`inputs` (image)" in listed and "`notes/text_summary` (text)" in listed
+    assert "`fc1_weights` (histogram)" in listed
+
+
+def test_a_run_that_logs_only_what_is_drawn_lists_nothing():
+    at = open_run("healthy_mlp")
+    assert "Logged, not shown" not in [s.value for s in at.subheader]

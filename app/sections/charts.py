@@ -26,7 +26,7 @@ from app import thresholds as TH
 from app import xaxis as X
 from app.catalog import Chart, charts_of
 from app.csvdata import series_csv
-from app.escape import code
+from app.escape import code, md
 from app.figures.common import TRAIN_COLOR, VAL_COLOR
 from app.frame import guard
 from app.series import spans
@@ -148,6 +148,7 @@ def show(d: Diagnosis) -> None:
             + COLLECTOR_HINT,
             icon=":material/visibility_off:",
         )
+    not_shown(run)
     for chart in drawing_order(list(drawn), [*d.roots, *d.findings], run):
         view = View(
             smoothing,
@@ -159,6 +160,20 @@ def show(d: Diagnosis) -> None:
         )
         with slots[chart].container(), guard(f"{chart.title} chart"):
             drawn[chart](run, view)
+
+
+def not_shown(run: Run) -> None:
+    """What the log holds that no chart draws (images, text, audio, the model graph, histograms
+    under names no chart reads), listed once, so that its absence from the charts is not
+    taken for missing data."""
+    if not run.not_shown:
+        return
+    st.subheader("Logged, not shown", anchor="not-shown")
+    st.caption(
+        f"This run's log also holds {len(run.not_shown)} thing(s) TrainScope does not draw; "
+        "TensorBoard shows them: "
+        + ", ".join(f"{code(tag)} ({md(kind)})" for tag, kind in run.not_shown.items())
+    )
 
 
 # -- one function per chart ---------------------------------------------------------
