@@ -28,7 +28,8 @@ canonical one (``sum(a_loss, b_loss)`` where `train_loss` added up a run's loss 
 What a foreign log says of itself goes under run.json's keys in `Run.meta`: its
 hyperparameters, and its status only where the log records the end (Trainer's last
 log entry, MLflow's status, W&B's exit record). `Run.last_wall_time` is the newest
-clock time its points carry.
+clock time its points carry; `Run.not_shown` what it logged that is not drawn
+(images, text, the model graph, ...).
 
 The flow, one job per module: `discovery` (which directories and files are runs,
 folding the layouts that spread one run over several directories) -> `sources` (one
@@ -38,7 +39,10 @@ reader per file or run directory, each reading only what changed: `eventdecode` 
 `mlflow_store`, `wandb` for the other formats) -> `tagmap` and `eval_sets` (foreign ->
 canonical names), `train_loss` (the training loss of a run that names none) ->
 `assemble` (raw series -> `Run`; `series` grows them, latest value per step;
-`shards` sums a sharded run's parts) -> `logdir` (the reader).
+`shards` sums a sharded run's parts) -> `logdir` (the reader), which also calls a run
+whose run.json says ``running`` stopped once it has been silent far longer than its step
+time (`liveness`: a killed process cannot say so), and fences every reader: whatever one
+file's parser raises is one problem line for that file.
 """
 
 from analyzers.reading.logdir import NO_RUNS_FOUND, LogDirReader, LogDirSnapshot, read_logdir, unreadable

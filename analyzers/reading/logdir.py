@@ -22,12 +22,15 @@ hidden; one with other tags is a run of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from analyzers.reading import discovery as D
+from analyzers.reading import liveness as L
 from analyzers.reading.assemble import build_run
 from analyzers.reading.eventdecode import DecodedEvents
 from analyzers.reading.series import HistogramColumn, ScalarColumn, merge_series
@@ -49,6 +52,7 @@ from analyzers.reading.sources import (
 from analyzers.reading.tagmap import TagMapper, TagRule
 from analyzers.run import Run, Series
 from logformat import runjson as RJ
+from logformat import tags as T
 
 SOURCE_TRAINSCOPE = "trainscope"
 SOURCE_TENSORBOARD = "tensorboard"
@@ -123,6 +127,10 @@ class _RunState:
     notes: tuple[str, ...] = ()  # what discovery says of the run's layout
     dirty: bool = True
     runs: dict[str, Run] = field(default_factory=dict)  # by name: one, or one per key of a CSV log
+    # A run whose run.json says "running": its files and silence limit (`liveness`), and
+    # whether it was last judged killed; rechecked every refresh, rebuilt when that flips.
+    watch: tuple[tuple[str, ...], float] | None = None
+    killed: bool = False
 
 
 class LogDirReader:
@@ -184,10 +192,15 @@ class LogDirReader:
         owned: dict[str, list[D.SourceFile]] = {}
         for file in self._files.values():
             owned.setdefault(self._owner(file), []).append(file)
+        now = time.time()
         for run_dir in sorted(self._states):
             state = self._states[run_dir]
             if self._hidden(run_dir):
                 continue
+            if not state.dirty and state.watch is not None:
+                paths, limit = state.watch
+                written = L.last_write(paths)
+                state.dirty = written is not None and (now - written > limit) != state.killed
             if state.dirty:
                 try:
                     state.runs = self._build(run_dir, state, owned.get(run_dir, []))
@@ -376,6 +389,15 @@ class LogDirReader:
         raw_histograms = {tag: c.snapshot() for tag, c in state.histograms.items() if len(c)}
         run = self._assemble(name, run_dir, source, raw_scalars, raw_histograms, meta, problems, epochs,
                              state.not_shown)
+        state.watch, state.killed = None, False
+        if run.meta.get(RJ.K_STATUS) == RJ.STATUS_RUNNING:
+            paths = tuple(f.path for f in files)
+            loss = run.scalar(T.TRAIN_LOSS)
+            state.watch = (paths, L.silence_limit(loss))
+            stopped = L.killed(run.meta, loss, L.last_write(paths), time.time())
+            if stopped is not None:
+                state.killed = True
+                run = dataclasses.replace(run, meta={**run.meta, **stopped})
         return {name: run}
 
     def _unbuilt(self, run_dir: str, files: list[D.SourceFile], exc: Exception) -> dict[str, Run]:
