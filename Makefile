@@ -19,11 +19,12 @@ test: setup
 	$(PY) -m pytest -q
 
 # The dashboard on http://localhost:8501 (PORT=8600 for another port, ADDRESS=0.0.0.0 to
-# serve other machines). Without LOGDIR=... on the command line it opens on the bundled sample runs.
+# serve other machines), usage statistics off, set in code (app/serve.py). Without LOGDIR=...
+# on the command line it opens on the bundled sample runs.
 ADDRESS ?= localhost
 PORT ?= 8501
 dashboard: setup
-	$(PY) -m streamlit run app/main.py --server.address $(ADDRESS) --server.port $(PORT) -- \
+	$(PY) -m app --address $(ADDRESS) --port $(PORT) \
 		$(if $(filter command line environment,$(origin LOGDIR)),--logdir $(LOGDIR))
 
 diagnose: setup
