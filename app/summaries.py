@@ -52,12 +52,24 @@ def health(d: Diagnosis) -> str:
 
 def headline(d: Diagnosis) -> str:
     """The top root cause's title and what it explains; else why the run is ok or still waiting."""
+    title, explains = finding_and_symptoms(d)
+    return f"{title} (explains: {explains})" if explains else title
+
+
+def finding_and_symptoms(d: Diagnosis) -> tuple[str, str]:
+    """`headline` in two parts, for a table that gives each its column: the top root
+    cause's title (or why the run is ok or waiting), and the symptoms it explains ("" if none)."""
     state = health(d)
     if state in (CRITICAL, WARNING):
         root = d.roots[0]
         text = root.title.replace("`", "")  # plain text: the rules' quotes around names dropped
         explained = d.explained_by(root)
-        return f"{text} (explains: {symptom_list(explained)})" if explained else text
+        return text, symptom_list(explained) if explained else ""
+    return _calm(d), ""
+
+
+def _calm(d: Diagnosis) -> str:
+    """Why a run without a warning is calm: nothing logged yet, checks still waiting, or nothing found."""
     if not any(len(s) for s in d.run.scalars.values()):
         return "nothing logged yet"
     waiting = [s.rule for s in d.skipped if s.reason.startswith(NOT_ENOUGH_DATA)]
@@ -132,28 +144,32 @@ def runs_table(diagnoses: Mapping[str, Diagnosis], now: float | None = None) -> 
         d = diagnoses[name]
         by_severity = {s: sum(f.severity == s for f in d.findings) for s in (CRITICAL, WARNING, "info")}
         logged = last_logged(d.run)
+        finding, explains = finding_and_symptoms(d)
         rows.append(
             {
                 "health": health(d),
                 "run": name,
-                "most severe finding": headline(d),
+                "most severe finding": finding,
+                "last logged": f"{age(now - logged)} ago" if logged is not None else "",
+                "explains": explains,
                 "critical": by_severity[CRITICAL],
                 "warnings": by_severity[WARNING],
                 "last step": last_step(d.run),
                 "status": d.run.status or "",
-                "last logged": f"{age(now - logged)} ago" if logged is not None else "",
                 "source": d.run.source,
             }
         )
+    # What a 1400 px window shows beside the sidebar first; the rest scrolls into view.
     columns = [
         "health",
         "run",
         "most severe finding",
+        "last logged",
+        "explains",
         "critical",
         "warnings",
         "last step",
         "status",
-        "last logged",
         "source",
     ]
     return pd.DataFrame(rows, columns=columns)

@@ -375,4 +375,4 @@ def test_the_runs_table_names_each_run_s_top_root_cause():
     table = at.dataframe[0].value
     row = table[[n == "bad_init_scale" for n in run_names(table)]].iloc[0]
     assert row["most severe finding"].startswith("Initial weight scale too small")
-    assert row["most severe finding"].endswith("(explains: dead ReLUs in 2 layers)")
+    assert row["explains"] == "dead ReLUs in 2 layers"

@@ -107,7 +107,8 @@ def table(opened: frame.Opened, chosen: list[str]) -> None:
         column_config={
             "health": st.column_config.TextColumn("health", width=130),
             "run": st.column_config.LinkColumn("run", width=170, pinned=True, help="Click to open the run"),
-            "most severe finding": st.column_config.TextColumn("most severe finding", width=330),
+            "most severe finding": st.column_config.TextColumn("most severe finding", width=400),
+            "explains": st.column_config.TextColumn("explains", help="Symptoms the finding explains"),
             **{c: st.column_config.NumberColumn(c, width="small") for c in VALUE_COLUMNS},
             **{h: st.column_config.Column(h, help=f"hyperparameter {code(h)}") for h in hparams},
         },
@@ -123,14 +124,15 @@ def side_by_side(diagnoses: dict, names: list[str]) -> pd.DataFrame:
             {
                 "run": name,
                 "health": summaries.health(d),
-                "most severe finding": summaries.headline(d),
+                "most severe finding": summaries.finding_and_symptoms(d)[0],
+                "explains": summaries.finding_and_symptoms(d)[1],
                 "last step": summaries.last_step(run),
                 VALUE_COLUMNS[0]: last_finite(run.scalar(T.TRAIN_LOSS)),
                 VALUE_COLUMNS[1]: best(run.scalar(T.VAL_LOSS), np.nanmin),
                 VALUE_COLUMNS[2]: best(run.scalar(T.VAL_ACC), np.nanmax),
             }
         )
-    return pd.DataFrame(rows, columns=["run", "health", "most severe finding", "last step", *VALUE_COLUMNS])
+    return pd.DataFrame(rows, columns=["run", "health", "most severe finding", "last step", *VALUE_COLUMNS, "explains"])
 
 
 def last_finite(series) -> float | None:

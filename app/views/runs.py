@@ -38,7 +38,7 @@ def runs_overview() -> None:
     if table.empty:
         st.info("No run matches the filter.", icon=":material/filter_alt_off:")
         return
-    same = [c for c in ("status", "source") if table[c].nunique() == 1]
+    same = [c for c in ("status", "source", "explains") if table[c].nunique() == 1]
     table = table.drop(columns=same)  # a column saying the same for every run says nothing
     table, hparams, more = tables.with_hparams(table, opened.snapshot.runs)
     table, name_of = tables.linked(table, current().logdir)
@@ -64,18 +64,22 @@ def runs_overview() -> None:
 
 
 def column_config(hparams: list[str]) -> dict:
-    """Widths that fit a 1400 px window with the sidebar open: health, name, finding and
-    "last logged" in view; the hyperparameters after them."""
+    """Widths that fit a 1400 px window with the sidebar open: name, health, finding and
+    "last logged" in view (about 900 px); what the finding explains, the counts and the
+    hyperparameters scroll into view beside the pinned run name."""
     config = {
-        "health": st.column_config.TextColumn("health", help=HEALTH_HELP, width=130),
         "run": st.column_config.LinkColumn(
-            "run", help="The run's path inside the log dir; click to open it", width=170, pinned=True
+            "run", help="The run's path inside the log dir; click to open it", width=185, pinned=True
         ),
-        "most severe finding": st.column_config.TextColumn("most severe finding", width=330),
+        "health": st.column_config.TextColumn("health", help=HEALTH_HELP, width=125),
+        "most severe finding": st.column_config.TextColumn(
+            "most severe finding", help="The top root cause (its symptoms under explains)", width=460
+        ),
+        "last logged": st.column_config.TextColumn("last logged", width=95),
+        "explains": st.column_config.TextColumn("explains", help="Symptoms the finding explains", width=260),
         "critical": st.column_config.NumberColumn("critical", width=60),
         "warnings": st.column_config.NumberColumn("warnings", width=70),
         "last step": st.column_config.NumberColumn("last step", width=75),
-        "last logged": st.column_config.TextColumn("last logged", width=95),
     }
     for name in hparams:
         config[name] = st.column_config.Column(name, help=f"hyperparameter {code(name)}")
