@@ -109,7 +109,9 @@ def measured_edges(positions: np.ndarray, bins: int) -> np.ndarray:
     to the next measurement, which is what the measurement stands for. `positions`
     need not be sorted or unique; the last edge lies just past the last position.
     """
-    u = np.unique(np.asarray(positions, dtype=np.float64))
+    u = np.asarray(positions, dtype=np.float64)
+    if u.shape[0] > 1 and not (np.diff(u) > 0).all():  # one layer's steps are sorted already
+        u = np.unique(u)
     u = u[np.isfinite(u)]
     if u.shape[0] == 0:
         return np.array([-0.5, 0.5])

@@ -87,7 +87,10 @@ def layer_heatmap(
     before its first and after its last measurement.
     """
     names = [label(name) for name, _ in layers]
-    measured = [s.steps for _, s in layers if len(s)]
+    measured: list[np.ndarray] = []
+    for _, s in layers:  # layers measured together share their steps: each distinct set once
+        if len(s) and not any(m.shape == s.steps.shape and np.array_equal(m, s.steps) for m in measured):
+            measured.append(s.steps)
     edges = S.measured_edges(np.concatenate(measured) if measured else np.array([]), bins)
     raw = (
         np.vstack([S.hold(S.bin_max(s.steps, np.abs(s.values), edges), S.bin_counts(s.steps, edges)) for _, s in layers])
