@@ -110,3 +110,67 @@ def test_a_root_cause_shows_with_its_symptoms_folded_under_it(dashboard, tmp_pat
             assert shot.stat().st_size > 10_000
         finally:
             browser.close()
+
+
+def _open_run_link(page, grid, row: int):
+    """Click the run link of `row` (0 = first) of a runs table; the link opens a new tab.
+
+    The table is drawn on a canvas: the cell is found by its place (row ticks 35 px wide,
+    rows and header 35 px high, the pinned run column first)."""
+    box = grid.bounding_box()
+    assert box is not None
+    with page.context.expect_page(timeout=PAGE_TIMEOUT_MS) as opened:
+        page.mouse.click(box["x"] + 35 + 30, box["y"] + 35 * (row + 1) + 17)
+    return opened.value
+
+
+def test_filter_runs_open_one_by_its_link_switch_the_x_axis_and_share_a_url(dashboard, tmp_path):
+    """Issue 21 in a real browser: filter the Runs table, open a run by clicking its name,
+    load a Compare link with another log dir in a fresh tab and switch its x axis to epochs,
+    and a link to a run the log dir does not hold says so."""
+    from playwright.sync_api import sync_playwright
+
+    fixtures = ROOT / "tests" / "fixtures"
+    lightning = "lightning/tb/version_0"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(dashboard, timeout=PAGE_TIMEOUT_MS)
+            grid = page.locator("[data-testid='stDataFrame']").first
+            grid.wait_for(timeout=PAGE_TIMEOUT_MS)
+            page.screenshot(path=str(tmp_path / "runs.png"))
+            box = page.get_by_role("textbox", name="Filter runs")
+            box.fill("LR_TOO")
+            box.press("Enter")
+            page.get_by_text("2 of 28 runs match").wait_for(timeout=PAGE_TIMEOUT_MS)
+            assert "filter=LR_TOO" in page.url  # the filtered view can be linked
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(tmp_path / "runs-filtered.png"))
+
+            run_page = _open_run_link(page, grid, 0)  # worst first: lr_too_high_oscillating
+            run_page.wait_for_load_state()
+            assert "run=lr_too_high_oscillating" in run_page.url and "logdir=" in run_page.url
+            run_page.get_by_role("heading", name="lr_too_high_oscillating").wait_for(timeout=PAGE_TIMEOUT_MS)
+            run_page.get_by_text("What to do").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+            run_page.close()
+
+            # A link someone shared: the Compare page of another log dir, opened in a fresh tab.
+            shared = browser.new_page(viewport={"width": 1400, "height": 1000})
+            shared.goto(
+                f"{dashboard}/compare?compare={lightning}&compare=hf_trainer&logdir={fixtures}",
+                timeout=PAGE_TIMEOUT_MS,
+            )
+            shared.locator(".js-plotly-plot").nth(5).wait_for(timeout=PAGE_TIMEOUT_MS)  # six metrics at once
+            assert shared.get_by_role("textbox", name="Log dir").input_value() == str(fixtures)
+            shared.get_by_role("radiogroup", name="X axis").get_by_role("radio", name="epoch", exact=True).click()
+            shared.locator(".js-plotly-plot .xtitle", has_text="epoch").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+            assert "x_axis=epoch" in shared.url
+            assert shared.locator("[data-testid='stException']").count() == 0
+            shared.wait_for_timeout(500)
+            shared.screenshot(path=str(tmp_path / "compare.png"))
+
+            shared.goto(f"{dashboard}/run?run=no_such_run", timeout=PAGE_TIMEOUT_MS)
+            shared.get_by_text("No run named").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+        finally:
+            browser.close()

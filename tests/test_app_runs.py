@@ -8,6 +8,7 @@ MLflow and W&B logs of tests/fixtures.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -205,7 +206,7 @@ def test_the_epoch_counter_is_an_axis_not_a_metric():
     assert len({a.unit for a in placed.values()}) == 1  # one unit for every run of the page
     # A run whose only series beyond the canonical ones is the epoch counter has no "other series" chart.
     lightning = snapshot.runs[LIGHTNING]
-    only_epoch = type(lightning)(**{**lightning.__dict__, "unmapped": {"epoch": lightning.unmapped["epoch"]}})
+    only_epoch = dataclasses.replace(lightning, unmapped={"epoch": lightning.unmapped["epoch"]})
     assert not catalog.OTHER.available(only_epoch) and catalog.OTHER.available(lightning)
 
 
@@ -337,3 +338,4 @@ def test_compare_filter_narrows_the_runs_offered():
     at.text_input(key="filter").set_value("lr_too").run()
     offered = clean(at).multiselect(key="compare").options
     assert sorted(offered) == ["healthy_mlp", "lr_too_high_oscillating", "lr_too_low"]  # the chosen run stays
+

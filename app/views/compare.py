@@ -46,14 +46,14 @@ def compare_runs() -> None:
         st.info("The chosen runs log no scalar signals yet.")
         return
 
-    metric_col, x_col, smoothing_col = st.columns([4, 3, 2], vertical_alignment="bottom")
-    shown = metric_col.multiselect(
+    shown = st.multiselect(
         "Metrics",
         offered,
         default=comparison.default_metrics(offered),
         key=KEY_METRICS,
         bind="query-params",
     )
+    x_col, smoothing_col = st.columns([3, 2], vertical_alignment="bottom")
     axis_name = x_col.segmented_control(
         "X axis",
         [a for a in xaxis.AXES if any(a in xaxis.choices(r) for r in runs)],
