@@ -14,6 +14,7 @@ imported, constructed or called.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,12 @@ BATCH_SIZE_KEYS = ("batch_size", "train_batch_size")
 MAX_VALUE_CHARS = 500
 # Hyperparameters kept per run; a config dumped whole can hold thousands of entries.
 MAX_HPARAMS = 1000
+# The text of a value that is not a short list of scalars. Bounded in depth and width, not
+# only cut afterwards: YAML aliases can make a few lines a structure of 10^8 entries
+# ("billion laughs"), which a full repr would expand before anything is cut.
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 3, MAX_VALUE_CHARS, MAX_VALUE_CHARS
+_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = _SHORT_REPR.maxdict = _SHORT_REPR.maxset = 16
 _PYTHON_TUPLE = "tag:yaml.org,2002:python/tuple"
 _SEP = "."
 
@@ -75,7 +82,7 @@ def _plain(value: Any) -> Any:
         v is None or isinstance(v, (bool, int, float, str)) for v in value
     ):
         return [_plain(v) for v in value]
-    text = value if isinstance(value, str) else repr(value)
+    text = value if isinstance(value, str) else _SHORT_REPR.repr(value)
     return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "…"
 
 
