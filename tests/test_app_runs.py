@@ -16,6 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from analyzers.reading import read_logdir
+from analyzers.reading import hf_args
 from analyzers.reading.hparams import run_hparams
 from app import catalog, comparison, links, tables, xaxis
 from app.runfilter import filter_runs
@@ -164,9 +165,18 @@ def test_hparams_of_every_kind_of_log_are_read():
     assert mlflow and all(run_hparams(r.meta)["optimizer"] == "SGD" for r in mlflow)
     assert {run_hparams(r.meta)["epochs"] for r in mlflow} == {2, 5}
     assert wandb and all(run_hparams(r.meta)["model.width"] == 64 for r in wandb)
-    assert run_hparams(snapshot.runs[HF].meta)["batch_size"] == 32
+    hf = run_hparams(snapshot.runs[HF].meta)  # the Trainer's arguments, from its TensorBoard text summary
+    assert hf["learning_rate"] == 0.05 and hf["per_device_train_batch_size"] == 32 and hf["optim"] == "adamw_torch_fused"
+    assert "batch_size" not in hf and "output_dir" not in hf  # named once; paths say nothing of training
+    attempts = {n: run_hparams(snapshot.runs[n].meta) for n in ("hf_attempts/runs/attempt1", "hf_attempts/runs/attempt2")}
+    assert tables.differing(attempts) == (["learning_rate"], 0)
     sample = read_logdir(RUNS_DIR).runs["overfitting"]
     assert run_hparams(sample.meta)["optimizer"] == "adam" and run_hparams(sample.meta)["batch_size"] == 20
+
+
+@pytest.mark.parametrize("text", ["", "[1, 2]", "{not json", '{"learning_rate": {"nested": 1}}', "x" * (2 << 20)])
+def test_hf_arguments_that_are_not_a_json_object_give_no_hyperparameters(text):
+    assert hf_args.parse(text) == {}
 
 
 def test_only_hyperparameters_that_differ_become_columns_the_usual_suspects_first():

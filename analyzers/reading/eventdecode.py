@@ -16,11 +16,13 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
 
+from analyzers.reading import hf_args
 from analyzers.reading import templates as TP
 from analyzers.reading import tensors as TN
 
 HISTOGRAMS_PLUGIN = "histograms"
 HPARAMS_PLUGIN = "hparams"
+TEXT_PLUGIN = "text"
 # What a run logged that the tool reads but does not draw, in words, by TensorBoard plugin
 # name (`Run.not_shown`); a plugin not named here is listed under its own name.
 NOT_SHOWN_KINDS = {"images": "image", "image": "image", "audio": "audio", "text": "text",
@@ -229,6 +231,9 @@ class EventDecoder:
 
     def _tensor(self, value, tag, index, step, wall, scalars, histograms, out: DecodedEvents) -> None:
         plugin = self.plugin_of.get(tag, "")
+        if plugin == TEXT_PLUGIN and tag == hf_args.TAG:  # the HF Trainer's arguments: hyperparameters
+            out.hparams.update(hf_args.from_text_summary(value.tensor.string_val))
+            return
         if plugin not in ("", TP.SCALARS_PLUGIN, HISTOGRAMS_PLUGIN):
             out.not_shown[tag] = NOT_SHOWN_KINDS.get(plugin, plugin)  # text, images, ...: listed, not read
             return
