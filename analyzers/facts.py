@@ -165,7 +165,7 @@ def weight_decay(run: Run) -> float | None:
 def model_layers(run: Run) -> list[Mapping[str, Any]]:
     """run.json's model layer list (in module order), or [] for foreign runs."""
     model = run.meta.get(R.K_MODEL) if run.meta else None
-    layers = model.get("layers") if isinstance(model, Mapping) else None
+    layers = model.get(R.M_LAYERS) if isinstance(model, Mapping) else None
     return [layer for layer in layers if isinstance(layer, Mapping)] if isinstance(layers, list) else []
 
 
@@ -198,8 +198,8 @@ def natural_sorted(names: Iterable[str]) -> list[str]:
 def functional_relu_consumers(run: Run) -> frozenset[str]:
     """Layers whose dead-unit share was measured at their input (ReLU called as F.relu)."""
     model = run.meta.get(R.K_MODEL) if run.meta else None
-    activations = model.get("activations") if isinstance(model, Mapping) else None
-    names = activations.get("relu_functional_at_input_of") if isinstance(activations, Mapping) else None
+    activations = model.get(R.M_ACTIVATIONS) if isinstance(model, Mapping) else None
+    names = activations.get(R.M_RELU_FUNCTIONAL) if isinstance(activations, Mapping) else None
     return frozenset(str(n) for n in names) if isinstance(names, list) else frozenset()
 
 

@@ -14,13 +14,14 @@ import numpy as np
 
 from analyzers.findings import Finding
 from analyzers.rules import RULE_MODULES
+from logformat.runjson import json_safe
 
 # What each rule's finding is called in a list of symptoms ("dead ReLUs"), by rule id.
 RULE_NAMES = {m.RULE_ID: m.NAME for m in RULE_MODULES}
 
 
 def plain(value: Any) -> Any:
-    """JSON-safe copy: numpy to Python, non-finite floats to strings."""
+    """JSON-safe copy: numpy to Python, non-finite floats to strings ("NaN", "Infinity")."""
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -30,7 +31,7 @@ def plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return json_safe(value)  # the project's one policy (logformat/runjson.py)
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)

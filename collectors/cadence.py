@@ -1,15 +1,13 @@
 """Which steps get the per-step statistics: the gradient norms (and batch accuracy
 where the logits are too large to keep until the flush: collectors/deferred_accuracy.py).
 
-They cost a pass over every gradient plus a few small kernels. On the overhead
-benchmark's 0.8M-parameter MLP on a 2-core CPU that was ~0.2 ms of host time in a
-3.5 ms step with the accuracy's five kernels (since moved to the flush), and more
-inside the step (its own work has just left the caches cold): recorded on every step
-they put the collector at ~1.09x that step, against ~1.04x spread out
-(`benchmarks/collector_overhead.py --breakdown`). On a launch-bound GPU
-step they are ~8 kernel launches. On a model whose step takes 100 ms they are lost
-in the noise. No fixed interval suits both, so the collector measures what recording
-them costs and spreads them out just enough to stay within a share of the training
+They cost a pass over every gradient plus a few small kernels: on a small model with
+a fast CPU step that is a visible share of the step (more inside the step than in a
+loop of its own, since the step's own work has just left the caches cold), on a
+launch-bound GPU step a few kernel launches, and on a model whose step takes 100 ms
+nothing measurable (docs/performance.md has the readings). No fixed interval suits
+all of them, so the collector measures what recording them costs and spreads them
+out just enough to stay within a share of the training
 time (`stats_budget`): every step where they fit, every k-th step where they do not.
 The first steps of a run always get them: that is where a bad initialization or
 learning rate shows, and a short run spends little time on them in absolute terms.
@@ -20,13 +18,14 @@ the gradients back from caches the step has since filled, and on a GPU their ker
 device time is not in it. So, once the statistics are spread out, the cadence also
 compares the time of steps with them against steps without them (steps with nothing
 else added: no sampled signals, noise window or histograms), and counts whichever of
-the two costs is larger. On the benchmark's models the step-time difference came out
-at 1.0-1.4x the host time.
+the two costs is larger.
 """
 
 from __future__ import annotations
 
 import math
+
+from logformat.schedule import next_multiple, on_multiple
 
 # Every step for the first 200 steps, whatever they cost: the gradient rules need 50
 # points before they judge, and the start of a run is where it goes wrong first.
@@ -88,21 +87,21 @@ class StatsCadence:
 
     def due(self, step: int) -> bool:
         if step < FULL_START:
-            return step % self.every == 0
+            return on_multiple(step, self.every)
         if self.budget is None:
-            return step % self.later_every == 0
+            return on_multiple(step, self.later_every)
         return self._last is None or step - self._last >= self.stride
 
     def next_due(self, step: int) -> int:
         """The first step from `step` on that `due` accepts; it holds until `recorded` is
         called again (nothing else moves the schedule)."""
         if step < FULL_START:
-            following = step + (-step) % self.every
+            following = next_multiple(step, self.every)
             if following < FULL_START:
                 return following
             step = FULL_START
         if self.budget is None:
-            return step + (-step) % self.later_every
+            return next_multiple(step, self.later_every)
         return step if self._last is None else max(step, self._last + self.stride)
 
     def recorded(self, step: int, cost_seconds: float) -> None:

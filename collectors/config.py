@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from logformat.schedule import Schedule
 
 
 @dataclass(frozen=True)
@@ -15,32 +18,27 @@ class CollectorConfig:
     # Share of the training time those statistics may take on average after a run's
     # first 200 steps; where they cost more (small models with fast steps) they are
     # spread to every k-th step, k <= 8 (collectors/cadence.py, which also says how
-    # their cost is measured). 0.5%: the collector's 5% must also hold the sampled
-    # signals and its bookkeeping, up to 4.5% together on the overhead benchmark's MLP
-    # (a 2-core CPU; with 1%, that run measured 1.03-1.06 from one run to the next).
-    # None: keep to `stats_every` whatever they cost, the same steps in every run (the
-    # sample runs do).
+    # their cost is measured). A small share because the collector's whole cost must
+    # stay small beside a fast step, and the sampled signals and its bookkeeping need
+    # the rest of it (docs/performance.md has the measured split). None: keep to
+    # `stats_every` whatever they cost, the same steps in every run (the sample runs do).
     stats_budget: float | None = 0.005
     # Steps between samples of the expensive signals (update ratios, weight norms,
     # activations, input and label statistics). Each sample costs a copy of the
     # weights and a few reductions; 1 in 50 keeps their average cost small while a
-    # 1,000-step run still gets 20 samples. On the overhead benchmark's 0.8M-parameter
-    # MLP (a 2-core CPU) they came to ~2% of the step time with histograms every 200th
-    # step, of which the noise window 1.0% and the histograms 0.6%.
+    # 1,000-step run still gets 20 samples.
     every: int = 50
     # Steps between weight/gradient histograms: the most expensive sample (several passes
-    # over every weight and gradient: on the overhead benchmark's MLP a histogram step
-    # took ~2.5 ms more than a sampled step, where a training step takes 3.4 ms) and
-    # the slowest-moving picture, which no rule reads: a 10,000-step run still gets
-    # 20 of them.
+    # over every weight and gradient) and the slowest-moving picture, which no rule
+    # reads: a 10,000-step run still gets 20 of them.
     histogram_every: int = 500
     # Buckets per histogram, as TensorBoard's default view.
     histogram_bins: int = 30
     # Consecutive steps whose gradients are averaged for the large-batch side of the
     # gradient-noise-scale estimate; a window starts at every sampled step. Five steps
     # make B_big = 5·B: |G_small|² − |G_big|² keeps 80% of tr(Σ)/B (ten would keep
-    # 90%) while each window step is a pass over every gradient (ten of them took
-    # 2.4% of the overhead benchmark's MLP step on CPU, five half that).
+    # 90%), and each window step is a pass over every gradient, so ten would cost
+    # twice as much for a tenth more of the signal.
     noise_window: int = 5
     # Decay of the EMAs of tr(Σ) and |G|² before dividing (McCandlish et al. smooth
     # numerator and denominator separately: their ratio of noisy estimates is biased).
@@ -65,28 +63,26 @@ class CollectorConfig:
         if not 0.0 <= self.noise_ema < 1.0:
             raise ValueError(f"CollectorConfig.noise_ema must be in [0, 1), got {self.noise_ema}")
 
+    @functools.cached_property
+    def schedule(self) -> Schedule:
+        """Which steps get what (logformat/schedule.py, which the readers share)."""
+        return Schedule(self.every, self.noise_window, self.histogram_every, self.histograms, self.noise_scale)
+
+    # The schedule's questions, asked of the settings.
     def is_sampled(self, step: int) -> bool:
-        return step % self.every == 0
+        return self.schedule.is_sampled(step)
 
     def is_histogram_step(self, step: int) -> bool:
-        return self.histograms and step % self.histogram_every == 0
+        return self.schedule.is_histogram_step(step)
 
     def in_noise_window(self, step: int) -> bool:
-        return self.noise_scale and step % self.every < min(self.noise_window, self.every)
+        return self.schedule.in_noise_window(step)
 
     def adds_sampled_work(self, step: int) -> bool:
-        """Whether `step` is sampled, has histograms or is in a noise window."""
-        return self.is_sampled(step) or self.is_histogram_step(step) or self.in_noise_window(step)
+        return self.schedule.adds_sampled_work(step)
 
     def next_sampled_work(self, step: int) -> int:
-        """The first step from `step` on for which `adds_sampled_work` holds: the steps
-        before it need no planning (noise windows open at sampled steps)."""
-        if self.adds_sampled_work(step):
-            return step
-        following = step + (-step) % self.every
-        if self.histograms:
-            following = min(following, step + (-step) % self.histogram_every)
-        return following
+        return self.schedule.next_sampled_work(step)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

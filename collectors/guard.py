@@ -14,6 +14,18 @@ from typing import Any, Callable, TypeVar
 
 R = TypeVar("R")
 
+# Parts that more than one module switches or reads (the others are named where used).
+# The part that keeps the loss by reference; its error (the loss changed in place
+# before the flush) switches it off, and losses are copied from then on.
+BORROWING = "loss by reference"
+# The part that keeps each step's outputs and targets for its accuracy at the flush
+# (collectors/deferred_accuracy.py); switched off the same way, accuracy is then
+# measured at once, on statistics steps.
+KEEPING_OUTPUTS = "accuracy by reference"
+# The part that learns whether a language model's labels are its input ids or already
+# shifted; reported (and off) where the input ids cannot be seen.
+TOKEN_LABELS = "token accuracy"
+
 
 class ErrorGuard:
     def __init__(self) -> None:

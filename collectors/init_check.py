@@ -18,6 +18,7 @@ from torch import nn
 
 from collectors.grad_stats import local_shard
 from collectors.layers import Layer, type_name
+from logformat import runjson as RJ
 
 _HE_KINDS = frozenset({"relu", "leaky_relu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu", "mish"})
 _XAVIER_KINDS = frozenset({"tanh", "sigmoid", "hardtanh", "softplus", "softmax"})
@@ -46,7 +47,14 @@ def check_layer(layer: Layer) -> list[dict[str, Any]]:
     w = weight.detach().float()
     entry = _weight_entry(layer, list(w.shape))
     std = float(w.std())
-    entry.update(std=std, mean=float(w.mean()), constant=bool(w.max() == w.min()), ratio=std / entry["expected_std"])
+    entry.update(
+        {
+            RJ.I_STD: std,
+            RJ.I_MEAN: float(w.mean()),
+            RJ.I_CONSTANT: bool(w.max() == w.min()),
+            RJ.I_RATIO: std / entry[RJ.I_EXPECTED_STD],
+        }
+    )
     out.append(entry)
     return out
 
@@ -64,14 +72,14 @@ def _weight_entry(layer: Layer, shape: list[int]) -> dict[str, Any]:
     fan_in = math.prod(shape[1:])
     kind = expected_init(layer.activation)
     return {
-        "layer": layer.name,
+        RJ.I_LAYER: layer.name,
         "param": "weight",
         "type": type_name(layer.module),
-        "shape": shape,
-        "fan_in": fan_in,
+        RJ.I_SHAPE: shape,
+        RJ.I_FAN_IN: fan_in,
         "activation": layer.activation,
-        "expected": kind,
-        "expected_std": math.sqrt((2.0 if kind == "he" else 1.0) / fan_in),
+        RJ.I_EXPECTED: kind,
+        RJ.I_EXPECTED_STD: math.sqrt((2.0 if kind == "he" else 1.0) / fan_in),
     }
 
 
@@ -79,7 +87,7 @@ def check_sharded_initialization(layers: list[Layer]) -> list[dict[str, Any]]:
     """The entries of a sharded model's check, waiting for what is measured: the
     readers compute it from every rank's `shard_moments` (``"from_shards": True``)."""
     return [
-        _weight_entry(layer, list(weight.shape)) | {"from_shards": True}
+        _weight_entry(layer, list(weight.shape)) | {RJ.I_FROM_SHARDS: True}
         for layer in layers
         if (weight := _checked_weight(layer)) is not None
     ]
@@ -121,18 +129,18 @@ def _check_lstm(layer: Layer) -> list[dict[str, Any]]:
             expected_std = math.sqrt(1.0 / fan_in)
             out.append(
                 {
-                    "layer": layer.name,
+                    RJ.I_LAYER: layer.name,
                     "param": pname,
                     "type": "LSTM",
-                    "shape": list(w.shape),
-                    "fan_in": fan_in,
-                    "std": std,
-                    "mean": float(w.mean()),
-                    "constant": bool(w.max() == w.min()),
+                    RJ.I_SHAPE: list(w.shape),
+                    RJ.I_FAN_IN: fan_in,
+                    RJ.I_STD: std,
+                    RJ.I_MEAN: float(w.mean()),
+                    RJ.I_CONSTANT: bool(w.max() == w.min()),
                     "activation": "tanh",
-                    "expected": "xavier",
-                    "expected_std": expected_std,
-                    "ratio": std / expected_std,
+                    RJ.I_EXPECTED: "xavier",
+                    RJ.I_EXPECTED_STD: expected_std,
+                    RJ.I_RATIO: std / expected_std,
                 }
             )
         elif pname.startswith("bias_"):
@@ -143,7 +151,7 @@ def _check_lstm(layer: Layer) -> list[dict[str, Any]]:
         forget = torch.stack(list(gate_bias.values()))
         out.append(
             {
-                "layer": layer.name,
+                RJ.I_LAYER: layer.name,
                 "param": "forget_gate_bias",
                 "type": "LSTM",
                 "forget_gate_bias_mean": float(forget.mean()),

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from logformat import runjson as RJ
+
 ROOT_NAME = "_root"
 
 # Activation module types -> kind. ReLU and ReLU6 can die; sigmoid and tanh saturate.
@@ -120,7 +122,7 @@ def has_lazy_parameters(model: nn.Module) -> bool:
 
 def lazy_model_summary(model: nn.Module) -> dict[str, Any]:
     """run.json's model summary until the lazy parameters have their shapes."""
-    return {"class": type_name(model), "layers": [], "activations": {}, "lazy": True}
+    return {RJ.M_CLASS: type_name(model), RJ.M_LAYERS: [], RJ.M_ACTIVATIONS: {}, "lazy": True}
 
 
 def _is_compiled(model: nn.Module) -> bool:
@@ -245,10 +247,10 @@ def map_model(model: nn.Module, param_groups: Iterable[Mapping[str, Any]]) -> Mo
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     summary = {
-        "class": type_name(model),
-        "parameters": n_params,
-        "trainable_parameters": n_trainable,
-        "layers": summary_layers,
-        "activations": activations,
+        RJ.M_CLASS: type_name(model),
+        RJ.M_PARAMETERS: n_params,
+        RJ.M_TRAINABLE: n_trainable,
+        RJ.M_LAYERS: summary_layers,
+        RJ.M_ACTIVATIONS: activations,
     }
     return ModelMap(layers, sites, summary)

@@ -7,7 +7,9 @@ analyzers for the checks that need the model (initialization, activation kinds).
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Mapping
 from typing import Any
 
 RUN_JSON = "run.json"
@@ -54,12 +56,68 @@ K_STEPS = "steps"  # training steps recorded (updated at close)
 K_ERRORS = "collector_errors"  # hook errors reported during the run
 
 
+# Keys inside K_MODEL (the model summary, collectors/layers.py).
+M_CLASS = "class"
+M_PARAMETERS = "parameters"
+M_TRAINABLE = "trainable_parameters"
+M_LAYERS = "layers"  # [{"name", "type", "parameters", "trainable", "activation_after"}]
+M_ACTIVATIONS = "activations"  # {activation kind: [names of the layers it follows]}
+# In M_ACTIVATIONS, at close: layers whose input showed a ReLU applied as a function.
+M_RELU_FUNCTIONAL = "relu_functional_at_input_of"
+
+# Keys of a K_INIT_CHECK entry (collectors/init_check.py; the readers complete a sharded
+# model's from its ranks' parts, analyzers/reading/shards.py).
+I_LAYER = "layer"
+I_SHAPE = "shape"
+I_FAN_IN = "fan_in"
+I_EXPECTED = "expected"  # "he" or "xavier"
+I_EXPECTED_STD = "expected_std"
+I_STD = "std"
+I_MEAN = "mean"
+I_CONSTANT = "constant"
+I_RATIO = "ratio"  # std / expected_std
+I_FROM_SHARDS = "from_shards"  # a sharded model's entry, measured by the readers
+
+# Keys of K_COLLECTOR that the readers use: `CollectorConfig`'s fields of the same names
+# (a test holds them equal), and the layers measured.
+S_EVERY = "every"
+S_NOISE_WINDOW = "noise_window"
+S_NOISE_EMA = "noise_ema"
+S_HISTOGRAM_EVERY = "histogram_every"
+S_HISTOGRAMS = "histograms"
+S_NOISE_SCALE = "noise_scale"
+S_LAYERS = "layers"
+
+
+def json_safe(value: Any) -> Any:
+    """The project's one policy for numbers JSON cannot hold: a non-finite float becomes
+    the string "NaN", "Infinity" or "-Infinity" (what Python's json would write bare,
+    which strict parsers refuse), numpy scalars and arrays become Python numbers and
+    lists, mappings get string keys, and anything else its `str`. Readers take the
+    strings back with `float()`."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays, without importing numpy
+    if callable(tolist) and type(value).__module__ == "numpy":
+        return json_safe(tolist())
+    return str(value)
+
+
 def write_run_json(run_dir: str | os.PathLike[str], data: dict[str, Any]) -> None:
     """Write atomically, so a reader never sees half a file."""
     path = os.path.join(os.fspath(run_dir), RUN_JSON)
     tmp = f"{path}.{os.getpid()}.tmp"
+    text = json.dumps(json_safe(data), indent=2, allow_nan=False)
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False, default=str, allow_nan=True)
+        fh.write(text)
     os.replace(tmp, path)
 
 

@@ -28,6 +28,7 @@ from analyzers.run import HistogramSeries, Series
 from logformat import runjson as RJ
 from logformat import tags as T
 from logformat.noise import NoiseScaleEMA, two_batch_estimate
+from logformat.schedule import Schedule
 from logformat.tags import ShardHistograms as SH
 from logformat.tags import ShardInit as SI
 from logformat.tags import ShardSquares as SS
@@ -237,23 +238,24 @@ def _complete_init_check(meta: Mapping[str, Any], totals: Mapping[_Key, Series])
     """run.json's initialization check with each sharded weight's std, mean and
     constancy filled in from the ranks' parts (count, sum, sum of squares, extremes)."""
     entries = meta.get(RJ.K_INIT_CHECK)
-    if not isinstance(entries, list) or not any(isinstance(e, Mapping) and e.get("from_shards") for e in entries):
+    if not isinstance(entries, list) or not any(isinstance(e, Mapping) and e.get(RJ.I_FROM_SHARDS) for e in entries):
         return dict(meta)
     completed = []
     for entry in entries:
-        if not (isinstance(entry, Mapping) and entry.get("from_shards")):
+        if not (isinstance(entry, Mapping) and entry.get(RJ.I_FROM_SHARDS)):
             completed.append(entry)
             continue
-        moments = [totals.get((quantity, str(entry.get("layer")))) for quantity in SI.ALL]
+        moments = [totals.get((quantity, str(entry.get(RJ.I_LAYER)))) for quantity in SI.ALL]
         if any(m is None or not len(m) for m in moments):
             continue  # a rank's part not read yet
         n, total, squares, low, high = (float(m.values[-1]) for m in moments)  # type: ignore[union-attr]
         if n < 2:
             continue
         std = math.sqrt(max(squares - total * total / n, 0.0) / (n - 1))
-        expected = entry.get("expected_std")
+        expected = entry.get(RJ.I_EXPECTED_STD)
         ratio = std / expected if isinstance(expected, (int, float)) and expected > 0 else None
-        completed.append({**entry, "std": std, "mean": total / n, "constant": low == high, "ratio": ratio})
+        measured = {RJ.I_STD: std, RJ.I_MEAN: total / n, RJ.I_CONSTANT: low == high, RJ.I_RATIO: ratio}
+        completed.append({**entry, **measured})
     return {**meta, RJ.K_INIT_CHECK: completed}
 
 
@@ -267,8 +269,8 @@ def _noise_scale(totals: Mapping[_Key, Series], skipped: Series | None, settings
     if small is None or big is None or b_small is None or b_big is None or not isinstance(settings, Mapping):
         return None
     try:
-        window = min(int(settings["noise_window"]), int(settings["every"]))
-        ema = NoiseScaleEMA(float(settings["noise_ema"]))
+        window = Schedule.from_settings(settings).window
+        ema = NoiseScaleEMA(float(settings[RJ.S_NOISE_EMA]))
     except (KeyError, TypeError, ValueError):
         return None
     taken = np.isfinite(small.values)

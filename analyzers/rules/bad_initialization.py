@@ -69,12 +69,12 @@ def _fan_out(shape: Any) -> int | None:
 
 def _scale_problem(entry: Mapping[str, Any], is_output: bool) -> dict | None:
     """The entry's std against He/Xavier; None when within INIT_SCALE_FACTOR (or a Glorot variant)."""
-    std, expected = finite_number(entry.get("std")), finite_number(entry.get("expected_std"))
+    std, expected = finite_number(entry.get(R.I_STD)), finite_number(entry.get(R.I_EXPECTED_STD))
     if std is None or expected is None or expected <= 0:
         return None
     ratio = std / expected
-    fan_in = finite_number(entry.get("fan_in"))
-    fan_out = _fan_out(entry.get("shape"))
+    fan_in = finite_number(entry.get(R.I_FAN_IN))
+    fan_out = _fan_out(entry.get(R.I_SHAPE))
     # Glorot's sqrt(2/(fan_in+fan_out)) (torch's xavier_normal_) is a legitimate choice too.
     glorot = math.sqrt(2.0 / (fan_in + fan_out)) if fan_in and fan_out else None
     near_glorot = glorot is not None and 1 / INIT_SCALE_FACTOR <= std / glorot <= INIT_SCALE_FACTOR
@@ -132,7 +132,7 @@ def check(run: Run) -> Iterable[Finding]:
     constant_hidden, constant_output, scale = [], [], []
     for entry in weights:
         name = str(entry.get("layer"))
-        if entry.get("constant"):
+        if entry.get(R.I_CONSTANT):
             (constant_output if name == output and len(weights) > 1 else constant_hidden).append(entry)
         elif str(entry.get("type")) not in RECURRENT_TYPES:
             problem = _scale_problem(entry, is_output=name == output and len(weights) > 1)
