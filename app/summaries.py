@@ -27,11 +27,11 @@ HEALTH_ICON = {
     OK: ":material/check_circle:",
 }
 HEALTH_COLOR = {CRITICAL: "red", WARNING: "orange", WAITING: "gray", OK: "green"}
-HEALTH_CELL = {
-    CRITICAL: ("#fde2e1", "#a4161a"),
-    WARNING: ("#ffedd5", "#9a3412"),
-    WAITING: ("#eeeeee", "#4b5563"),
-    OK: ("#dcfce7", "#166534"),
+HEALTH_CELL = {  # a translucent tint and a mid-tone text: readable on the light and the dark theme alike
+    CRITICAL: ("rgba(239, 68, 68, 0.18)", "#dc2626"),
+    WARNING: ("rgba(249, 115, 22, 0.18)", "#ea580c"),
+    WAITING: ("rgba(128, 128, 128, 0.18)", "#808690"),
+    OK: ("rgba(34, 197, 94, 0.18)", "#16a34a"),
 }
 # The reason a rule gives when its signal is there but still too short (analyzers.rules.common).
 NOT_ENOUGH_DATA = "not enough data yet"

@@ -266,6 +266,7 @@ def test_the_runs_table_shows_differing_hyperparameters_and_no_none_cells(tmp_pa
     assert lr["a"] == 0.1 and lr["b"] == 0.01  # numbers: the column sorts by value
     cells = shown_cells(at)
     assert "None" not in cells and "nan" not in cells
+    assert at.dataframe[0].proto.placeholder == "—"  # what the grid draws for a missing value
     assert "—" in cells  # the empty run's last step, lr, batch size
 
 

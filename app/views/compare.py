@@ -100,16 +100,19 @@ def table(opened: frame.Opened, chosen: list[str]) -> None:
     """Health, progress, best values and every hyperparameter that differs, one row per run."""
     frame_ = side_by_side(opened.diagnoses, chosen)
     frame_, hparams, _ = tables.with_hparams(frame_, opened.snapshot.runs, limit=None)
+    last = ["most severe finding", "explains"]  # the numbers and what differs first, in view
+    frame_ = frame_[[c for c in frame_.columns if c not in last] + last]
     frame_, name_of = tables.linked(frame_, current().logdir)
     st.dataframe(
         tables.styled(frame_, name_of, summaries.cell_style),
         hide_index=True,
+        placeholder=tables.MISSING,  # a missing value, which the grid draws itself (not the Styler)
         column_config={
             "health": st.column_config.TextColumn("health", width=130),
             "run": st.column_config.LinkColumn("run", width=170, pinned=True, help="Click to open the run"),
-            "most severe finding": st.column_config.TextColumn("most severe finding", width=400),
+            "most severe finding": st.column_config.TextColumn("most severe finding", width=360),
             "explains": st.column_config.TextColumn("explains", help="Symptoms the finding explains"),
-            **{c: st.column_config.NumberColumn(c, width="small") for c in VALUE_COLUMNS},
+            **{c: st.column_config.NumberColumn(c, width=105) for c in VALUE_COLUMNS},
             **{h: st.column_config.Column(h, help=f"hyperparameter {code(h)}") for h in hparams},
         },
     )

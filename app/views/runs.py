@@ -45,6 +45,7 @@ def runs_overview() -> None:
     picked = st.dataframe(
         tables.styled(table, name_of, summaries.cell_style),
         key="runs_table",
+        placeholder=tables.MISSING,  # a missing value, which the grid draws itself (not the Styler)
         hide_index=True,
         height=min(TABLE_MAX_HEIGHT, ROW_HEIGHT * (len(table) + 1) + 3),
         on_select="rerun",
