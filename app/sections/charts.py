@@ -85,7 +85,7 @@ def drawing_order(charts: Sequence[Chart], findings: Sequence[Finding], run: Run
 def show(d: Diagnosis) -> None:
     run = d.run
     st.header("Charts", anchor="charts")
-    smoothing_col, log_col, x_col, layers_col = st.columns([2, 1.3, 2.4, 3.3], vertical_alignment="bottom")
+    x_col, smoothing_col, log_col = st.columns([3, 2.5, 1.5], vertical_alignment="bottom")
     smoothing = smoothing_col.slider(
         "Smoothing",
         0.0,
@@ -122,7 +122,7 @@ def show(d: Diagnosis) -> None:
     if all_layers:
         flagged = [f.layer for f in d.findings if f.layer in all_layers]
         chosen = tuple(
-            layers_col.multiselect(
+            st.multiselect(
                 "Layers in the per-layer line charts",
                 all_layers,
                 default=default_layers(all_layers, flagged),
