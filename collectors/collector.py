@@ -60,8 +60,8 @@ from logformat import tags as T
 
 def watch(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
-    log_dir: str | os.PathLike[str],
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
     hparams: Mapping[str, Any] | None = None,
     *,
     run_name: str | None = None,
@@ -76,7 +76,10 @@ def watch(
 
     `optimizer` may be a list of the optimizers that train the model together (e.g.
     Muon for the matrices, AdamW for the rest): each step's gradients are read when the
-    first of them steps, and its updates once the last of them has.
+    first of them steps, and its updates once the last of them has. Without one (a
+    loop that updates the parameters by hand, ``p.data.add_(p.grad, alpha=-lr)``),
+    the gradients are read at `step()`, a sampled step's update from a copy of the
+    weights taken at the `step()` before, and the learning rate from ``step(lr=...)``.
 
     `hparams` are recorded as given (a ``batch_size`` entry is used as the batch size).
     `batch_size` matters with gradient accumulation, where a step's batch is larger
@@ -88,9 +91,11 @@ def watch(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"watch() takes the model as a torch.nn.Module, got {type(model).__name__}")
-    given = optimizer if isinstance(optimizer, (list, tuple)) else [optimizer]
+    if log_dir is None:
+        raise TypeError("watch() needs log_dir, the directory the run is written into")
+    given = [] if optimizer is None else optimizer if isinstance(optimizer, (list, tuple)) else [optimizer]
     optimizers = [_hooked_optimizer(each) for each in given]
-    if not optimizers:
+    if optimizer is not None and not optimizers:
         raise TypeError("watch() takes a torch.optim.Optimizer or a list of them, got an empty list")
     if not (isinstance(start_step, int) and start_step >= 0):
         raise ValueError(f"watch() takes start_step as an int >= 0, got {start_step!r}")
@@ -211,8 +216,12 @@ class Collector:
         acc: TensorOrNumber | None = None,
         batch_size: int | None = None,
         grad_norm: TensorOrNumber | None = None,
+        lr: float | None = None,
     ) -> None:
         """Record the training step that just ended; call once per optimizer step, after it.
+
+        Without an optimizer (`watch(model, log_dir=...)`), call it once the parameters
+        are updated, their gradients still there, with the step's learning rate as `lr`.
 
         If you clip gradients, pass what `clip_grad_norm_` returned as `grad_norm`: it is
         the norm before clipping, which `grad/global_norm` should show (a clipped norm
@@ -223,6 +232,9 @@ class Collector:
             return
         now = time.perf_counter()
         seconds, self._last_step_time = now - self._last_step_time, now
+        if not self._optimizers:
+            self._view.hand_group["lr"] = lr
+            self._guard.call("gradients", self._tap.read_by_hand)
         plan = self._plan
         if not self._is_writer:
             record_rank = self._recorder.record_rank_step
@@ -247,6 +259,18 @@ class Collector:
             end = time.perf_counter()
             self._cadence.step_took(end - self._last_step_end, plan.kind)  # type: ignore[union-attr]
             self._last_step_end = end
+
+    def read_gradients(self) -> None:
+        """Read the gradients of the step in progress now, before the optimizer steps.
+
+        For a framework whose own hook runs between the backward pass and gradient
+        clipping (Lightning's `on_before_optimizer_step`; the framework callbacks call
+        it), so that the norms are those before clipping, as in a loop of one's own
+        given `grad_norm`. The optimizers' step hooks then read no gradients in this
+        step; they still mark that it stepped, and read its update.
+        """
+        if not self.closed:
+            self._tap.read_gradients()
 
     def log_validation(
         self, loss: TensorOrNumber | None = None, acc: TensorOrNumber | None = None, *, step: int | None = None, **metrics: TensorOrNumber
@@ -329,6 +353,8 @@ class Collector:
             # The probe measures the input batch only for loops that do not pass step() one.
             view.probe.measure_input = not (self._signals.inputs_given and guard.enabled("batch_stats"))
             guard.call("activations", view.probe.arm)
+        if not self._optimizers and self._plan.update_ratios:  # by hand: the weights before its update
+            guard.call("updates", self._tap.copy_weights_before)
 
     def _quiet_fits(self) -> bool:
         """Whether a quiet step may take the quiet path now: the loss and the outputs still
@@ -374,7 +400,7 @@ class Collector:
             RJ.K_STATUS_REASON: None,
             RJ.K_HPARAMS: jsonable(hparams),
             RJ.K_OPTIMIZER: {
-                "type": "+".join(type(optimizer).__name__ for optimizer in self._optimizers),
+                "type": "+".join(type(optimizer).__name__ for optimizer in self._optimizers) or RJ.BY_HAND,
                 "param_groups": [
                     {k: jsonable(v) for k, v in group.items() if k != "params"}
                     | ({"optimizer": type(optimizer).__name__} if len(self._optimizers) > 1 else {})

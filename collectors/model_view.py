@@ -43,6 +43,9 @@ class ModelView:
         self._activations = activations
         self.wrapped = model
         self.model = unwrap(model)
+        # A loop without an optimizer: the one param group that the layers and `opt/lr`
+        # (given to `step(lr=...)`) come from.
+        self.hand_group: dict[str, Any] = {"params": list(self.model.parameters()), "lr": None}
         # Sharded parameters (FSDP, tensor parallel): each rank measures its own shards,
         # which the readers add up; under FSDP's older wrapper they are flat (`flat_shards`).
         self.sharded = has_sharded_parameters(model)
@@ -69,6 +72,8 @@ class ModelView:
         """Every optimizer's param groups, in order: `lr/group<i>` counts across them."""
         if len(self._optimizers) == 1:
             return self._optimizers[0].param_groups
+        if not self._optimizers:
+            return [self.hand_group]
         return [group for optimizer in self._optimizers for group in optimizer.param_groups]
 
     def trained_parameters(self) -> tuple[int, int]:

@@ -19,7 +19,6 @@ model's ranks each measure their own shards, as partial sums the readers add up.
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any, Callable
 
@@ -73,6 +72,7 @@ class OptimizerTap:
         self.stepped = False  # whether an optimizer stepped (its pre-hook ran) in this step
         self.stats_cost = 0.0  # host seconds the statistics took in this step (0: not taken)
         self._gradients_read = False  # whether this step's gradients were read (by the first pre-hook)
+        self._gradients_taken = False  # whether they were (by `read_gradients`, or a pre-hook's read)
         self._updates_pending = 0  # optimizers yet to step before the update is read
         self._weights_before: list[torch.Tensor] | None = None
         self._closed = False
@@ -113,8 +113,31 @@ class OptimizerTap:
             self._read_after_update()
         return self.current
 
+    def read_gradients(self) -> None:
+        """Read the step's gradients now, for a framework whose own hook runs between the
+        backward pass and clipping (see `Collector.read_gradients`); the optimizers'
+        pre-hooks then read none in this step."""
+        if not self._closed:
+            self._gradients_read = True
+            self._take_gradients()
+
+    def read_by_hand(self) -> None:
+        """A loop without an optimizer, at `step()`: what the pre-hook reads (the step's
+        gradients, still there) and what the post-hook reads (the update: the weights now
+        against the copy `copy_weights_before` took at the step before)."""
+        self.stepped = True
+        self._take_gradients()
+        if self._updates_pending:
+            self._read_after_update()
+
+    def copy_weights_before(self) -> None:
+        """A loop without an optimizer: the weights before a sampled step's update, copied
+        at the `step()` before it (nothing else runs between the two)."""
+        with torch.no_grad():
+            self._weights_before = self._snapshot.copy_of(self.norms.weights())
+
     def end_step(self) -> None:
-        self.stepped = self._gradients_read = False
+        self.stepped = self._gradients_read = self._gradients_taken = False
         if self.current:
             self.current = []
 
@@ -128,10 +151,16 @@ class OptimizerTap:
         if plan is not None and plan.reads_gradients and not self._gradients_read and not self._closed:
             self._gradients_read = True
             if len(args) > 1 or kwargs:  # step(closure): the gradients do not exist yet
-                read = functools.partial(self._guard.call, "gradients", self._read_gradients, plan)
-                return self._guard.call("gradients", _read_after_first_call, read, args, kwargs)
-            self._guard.call("gradients", self._read_gradients, plan)
+                return self._guard.call("gradients", _read_after_first_call, self._take_gradients, args, kwargs)
+            self._take_gradients()
         return None
+
+    def _take_gradients(self) -> None:
+        """The step's gradients, read once: by `read_gradients`, or the first pre-hook."""
+        plan = self.plan
+        if not self._gradients_taken and plan is not None and plan.reads_gradients:
+            self._gradients_taken = True
+            self._guard.call("gradients", self._read_gradients, plan)
 
     def _post_step_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._updates_pending and not self._closed:  # most steps: one attribute read
@@ -160,13 +189,13 @@ class OptimizerTap:
             return
         if in_noise_window:
             self._guard.call("noise_scale", self._accumulate_noise, plan.step, batch_size)
-        if plan.update_ratios:
+        if plan.update_ratios and self._optimizers:  # by hand: copied at the step() before
             with torch.no_grad():
                 self._weights_before = self._snapshot.copy_of(self.norms.weights())
         if plan.histograms:
             self._guard.call("histograms", self._histograms, True)
         if plan.update_ratios or plan.histograms:
-            self._updates_pending = len(self._optimizers)
+            self._updates_pending = len(self._optimizers) or 1  # by hand: read at step()
 
     def _read_gradients_now(self) -> None:
         """The optimizer did not step (AMP skipped an inf step, or accumulation):

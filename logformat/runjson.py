@@ -32,6 +32,8 @@ K_HPARAMS = "hparams"
 # {"type": str, "param_groups": [{hyperparameter: value}]}; with several optimizers the type
 # is their names joined by "+" ("Muon+AdamW"), and each group names its optimizer ("optimizer").
 K_OPTIMIZER = "optimizer"
+# Its type where no optimizer steps: a loop that updates the parameters itself (`watch(model)`).
+BY_HAND = "by hand"
 K_BATCH_SIZE = "batch_size"
 # Classes of the logits the collector saw (or watch(num_classes=...)): chance level ln C for the rules.
 K_NUM_CLASSES = "num_classes"

@@ -1,0 +1,162 @@
+"""The Hugging Face callback on the real `Trainer` (CPU), a tiny GPT-2 built from its
+config on generated text (nothing downloaded).
+
+What `watch()` records must come out of a loop the user does not own: per-layer
+gradient norms read before the Trainer clips them, update ratios, activations, token
+accuracy from the model's own logits, eval loss and accuracy; the output dir, holding
+also the Trainer's own TensorBoard log, is read as one run and diagnosed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+
+import torch  # noqa: E402
+from collector_helpers import read_scalars  # noqa: E402
+
+from analyzers.reading import read_logdir  # noqa: E402
+from collectors.hf_callback import TrainScopeCallback  # noqa: E402
+from logformat import runjson as RJ  # noqa: E402
+from logformat import tags as T  # noqa: E402
+
+WORDS = ("the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "red", "big", "and", "fox", "hid")
+LENGTH = 24
+CLIP = 0.05  # far below this model's gradient norms: every step is clipped
+
+
+def generated_text(chars: int = 8000, seed: int = 0) -> str:
+    """Sentences of random words: a language with structure to learn, the same every run."""
+    rng = random.Random(seed)
+    sentences = []
+    while sum(map(len, sentences)) < chars:
+        sentences.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7))) + ". ")
+    return "".join(sentences)
+
+
+TEXT = generated_text()
+ALPHABET = sorted(set(TEXT))
+IDS = torch.tensor([ALPHABET.index(c) for c in TEXT])
+
+
+class Windows(torch.utils.data.Dataset):
+    """Windows of the text as a causal LM takes them: labels are the input ids (the model shifts)."""
+
+    def __init__(self, start: int, count: int) -> None:
+        self.starts = list(range(start, start + count * LENGTH, LENGTH))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        ids = IDS[self.starts[i] : self.starts[i] + LENGTH]
+        return {"input_ids": ids, "labels": ids.clone()}
+
+
+def tiny_gpt2() -> torch.nn.Module:
+    config = transformers.GPT2Config(
+        vocab_size=len(ALPHABET), n_positions=LENGTH, n_embd=32, n_layer=2, n_head=2, activation_function="relu"
+    )
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(config)
+
+
+def token_accuracy(prediction) -> dict[str, float]:
+    logits, labels = prediction.predictions, prediction.label_ids
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    hits = logits[:, :-1].argmax(-1) == labels[:, 1:]
+    return {"accuracy": float(hits.mean())}
+
+
+def fit(
+    tmp_path: Path, *, steps: int, batch: int = 8, accumulate: int = 1, report_to: str = "none", save: bool = False
+) -> TrainScopeCallback:
+    callback = TrainScopeCallback(every=10, stats_budget=None)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulate,
+        learning_rate=3e-3,
+        max_grad_norm=CLIP,
+        eval_strategy="steps",
+        eval_steps=20,
+        per_device_eval_batch_size=32,
+        logging_steps=10,
+        save_strategy="steps" if save else "no",
+        save_steps=steps,
+        report_to=report_to,
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = transformers.Trainer(
+        model=tiny_gpt2(),
+        args=args,
+        train_dataset=Windows(0, 250),
+        eval_dataset=Windows(250 * LENGTH, 32),
+        compute_metrics=token_accuracy,
+        callbacks=[callback],
+    )
+    trainer.train()
+    return callback
+
+
+def test_a_trainer_run_records_what_watch_records_and_is_diagnosed(tmp_path):
+    callback = fit(tmp_path, steps=60, batch=16, report_to="tensorboard", save=True)
+    log_dir = Path(callback.collector.log_dir)
+    assert log_dir == tmp_path / "out"  # the Trainer's output_dir
+    scalars = read_scalars(callback.collector.event_file)  # ours only: the Trainer's is under runs/
+
+    assert sorted(scalars[T.TRAIN_LOSS]) == list(range(60))
+    layers = ("transformer.h.0.attn.c_attn", "transformer.h.1.mlp.c_fc", "transformer.wte")
+    for layer in layers:
+        assert len(scalars[T.grad_norm_tag(layer)]) == 60, layer
+        assert sorted(scalars[T.update_ratio_tag(layer)]) == [0, 10, 20, 30, 40, 50], layer
+    assert set(scalars[T.dead_fraction_tag("transformer.h.0.mlp.act")]) == {0, 10, 20, 30, 40, 50}
+    # Read at the end of the backward pass: before the Trainer clipped them to CLIP.
+    assert min(scalars[T.GRAD_GLOBAL_NORM].values()) > 5 * CLIP
+    assert len(scalars[T.TRAIN_ACC]) == 60  # next-token accuracy from the model's logits
+    assert sorted(scalars[T.VAL_LOSS]) == [19, 39, 59]
+    assert sorted(scalars[T.VAL_ACC]) == [19, 39, 59]  # compute_metrics' eval_accuracy
+
+    run_json = json.loads((log_dir / RJ.RUN_JSON).read_text())
+    assert run_json[RJ.K_STATUS] == RJ.STATUS_FINISHED
+    assert run_json[RJ.K_HPARAMS]["max_grad_norm"] == CLIP
+    assert run_json[RJ.K_NUM_CLASSES] == len(ALPHABET)  # the vocabulary
+    assert run_json[RJ.K_INPUT_KIND] == RJ.INPUT_TOKENS
+
+    # The Trainer's own event file (runs/<name>/) and checkpoint fold into the output dir: one run.
+    assert len(list((log_dir / "runs").iterdir())) == 1
+    assert (log_dir / "checkpoint-60" / "trainer_state.json").exists()
+    runs = read_logdir(tmp_path).runs
+    assert list(runs) == ["out"]
+    assert runs["out"].source == "trainscope"
+    out = subprocess.run(
+        [sys.executable, "-m", "analyzers", str(tmp_path), "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert [r["run"] for r in report["runs"]] == ["out"]
+    skipped = {s["rule"] for s in report["runs"][0]["skipped"]}
+    for rule in ("vanishing_gradients", "exploding_gradients", "dead_relu", "overfitting", "lr_too_low"):
+        assert rule not in skipped, rule  # per-layer norms, activations, validations, update ratios
+
+
+def test_the_gradients_are_read_once_per_accumulated_step(tmp_path):
+    callback = fit(tmp_path, steps=12, accumulate=3)
+    scalars = read_scalars(callback.collector.event_file)
+    assert sorted(scalars[T.TRAIN_LOSS]) == list(range(12))
+    assert T.STEP_SKIPPED not in scalars
+    assert min(scalars[T.GRAD_GLOBAL_NORM].values()) > 5 * CLIP  # the whole step's, before clipping
+    # The step's loss, from its three micro-batches' shares (near ln 18 = 2.9 at the start).
+    assert 2.0 < scalars[T.TRAIN_LOSS][0] < 4.0
+    run_json = json.loads((Path(callback.collector.log_dir) / RJ.RUN_JSON).read_text())
+    assert run_json[RJ.K_BATCH_SIZE] == 3 * 8
