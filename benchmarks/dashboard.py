@@ -37,8 +37,10 @@ from analyzers.rules.synthetic import healthy_run
 from logformat import runjson as RJ
 from logformat import tags as T
 from logformat.events import EventFileWriter, Histogram, summary_record
+from sample_runs import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_RUN = "lr_far_too_high_nan"  # a sample run with a critical finding and every chart
 APP = ROOT / "app" / "main.py"
 WRITE_BATCH = 20_000  # records per write
 HIST_EVERY = 10_000  # steps between histograms in the long run
@@ -161,46 +163,73 @@ def breakdown(logdir: Path, run: str) -> None:
     )
 
 
-def browser(logdir: Path, long_run: str, small_run: str) -> None:
-    """Navigation to the last chart drawn in headless Chromium: the long run's page against a small run's.
+# Set by the browser once every chart of the page is drawn: the script has finished, no
+# chart's place still says it is being drawn, and every plotly chart has its SVG.
+ALL_DRAWN = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.getAttribute('data-test-script-state') === 'running') return false;
+  if (!document.querySelector('#charts')) return false;
+  if ([...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+        .some(e => e.innerText.includes('Drawing this chart'))) return false;
+  const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
+  return charts.length > 0 && charts.every(c => c.querySelector('.main-svg'));
+}"""
+FIRST_CHART = "() => !!document.querySelector('[data-testid=\"stPlotlyChart\"] .main-svg')"
 
-    The ratio says what the million steps cost the browser over a run of ordinary size
-    (both pages draw the same charts, each thinned to at most `DISPLAY_POINTS` a trace).
+
+def browser(cases: list[tuple[str, Path, str]], repeats: int = REPEATS) -> None:
+    """Time to findings, to the first chart and to the last chart, in headless Chromium.
+
+    Each case is (label, log dir, run), opened by its link (``/run?run=...&logdir=...``) on
+    one server. The first visit of a log dir reads and diagnoses every run in it (cold);
+    then the cases are loaded in turn, `repeats` rounds interleaved, so that a slow
+    moment of the machine hits every case alike; medians with [min, max].
     """
-    import urllib.parse
 
     from playwright.sync_api import sync_playwright
 
+    from app.links import run_url
     from app.serve import local_dashboard
+
+    def visit(page, base: str, logdir: Path, run: str) -> tuple[float, float, float]:
+        start = time.perf_counter()
+        page.goto(f"{base}/{run_url(run, str(logdir))}")
+        page.locator("#charts").wait_for(timeout=300_000)  # every finding is above it
+        findings = time.perf_counter() - start
+        page.wait_for_function(FIRST_CHART, timeout=300_000)
+        first = time.perf_counter() - start
+        page.wait_for_function(ALL_DRAWN, timeout=300_000, polling=50)
+        return findings, first, time.perf_counter() - start
 
     with (
         tempfile.TemporaryDirectory() as server_dir,
-        local_dashboard(logdir, Path(server_dir) / "streamlit.log") as url,
+        local_dashboard(cases[0][1], Path(server_dir) / "streamlit.log", 120) as base,
         sync_playwright() as p,
     ):
         b = p.chromium.launch(
             executable_path="/usr/bin/chromium",
             args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
         )
-        page = b.new_page(viewport={"width": 1440, "height": 1000})
-
-        def load(run: str) -> float:
-            start = time.perf_counter()
-            page.goto(f"{url}/run?run={urllib.parse.quote(run)}")
-            page.locator("#other, #speed").first.wait_for(timeout=120_000)  # the last section
-            page.wait_for_function(
-                "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 10", timeout=120_000
+        page = b.new_page(viewport={"width": 1400, "height": 1000})
+        print("\nin headless Chromium (1400 px), opened by link; seconds from navigation")
+        print(f"  {'':38s} {'findings':>18s} {'first chart':>18s} {'last chart':>18s}")
+        for label, logdir, run in cases:
+            f, c, last = visit(page, base, logdir, run)
+            print(f"  {label + ', cold':38s} {f:18.2f} {c:18.2f} {last:18.2f}")
+        times: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _, _ in cases}
+        for _ in range(repeats):
+            for label, logdir, run in cases:
+                times[label].append(visit(page, base, logdir, run))
+        for label, _, run in cases:
+            cols = list(zip(*times[label]))
+            print(
+                f"  {label + ', warm':38s} "
+                + " ".join(
+                    f"{statistics.median(c):6.2f} [{min(c):.2f}, {max(c):.2f}]".rjust(18) for c in cols
+                )
             )
-            return time.perf_counter() - start
-
-        cold = load(long_run)
-        print(f"  browser, the long run's page, cold (read + diagnose every run + draw): {cold:.2f} s")
-        small = statistics.median(load(small_run) for _ in range(REPEATS))
-        big = statistics.median(load(long_run) for _ in range(REPEATS))
-        print(
-            f"  browser, to the last chart (readers cached): a small run's page ({small_run}) {small:.2f} s, "
-            f"the long run's page {big:.2f} s: ratio {big / small:.2f}"
-        )
+        charts = page.locator('[data-testid="stPlotlyChart"]').count()
+        print(f"  (medians of {repeats} interleaved rounds, [min, max]; the last page drew {charts} charts)")
         b.close()
 
 
@@ -229,8 +258,13 @@ def main() -> None:
         render(long, "long", args.steps, f"one run of {args.steps:,} steps")
         breakdown(long, "long")
         if args.browser:
-            print("\nin headless Chromium, one server reading both log dirs")
-            browser(Path(tmp), "long/long", "many/sweep0/run000")
+            browser(
+                [
+                    (f"sample runs: {SAMPLE_RUN}", RUNS_DIR, SAMPLE_RUN),
+                    (f"{args.runs} runs: one run's page", many, "sweep0/run000"),
+                    (f"{args.steps:,}-step run", long, "long"),
+                ]
+            )
 
 
 if __name__ == "__main__":

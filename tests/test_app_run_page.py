@@ -308,3 +308,18 @@ def test_what_the_log_holds_and_no_chart_draws_is_listed_once(tmp_path):
 def test_a_run_that_logs_only_what_is_drawn_lists_nothing():
     at = open_run("healthy_mlp")
     assert "Logged, not shown" not in [s.value for s in at.subheader]
+
+
+# -- theme ----------------------------------------------------------------------------------
+
+
+def test_charts_take_streamlit_s_theme_which_follows_the_system():
+    """No figure fixes its own template or background: Streamlit's theme, light or dark as the
+    system is, colours them (tests/test_app_browser_run_page.py looks at both in Chromium)."""
+    at = open_run("bad_init_scale")
+    charts = at.get("plotly_chart")
+    assert charts and all(chart.proto.theme == "streamlit" for chart in charts)
+    for spec in specs(at):
+        layout = spec["layout"]
+        assert "paper_bgcolor" not in layout and "plot_bgcolor" not in layout  # none fixed by a figure
+        assert all(a.get("bgcolor", "rgba(128,128,128,0.18)").startswith("rgba") for a in layout.get("annotations", []))
