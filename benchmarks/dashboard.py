@@ -1,4 +1,4 @@
-"""How fast the dashboard renders: a 100-run log dir, and one 1,000,000-step run.
+"""How fast the dashboard renders: the sample runs, a 100-run log dir, and one 1,000,000-step run.
 
 Writes both log dirs into a temporary directory (TrainScope-shaped event files made
 with `logformat.events`, the values from `analyzers.rules.synthetic.healthy_run`),
@@ -10,9 +10,11 @@ figure) without a browser:
 - refresh: new steps appended to a run, then the page rerun (what a live tick does),
   and a rerun with nothing new.
 
-``--browser`` also times the 1,000,000-step run's page in headless Chromium (Debian's
-/usr/bin/chromium, via Playwright), from navigation to the last chart drawn, against
-the page of one of the small runs.
+``--browser`` also opens a run's page by its link in headless Chromium (Debian's
+/usr/bin/chromium, via Playwright) for a sample run, one of the 100 runs and the
+1,000,000-step run, and times from navigation to the findings shown, to the first chart
+drawn and to the last: first cold (the server reads and diagnoses the log dir), then in
+interleaved rounds.
 
     .venv/bin/python benchmarks/dashboard.py [--runs 100] [--steps 1000000] [--browser]
 
