@@ -131,9 +131,27 @@ def cell(value: Any) -> str:
     return str(value)
 
 
+# The grid draws a float beyond 2**53 (a diverged loss, 1e25) in full and flagged as an unsafe
+# integer, whatever its format: a column holding one is shown as text (4 significant digits).
+GRID_SAFE = 2.0**53
+
+
+def grid_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with each numeric column that holds a value beyond `GRID_SAFE` turned to text."""
+    huge = [
+        c
+        for c in table.columns
+        if pd.api.types.is_numeric_dtype(table[c])
+        and table[c].dtype != bool
+        and (table[c].abs() >= GRID_SAFE).any()
+    ]
+    return table.assign(**{c: table[c].map(cell) for c in huge}) if huge else table
+
+
 def styled(table: pd.DataFrame, name_of: Callable[[str], str], cell_style: Callable[[str], str]) -> Styler:
     """The table as shown: run links showing names, health cells coloured, numbers readable
     and missing values as "—" (the cells keep their values, so columns sort by them)."""
+    table = grid_safe(table)
     others = [c for c in table.columns if c != RUN_COLUMN]
     style = table.style.format(name_of, subset=[RUN_COLUMN]).format(cell, subset=others)
     if "health" in table.columns:

@@ -117,11 +117,22 @@ def _open_run_link(page, grid, row: int):
 
     The table is drawn on a canvas: the cell is found by its place (row ticks 35 px wide,
     rows and header 35 px high, the pinned run column first)."""
-    box = grid.bounding_box()
-    assert box is not None
-    with page.context.expect_page(timeout=PAGE_TIMEOUT_MS) as opened:
-        page.mouse.click(box["x"] + 35 + 30, box["y"] + 35 * (row + 1) + 17)
-    return opened.value
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(3):  # a click while the grid redraws (a rerun finishing) lands on nothing
+        page.wait_for_timeout(500)
+        box = grid.bounding_box()
+        assert box is not None
+        x, y = box["x"] + 35 + 30, box["y"] + 35 * (row + 1) + 17
+        page.mouse.move(x, y)
+        page.wait_for_timeout(300)
+        try:
+            with page.context.expect_page(timeout=5000) as opened:
+                page.mouse.click(x, y)
+            return opened.value
+        except PlaywrightTimeout:
+            continue
+    pytest.fail("clicking the run's name opened no page")
 
 
 def test_filter_runs_open_one_by_its_link_switch_the_x_axis_and_share_a_url(dashboard, tmp_path):
@@ -172,5 +183,13 @@ def test_filter_runs_open_one_by_its_link_switch_the_x_axis_and_share_a_url(dash
 
             shared.goto(f"{dashboard}/run?run=no_such_run", timeout=PAGE_TIMEOUT_MS)
             shared.get_by_text("No run named").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+
+            # Another log dir typed in the sidebar goes into the URL, so the address bar can be shared.
+            shared.goto(dashboard, timeout=PAGE_TIMEOUT_MS)
+            box = shared.get_by_role("textbox", name="Log dir")
+            box.fill(str(fixtures))
+            box.press("Enter")
+            shared.wait_for_url("**logdir=**", timeout=PAGE_TIMEOUT_MS)
+            shared.locator("code", has_text=str(fixtures)).first.wait_for(timeout=PAGE_TIMEOUT_MS)  # its runs listed
         finally:
             browser.close()

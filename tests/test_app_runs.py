@@ -350,3 +350,13 @@ def test_compare_filter_narrows_the_runs_offered():
     offered = clean(at).multiselect(key="compare").options
     assert sorted(offered) == ["healthy_mlp", "lr_too_high_oscillating", "lr_too_low"]  # the chosen run stays
 
+
+
+def test_a_diverged_loss_shows_as_a_short_number_not_an_unsafe_integer():
+    """lr_far_too_high_nan's last finite loss is 1.4e25: the grid would draw all 26 digits, flagged."""
+    at = start()
+    at.switch_page(COMPARE_PAGE).run()
+    at.multiselect(key="compare").set_value(["lr_far_too_high_nan", "healthy_mlp"]).run()
+    table = clean(at).dataframe[0].value
+    assert table["final train loss"].tolist()[0] == "1.415e+25"
+    assert table["best val acc"].dtype == float  # columns without such a value stay numbers, sorted as such

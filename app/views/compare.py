@@ -112,7 +112,7 @@ def table(opened: frame.Opened, chosen: list[str]) -> None:
             "run": st.column_config.LinkColumn("run", width=170, pinned=True, help="Click to open the run"),
             "most severe finding": st.column_config.TextColumn("most severe finding", width=360),
             "explains": st.column_config.TextColumn("explains", help="Symptoms the finding explains"),
-            **{c: st.column_config.NumberColumn(c, width=105) for c in VALUE_COLUMNS},
+            **{c: st.column_config.Column(c, width=105) for c in VALUE_COLUMNS},  # text where huge
             **{h: st.column_config.Column(h, help=f"hyperparameter {code(h)}") for h in hparams},
         },
     )

@@ -80,7 +80,7 @@ def column_config(hparams: list[str]) -> dict:
         "explains": st.column_config.TextColumn("explains", help="Symptoms the finding explains", width=260),
         "critical": st.column_config.NumberColumn("critical", width=60),
         "warnings": st.column_config.NumberColumn("warnings", width=70),
-        "last step": st.column_config.NumberColumn("last step", width=75),
+        "last step": st.column_config.Column("last step", width=75),  # a number; text where beyond 2**53
     }
     for name in hparams:
         config[name] = st.column_config.Column(name, help=f"hyperparameter {code(name)}")
