@@ -360,3 +360,13 @@ def test_a_diverged_loss_shows_as_a_short_number_not_an_unsafe_integer():
     table = clean(at).dataframe[0].value
     assert table["final train loss"].tolist()[0] == "1.415e+25"
     assert table["best val acc"].dtype == float  # columns without such a value stay numbers, sorted as such
+
+
+def test_make_dashboard_takes_a_port():
+    import subprocess
+
+    out = subprocess.run(
+        ["make", "-n", "dashboard", "PORT=8612"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--port 8612" in out.stdout
