@@ -16,8 +16,10 @@ from app.settings import KEY_COMPARE, KEY_LOGDIR, KEY_RUN
 # The pages' URL paths (st.Page url_path in app/main.py), relative to the app's root.
 RUN_PATH = "run"
 COMPARE_PATH = "compare"
-# Session state: the run a link asked for that the log dir lacks, and the run shown instead.
+# Session state: the run a link asked for that the log dir lacks, and the run shown instead;
+# the runs a Compare link asked for that it lacks, and the runs compared instead.
 KEY_UNKNOWN_RUN = "unknown_run"
+KEY_UNKNOWN_COMPARED = "unknown_compared"
 # Characters kept as typed in a query value: run names are paths ("lightning/tb/version_0").
 _SAFE = "/:~"
 
@@ -39,6 +41,11 @@ def run_of(url: str) -> str | None:
     """The run a `run_url` names (None for any other link)."""
     values = parse_qs(urlsplit(url).query, keep_blank_values=True).get(KEY_RUN)
     return values[-1] if values else None
+
+
+def unknown_runs(requested: Sequence[str], names: Sequence[str]) -> list[str]:
+    """The runs a Compare link asked for that the log dir lacks, in the link's order."""
+    return [r for r in requested if r and r not in names]
 
 
 def unknown_run(requested: str | None, names: Sequence[str]) -> str | None:

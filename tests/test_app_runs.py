@@ -370,3 +370,15 @@ def test_make_dashboard_takes_a_port():
     )
     assert out.returncode == 0, out.stderr
     assert "--port 8612" in out.stdout
+
+
+def test_a_compare_link_naming_an_unknown_run_says_so():
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["compare"] = ["overfitting", "no_such_run"]
+    at.run()
+    at.switch_page(COMPARE_PAGE).run()
+    clean(at)
+    assert at.multiselect(key="compare").value == ["overfitting"]
+    assert any("No run named `no_such_run`" in w.value for w in at.warning)
+    at.multiselect(key="compare").set_value(["overfitting", "healthy_mlp"]).run()
+    assert not any("No run named" in w.value for w in clean(at).warning)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import comparison, frame, runfilter, summaries, tables, xaxis
+from app import comparison, frame, links, runfilter, summaries, tables, xaxis
 from app import figures as F
 from app.escape import code
 from app.sections.charts import LOG_SPAN, SMOOTHING_DEFAULT
@@ -26,6 +26,7 @@ def compare_runs() -> None:
     if opened is None:
         return
     names = summaries.worst_first(opened.diagnoses)
+    unknown = links.unknown_runs(st.query_params.get_all(KEY_COMPARE), names)  # a link to runs not here
     if KEY_COMPARE in st.session_state:  # chosen before (here, or on the Runs page): drop runs that are gone
         st.session_state[KEY_COMPARE] = [n for n in st.session_state[KEY_COMPARE] if n in names]
     matching = runfilter.show(names)
@@ -37,6 +38,13 @@ def compare_runs() -> None:
         key=KEY_COMPARE,
         bind="query-params",
     )
+    if unknown:  # said until the choice changes, not only until the next refresh
+        st.session_state[links.KEY_UNKNOWN_COMPARED] = (unknown, chosen)
+    asked, compared = st.session_state.get(links.KEY_UNKNOWN_COMPARED) or ([], None)
+    if compared == chosen:
+        st.warning(f"No run named {', '.join(code(n) for n in asked)} in this log dir.")
+    else:
+        st.session_state.pop(links.KEY_UNKNOWN_COMPARED, None)
     if not chosen:
         st.info("Choose runs to compare.")
         return
