@@ -96,7 +96,7 @@ class TrainScopeCallback(TrainerCallback):
                 scaler=getattr(optimizer, "scaler", None),
                 **self._watch_args,
             )
-        except (TypeError, ValueError) as exc:  # an optimizer it cannot hook, a bad setting: train on
+        except (TypeError, ValueError, OSError) as exc:  # a bad setting, optimizer or log dir: train on
             warnings.warn(f"TrainScope records nothing for this run: {exc}", RuntimeWarning, stacklevel=2)
             return
         self._handles.append(model.register_forward_hook(self._keep_output, with_kwargs=True))
@@ -105,7 +105,9 @@ class TrainScopeCallback(TrainerCallback):
             if trainable is not None:
                 self._handles.append(trainable.register_post_accumulate_grad_hook(self._queue_read))
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if self.collector is None or self.collector.closed:
             return
         losses, last = self._losses, self._last
@@ -125,7 +127,9 @@ class TrainScopeCallback(TrainerCallback):
         if self.collector is not None and found:
             self.collector.log_scalars(found)
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []

@@ -84,7 +84,7 @@ class TrainScopeCallback(pl.Callback):
                 start_step=trainer.global_step,
                 **self._watch_args,
             )
-        except (TypeError, ValueError) as exc:  # a setting or an optimizer it cannot hook: train on
+        except (TypeError, ValueError, OSError) as exc:  # a bad setting, optimizer or log dir: train on
             warnings.warn(f"TrainScope records nothing for this run: {exc}", RuntimeWarning, stacklevel=2)
             return
         self._output_hook = pl_module.register_forward_hook(self._keep_logits)
@@ -127,7 +127,9 @@ class TrainScopeCallback(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close(RJ.STATUS_FINISHED, None)
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         self._close(RJ.STATUS_CRASHED, f"{type(exception).__name__}: {exception}")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -82,7 +82,9 @@ def train_by_hand(log_dir, seen: dict) -> None:
         if step in (10, 11):  # what the collector should find, computed here directly
             weight = model.decoder.weight
             seen[step] = {
-                "grad": torch.linalg.vector_norm(torch.cat([weight.grad.flatten(), model.decoder.bias.grad])).item(),
+                "grad": torch.linalg.vector_norm(
+                    torch.cat([weight.grad.flatten(), model.decoder.bias.grad])
+                ).item(),
                 "before": torch.cat([weight.detach().flatten(), model.decoder.bias.detach()]).clone(),
             }
         for p in model.parameters():
@@ -90,7 +92,9 @@ def train_by_hand(log_dir, seen: dict) -> None:
         if step == 10:
             after = torch.cat([model.decoder.weight.detach().flatten(), model.decoder.bias.detach()])
             before = seen[10]["before"]
-            seen[10]["ratio"] = (torch.linalg.vector_norm(after - before) / torch.linalg.vector_norm(before)).item()
+            seen[10]["ratio"] = (
+                torch.linalg.vector_norm(after - before) / torch.linalg.vector_norm(before)
+            ).item()
         collector.step(loss, outputs=output, targets=targets, lr=lr)
         if step == 29:
             lr /= 4.0  # the example anneals when the validation loss stops falling

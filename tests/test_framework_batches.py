@@ -77,6 +77,8 @@ def test_validation_scalars_names(name, tag):
 
 def test_validation_scalars_keep_tensors_and_skip_what_is_no_number():
     value = torch.tensor(0.25)
-    found = validation_scalars({"val_loss": value, "val_acc": torch.ones(3), "eval_loss": True, "eval_accuracy": "x"})
+    found = validation_scalars(
+        {"val_loss": value, "val_acc": torch.ones(3), "eval_loss": True, "eval_accuracy": "x"}
+    )
     assert found == {T.VAL_LOSS: value}
     assert found[T.VAL_LOSS] is value  # recorded without a host sync

@@ -62,7 +62,12 @@ class Windows(torch.utils.data.Dataset):
 
 def tiny_gpt2() -> torch.nn.Module:
     config = transformers.GPT2Config(
-        vocab_size=len(ALPHABET), n_positions=LENGTH, n_embd=32, n_layer=2, n_head=2, activation_function="relu"
+        vocab_size=len(ALPHABET),
+        n_positions=LENGTH,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        activation_function="relu",
     )
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(config)
@@ -76,7 +81,13 @@ def token_accuracy(prediction) -> dict[str, float]:
 
 
 def fit(
-    tmp_path: Path, *, steps: int, batch: int = 8, accumulate: int = 1, report_to: str = "none", save: bool = False
+    tmp_path: Path,
+    *,
+    steps: int,
+    batch: int = 8,
+    accumulate: int = 1,
+    report_to: str = "none",
+    save: bool = False,
 ) -> TrainScopeCallback:
     callback = TrainScopeCallback(every=10, stats_budget=None)
     args = transformers.TrainingArguments(
@@ -140,7 +151,10 @@ def test_a_trainer_run_records_what_watch_records_and_is_diagnosed(tmp_path):
     assert list(runs) == ["out"]
     assert runs["out"].source == "trainscope"
     out = subprocess.run(
-        [sys.executable, "-m", "analyzers", str(tmp_path), "--json"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "analyzers", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)

@@ -39,7 +39,9 @@ class DigitsModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+        self.net = nn.Sequential(
+            nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10)
+        )
         self.clipped_norms: list[float] = []  # what the optimizer got, after clipping
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +137,10 @@ def test_a_lightning_run_records_what_watch_records_and_is_diagnosed(tmp_path, d
     assert list(runs) == ["lightning_logs/version_0"]
     assert runs["lightning_logs/version_0"].source == "trainscope"
     out = subprocess.run(
-        [sys.executable, "-m", "analyzers", str(tmp_path), "--json"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "analyzers", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -162,8 +167,14 @@ def test_the_update_ratio_is_the_optimizer_step(tmp_path, digits):
 
     callback = TrainScopeCallback(every=10, stats_budget=None)
     trainer = L.Trainer(
-        default_root_dir=tmp_path, max_steps=2, callbacks=[Snapshot(), callback], accelerator="cpu",
-        limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        max_steps=2,
+        callbacks=[Snapshot(), callback],
+        accelerator="cpu",
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
         logger=False,
     )
     trainer.fit(module, loaders(digits)[0])
