@@ -9,6 +9,11 @@ Pure numpy (and scipy's linear filter); no Streamlit, no plotly.
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
+from typing import Any, Callable, Hashable, Sequence
+
 import numpy as np
 from scipy.signal import lfilter
 from tsdownsample import MinMaxLTTBDownsampler
@@ -23,6 +28,44 @@ MINMAX_RATIO = 4
 HEATMAP_BINS = 300
 
 _DOWNSAMPLER = MinMaxLTTBDownsampler()
+# Thinned and smoothed series kept per source array: a page redrawn with nothing new (a live
+# tick, another x axis, another run and back) builds its figures from them.
+MEMO_ENTRIES = 512
+
+
+class ArrayMemo:
+    """Results computed from numpy arrays, kept while those very arrays live.
+
+    Keyed by the arrays' identity (a run that did not change keeps its arrays, `app.data`),
+    checked through weak references so a recycled id never returns another array's result;
+    the least recently used entries go first past `most`.
+    """
+
+    def __init__(self, most: int = MEMO_ENTRIES) -> None:
+        self.most = most
+        self._entries: OrderedDict[Hashable, tuple[tuple[weakref.ref, ...], Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, arrays: Sequence[np.ndarray], extra: Hashable, compute: Callable[[], Any]) -> Any:
+        key = (tuple(id(a) for a in arrays), extra)
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and all(ref() is a for ref, a in zip(hit[0], arrays, strict=True)):
+                self._entries.move_to_end(key)
+                return hit[1]
+        value = compute()
+        try:
+            refs = tuple(weakref.ref(a) for a in arrays)
+        except TypeError:  # not weak-referenceable (a list): not kept
+            return value
+        with self._lock:
+            self._entries[key] = (refs, value)
+            while len(self._entries) > self.most:
+                self._entries.popitem(last=False)
+        return value
+
+
+MEMO = ArrayMemo()
 
 
 def ema(values: np.ndarray, weight: float) -> np.ndarray:
@@ -52,6 +95,16 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
     out = x.copy()
     out[finite] = smoothed
     return out
+
+
+def smoothed(values: np.ndarray, weight: float) -> np.ndarray:
+    """`ema`, computed once per series and weight (the same array back each time it is asked)."""
+    return MEMO.get((values,), ("ema", weight), lambda: ema(values, weight))
+
+
+def thinned(x: np.ndarray, y: np.ndarray, n_out: int = DISPLAY_POINTS) -> np.ndarray:
+    """`downsample`, computed once per pair of arrays."""
+    return MEMO.get((x, y), ("thin", n_out), lambda: downsample(x, y, n_out))
 
 
 def downsample(x: np.ndarray, y: np.ndarray, n_out: int = DISPLAY_POINTS) -> np.ndarray:
@@ -122,11 +175,22 @@ def measured_edges(positions: np.ndarray, bins: int) -> np.ndarray:
     return np.r_[left, u[-1] + gap]
 
 
-def bin_counts(steps: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """How many points (finite or not) fall in each bin of `edges`; the last bin takes what lies past it."""
-    n_bins = edges.shape[0] - 1
-    which = np.clip(np.searchsorted(edges, np.asarray(steps), side="right") - 1, 0, n_bins - 1)
-    return np.bincount(which, minlength=n_bins)
+def bin_bounds(steps: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Where each bin of `edges` starts in the sorted `steps`, and where the last one ends
+    (``len(edges)`` indices): bin i is ``steps[b[i]:b[i + 1]]``. Points before the first edge
+    fall in the first bin, points past the last in the last.
+
+    One binary search per edge, not per point: a million steps into 300 bins costs
+    microseconds, so each layer of a heatmap bins for free once its steps are bounded.
+    """
+    bounds = np.searchsorted(np.asarray(steps), edges, side="left")
+    bounds[0], bounds[-1] = 0, np.asarray(steps).shape[0]
+    return bounds
+
+
+def bin_counts(steps: np.ndarray, edges: np.ndarray, bounds: np.ndarray | None = None) -> np.ndarray:
+    """How many points (finite or not) fall in each bin of `edges` (see `bin_bounds`)."""
+    return np.diff(bin_bounds(steps, edges) if bounds is None else bounds)
 
 
 def hold(values: np.ndarray, measured: np.ndarray) -> np.ndarray:
@@ -146,24 +210,24 @@ def hold(values: np.ndarray, measured: np.ndarray) -> np.ndarray:
     return out
 
 
-def bin_max(steps: np.ndarray, values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+def bin_max(
+    steps: np.ndarray, values: np.ndarray, edges: np.ndarray, bounds: np.ndarray | None = None
+) -> np.ndarray:
     """The largest finite value in each bin of `edges` (NaN for a bin with none).
 
     The maximum, not the mean, so that a spike still shows after binning. `steps`
-    must be increasing.
+    must be increasing; `bounds` is their `bin_bounds`, when already known.
     """
-    steps = np.asarray(steps)
     values = np.asarray(values, dtype=np.float64)
-    n_bins = edges.shape[0] - 1
-    out = np.full(n_bins, np.nan)
-    keep = np.isfinite(values)
-    steps, values = steps[keep], values[keep]
-    if steps.shape[0] == 0:
-        return out
-    which = np.clip(np.searchsorted(edges, steps, side="right") - 1, 0, n_bins - 1)
-    # steps are sorted, so each bin's points are contiguous: reduce each run at once.
-    starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]])
-    out[which[starts]] = np.fmax.reduceat(values, starts)
+    bounds = bin_bounds(steps, edges) if bounds is None else bounds
+    out = np.full(edges.shape[0] - 1, np.nan)
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = np.where(finite, values, np.nan)  # fmax skips NaN: Inf must not win a bin
+    full = np.flatnonzero(np.diff(bounds) > 0)
+    if full.shape[0]:
+        # steps are sorted, so each bin's points are contiguous: reduce every bin at once.
+        out[full] = np.fmax.reduceat(values, bounds[full])
     return out
 
 

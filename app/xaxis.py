@@ -17,6 +17,7 @@ import numpy as np
 
 from analyzers.reading.assemble import EPOCH_SERIES_NAMES
 from analyzers.run import Run, Series
+from app.series import MEMO
 
 STEP, EPOCH, WALL, RELATIVE = "step", "epoch", "wall time", "relative time"
 AXES = (STEP, EPOCH, WALL, RELATIVE)
@@ -124,7 +125,18 @@ class Axis:
         """`series` with its steps replaced by their positions on this axis (values, wall times kept)."""
         if self.name == STEP:
             return series
-        return Series(self.positions(series.steps, tag, series.wall_times), series.values, series.wall_times)
+        epochs = epoch_series(self.run)
+        basis = (
+            self.name,
+            self.start,
+            self.per,
+            tag is not None and tag in self.run.epoch_axis,
+            id(self.clock.steps) if self.clock is not None else None,  # the run's, alive as long as it
+            id(epochs.steps) if epochs is not None else None,
+        )
+        arrays = (series.steps,) if series.wall_times is None else (series.steps, series.wall_times)
+        x = MEMO.get(arrays, basis, lambda: self.positions(series.steps, tag, series.wall_times))
+        return Series(x, series.values, series.wall_times)
 
     def at(self, step: int) -> float:
         """Where one step (a finding's) falls on this axis."""

@@ -323,3 +323,33 @@ def test_charts_take_streamlit_s_theme_which_follows_the_system():
         layout = spec["layout"]
         assert "paper_bgcolor" not in layout and "plot_bgcolor" not in layout  # none fixed by a figure
         assert all(a.get("bgcolor", "rgba(128,128,128,0.18)").startswith("rgba") for a in layout.get("annotations", []))
+
+
+# -- thinned once -------------------------------------------------------------------------
+
+
+def test_a_series_is_smoothed_and_thinned_once_while_its_arrays_live():
+    from app import series as S
+
+    memo = S.ArrayMemo(most=4)
+    calls = []
+    x, y = np.arange(10_000), np.random.default_rng(0).normal(size=10_000)
+    first = memo.get((x, y), "thin", lambda: calls.append(1) or S.downsample(x, y))
+    again = memo.get((x, y), "thin", lambda: calls.append(1) or S.downsample(x, y))
+    assert again is first and len(calls) == 1
+    copy = y.copy()  # equal values, another array (a run that changed): computed anew
+    memo.get((x, copy), "thin", lambda: calls.append(1) or S.downsample(x, copy))
+    assert len(calls) == 2
+    for i in range(5):  # past `most`, the oldest goes
+        memo.get((x,), i, lambda: calls.append(1))
+    memo.get((x, y), "thin", lambda: calls.append(1) or S.downsample(x, y))
+    assert len(calls) == 8
+
+
+def test_smoothing_returns_the_same_array_so_its_thinning_is_kept_too():
+    from app import series as S
+
+    values = np.random.default_rng(1).normal(size=5_000)
+    assert S.smoothed(values, 0.6) is S.smoothed(values, 0.6)
+    assert np.array_equal(S.smoothed(values, 0.6), S.ema(values, 0.6))
+    assert S.smoothed(values, 0.9) is not S.smoothed(values, 0.6)

@@ -70,7 +70,7 @@ def add_line(
     hoverinfo: str | None = None,
 ) -> None:
     """A line of (x, y) thinned to `series.DISPLAY_POINTS` (spikes kept); NaN/Inf left out."""
-    keep = S.downsample(x, y)
+    keep = S.thinned(x, y)
     fig.add_trace(
         go.Scatter(
             x=np.asarray(x)[keep],

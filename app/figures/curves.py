@@ -78,7 +78,7 @@ def curves_figure(
                 legendgroup=curve.name,
                 hoverinfo="skip",
             )
-            add_line(fig, steps, S.ema(values, smoothing), curve.name, curve.color, legendgroup=curve.name)
+            add_line(fig, steps, S.smoothed(values, smoothing), curve.name, curve.color, legendgroup=curve.name)
         else:
             add_line(fig, steps, values, curve.name, curve.color, mode=mode, legendgroup=curve.name)
         add_nonfinite(

@@ -92,11 +92,15 @@ def layer_heatmap(
         if len(s) and not any(m.shape == s.steps.shape and np.array_equal(m, s.steps) for m in measured):
             measured.append(s.steps)
     edges = S.measured_edges(np.concatenate(measured) if measured else np.array([]), bins)
-    raw = (
-        np.vstack([S.hold(S.bin_max(s.steps, np.abs(s.values), edges), S.bin_counts(s.steps, edges)) for _, s in layers])
-        if layers
-        else np.zeros((0, 1))
-    )
+    bounds = {id(m): S.bin_bounds(m, edges) for m in measured}
+
+    def row(s: Series) -> np.ndarray:
+        b = next((bounds[id(m)] for m in measured if m is s.steps), None)
+        if b is None:  # a layer sharing another's steps in a copy of its own
+            b = S.bin_bounds(s.steps, edges)
+        return S.hold(S.bin_max(s.steps, np.abs(s.values), edges, b), S.bin_counts(s.steps, edges, b))
+
+    raw = np.vstack([row(s) for _, s in layers]) if layers else np.zeros((0, 1))
     positive = raw[np.isfinite(raw) & (raw > 0)]
     floor = float(positive.min()) / 10 if positive.shape[0] else 1e-12
     top = float(positive.max()) if positive.shape[0] else 1.0
