@@ -54,7 +54,11 @@ def hparams_of(runs: Mapping[str, Run]) -> dict[str, dict[str, Any]]:
 
 def _key(value: Any) -> str:
     """A value as something to compare and to show: lists and the like as JSON text."""
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)  # the common case, without json's cost (a 1000-run table asks often)
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _names_the_run(values: Mapping[str, Any]) -> bool:
