@@ -138,6 +138,7 @@ def show(d: Diagnosis) -> None:
         st.caption(chart.healthy)
         slots[chart] = st.empty()
         slots[chart].caption(DRAWING)
+    not_shown(run)
     if absent:
         st.subheader("Not in this run's log", anchor="absent")
         st.info(
@@ -148,7 +149,6 @@ def show(d: Diagnosis) -> None:
             + COLLECTOR_HINT,
             icon=":material/visibility_off:",
         )
-    not_shown(run)
     for chart in drawing_order(list(drawn), [*d.roots, *d.findings], run):
         view = View(
             smoothing,
