@@ -3,7 +3,7 @@
 A view is whatever its URL says, so a link pasted into another browser (a new session,
 with none of this one's sidebar state) opens the same runs of the same log dir. The
 query parameters are the keys the pages bind their widgets to (`app.settings`).
-Pure functions; no Streamlit.
+Pure functions: no Streamlit calls.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Sequence
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from app.settings import KEY_COMPARE, KEY_LOGDIR, KEY_RUN
+from app.settings import KEY_LOGDIR, KEY_RUN
 
-# The pages' URL paths (st.Page url_path in app/main.py), relative to the app's root.
+# The run page's URL path (its st.Page url_path in app/main.py), relative to the app's root.
 RUN_PATH = "run"
-COMPARE_PATH = "compare"
 # Session state: the run a link asked for that the log dir lacks, and the run shown instead;
 # the runs a Compare link asked for that it lacks, and the runs compared instead.
 KEY_UNKNOWN_RUN = "unknown_run"
@@ -29,12 +28,6 @@ def run_url(name: str, logdir: str) -> str:
 
     The run comes first, so a column of these links sorts as the run names do."""
     return f"{RUN_PATH}?" + urlencode({KEY_RUN: name, KEY_LOGDIR: logdir}, safe=_SAFE)
-
-
-def compare_url(names: Sequence[str], logdir: str) -> str:
-    """``compare?compare=A&compare=B&logdir=DIR``: the Compare page with `names` chosen."""
-    pairs = [(KEY_COMPARE, n) for n in names] + [(KEY_LOGDIR, logdir)]
-    return f"{COMPARE_PATH}?" + urlencode(pairs, safe=_SAFE)
 
 
 def run_of(url: str) -> str | None:

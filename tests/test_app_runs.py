@@ -127,11 +127,6 @@ def test_a_run_link_names_the_run_and_the_log_dir(name):
     assert parse_qs(urlsplit(url).query)["logdir"] == ["/data/runs & more"]
 
 
-def test_a_compare_link_names_every_run():
-    url = links.compare_url(["a/1", "b&2"], "/logs")
-    assert url == "compare?compare=a/1&compare=b%262&logdir=/logs"
-
-
 def test_links_sort_as_the_run_names():
     names = ["b", "a/2", "a/10", "c"]
     assert sorted(links.run_url(n, "/x") for n in names) == [links.run_url(n, "/x") for n in sorted(names)]
