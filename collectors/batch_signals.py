@@ -5,6 +5,7 @@ and label statistics (collectors/batch_stats.py computes them)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
@@ -14,6 +15,34 @@ from collectors.deferred_accuracy import DeferredAccuracy
 from collectors.guard import TOKEN_LABELS, ErrorGuard
 from collectors.packets import FractionSpec, Packet, ScalarSpec
 from logformat import tags as T
+
+# The part that finds the logits in `outputs=` that are not a tensor (reported once).
+OUTPUTS = "outputs"
+
+
+def logits_of(outputs: Any, guard: ErrorGuard) -> torch.Tensor | None:
+    """The logits in what a model returned, where they are unambiguous: a tensor (of
+    any subclass), a Hugging Face output's ``.logits``, a dict's ``"logits"``, the
+    first tensor of one dimension or more in a tuple or list (a loss first, as
+    ``return_dict=False`` models return it, is passed over). Anything else is said
+    once, and gets no accuracy."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    found = getattr(outputs, "logits", None)
+    if found is None and isinstance(outputs, Mapping):
+        found = outputs.get("logits")
+    if found is None and isinstance(outputs, (tuple, list)):
+        found = next((t for t in outputs if isinstance(t, torch.Tensor) and t.dim() >= 1), None)
+    if isinstance(found, torch.Tensor):
+        return found
+    if guard.enabled(OUTPUTS):
+        problem = TypeError(
+            f"step() got outputs= as {type(outputs).__name__}, with no logits to be found in it: pass the logits"
+            " tensor, or a model output with .logits, a dict with a 'logits' key, or a tuple whose first tensor"
+            " (of one dimension or more) is the logits"
+        )
+        guard.report(OUTPUTS, problem, consequence=f"No {T.TRAIN_ACC} is recorded from such outputs")
+    return None
 
 
 class BatchSignals:

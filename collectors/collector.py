@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,19 +41,18 @@ from torch import nn
 from collectors.cadence import StatsCadence
 from collectors.config import CollectorConfig
 from collectors.cuda_graphs import cuda_graphs_run_on
-from collectors.batch_signals import BatchSignals
+from collectors.batch_signals import BatchSignals, logits_of
 from collectors.deferred_accuracy import DeferredAccuracy
 from collectors.distributed import data_parallel_ranks, rank_and_world_size
 from collectors.flusher import Flusher
 from collectors.grad_stats import LayerNorms  # noqa: F401 - still found here by code that patches it
 from collectors.guard import BORROWING, KEEPING_OUTPUTS, ErrorGuard
 from collectors.histograms import pack_histogram
-from collectors.layers import ModelMap
 from collectors.model_view import ModelView
 from collectors.packets import Packet
 from collectors.plan import StepPlan, plan_step
 from collectors.recorder import StepRecorder, TensorOrNumber
-from collectors.run_record import RunRecord, jsonable, now_iso
+from collectors.run_record import RunRecord
 from collectors.tap import OptimizerTap
 from logformat import runjson as RJ
 from logformat import tags as T
@@ -86,8 +86,13 @@ def watch(
     than the tensors passed to `step()`. `scaler` is an AMP GradScaler whose loss scale
     is then recorded. `start_step` is the number of the first step recorded: a run
     resumed from a checkpoint of step N passes N, and its curves go on in the same
-    `log_dir` where they stopped. Further keyword arguments are `CollectorConfig`
+    `log_dir` where they stopped. `run_name` names the run: it is written into
+    ``log_dir/run_name`` (unless `log_dir` already ends with that name), the name the
+    readers and the dashboard show. Further keyword arguments are `CollectorConfig`
     fields, e.g. ``every=10``.
+
+    A `log_dir` that cannot be written raises one OSError here, before anything is
+    attached.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"watch() takes the model as a torch.nn.Module, got {type(model).__name__}")
@@ -104,7 +109,33 @@ def watch(
     elif settings:
         raise TypeError("pass either config= or CollectorConfig fields, not both")
     hparams = dict(hparams or {})
-    return Collector(model, optimizers, log_dir, hparams, run_name, batch_size, num_classes, scaler, start_step, config)
+    run_dir = _run_dir(Path(log_dir), run_name)
+    _check_writable(run_dir)
+    return Collector(model, optimizers, run_dir, hparams, run_name, batch_size, num_classes, scaler, start_step, config)
+
+
+def _run_dir(log_dir: Path, run_name: str | None) -> Path:
+    """Where the run is written: `log_dir`, or the run's own folder in it."""
+    if run_name is None or log_dir.name == run_name:
+        return log_dir
+    name = Path(run_name)
+    if not run_name.strip() or name.is_absolute() or ".." in name.parts:
+        raise ValueError(f"watch() takes run_name as a folder name inside log_dir, got {run_name!r}")
+    return log_dir / name
+
+
+def _check_writable(run_dir: Path) -> None:
+    """One clear error at attach for a folder this process cannot write (read-only,
+    another user's, a file in the way), instead of a PermissionError from deep inside
+    the writer thread's first file."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir, prefix=".trainscope-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        message = f"watch() cannot write the run into {run_dir}: {reason}; pass a log_dir this process can write to"
+        raise OSError(exc.errno, message) from None
 
 
 class Collector:
@@ -202,7 +233,17 @@ class Collector:
         if not self._is_writer:
             return
         view.say_what_cannot_be_measured(self._noise_batch_unknown)
-        self._record.start(self._initial_run_json(hparams, run_name, model_map), start_step)
+        settings = {**self.config.to_dict(), RJ.S_LAYERS: [layer.name for layer in view.layers]}
+        facts = {
+            RJ.K_BATCH_SIZE: self._signals.batch_size,
+            RJ.K_MODEL: model_map.summary,
+            RJ.K_INIT_CHECK: view.init_check(),
+            RJ.K_DEVICE: str(device),
+            RJ.K_WORLD_SIZE: self.world_size,
+            RJ.K_DATA_PARALLEL: self._data_parallel,
+            RJ.K_COLLECTOR: settings,
+        }
+        self._record.start(run_name, hparams, optimizers, facts, start_step)
 
     # ---- the user's calls -------------------------------------------------------
 
@@ -210,7 +251,7 @@ class Collector:
         self,
         loss: TensorOrNumber | None = None,
         *,
-        outputs: torch.Tensor | None = None,
+        outputs: Any = None,
         targets: torch.Tensor | None = None,
         inputs: torch.Tensor | None = None,
         acc: TensorOrNumber | None = None,
@@ -222,6 +263,10 @@ class Collector:
 
         Without an optimizer (`watch(model, log_dir=...)`), call it once the parameters
         are updated, their gradients still there, with the step's learning rate as `lr`.
+
+        `outputs` are the logits, for the accuracy against `targets`: a tensor, or what a
+        model returns around them (a Hugging Face output's ``.logits``, a dict's
+        ``"logits"``, a tuple's first tensor of one dimension or more).
 
         If you clip gradients, pass what `clip_grad_norm_` returned as `grad_norm`: it is
         the norm before clipping, which `grad/global_norm` should show (a clipped norm
@@ -235,6 +280,8 @@ class Collector:
         if not self._optimizers:
             self._view.hand_group["lr"] = lr
             self._guard.call("gradients", self._tap.read_by_hand)
+        if outputs is not None and type(outputs) is not torch.Tensor:
+            outputs = self._guard.call("finding the logits", logits_of, outputs, self._guard)
         plan = self._plan
         if not self._is_writer:
             record_rank = self._recorder.record_rank_step
@@ -383,44 +430,12 @@ class Collector:
             data[RJ.K_MODEL][RJ.M_LAYERS] = model_map.summary[RJ.M_LAYERS]
             data[RJ.K_MODEL][RJ.M_TRAINABLE] = model_map.summary[RJ.M_TRAINABLE]
         data[RJ.K_COLLECTOR][RJ.S_LAYERS] = [layer.name for layer in self._view.layers]
-        RJ.write_run_json(self.log_dir, data)
+        self._record.write()
 
     def _record_shard_parts(self, step: int) -> None:
         parts = self._view.shard_parts(self.rank, self._tap.share)
         if parts:
             self._flusher.pending.append(Packet(step, time.time(), parts))
-
-    def _initial_run_json(self, hparams: dict[str, Any], run_name: str | None, model_map: ModelMap) -> dict[str, Any]:
-        return {
-            RJ.K_SCHEMA: RJ.SCHEMA_VERSION,
-            RJ.K_RUN_NAME: run_name or self.log_dir.name,
-            RJ.K_START: now_iso(),
-            RJ.K_END: None,
-            RJ.K_STATUS: RJ.STATUS_RUNNING,
-            RJ.K_STATUS_REASON: None,
-            RJ.K_HPARAMS: jsonable(hparams),
-            RJ.K_OPTIMIZER: {
-                "type": "+".join(type(optimizer).__name__ for optimizer in self._optimizers) or RJ.BY_HAND,
-                "param_groups": [
-                    {k: jsonable(v) for k, v in group.items() if k != "params"}
-                    | ({"optimizer": type(optimizer).__name__} if len(self._optimizers) > 1 else {})
-                    for optimizer in self._optimizers
-                    for group in optimizer.param_groups
-                ],
-            },
-            RJ.K_BATCH_SIZE: self._signals.batch_size,
-            RJ.K_NUM_CLASSES: self._record.num_classes,
-            RJ.K_INPUT_KIND: self._record.input_kind,
-            RJ.K_MODEL: model_map.summary,
-            RJ.K_INIT_CHECK: self._view.init_check(),
-            RJ.K_TORCH: torch.__version__,
-            RJ.K_DEVICE: str(_first_device(self._view.model)),
-            RJ.K_WORLD_SIZE: self.world_size,
-            RJ.K_DATA_PARALLEL: self._data_parallel,
-            RJ.K_COLLECTOR: {**self.config.to_dict(), RJ.S_LAYERS: [layer.name for layer in self._view.layers]},
-            RJ.K_STEPS: 0,
-            RJ.K_ERRORS: [],
-        }
 
     def _final_run_json(self) -> dict[str, Any]:
         data = self._record.data

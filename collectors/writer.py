@@ -37,6 +37,17 @@ _STOP = object()
 # Batches waiting to be written before `submit` blocks: back-pressure, so a writer that
 # falls behind (a slow disk) bounds memory instead of queueing without end.
 MAX_QUEUED_BATCHES = 64
+# A write that fails (a full disk, a quota) is tried again after this many seconds,
+# doubling up to the last: space freed by a cleanup job or an operator is used within
+# half a minute, and a disk that stays full costs one failed write per half minute.
+FIRST_RETRY_SECONDS = 0.5
+LAST_RETRY_SECONDS = 30.0
+# Encoded events kept in memory while the file cannot be written; past this the oldest
+# are dropped (a step's event is ~1 KB: about 64,000 steps, most of a day of a fast run).
+MAX_BACKLOG_BYTES = 64 << 20
+# The ErrorGuard part that reports, once, a write that failed; it never switches
+# writing off: every later batch is still tried.
+DISK = "writing the event file"
 
 
 class WriterThread:
@@ -48,9 +59,15 @@ class WriterThread:
         self._noise = NoiseScaleEMA(noise_ema)
         self._small_squares = SmallBatchSquares(noise_window)
         self._queue: queue.Queue[object] = queue.Queue(maxsize=MAX_QUEUED_BATCHES)
+        # Encoded events that a failed write left, oldest first, and their size; tried
+        # again before anything newer, so the file keeps step order.
+        self._backlog: list[bytes] = []
+        self._backlog_bytes = 0
+        self._retry_in = FIRST_RETRY_SECONDS
+        self.events_dropped = 0  # past MAX_BACKLOG_BYTES while the file could not be written
+        self.events_written = 0
         self._thread = threading.Thread(target=self._run, name="trainscope-writer", daemon=True)
         self._thread.start()
-        self.events_written = 0
 
     @property
     def path(self) -> str:
@@ -73,13 +90,43 @@ class WriterThread:
 
     def _run(self) -> None:
         while True:
-            batch = self._queue.get()
+            try:  # while a backlog waits, wake up to try it again
+                batch = self._queue.get(timeout=self._retry_in if self._backlog else None)
+            except queue.Empty:
+                self._append([])
+                continue
             try:
                 if batch is _STOP:
+                    self._append([])  # a last try
                     return
                 self._guard.call("writer", self._write, batch)
             finally:
                 self._queue.task_done()
+
+    def _append(self, records: list[bytes]) -> None:
+        """Write the backlog and `records`; where that fails, keep them all for the next
+        try (after a backoff), dropping the oldest past MAX_BACKLOG_BYTES."""
+        self._backlog += records
+        self._backlog_bytes += sum(len(r) for r in records)
+        if not self._backlog:
+            return
+        try:
+            self._file.write(self._backlog)
+        except OSError as exc:
+            if self._guard.enabled(DISK):
+                consequence = (
+                    f"Events are kept in memory (up to {MAX_BACKLOG_BYTES >> 20} MB) and written once it can be,"
+                    f" tried again every {FIRST_RETRY_SECONDS:g}-{LAST_RETRY_SECONDS:g} s"
+                )
+                self._guard.report(DISK, exc, consequence=consequence)
+            self._retry_in = min(2 * self._retry_in, LAST_RETRY_SECONDS)
+            while self._backlog_bytes > MAX_BACKLOG_BYTES and len(self._backlog) > 1:
+                self._backlog_bytes -= len(self._backlog.pop(0))
+                self.events_dropped += 1
+            return
+        self.events_written += len(self._backlog)
+        self._backlog, self._backlog_bytes = [], 0
+        self._retry_in = FIRST_RETRY_SECONDS
 
     def _write(self, batch: Batch) -> None:
         assert isinstance(batch, Batch)
@@ -91,8 +138,7 @@ class WriterThread:
         for packet in batch.packets:
             scalars, histograms, offset = self._decode(packet, values, offset)
             records.append(summary_record(packet.step, packet.wall_time, scalars, histograms))
-        self._file.write(records)
-        self.events_written += len(records)
+        self._append(records)
 
     def _decode(self, packet: Packet, values: np.ndarray, offset: int) -> tuple[dict[str, float], dict[str, Histogram], int]:
         scalars = dict(packet.host)

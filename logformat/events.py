@@ -124,19 +124,45 @@ def _histogram_summary(histograms: Mapping[str, Histogram]) -> bytes:
 
 
 class EventFileWriter:
-    """Appends records to one event file; not thread-safe (one writer thread owns it)."""
+    """Appends records to one event file; not thread-safe (one writer thread owns it).
+
+    Unbuffered, straight to the file descriptor, so that a write that fails (a full
+    disk) is all or nothing: what it wrote of itself is cut off again, no torn record
+    is left before the next try, and nothing waits in a buffer to fail later."""
 
     def __init__(self, log_dir: str | os.PathLike[str], suffix: str = "") -> None:
         os.makedirs(log_dir, exist_ok=True)
         self.path = os.path.join(os.fspath(log_dir), event_file_name(suffix))
-        self._fh = open(self.path, "ab")
-        self._fh.write(file_version_record(time.time()))
-        self._fh.flush()
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # The file's first record; on a full disk it goes with the first write that succeeds.
+        self._header: list[bytes] = [file_version_record(time.time())]
+        try:
+            self.write([])
+        except OSError:
+            pass
 
     def write(self, records: Sequence[bytes]) -> None:
-        self._fh.write(b"".join(records))
-        self._fh.flush()
+        """Append `records`, all of them or (raising the OSError) none."""
+        assert self._fd is not None, "written after close()"
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            write_all(self._fd, b"".join([*self._header, *records]))
+            self._header = []
+        except OSError:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass  # the reader resyncs past a torn record; the error above is what counts
+            raise
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """`os.write` until all of `data` is written (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -18,7 +18,8 @@ SCHEMA_VERSION = 1
 STATUS_RUNNING = "running"
 STATUS_FINISHED = "finished"
 STATUS_CRASHED = "crashed"
-# Ended by the user or a scheduler before it finished (MLflow's KILLED); foreign logs only.
+# Ended by the user or a scheduler before it finished: SIGTERM (K_STATUS_REASON names
+# the signal), or MLflow's KILLED.
 STATUS_STOPPED = "stopped"
 
 # Top-level keys.
@@ -114,13 +115,27 @@ def json_safe(value: Any) -> Any:
 
 
 def write_run_json(run_dir: str | os.PathLike[str], data: dict[str, Any]) -> None:
-    """Write atomically, so a reader never sees half a file."""
+    """Write atomically, so a reader never sees half a file; an OSError (a full disk)
+    leaves the run.json that was there and no temporary file."""
     path = os.path.join(os.fspath(run_dir), RUN_JSON)
     tmp = f"{path}.{os.getpid()}.tmp"
-    text = json.dumps(json_safe(data), indent=2, allow_nan=False)
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    text = json.dumps(json_safe(data), indent=2, allow_nan=False).encode("utf-8")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(text)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        # A full disk: no half-written temporary file is left beside run.json.
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def read_run_json(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:
