@@ -52,7 +52,7 @@ def dimensions(kind: str, shape: Sequence[int]) -> str:
 
 def _activation_kind(run: Run, name: str) -> str | None:
     model = run.meta.get(RJ.K_MODEL) if run.meta else None
-    kinds = model.get("activations") if isinstance(model, Mapping) else None
+    kinds = model.get(RJ.M_ACTIVATIONS) if isinstance(model, Mapping) else None
     if not isinstance(kinds, Mapping):
         return None
     for kind, names in kinds.items():

@@ -93,7 +93,7 @@ def end_of_run_advice(run: Run) -> tuple[Advice, ...]:
 
 def _saturating_layers(run: Run) -> str:
     model = run.meta.get(R.K_MODEL) if run.meta else None
-    kinds = model.get("activations") if isinstance(model, Mapping) else None
+    kinds = model.get(R.M_ACTIVATIONS) if isinstance(model, Mapping) else None
     if not isinstance(kinds, Mapping):
         return ""
     used = [str(kind) for kind, names in kinds.items() if str(kind).lower() in SATURATING_KINDS and names]

@@ -108,7 +108,7 @@ def _key(name: str) -> tuple[tuple[int, Any], ...]:
 def _activation_after(run: Run, output: str) -> tuple[str, str] | None:
     """(module name, kind) of an activation after `output` in the same container, if any."""
     model = run.meta.get(R.K_MODEL) if run.meta else None
-    kinds = model.get("activations") if isinstance(model, Mapping) else None
+    kinds = model.get(R.M_ACTIVATIONS) if isinstance(model, Mapping) else None
     if not isinstance(kinds, Mapping):
         return None
     parent = output.rpartition(".")[0]

@@ -189,7 +189,7 @@ def _update_gap(run: Run, first: str, last: str) -> tuple[float, float] | None:
 
 def _saturating_activations(run: Run) -> str:
     model = run.meta.get(R.K_MODEL) if run.meta else None
-    kinds = model.get("activations") if isinstance(model, Mapping) else None
+    kinds = model.get(R.M_ACTIVATIONS) if isinstance(model, Mapping) else None
     if not isinstance(kinds, Mapping):
         return ""
     found = [
