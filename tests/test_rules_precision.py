@@ -274,12 +274,13 @@ def test_every_cited_line_is_quoted_word_for_word():
         if name.endswith(".txt")
     }
     from analyzers import summary
+    from analyzers.rules.common import quotes
 
     cited = 0
     for module in (*RULE_MODULES, curves, labels, updates, summary):
         for name, value in vars(module).items():
             if name.endswith("_SOURCE"):
-                for doc, line, text in re.findall(r'(\d{3}) line (\d+): "(.*?)"(?=; \d{3} line |$)', value):
+                for doc, line, text, _gloss in quotes(value):  # cite()'s text read back
                     assert text in docs[doc][int(line) - 1], (name, doc, line, text)
                     cited += 1
     assert cited >= 30
