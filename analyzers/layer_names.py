@@ -26,8 +26,6 @@ ACTIVATION_NAMES = {
     "sigmoid": "Sigmoid",
     "softmax": "Softmax",
 }
-# Not a kind of module: the layers whose input a functional ReLU feeds.
-FUNCTIONAL = "relu_functional_at_input_of"
 
 
 def weight_shapes(run: Run) -> dict[str, list[int]]:
@@ -35,8 +33,9 @@ def weight_shapes(run: Run) -> dict[str, list[int]]:
     rows = run.meta.get(RJ.K_INIT_CHECK) if run.meta else None
     shapes: dict[str, list[int]] = {}
     for row in rows if isinstance(rows, list) else []:
-        if isinstance(row, Mapping) and row.get("param", "weight") == "weight" and isinstance(row.get("shape"), list):
-            shapes.setdefault(str(row.get("layer")), [int(n) for n in row["shape"] if isinstance(n, (int, float))])
+        shape = row.get(RJ.I_SHAPE) if isinstance(row, Mapping) else None
+        if isinstance(shape, list) and row.get("param", "weight") == "weight":
+            shapes.setdefault(str(row.get(RJ.I_LAYER)), [int(n) for n in shape if isinstance(n, (int, float))])
     return shapes
 
 
@@ -56,7 +55,7 @@ def _activation_kind(run: Run, name: str) -> str | None:
     if not isinstance(kinds, Mapping):
         return None
     for kind, names in kinds.items():
-        if kind != FUNCTIONAL and isinstance(names, list) and name in map(str, names):
+        if kind != RJ.M_RELU_FUNCTIONAL and isinstance(names, list) and name in map(str, names):
             return ACTIVATION_NAMES.get(str(kind), str(kind))
     return None
 
