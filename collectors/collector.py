@@ -86,9 +86,7 @@ def watch(
     than the tensors passed to `step()`. `scaler` is an AMP GradScaler whose loss scale
     is then recorded. `start_step` is the number of the first step recorded: a run
     resumed from a checkpoint of step N passes N, and its curves go on in the same
-    `log_dir` where they stopped. `run_name` names the run: it is written into
-    ``log_dir/run_name`` (unless `log_dir` already ends with that name), the name the
-    readers and the dashboard show. Further keyword arguments are `CollectorConfig`
+    `log_dir` where they stopped. Further keyword arguments are `CollectorConfig`
     fields, e.g. ``every=10``.
 
     A `log_dir` that cannot be written raises one OSError here, before anything is
@@ -109,19 +107,8 @@ def watch(
     elif settings:
         raise TypeError("pass either config= or CollectorConfig fields, not both")
     hparams = dict(hparams or {})
-    run_dir = _run_dir(Path(log_dir), run_name)
-    _check_writable(run_dir)
-    return Collector(model, optimizers, run_dir, hparams, run_name, batch_size, num_classes, scaler, start_step, config)
-
-
-def _run_dir(log_dir: Path, run_name: str | None) -> Path:
-    """Where the run is written: `log_dir`, or the run's own folder in it."""
-    if run_name is None or log_dir.name == run_name:
-        return log_dir
-    name = Path(run_name)
-    if not run_name.strip() or name.is_absolute() or ".." in name.parts:
-        raise ValueError(f"watch() takes run_name as a folder name inside log_dir, got {run_name!r}")
-    return log_dir / name
+    _check_writable(Path(log_dir))
+    return Collector(model, optimizers, log_dir, hparams, run_name, batch_size, num_classes, scaler, start_step, config)
 
 
 def _check_writable(run_dir: Path) -> None:

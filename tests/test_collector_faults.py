@@ -1,8 +1,8 @@
 """What the collector promises when the process or its disk fails (docs/faults.md):
 SIGTERM keeps every step and marks the run stopped, then lets the process end as it
 would have; a log dir it cannot write is one clear error at attach; a full disk costs
-nothing once space returns; outputs= in a model's own wrapping still give accuracy;
-run_name= names the run. Real small models on scikit-learn's digits throughout."""
+nothing once space returns; outputs= in a model's own wrapping still give accuracy.
+Real small models on scikit-learn's digits throughout."""
 
 from __future__ import annotations
 
@@ -282,20 +282,3 @@ def test_outputs_without_clear_logits_are_said_once(tmp_path, digits):
     assert len([w for w in caught if "TrainScope" in str(w.message)]) == 1
     scalars = read_scalars(tmp_path)
     assert T.TRAIN_ACC not in scalars and sorted(scalars[T.TRAIN_LOSS]) == list(range(10))
-
-
-def test_run_name_names_the_run(tmp_path, digits):
-    X, y = digits
-    model = mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    collector = watch(model, opt, tmp_path, run_name="lr0.05")
-    _train(collector, model, opt, X, y, range(3))
-    collector.close()
-    meta = json.loads((tmp_path / "lr0.05" / RJ.RUN_JSON).read_text())
-    assert meta[RJ.K_RUN_NAME] == "lr0.05" and sorted(read_scalars(tmp_path / "lr0.05")[T.TRAIN_LOSS]) == [0, 1, 2]
-    # a log_dir that already is the run's folder stays as it is
-    again = watch(model, torch.optim.SGD(model.parameters(), lr=0.1), tmp_path / "b", run_name="b")
-    again.close()
-    assert (tmp_path / "b" / RJ.RUN_JSON).exists() and not (tmp_path / "b" / "b").exists()
-    with pytest.raises(ValueError, match="run_name"):
-        watch(model, torch.optim.SGD(model.parameters(), lr=0.1), tmp_path, run_name="../elsewhere")
