@@ -159,7 +159,7 @@ class Arm:
         """Wait until what this arm handed to its writer thread is on disk: the
         writing is charged to it. The collector's pending steps wait for its own flush."""
         if self.collector is not None:
-            self.collector._writer.wait()  # flush(wait=True) would add a flush
+            self.collector._flusher.writer.wait()  # flush(wait=True) would add a flush
         elif self.writer is not None:
             self.writer.flush()
 
