@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 LOGDIR ?= sample_runs
 
-.PHONY: setup test dashboard diagnose bench check-cuda clean
+.PHONY: setup test lint dashboard diagnose bench check-cuda clean
 
 setup: $(VENV)/.installed
 
@@ -18,17 +18,22 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 test: setup
 	$(PY) -m pytest -q
 
+# ruff's checks and formatting over the whole tree (rules in pyproject.toml).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 # The dashboard on http://localhost:8501 (PORT=8600 for another port, ADDRESS=0.0.0.0 to
 # serve other machines), usage statistics off, set in code (app/serve.py). Without LOGDIR=...
 # on the command line it opens on the bundled sample runs.
 ADDRESS ?= localhost
 PORT ?= 8501
 dashboard: setup
-	$(PY) -m app --address $(ADDRESS) --port $(PORT) \
-		$(if $(filter command line environment,$(origin LOGDIR)),--logdir $(LOGDIR))
+	$(PY) -m trainscope dashboard --address $(ADDRESS) --port $(PORT) \
+		$(if $(filter command line environment,$(origin LOGDIR)),$(LOGDIR))
 
 diagnose: setup
-	$(PY) -m analyzers $(LOGDIR)
+	$(PY) -m trainscope diagnose $(LOGDIR)
 
 # Every benchmark, each printing ratios measured in one run (docs/performance.md).
 bench: setup

@@ -2,7 +2,7 @@
 
 import sys
 
-from analyzers.cli import main
+from trainscope.analyzers.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,9 +28,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from analyzers.facts import ordered_layers
-from analyzers.findings import SEVERITY_ORDER, Finding
-from analyzers.rules import (
+from trainscope.analyzers.facts import ordered_layers
+from trainscope.analyzers.findings import SEVERITY_ORDER, Finding
+from trainscope.analyzers.rules import (
     activation_on_logits,
     bad_initialization,
     dead_relu,
@@ -50,9 +50,9 @@ from analyzers.rules import (
     vanishing_gradients,
     weight_growth,
 )
-from analyzers.rules.updates import UPDATE_RATIO_TARGET
-from analyzers.run import Run
-from logformat import tags as T
+from trainscope.analyzers.rules.updates import UPDATE_RATIO_TARGET
+from trainscope.analyzers.run import Run
+from trainscope.logformat import tags as T
 
 # A cause "begins before" a symptom up to this share of the run after it: sampled signals
 # (dead units every 50 steps) and smoothed ones (loss bins) place the same event a little apart.

@@ -21,11 +21,11 @@ import sys
 from collections import Counter
 from typing import Any, Sequence, TextIO
 
-from analyzers.diagnose import Diagnosis, diagnose_run
-from analyzers.findings import SEVERITY_ORDER, Finding
-from analyzers.formatting import clean, evidence_text, plain, symptom_list, where
-from analyzers.reading import LogDirSnapshot, parse_rule, read_logdir, unreadable
-from analyzers.rules import ALL_RULES, RuleFn
+from trainscope.analyzers.diagnose import Diagnosis, diagnose_run
+from trainscope.analyzers.findings import SEVERITY_ORDER, Finding
+from trainscope.analyzers.formatting import clean, evidence_text, plain, symptom_list, where
+from trainscope.analyzers.reading import LogDirSnapshot, parse_rule, read_logdir, unreadable
+from trainscope.analyzers.rules import ALL_RULES, RuleFn
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 SEVERITIES = ("critical", "warning", "info")
@@ -50,10 +50,10 @@ class _Parser(argparse.ArgumentParser):
             self._out.write(message)
 
 
-def _parser(out: TextIO) -> argparse.ArgumentParser:
+def _parser(out: TextIO, prog: str) -> argparse.ArgumentParser:
     p = _Parser(
         out,
-        prog="python -m analyzers",
+        prog=prog,
         description="Diagnose the training runs of a log dir (TensorBoard, Lightning CSV, HF trainer_state).",
     )
     p.add_argument("logdir", metavar="LOGDIR", help="directory holding one or more runs")
@@ -87,11 +87,12 @@ def main(
     rules: tuple[tuple[str, RuleFn], ...] = ALL_RULES,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    prog: str = "python -m analyzers",
 ) -> int:
     """Run the command line; returns the exit status (never calls sys.exit)."""
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    parser = _parser(out)
+    parser = _parser(out, prog)
     try:
         args = parser.parse_args(argv)
         extra = [parse_rule(text) for text in args.map]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyzers.causes import explain
-from analyzers.findings import SEVERITY_ORDER, Finding, Skip, Skipped
-from analyzers.rules import ALL_RULES, RuleFn
-from analyzers.run import Run
-from analyzers.summary import Advice, end_of_run_advice
+from trainscope.analyzers.causes import explain
+from trainscope.analyzers.findings import SEVERITY_ORDER, Finding, Skip, Skipped
+from trainscope.analyzers.rules import ALL_RULES, RuleFn
+from trainscope.analyzers.run import Run
+from trainscope.analyzers.summary import Advice, end_of_run_advice
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from analyzers.run import Run
-from logformat import runjson as R
-from logformat import tags as T
+from trainscope.analyzers.run import Run
+from trainscope.logformat import runjson as R
+from trainscope.logformat import tags as T
 
 # Normalization layers: what follows them is rescaled, whatever scale the layer before had.
 NORM_TYPES = frozenset(

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from analyzers.findings import Finding
-from analyzers.rules import RULE_MODULES
-from logformat.runjson import json_safe
+from trainscope.analyzers.findings import Finding
+from trainscope.analyzers.rules import RULE_MODULES
+from trainscope.logformat.runjson import json_safe
 
 # What each rule's finding is called in a list of symptoms ("dead ReLUs"), by rule id.
 RULE_NAMES = {m.RULE_ID: m.NAME for m in RULE_MODULES}

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from analyzers.facts import layer_types
-from analyzers.run import Run
-from logformat import runjson as RJ
+from trainscope.analyzers.facts import layer_types
+from trainscope.analyzers.run import Run
+from trainscope.logformat import runjson as RJ
 
 # run.json activation kinds as PyTorch spells the module.
 ACTIVATION_NAMES = {

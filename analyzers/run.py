@@ -13,8 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from logformat import runjson as RJ
-from logformat import tags as T
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
 
 
 @dataclass(frozen=True)

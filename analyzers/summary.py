@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Mapping
 
-from analyzers.facts import model_layers, optimizer_type
-from analyzers.rules.common import cite
-from analyzers.run import Run
-from logformat import runjson as R
+from trainscope.analyzers.facts import model_layers, optimizer_type
+from trainscope.analyzers.rules.common import cite
+from trainscope.analyzers.run import Run
+from trainscope.logformat import runjson as R
 
 ENSEMBLE_SOURCE = cite(
     ("000", 74, "在不同的检查点的单一网络随时间(例如在每个阶段)和使用这些形成了一个整体", "take one network's checkpoints over time, for example each epoch, and use them as an ensemble"),

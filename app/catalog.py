@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyzers.reading.assemble import EPOCH_SERIES_NAMES
-from analyzers.run import Run
-from app.escape import code
-from logformat import runjson as RJ
-from logformat import tags as T
+from trainscope.analyzers.reading.assemble import EPOCH_SERIES_NAMES
+from trainscope.analyzers.run import Run
+from trainscope.app.escape import code
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
 
 # A need naming run.json's initialization check rather than a tag.
 INIT_CHECK = "run.json:" + RJ.K_INIT_CHECK

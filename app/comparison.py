@@ -14,12 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
-from analyzers.reading.assemble import EPOCH_SERIES_NAMES
-from analyzers.run import Run, Series
-from app import xaxis
-from app.figures import Curve
-from app.figures.common import run_color
-from logformat import tags as T
+from trainscope.analyzers.reading.assemble import EPOCH_SERIES_NAMES
+from trainscope.analyzers.run import Run, Series
+from trainscope.app import xaxis
+from trainscope.app.figures import Curve
+from trainscope.app.figures.common import run_color
+from trainscope.logformat import tags as T
 
 # Drawn when the page opens, those the runs log, in this order.
 DEFAULT_METRICS = (T.TRAIN_LOSS, T.VAL_LOSS, T.TRAIN_ACC, T.VAL_ACC, T.LR, T.GRAD_GLOBAL_NORM)

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analyzers.run import Series
+from trainscope.analyzers.run import Series
 
 STEP_COLUMN, WALL_COLUMN = "step", "wall_time"
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from analyzers.diagnose import Diagnosis, diagnose_run
-from analyzers.reading import LogDirReader, LogDirSnapshot, unreadable
-from analyzers.run import Run
+from trainscope.analyzers.diagnose import Diagnosis, diagnose_run
+from trainscope.analyzers.reading import LogDirReader, LogDirSnapshot, unreadable
+from trainscope.analyzers.run import Run
 
 MAX_LOGDIRS = 8  # readers kept at once (each holds its runs' data in memory)
 

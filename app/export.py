@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import re
 
-from analyzers.cli import render_json
-from analyzers.diagnose import Diagnosis
-from analyzers.formatting import clean, evidence_items, plain, symptom_list, where
-from analyzers.reading import LogDirSnapshot
-from app.summaries import health, last_step
+from trainscope.analyzers.cli import render_json
+from trainscope.analyzers.diagnose import Diagnosis
+from trainscope.analyzers.formatting import clean, evidence_items, plain, symptom_list, where
+from trainscope.analyzers.reading import LogDirSnapshot
+from trainscope.app.summaries import health, last_step
 
 
 def diagnosis_json(logdir: str, d: Diagnosis) -> str:

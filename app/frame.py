@@ -11,12 +11,12 @@ from typing import Callable, Iterator
 
 import streamlit as st
 
-from analyzers.diagnose import Diagnosis
-from analyzers.reading import NO_RUNS_FOUND, LogDirSnapshot
-from app import data
-from app.escape import code, md
-from app.settings import current
-from app.summaries import age
+from trainscope.analyzers.diagnose import Diagnosis
+from trainscope.analyzers.reading import NO_RUNS_FOUND, LogDirSnapshot
+from trainscope.app import data
+from trainscope.app.escape import code, md
+from trainscope.app.settings import current
+from trainscope.app.summaries import age
 
 NO_RUNS = (
     "No runs found in {path}. A run is a directory holding TensorBoard event files "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from app.settings import KEY_LOGDIR, KEY_RUN
+from trainscope.app.settings import KEY_LOGDIR, KEY_RUN
 
 # The run page's URL path (its st.Page url_path in app/main.py), relative to the app's root.
 RUN_PATH = "run"

@@ -1,4 +1,5 @@
-"""TrainScope's dashboard: ``streamlit run app/main.py -- --logdir DIR``.
+"""TrainScope's dashboard: ``trainscope dashboard [LOGDIR]``, or
+``streamlit run app/main.py -- --logdir DIR`` with the package installed (`make setup` does).
 
 Without ``--logdir`` it opens on the bundled sample runs. The sidebar picks the log
 dir and turns on live refresh; the pages are the runs of the log dir (worst first),
@@ -6,17 +7,11 @@ one run inspected (findings with advice, then the charts), and runs compared.
 """
 
 import sys
-from pathlib import Path
-
-try:
-    import app  # noqa: F401
-except ImportError:  # `streamlit run app/main.py` puts app/ on sys.path, not the checkout holding it
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st
 
-from app import sidebar
-from app.settings import COMPARE_PAGE, RUN_PAGE, RUNS_PAGE, logdir_from_args
+from trainscope.app import sidebar
+from trainscope.app.settings import COMPARE_PAGE, RUN_PAGE, RUNS_PAGE, logdir_from_args
 
 st.set_page_config(page_title="TrainScope", page_icon=":material/monitor_heart:", layout="wide")
 

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import streamlit as st
 
-from app.escape import code, md
+from trainscope.app.escape import code, md
 
 KEY_FILTER = "filter"
 KEY_REGEX = "regex"

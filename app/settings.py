@@ -13,7 +13,7 @@ from typing import Sequence
 
 import streamlit as st
 
-from sample_runs import RUNS_DIR
+from trainscope.sample_runs import RUNS_DIR
 
 KEY_LOGDIR = "logdir"
 KEY_LIVE = "live"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.settings import (
+from trainscope.app.settings import (
     INTERVAL_DEFAULT,
     INTERVAL_MAX,
     INTERVAL_MIN,

@@ -13,9 +13,9 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from analyzers.diagnose import Diagnosis
-from analyzers.formatting import symptom_list
-from analyzers.run import Run
+from trainscope.analyzers.diagnose import Diagnosis
+from trainscope.analyzers.formatting import symptom_list
+from trainscope.analyzers.run import Run
 
 CRITICAL, WARNING, OK, WAITING = "critical", "warning", "ok", "not enough data yet"
 HEALTH_ORDER = {CRITICAL: 0, WARNING: 1, WAITING: 2, OK: 3}

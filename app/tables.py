@@ -19,9 +19,9 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from analyzers.reading.hparams import run_hparams
-from analyzers.run import Run
-from app import links
+from trainscope.analyzers.reading.hparams import run_hparams
+from trainscope.analyzers.run import Run
+from trainscope.app import links
 
 RUN_COLUMN = "run"
 MISSING = "—"  # an em dash: what a cell with no value shows

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from analyzers.reading.assemble import EPOCH_SERIES_NAMES
-from analyzers.run import Run, Series
-from app.series import MEMO
+from trainscope.analyzers.reading.assemble import EPOCH_SERIES_NAMES
+from trainscope.analyzers.run import Run, Series
+from trainscope.app.series import MEMO
 
 STEP, EPOCH, WALL, RELATIVE = "step", "epoch", "wall time", "relative time"
 AXES = (STEP, EPOCH, WALL, RELATIVE)

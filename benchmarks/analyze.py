@@ -17,11 +17,11 @@ import argparse
 import math
 import time
 
-from analyzers.findings import Skip
-from analyzers.rules import ALL_RULES
-from analyzers.rules.common import make_run
-from analyzers.rules.synthetic import healthy_run
-from analyzers.run import Run
+from trainscope.analyzers.findings import Skip
+from trainscope.analyzers.rules import ALL_RULES
+from trainscope.analyzers.rules.common import make_run
+from trainscope.analyzers.rules.synthetic import healthy_run
+from trainscope.analyzers.run import Run
 
 SAMPLE_EVERY = 50  # the collector's default sampling interval
 VAL_EVERY = 1000  # one validation per "epoch"

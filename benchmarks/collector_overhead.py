@@ -58,8 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from collectors import watch
-from collectors.cadence import FULL_START
+from trainscope.collectors import watch
+from trainscope.collectors.cadence import FULL_START
 
 # Fixed glibc malloc thresholds: nothing up to 32 MB is mmapped per allocation, and
 # freed heap memory is kept (see the module docstring).

@@ -33,13 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from analyzers.diagnose import diagnose_run
-from analyzers.reading import LogDirReader
-from analyzers.rules.synthetic import healthy_run
-from logformat import runjson as RJ
-from logformat import tags as T
-from logformat.events import EventFileWriter, Histogram, summary_record
-from sample_runs import RUNS_DIR
+from trainscope.analyzers.diagnose import diagnose_run
+from trainscope.analyzers.reading import LogDirReader
+from trainscope.analyzers.rules.synthetic import healthy_run
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
+from trainscope.logformat.events import EventFileWriter, Histogram, summary_record
+from trainscope.sample_runs import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_RUN = "lr_far_too_high_nan"  # a sample run with a critical finding and every chart
@@ -141,7 +141,7 @@ def render(logdir: Path, run: str, steps: int, label: str) -> None:
 
 def breakdown(logdir: Path, run: str) -> None:
     """Where the time goes: reading the log dir, diagnosing every run, drawing `run`'s main figures."""
-    from app import figures as F
+    from trainscope.app import figures as F
 
     reader = LogDirReader(logdir)
     read_s = timed(reader.refresh)
@@ -190,8 +190,8 @@ def browser(cases: list[tuple[str, Path, str]], repeats: int = REPEATS) -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from app.links import run_url
-    from app.serve import local_dashboard
+    from trainscope.app.links import run_url
+    from trainscope.app.serve import local_dashboard
 
     def visit(page, base: str, logdir: Path, run: str) -> tuple[float, float, float]:
         start = time.perf_counter()

@@ -63,7 +63,7 @@ def lightning_fit(steps: int, skip: int, with_callback: bool) -> float:
     from sklearn.datasets import load_digits
     from torch.utils.data import DataLoader, TensorDataset
 
-    from collectors.lightning_callback import TrainScopeCallback
+    from trainscope.collectors.lightning_callback import TrainScopeCallback
 
     class Module(L.LightningModule):
         def __init__(self) -> None:
@@ -114,7 +114,7 @@ def lightning_fit(steps: int, skip: int, with_callback: bool) -> float:
 def hf_fit(steps: int, skip: int, with_callback: bool) -> float:
     import transformers
 
-    from collectors.hf_callback import TrainScopeCallback
+    from trainscope.collectors.hf_callback import TrainScopeCallback
 
     words = ("the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "red", "big", "and", "fox", "hid")
     rng = random.Random(0)

@@ -31,11 +31,11 @@ from collections.abc import Callable
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2
 
-from analyzers.reading import LogDirReader
-from logformat import runjson as RJ
-from logformat import tags as T
-from logformat.events import EventFileWriter, Histogram, summary_record
-from logformat.records import encode_record
+from trainscope.analyzers.reading import LogDirReader
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
+from trainscope.logformat.events import EventFileWriter, Histogram, summary_record
+from trainscope.logformat.records import encode_record
 
 TAGS = (
     T.TRAIN_LOSS,

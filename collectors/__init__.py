@@ -1,12 +1,12 @@
 """Collectors: instrument a PyTorch training loop with one call.
 
-    from collectors import watch
+    from trainscope.collectors import watch
     collector = watch(model, optimizer, log_dir="runs/exp1", hparams={"batch_size": 64})
     ...
     collector.step(loss=loss, outputs=out, targets=y, inputs=x)
 """
 
-from collectors.collector import Collector, watch
-from collectors.config import CollectorConfig
+from trainscope.collectors.collector import Collector, watch
+from trainscope.collectors.config import CollectorConfig
 
 __all__ = ["Collector", "CollectorConfig", "watch"]

@@ -44,10 +44,10 @@ from typing import Any, Callable, TypeVar
 import torch
 from torch import nn
 
-from collectors.batch_stats import input_moments
-from collectors.grad_stats import MISSING
-from collectors.layers import DYING_KINDS, ActivationSite, Layer
-from logformat import tags as T
+from trainscope.collectors.batch_stats import input_moments
+from trainscope.collectors.grad_stats import MISSING
+from trainscope.collectors.layers import DYING_KINDS, ActivationSite, Layer
+from trainscope.logformat import tags as T
 
 # Sigmoid outputs below/above these sit on the flat ends (gradient < 1% of its peak).
 SIGMOID_LOW, SIGMOID_HIGH = 0.01, 0.99

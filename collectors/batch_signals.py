@@ -10,11 +10,11 @@ from typing import Any, Callable
 
 import torch
 
-from collectors import batch_stats
-from collectors.deferred_accuracy import DeferredAccuracy
-from collectors.guard import TOKEN_LABELS, ErrorGuard
-from collectors.packets import FractionSpec, Packet, ScalarSpec
-from logformat import tags as T
+from trainscope.collectors import batch_stats
+from trainscope.collectors.deferred_accuracy import DeferredAccuracy
+from trainscope.collectors.guard import TOKEN_LABELS, ErrorGuard
+from trainscope.collectors.packets import FractionSpec, Packet, ScalarSpec
+from trainscope.logformat import tags as T
 
 # The part that finds the logits in `outputs=` that are not a tensor (reported once).
 OUTPUTS = "outputs"

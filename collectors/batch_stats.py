@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from logformat import runjson as RJ
+from trainscope.logformat import runjson as RJ
 
 # The class dimension of a language model's (batch, tokens, vocabulary) logits.
 TOKEN_CLASS_DIM = 2

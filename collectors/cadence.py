@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 
-from logformat.schedule import next_multiple, on_multiple
+from trainscope.logformat.schedule import next_multiple, on_multiple
 
 # Every step for the first 200 steps, whatever they cost: the gradient rules need 50
 # points before they judge, and the start of a run is where it goes wrong first.

@@ -38,24 +38,24 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from collectors.cadence import StatsCadence
-from collectors.config import CollectorConfig
-from collectors.cuda_graphs import cuda_graphs_run_on
-from collectors.batch_signals import BatchSignals, logits_of
-from collectors.deferred_accuracy import DeferredAccuracy
-from collectors.distributed import data_parallel_ranks, rank_and_world_size
-from collectors.flusher import Flusher
-from collectors.grad_stats import LayerNorms  # noqa: F401 - still found here by code that patches it
-from collectors.guard import BORROWING, KEEPING_OUTPUTS, ErrorGuard
-from collectors.histograms import pack_histogram
-from collectors.model_view import ModelView
-from collectors.packets import Packet
-from collectors.plan import StepPlan, plan_step
-from collectors.recorder import StepRecorder, TensorOrNumber
-from collectors.run_record import RunRecord
-from collectors.tap import OptimizerTap
-from logformat import runjson as RJ
-from logformat import tags as T
+from trainscope.collectors.cadence import StatsCadence
+from trainscope.collectors.config import CollectorConfig
+from trainscope.collectors.cuda_graphs import cuda_graphs_run_on
+from trainscope.collectors.batch_signals import BatchSignals, logits_of
+from trainscope.collectors.deferred_accuracy import DeferredAccuracy
+from trainscope.collectors.distributed import data_parallel_ranks, rank_and_world_size
+from trainscope.collectors.flusher import Flusher
+from trainscope.collectors.grad_stats import LayerNorms  # noqa: F401 - still found here by code that patches it
+from trainscope.collectors.guard import BORROWING, KEEPING_OUTPUTS, ErrorGuard
+from trainscope.collectors.histograms import pack_histogram
+from trainscope.collectors.model_view import ModelView
+from trainscope.collectors.packets import Packet
+from trainscope.collectors.plan import StepPlan, plan_step
+from trainscope.collectors.recorder import StepRecorder, TensorOrNumber
+from trainscope.collectors.run_record import RunRecord
+from trainscope.collectors.tap import OptimizerTap
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
 
 
 def watch(

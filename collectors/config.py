@@ -6,7 +6,7 @@ import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from logformat.schedule import Schedule
+from trainscope.logformat.schedule import Schedule
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from collectors import batch_stats
-from collectors.cuda_graphs import cuda_graphs_run_on
-from collectors.packets import CHANGED_IN_PLACE, FractionSpec, Packet
-from logformat import tags as T
+from trainscope.collectors import batch_stats
+from trainscope.collectors.cuda_graphs import cuda_graphs_run_on
+from trainscope.collectors.packets import CHANGED_IN_PLACE, FractionSpec, Packet
+from trainscope.logformat import tags as T
 
 # The largest storage kept (1024 examples x 1000 classes of float32), and what the kept
 # tensors may hold together before they are read.

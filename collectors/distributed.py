@@ -7,7 +7,7 @@ import sys
 import torch.distributed as dist
 from torch import nn
 
-from collectors.layers import has_dtensor_parameters, has_flat_shards
+from trainscope.collectors.layers import has_dtensor_parameters, has_flat_shards
 
 
 def rank_and_world_size() -> tuple[int, int]:

@@ -14,12 +14,12 @@ import time
 
 import torch
 
-from collectors.config import CollectorConfig
-from collectors.deferred_accuracy import DeferredAccuracy
-from collectors.guard import BORROWING, KEEPING_OUTPUTS, ErrorGuard
-from collectors.packets import Batch, Packet, Spec, spec_tag
-from collectors.writer import WriterThread
-from logformat import tags as T
+from trainscope.collectors.config import CollectorConfig
+from trainscope.collectors.deferred_accuracy import DeferredAccuracy
+from trainscope.collectors.guard import BORROWING, KEEPING_OUTPUTS, ErrorGuard
+from trainscope.collectors.packets import Batch, Packet, Spec, spec_tag
+from trainscope.collectors.writer import WriterThread
+from trainscope.logformat import tags as T
 
 
 class Flusher:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from logformat import tags as T
+from trainscope.logformat import tags as T
 
 # Keys under which a batch dict holds the labels (Hugging Face's `labels`; the names
 # Lightning examples use), and the model's input, tried in this order.

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from collectors.layers import Layer
+from trainscope.collectors.layers import Layer
 
 # Written for "not measured" (e.g. a layer that got no gradient this step): norms and
 # fractions are never negative, so the writer can drop it without mistaking a real NaN.

@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from collectors.collector import Collector, watch
-from collectors.framework_batches import INPUT_KEYS, LABEL_KEYS, logits_of, loss_of, validation_scalars
+from trainscope.collectors.collector import Collector, watch
+from trainscope.collectors.framework_batches import INPUT_KEYS, LABEL_KEYS, logits_of, loss_of, validation_scalars
 
 # The TrainingArguments a run's diagnosis turns on, recorded as its hyperparameters
 # (all ~150 of them would bury these in the runs table).

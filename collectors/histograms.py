@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from logformat.events import Histogram
+from trainscope.logformat.events import Histogram
 
 _HEAD = 4  # min, max, sum, sum of squares
 

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from collectors.grad_stats import local_shard
-from collectors.layers import Layer, type_name
-from logformat import runjson as RJ
+from trainscope.collectors.grad_stats import local_shard
+from trainscope.collectors.layers import Layer, type_name
+from trainscope.logformat import runjson as RJ
 
 _HE_KINDS = frozenset({"relu", "leaky_relu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu", "mish"})
 _XAVIER_KINDS = frozenset({"tanh", "sigmoid", "hardtanh", "softplus", "softmax"})

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from logformat import runjson as RJ
+from trainscope.logformat import runjson as RJ
 
 ROOT_NAME = "_root"
 

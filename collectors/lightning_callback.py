@@ -36,9 +36,9 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from collectors.collector import Collector, watch
-from collectors.framework_batches import logits_of, split_batch, validation_scalars
-from logformat import runjson as RJ
+from trainscope.collectors.collector import Collector, watch
+from trainscope.collectors.framework_batches import logits_of, split_batch, validation_scalars
+from trainscope.logformat import runjson as RJ
 
 
 class TrainScopeCallback(pl.Callback):

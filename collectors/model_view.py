@@ -15,10 +15,10 @@ from typing import Any, Callable
 from torch import nn
 import torch
 
-from collectors.activations import ActivationProbe
-from collectors.guard import ErrorGuard
-from collectors.init_check import check_initialization, check_sharded_initialization, shard_moments
-from collectors.layers import (
+from trainscope.collectors.activations import ActivationProbe
+from trainscope.collectors.guard import ErrorGuard
+from trainscope.collectors.init_check import check_initialization, check_sharded_initialization, shard_moments
+from trainscope.collectors.layers import (
     Layer,
     ModelMap,
     compiled_wrapper,
@@ -31,7 +31,7 @@ from collectors.layers import (
     map_model,
     unwrap,
 )
-from logformat import tags as T
+from trainscope.logformat import tags as T
 
 
 class ModelView:

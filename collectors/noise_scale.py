@@ -32,8 +32,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from collectors.grad_stats import local_shard
-from collectors.scratch import Scratch
+from trainscope.collectors.grad_stats import local_shard
+from trainscope.collectors.scratch import Scratch
 
 
 class NoiseWindow:

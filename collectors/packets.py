@@ -14,8 +14,8 @@ from typing import Union
 
 import torch
 
-from collectors.grad_stats import MISSING, LayerFold
-from logformat import tags as T
+from trainscope.collectors.grad_stats import MISSING, LayerFold
+from trainscope.logformat import tags as T
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collectors.cadence import QUIET, STATS, StatsCadence
-from collectors.config import CollectorConfig
+from trainscope.collectors.cadence import QUIET, STATS, StatsCadence
+from trainscope.collectors.config import CollectorConfig
 
 
 @dataclass(frozen=True)

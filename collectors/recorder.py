@@ -18,15 +18,15 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from collectors.activations import ActivationProbe
-from collectors.batch_signals import BatchSignals
-from collectors.deferred_accuracy import DeferredAccuracy
-from collectors.flusher import Flusher
-from collectors.guard import BORROWING, KEEPING_OUTPUTS, ErrorGuard
-from collectors.packets import Packet, ScalarSpec
-from collectors.plan import StepPlan
-from collectors.tap import OptimizerTap
-from logformat import tags as T
+from trainscope.collectors.activations import ActivationProbe
+from trainscope.collectors.batch_signals import BatchSignals
+from trainscope.collectors.deferred_accuracy import DeferredAccuracy
+from trainscope.collectors.flusher import Flusher
+from trainscope.collectors.guard import BORROWING, KEEPING_OUTPUTS, ErrorGuard
+from trainscope.collectors.packets import Packet, ScalarSpec
+from trainscope.collectors.plan import StepPlan
+from trainscope.collectors.tap import OptimizerTap
+from trainscope.logformat import tags as T
 
 Number = float | int
 TensorOrNumber = torch.Tensor | Number

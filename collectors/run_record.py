@@ -22,8 +22,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from collectors.guard import ErrorGuard
-from logformat import runjson as RJ
+from trainscope.collectors.guard import ErrorGuard
+from trainscope.logformat import runjson as RJ
 
 Close = Callable[[str, "str | None"], None]
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from collectors.grad_stats import LayerFold
-from collectors.layers import Layer
-from collectors.packets import LayerNormSpec, ShardSquaresSpec, UpdateSpec
-from logformat import tags as T
-from logformat.tags import ShardSquares as SS
+from trainscope.collectors.grad_stats import LayerFold
+from trainscope.collectors.layers import Layer
+from trainscope.collectors.packets import LayerNormSpec, ShardSquaresSpec, UpdateSpec
+from trainscope.logformat import tags as T
+from trainscope.logformat.tags import ShardSquares as SS
 
 
 class LayerSpecs:

@@ -25,18 +25,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from collectors.config import CollectorConfig
-from collectors.grad_stats import LayerNorms, local_shard, shard_weight
-from collectors.guard import ErrorGuard
-from collectors.layers import Layer
-from collectors.noise_scale import NoiseWindow
-from collectors.packets import HistogramSpec, NoiseSpec, ShardNoiseSpec, Spec
-from collectors.plan import StepPlan
-from collectors.scratch import Scratch
-from collectors.specs import LayerSpecs
-from logformat import tags as T
-from logformat.tags import ShardHistograms as SH
-from logformat.tags import ShardSquares as SS
+from trainscope.collectors.config import CollectorConfig
+from trainscope.collectors.grad_stats import LayerNorms, local_shard, shard_weight
+from trainscope.collectors.guard import ErrorGuard
+from trainscope.collectors.layers import Layer
+from trainscope.collectors.noise_scale import NoiseWindow
+from trainscope.collectors.packets import HistogramSpec, NoiseSpec, ShardNoiseSpec, Spec
+from trainscope.collectors.plan import StepPlan
+from trainscope.collectors.scratch import Scratch
+from trainscope.collectors.specs import LayerSpecs
+from trainscope.logformat import tags as T
+from trainscope.logformat.tags import ShardHistograms as SH
+from trainscope.logformat.tags import ShardSquares as SS
 
 Reads = list[tuple[Spec, torch.Tensor]]
 

@@ -13,11 +13,11 @@ import threading
 
 import numpy as np
 
-from collectors.grad_stats import MISSING
-from collectors.guard import ErrorGuard
-from collectors.histograms import unpack_histogram
-from collectors.noise_scale import SmallBatchSquares
-from collectors.packets import (
+from trainscope.collectors.grad_stats import MISSING
+from trainscope.collectors.guard import ErrorGuard
+from trainscope.collectors.histograms import unpack_histogram
+from trainscope.collectors.noise_scale import SmallBatchSquares
+from trainscope.collectors.packets import (
     Batch,
     FractionSpec,
     HistogramSpec,
@@ -29,9 +29,9 @@ from collectors.packets import (
     ShardSquaresSpec,
     UpdateSpec,
 )
-from logformat import tags as T
-from logformat.events import EventFileWriter, Histogram, summary_record
-from logformat.noise import NoiseScaleEMA, two_batch_estimate
+from trainscope.logformat import tags as T
+from trainscope.logformat.events import EventFileWriter, Histogram, summary_record
+from trainscope.logformat.noise import NoiseScaleEMA, two_batch_estimate
 
 _STOP = object()
 # Batches waiting to be written before `submit` blocks: back-pressure, so a writer that

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
-from logformat.records import encode_record
+from trainscope.logformat.records import encode_record
 
 FILE_VERSION = "brain.Event:2"
 EVENT_FILE_MARKER = "tfevents"

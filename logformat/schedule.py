@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from logformat import runjson as RJ
+from trainscope.logformat import runjson as RJ
 
 
 def on_multiple(step: int, interval: int) -> bool:

@@ -24,8 +24,8 @@ from typing import Any, Callable, Literal
 import torch
 from torch import nn
 
-from sample_runs import models as M
-from sample_runs.data import DataSpec, Split
+from trainscope.sample_runs import models as M
+from trainscope.sample_runs.data import DataSpec, Split
 
 
 @dataclass(frozen=True)

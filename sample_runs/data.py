@@ -25,7 +25,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from sample_runs.text import generate_text
+from trainscope.sample_runs.text import generate_text
 
 Dataset = Literal["digits", "breast_cancer", "wine", "text"]
 # How the features reach the model:

@@ -1,11 +1,10 @@
-"""``python -m sample_runs.doc_table [--runs DIR] [--out FILE] [--readme README.md]``: the sample-run tables.
+"""``python -m sample_runs.doc_table [--runs DIR] [--out FILE]``: the sample-run tables.
 
 One row per committed run: what was injected (case.json), which rules must fire, and
 what the analyzers actually say about it (the root causes at warning and critical,
 each with the symptoms it explains, and the info-level ones named after them).
 Written from the runs as they are, so regenerating the runs and this table keeps
-``docs/sample_runs.md`` true. `--readme` rewrites the compact table between the
-README's markers; a test checks it is current.
+``docs/sample_runs.md`` true. A test checks it is current.
 """
 
 from __future__ import annotations
@@ -15,13 +14,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from analyzers.diagnose import diagnose_run
-from analyzers.formatting import symptom_list
-from analyzers.reading import read_logdir
-from sample_runs import RUNS_DIR
-from sample_runs.cases import CASES
-from sample_runs.report import ALARM_SEVERITIES
-from sample_runs.training import read_case_json
+from trainscope.analyzers.diagnose import diagnose_run
+from trainscope.analyzers.formatting import symptom_list
+from trainscope.analyzers.reading import read_logdir
+from trainscope.sample_runs import RUNS_DIR
+from trainscope.sample_runs.cases import CASES
+from trainscope.sample_runs.report import ALARM_SEVERITIES
+from trainscope.sample_runs.training import read_case_json
 
 HEADER = """# Sample runs
 
@@ -90,58 +89,13 @@ def table(runs_dir: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
-README_START = "<!-- sample-runs-table:start (python -m sample_runs.doc_table --readme README.md) -->"
-README_END = "<!-- sample-runs-table:end -->"
-
-
-def compact_table(runs_dir: Path) -> str:
-    """Case, what was injected (its headline), the root cause named first, what it explains, other roots."""
-    snapshot = read_logdir(runs_dir)
-    rows = [
-        "| Case | What was injected | Root cause found | Its symptoms "
-        "| Other findings (warning / critical) |",
-        "|---|---|---|---|---|",
-    ]
-    order = {case.name: i for i, case in enumerate(CASES)}
-    for name in sorted(snapshot.runs, key=lambda n: (order.get(n, len(order)), n)):
-        case = read_case_json(runs_dir / name)
-        diagnosis = diagnose_run(snapshot.runs[name])
-        roots = [f for f in diagnosis.roots if f.severity in ALARM_SEVERITIES]
-        headline = case["fault"].split(":", 1)[0]
-        if not roots:
-            rows.append(f"| `{Path(name).name}` | {_cell(headline)} | nothing: healthy | | |")
-            continue
-        first, others = roots[0], roots[1:]
-        symptoms = symptom_list(diagnosis.explained_by(first)) or "—"
-        seen: dict[str, str] = {}
-        for f in others:
-            seen.setdefault(f.rule, f.severity)
-        rest = ", ".join(f"`{rule}` ({severity})" for rule, severity in seen.items()) or "—"
-        rows.append(
-            f"| `{Path(name).name}` | {_cell(headline)} | `{first.rule}` ({first.severity}) | "
-            f"{_cell(symptoms)} | {rest} |"
-        )
-    return "\n".join(rows) + "\n"
-
-
-def replace_readme_table(readme: str, table_text: str) -> str:
-    """`readme` with the text between the markers replaced by `table_text`."""
-    start, end = readme.index(README_START) + len(README_START), readme.index(README_END)
-    return readme[:start] + "\n" + table_text + readme[end:]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sample_runs.doc_table", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--runs", type=Path, default=RUNS_DIR, help=f"the runs (default: {RUNS_DIR})")
     parser.add_argument("--out", type=Path, help="write here instead of printing")
-    parser.add_argument("--readme", type=Path, help="rewrite the compact table between this file's markers")
     args = parser.parse_args(argv)
-    if args.readme is not None:
-        readme = args.readme.read_text(encoding="utf-8")
-        args.readme.write_text(replace_readme_table(readme, compact_table(args.runs)), encoding="utf-8")
-        return 0
     text = HEADER + table(args.runs)
     if args.out is None:
         sys.stdout.write(text)

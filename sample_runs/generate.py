@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from analyzers.diagnose import diagnose_run
-from sample_runs import RUNS_DIR
-from sample_runs.cases import CASES, Case, get_case
-from sample_runs.report import alarms, read_run, summary_lines
-from sample_runs.training import TrainResult, train_case
+from trainscope.analyzers.diagnose import diagnose_run
+from trainscope.sample_runs import RUNS_DIR
+from trainscope.sample_runs.cases import CASES, Case, get_case
+from trainscope.sample_runs.report import alarms, read_run, summary_lines
+from trainscope.sample_runs.training import TrainResult, train_case
 
 
 def generate_case(case: Case, out: Path) -> TrainResult:

@@ -16,11 +16,11 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.diagnose import Diagnosis
-from analyzers.facts import num_classes, ordered_layers
-from analyzers.reading import read_logdir
-from analyzers.run import Run, Series
-from logformat import tags as T
+from trainscope.analyzers.diagnose import Diagnosis
+from trainscope.analyzers.facts import num_classes, ordered_layers
+from trainscope.analyzers.reading import read_logdir
+from trainscope.analyzers.run import Run, Series
+from trainscope.logformat import tags as T
 
 # Findings at these severities are the ones case.json's "expect" is about.
 ALARM_SEVERITIES = ("critical", "warning")

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from sample_runs.cases import CASES, get_case
-from sample_runs.training import EpochResult, train_case
+from trainscope.sample_runs.cases import CASES, get_case
+from trainscope.sample_runs.training import EpochResult, train_case
 
 DEFAULT_CASE = "overfitting"
 DEFAULT_MINUTES = 3.0

@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from collectors import watch
-from logformat import runjson as RJ
-from sample_runs.cases import Case
-from sample_runs.data import Split, load
+from trainscope.collectors import watch
+from trainscope.logformat import runjson as RJ
+from trainscope.sample_runs.cases import Case
+from trainscope.sample_runs.data import Split, load
 
 CASE_JSON = "case.json"
 

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
-from collectors import watch
-from logformat import tags as T
+from trainscope.collectors import watch
+from trainscope.logformat import tags as T
 
 WORLD = 2
 STEPS = 10

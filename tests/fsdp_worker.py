@@ -26,8 +26,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collectors import watch
-from logformat.noise import NoiseScaleEMA, two_batch_estimate
+from trainscope.collectors import watch
+from trainscope.logformat.noise import NoiseScaleEMA, two_batch_estimate
 
 WORLD = 2
 STEPS = 6

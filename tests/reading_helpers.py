@@ -8,8 +8,8 @@ from typing import Iterable, Mapping
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
 
-from logformat.events import file_version_record
-from logformat.records import encode_record
+from trainscope.logformat.events import file_version_record
+from trainscope.logformat.records import encode_record
 
 SCALARS = "scalars"
 HISTOGRAMS = "histograms"

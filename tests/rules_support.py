@@ -8,8 +8,8 @@ from typing import Any, Callable, Iterable
 
 import pytest
 
-from analyzers.findings import Finding, Skip
-from analyzers.run import Run
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.run import Run
 
 
 @dataclass(frozen=True)

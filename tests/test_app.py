@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import links
-from logformat import runjson as RJ
-from logformat import tags as T
-from logformat.events import EventFileWriter, summary_record
-from sample_runs import RUNS_DIR
+from trainscope.app import links
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
+from trainscope.logformat.events import EventFileWriter, summary_record
+from trainscope.sample_runs import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app" / "main.py"
@@ -200,7 +200,7 @@ def test_what_the_collector_could_not_measure_is_shown_on_the_run_page(tmp_path,
     import torch
     from collector_helpers import mlp, train
 
-    from collectors import watch
+    from trainscope.collectors import watch
 
     X, y = digits
     other_optimizer = torch.optim.SGD(mlp(seed=1).parameters(), lr=0.1)
@@ -283,7 +283,7 @@ def test_live_refresh_reads_what_was_appended(tmp_path):
 
 def test_live_with_the_collector_curves_grow_and_advice_changes(tmp_path, digits):
     torch = pytest.importorskip("torch")
-    from collectors import watch
+    from trainscope.collectors import watch
 
     X, y = digits
     torch.manual_seed(0)
@@ -339,8 +339,8 @@ def test_the_app_never_imports_torch():
 
 
 def test_diagnoses_are_made_again_only_for_runs_that_changed(tmp_path, monkeypatch):
-    from analyzers.reading import LogDirReader
-    from app import data
+    from trainscope.analyzers.reading import LogDirReader
+    from trainscope.app import data
 
     write_run(tmp_path / "a", range(100))
     write_run(tmp_path / "b", range(100))

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from analyzers.diagnose import diagnose_run
-from analyzers.reading import read_logdir
-from app.serve import DashboardDidNotStart, local_dashboard
-from sample_runs import RUNS_DIR
+from trainscope.analyzers.diagnose import diagnose_run
+from trainscope.analyzers.reading import read_logdir
+from trainscope.app.serve import DashboardDidNotStart, local_dashboard
+from trainscope.sample_runs import RUNS_DIR
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

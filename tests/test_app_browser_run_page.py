@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from app.links import run_url
-from app.serve import DashboardDidNotStart, local_dashboard
-from sample_runs import RUNS_DIR
+from trainscope.app.links import run_url
+from trainscope.app.serve import DashboardDidNotStart, local_dashboard
+from trainscope.sample_runs import RUNS_DIR
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]

@@ -8,18 +8,18 @@ import math
 import numpy as np
 import pytest
 
-from analyzers.cli import render_json
-from analyzers.diagnose import Diagnosis, diagnose_run
-from analyzers.findings import Finding, Skipped
-from analyzers.reading import read_logdir
-from analyzers.run import HistogramSeries, Run, Series
-from app import figures as F
-from app import series as S
-from app import summaries
-from app.escape import code, md, prose
-from app.export import diagnosis_json, diagnosis_markdown
-from logformat import tags as T
-from sample_runs import RUNS_DIR
+from trainscope.analyzers.cli import render_json
+from trainscope.analyzers.diagnose import Diagnosis, diagnose_run
+from trainscope.analyzers.findings import Finding, Skipped
+from trainscope.analyzers.reading import read_logdir
+from trainscope.analyzers.run import HistogramSeries, Run, Series
+from trainscope.app import figures as F
+from trainscope.app import series as S
+from trainscope.app import summaries
+from trainscope.app.escape import code, md, prose
+from trainscope.app.export import diagnosis_json, diagnosis_markdown
+from trainscope.logformat import tags as T
+from trainscope.sample_runs import RUNS_DIR
 
 
 def tensorboard_smoothing(values: list[float], weight: float) -> list[float]:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from app.serve import APP, free_port
-from sample_runs import RUNS_DIR
+from trainscope.app.serve import APP, free_port
+from trainscope.sample_runs import RUNS_DIR
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads listening sockets from /proc")
 

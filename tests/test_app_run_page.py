@@ -14,16 +14,16 @@ import numpy as np
 import pandas as pd
 from streamlit.testing.v1 import AppTest
 
-from analyzers.diagnose import diagnose_run
-from analyzers.reading import read_logdir
-from analyzers.run import Series
-from app import catalog as C
-from app import figures as F
-from app import xaxis as X
-from app.csvdata import series_csv, series_frame
-from app.sections import charts
-from logformat import tags as T
-from sample_runs import RUNS_DIR
+from trainscope.analyzers.diagnose import diagnose_run
+from trainscope.analyzers.reading import read_logdir
+from trainscope.analyzers.run import Series
+from trainscope.app import catalog as C
+from trainscope.app import figures as F
+from trainscope.app import xaxis as X
+from trainscope.app.csvdata import series_csv, series_frame
+from trainscope.app.sections import charts
+from trainscope.logformat import tags as T
+from trainscope.sample_runs import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app" / "main.py"
@@ -213,7 +213,7 @@ def test_each_chart_offers_its_csv():
 
 
 def test_layers_are_named_with_their_type_and_shape():
-    from analyzers.layer_names import layer_label
+    from trainscope.analyzers.layer_names import layer_label
 
     runs = read_logdir(RUNS_DIR).runs
     assert layer_label(runs["healthy_cnn"], "fc") == "fc (Linear 512→64)"
@@ -237,8 +237,8 @@ def test_a_finding_names_its_layer_with_type_and_shape():
 
 def cited_sources() -> dict[str, str]:
     """Every ``*_SOURCE`` the rule modules and the end-of-run advice define."""
-    import analyzers.summary as summary
-    from analyzers.rules import RULE_MODULES
+    import trainscope.analyzers.summary as summary
+    from trainscope.analyzers.rules import RULE_MODULES
 
     found = {}
     for module in (*RULE_MODULES, summary):
@@ -251,7 +251,7 @@ def cited_sources() -> dict[str, str]:
 def test_every_cited_document_line_has_an_english_gloss():
     import re
 
-    from analyzers.rules.common import quotes
+    from trainscope.analyzers.rules.common import quotes
 
     sources = cited_sources()
     lines = 0
@@ -329,7 +329,7 @@ def test_charts_take_streamlit_s_theme_which_follows_the_system():
 
 
 def test_a_series_is_smoothed_and_thinned_once_while_its_arrays_live():
-    from app import series as S
+    from trainscope.app import series as S
 
     memo = S.ArrayMemo(most=4)
     calls = []
@@ -347,7 +347,7 @@ def test_a_series_is_smoothed_and_thinned_once_while_its_arrays_live():
 
 
 def test_smoothing_returns_the_same_array_so_its_thinning_is_kept_too():
-    from app import series as S
+    from trainscope.app import series as S
 
     values = np.random.default_rng(1).normal(size=5_000)
     assert S.smoothed(values, 0.6) is S.smoothed(values, 0.6)

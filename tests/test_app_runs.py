@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analyzers.reading import read_logdir
-from analyzers.reading import hf_args
-from analyzers.reading.hparams import run_hparams
-from app import catalog, comparison, links, tables, xaxis
-from app.runfilter import filter_runs
-from logformat import runjson as RJ
-from logformat import tags as T
-from logformat.events import EventFileWriter, summary_record
-from sample_runs import RUNS_DIR
+from trainscope.analyzers.reading import read_logdir
+from trainscope.analyzers.reading import hf_args
+from trainscope.analyzers.reading.hparams import run_hparams
+from trainscope.app import catalog, comparison, links, tables, xaxis
+from trainscope.app.runfilter import filter_runs
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
+from trainscope.logformat.events import EventFileWriter, summary_record
+from trainscope.sample_runs import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app" / "main.py"

@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from app.serve import DashboardDidNotStart, local_dashboard
-from sample_runs import RUNS_DIR
+from trainscope.app.serve import DashboardDidNotStart, local_dashboard
+from trainscope.sample_runs import RUNS_DIR
 
 
 def test_the_dashboard_answers_and_is_stopped_afterwards(tmp_path):

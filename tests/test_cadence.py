@@ -10,9 +10,9 @@ from itertools import pairwise
 import pytest
 
 from collector_helpers import mlp, read_scalars, train
-from collectors import CollectorConfig, watch
-from collectors.cadence import FULL_START, MAX_STRIDE, QUIET, STATS, StatsCadence
-from logformat import tags as T
+from trainscope.collectors import CollectorConfig, watch
+from trainscope.collectors.cadence import FULL_START, MAX_STRIDE, QUIET, STATS, StatsCadence
+from trainscope.logformat import tags as T
 
 MS = 1e-3
 

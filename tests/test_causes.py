@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyzers import causes as C
-from analyzers.causes import LINKS, explain
-from analyzers.diagnose import diagnose_run
-from analyzers.findings import Finding
-from analyzers.rules.common import make_run
-from analyzers.rules.loss_plateau import NEVER_LEARNED
-from logformat import tags as T
+from trainscope.analyzers import causes as C
+from trainscope.analyzers.causes import LINKS, explain
+from trainscope.analyzers.diagnose import diagnose_run
+from trainscope.analyzers.findings import Finding
+from trainscope.analyzers.rules.common import make_run
+from trainscope.analyzers.rules.loss_plateau import NEVER_LEARNED
+from trainscope.logformat import tags as T
 
 STEPS = np.arange(1000)
 

@@ -12,9 +12,9 @@ import sys
 import pytest
 from reading_helpers import scalar_events, write_events
 
-from analyzers.cli import main
-from analyzers.findings import Finding, Skip
-from logformat import tags as T
+from trainscope.analyzers.cli import main
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.logformat import tags as T
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
@@ -186,7 +186,7 @@ def test_help_exits_0():
 
 def test_nan_loss_of_a_real_lightning_run_is_a_critical_finding():
     """The NaN that CSV parsing must keep reaches the project's own nonfinite rule."""
-    from analyzers.rules import ALL_RULES
+    from trainscope.analyzers.rules import ALL_RULES
 
     if "nonfinite" not in dict(ALL_RULES):
         pytest.skip("the nonfinite rule is not registered yet")
@@ -202,7 +202,7 @@ def test_what_the_collector_could_not_measure_is_shown_with_the_run(tmp_path, di
     import torch
     from collector_helpers import mlp, train
 
-    from collectors import watch
+    from trainscope.collectors import watch
 
     X, y = digits
     other_optimizer = torch.optim.SGD(mlp(seed=1).parameters(), lr=0.1)

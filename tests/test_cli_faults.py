@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from analyzers.reading import sources as S
-from logformat import tags as T
+from trainscope.analyzers.reading import sources as S
+from trainscope.logformat import tags as T
 from reading_helpers import scalar_events, write_events
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

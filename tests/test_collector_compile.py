@@ -31,8 +31,8 @@ from collector_helpers import (
     train,
 )
 
-from collectors import watch
-from logformat import tags as T
+from trainscope.collectors import watch
+from trainscope.logformat import tags as T
 
 # Raised from inside torch while it compiles, not by anything here.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
@@ -313,7 +313,7 @@ def test_cuda_graph_trees_are_found_where_torch_keeps_them(monkeypatch):
     is copied at step(), not kept by reference: a replay overwrites it. Finding them reads
     torch internals (`collectors.cuda_graphs`); this checks, in the torch installed, that
     they are where it looks. The loss itself is checked on a GPU (test_collector_cuda.py)."""
-    from collectors.cuda_graphs import cuda_graphs_run_on
+    from trainscope.collectors.cuda_graphs import cuda_graphs_run_on
 
     trees = pytest.importorskip("torch._inductor.cudagraph_trees")
     containers = trees.get_obj(trees.local, "tree_manager_containers")

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from collector_helpers import SmallCNN, mlp, read_scalars, train
-from collectors import watch
-from logformat import tags as T
+from trainscope.collectors import watch
+from trainscope.logformat import tags as T
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -112,7 +112,7 @@ def _train_with_cuda_graphs(log_dir, X, y, steps: int = 12) -> tuple[object, dic
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_a_loss_from_cuda_graphs_is_copied_and_every_one_arrives(tmp_path, cuda_digits):
-    from collectors.cuda_graphs import cuda_graphs_run_on
+    from trainscope.collectors.cuda_graphs import cuda_graphs_run_on
 
     collector, losses = _train_with_cuda_graphs(tmp_path, *cuda_digits)
     assert cuda_graphs_run_on(torch.device("cuda", torch.cuda.current_device()))  # the graphs did run
@@ -125,7 +125,7 @@ def test_a_loss_overwritten_by_cuda_graphs_is_caught_where_they_go_unseen(tmp_pa
     """Should the graphs go unseen (torch internals changed), the loss kept by reference
     is overwritten by the next replay, and reading it raises: that one loss is dropped and
     reported, later losses are copied, and the flush still writes everything else."""
-    monkeypatch.setattr("collectors.collector.cuda_graphs_run_on", lambda device: False)
+    monkeypatch.setattr("trainscope.collectors.collector.cuda_graphs_run_on", lambda device: False)
     with pytest.warns(RuntimeWarning, match=r"train/loss of step \d+ was overwritten"):
         collector, losses = _train_with_cuda_graphs(tmp_path, *cuda_digits)
     assert len(collector.errors) == 1

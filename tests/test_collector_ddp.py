@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from collector_helpers import read_scalars
-from logformat import tags as T
+from trainscope.logformat import tags as T
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from collector_helpers import mlp, read_scalars
-from collectors import watch
-from logformat import runjson as RJ
-from logformat import tags as T
+from trainscope.collectors import watch
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ TRAINING_UNTIL_STOPPED = textwrap.dedent(
     import signal, sys, time
     import torch, torch.nn.functional as F
     from sklearn.datasets import load_digits
-    from collectors import watch
+    from trainscope.collectors import watch
 
     log_dir, mode = sys.argv[1], sys.argv[2]
     digits = load_digits()

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from collector_helpers import read_scalars
 
-from analyzers.reading.logdir import read_logdir
-from logformat import tags as T
+from trainscope.analyzers.reading.logdir import read_logdir
+from trainscope.logformat import tags as T
 
 fsdp = pytest.importorskip("torch.distributed.fsdp")
 pytestmark = pytest.mark.skipif(not hasattr(fsdp, "fully_shard"), reason="needs FSDP2 (fully_shard)")

@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from collector_helpers import DEVICES, read_scalars
 from torch import nn
 
-from analyzers.diagnose import diagnose_run
-from analyzers.facts import input_kind, num_classes
-from analyzers.reading import read_logdir
-from collectors import watch
-from logformat import runjson as RJ
-from logformat import tags as T
+from trainscope.analyzers.diagnose import diagnose_run
+from trainscope.analyzers.facts import input_kind, num_classes
+from trainscope.analyzers.reading import read_logdir
+from trainscope.collectors import watch
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
 
 WORDS = ("the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "red", "big", "and", "fox", "hid")
 STEPS = 30

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from collectors import CollectorConfig
-from collectors.cadence import StatsCadence
-from collectors.plan import plan_step
-from logformat import runjson as RJ
-from logformat.schedule import Schedule
+from trainscope.collectors import CollectorConfig
+from trainscope.collectors.cadence import StatsCadence
+from trainscope.collectors.plan import plan_step
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat.schedule import Schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "collectors"
+PACKAGE_NAME = "trainscope.collectors"  # as its modules import each other
 # A class this long has more than one job (the collector's was 829 lines).
 MAX_CLASS_LINES = 320
 
@@ -29,12 +30,12 @@ def _imports_inside_package(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "collectors":
+            if node.module == PACKAGE_NAME:
                 found.update(alias.name for alias in node.names)
-            elif node.module.startswith("collectors."):
-                found.add(node.module.split(".")[1])
+            elif node.module.startswith(f"{PACKAGE_NAME}."):
+                found.add(node.module.split(".")[2])
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("collectors."))
+            found.update(a.name.split(".")[2] for a in node.names if a.name.startswith(f"{PACKAGE_NAME}."))
     return found
 
 

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import collectors.collector as collector_module
-from analyzers.diagnose import diagnose_run
-from analyzers.reading import read_logdir
-from analyzers.rules import ALL_RULES
+import trainscope.collectors.collector as collector_module
+from trainscope.analyzers.diagnose import diagnose_run
+from trainscope.analyzers.reading import read_logdir
+from trainscope.analyzers.rules import ALL_RULES
 from collector_helpers import (
     DEVICES,
     SmallCNN,
@@ -28,9 +28,9 @@ from collector_helpers import (
     read_scalars,
     train,
 )
-from collectors import CollectorConfig, activations, watch
-from collectors.grad_stats import LayerNorms
-from logformat import tags as T
+from trainscope.collectors import CollectorConfig, activations, watch
+from trainscope.collectors.grad_stats import LayerNorms
+from trainscope.logformat import tags as T
 
 # Every hook fires on every step: the hardest case for "changes nothing".
 EVERYTHING = dict(every=2, histogram_every=2, noise_window=2)
@@ -94,7 +94,7 @@ def test_an_error_keeping_the_logits_costs_the_accuracy_not_the_step(tmp_path, d
     """Keeping a step's logits for its accuracy runs under its own error part on quiet
     steps too (`_record_quiet_step`): when it fails, the accuracy falls back to being
     measured at once on statistics steps, and loss and step time go on every step."""
-    from collectors.deferred_accuracy import DeferredAccuracy
+    from trainscope.collectors.deferred_accuracy import DeferredAccuracy
 
     X, y = digits
     keep = DeferredAccuracy.keep
@@ -914,7 +914,7 @@ def test_crash_inside_the_context_manager_is_recorded(tmp_path, digits):
 
 _SCRIPT = """
 import sys, torch, torch.nn.functional as F
-from collectors import watch
+from trainscope.collectors import watch
 model = torch.nn.Linear(4, 2)
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 collector = watch(model, opt, sys.argv[1])

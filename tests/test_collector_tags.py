@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from collector_helpers import FunctionalReLUNet, SmallCNN, mlp, read_histograms, read_scalars, train
-from collectors import watch
-from logformat import tags as T
+from trainscope.collectors import watch
+from trainscope.logformat import tags as T
 
 EVERY = 5
 HIST_EVERY = 10

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyzers.diagnose import diagnose_run
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import make_run
-from logformat import tags as T
+from trainscope.analyzers.diagnose import diagnose_run
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import make_run
+from trainscope.logformat import tags as T
 
 
 def _finding(rule: str, severity: str, step: int) -> Finding:

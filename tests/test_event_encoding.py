@@ -9,8 +9,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
-from logformat.events import EventFileWriter, Histogram, summary_record
-from logformat.records import RecordReader, encode_record
+from trainscope.logformat.events import EventFileWriter, Histogram, summary_record
+from trainscope.logformat.records import RecordReader, encode_record
 
 SCALARS = {
     "train/loss": 2.302585,

@@ -9,10 +9,10 @@ import html
 import pytest
 from markdown_it import MarkdownIt
 
-from analyzers.diagnose import diagnose_run
-from analyzers.reading import read_logdir
-from app import export as E
-from logformat import tags as T
+from trainscope.analyzers.diagnose import diagnose_run
+from trainscope.analyzers.reading import read_logdir
+from trainscope.app import export as E
+from trainscope.logformat import tags as T
 from reading_helpers import scalar_events, write_events
 
 EVIL = "[z](javascript:alert(1)) ![i](x.png) <b>bold</b> *em* __s__ ~~x~~ `c` a | b &amp; $x$ #h"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from collectors.framework_batches import logits_of, loss_of, split_batch, validation_scalars
-from logformat import tags as T
+from trainscope.collectors.framework_batches import logits_of, loss_of, split_batch, validation_scalars
+from trainscope.logformat import tags as T
 
 X, Y = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
 

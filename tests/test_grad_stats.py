@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from collectors.grad_stats import MISSING, LayerNorms
-from collectors.layers import Layer
+from trainscope.collectors.grad_stats import MISSING, LayerNorms
+from trainscope.collectors.layers import Layer
 
 
 def layers_of(*shapes_per_layer: tuple[tuple[int, ...], ...], dtype: torch.dtype) -> list[Layer]:

@@ -22,10 +22,10 @@ transformers = pytest.importorskip("transformers")
 import torch  # noqa: E402
 from collector_helpers import read_scalars  # noqa: E402
 
-from analyzers.reading import read_logdir  # noqa: E402
-from collectors.hf_callback import TrainScopeCallback  # noqa: E402
-from logformat import runjson as RJ  # noqa: E402
-from logformat import tags as T  # noqa: E402
+from trainscope.analyzers.reading import read_logdir  # noqa: E402
+from trainscope.collectors.hf_callback import TrainScopeCallback  # noqa: E402
+from trainscope.logformat import runjson as RJ  # noqa: E402
+from trainscope.logformat import tags as T  # noqa: E402
 
 WORDS = ("the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "red", "big", "and", "fox", "hid")
 LENGTH = 24

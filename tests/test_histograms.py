@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from collectors.histograms import pack_histogram, unpack_histogram
+from trainscope.collectors.histograms import pack_histogram, unpack_histogram
 
 
 @pytest.mark.parametrize("n", [1, 7, 1000, 100_000])

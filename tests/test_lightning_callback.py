@@ -25,10 +25,10 @@ from collector_helpers import read_scalars  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from analyzers.reading import read_logdir  # noqa: E402
-from collectors.lightning_callback import TrainScopeCallback  # noqa: E402
-from logformat import runjson as RJ  # noqa: E402
-from logformat import tags as T  # noqa: E402
+from trainscope.analyzers.reading import read_logdir  # noqa: E402
+from trainscope.collectors.lightning_callback import TrainScopeCallback  # noqa: E402
+from trainscope.logformat import runjson as RJ  # noqa: E402
+from trainscope.logformat import tags as T  # noqa: E402
 
 LAYERS = ("net.0", "net.2", "net.4")
 CLIP = 0.05  # far below the norms of this model's gradients: every step is clipped

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from collector_helpers import read_scalars
-from collectors import watch
-from collectors.noise_scale import SmallBatchSquares
-from logformat import tags as T
-from logformat.noise import NoiseScaleEMA, two_batch_estimate
+from trainscope.collectors import watch
+from trainscope.collectors.noise_scale import SmallBatchSquares
+from trainscope.logformat import tags as T
+from trainscope.logformat.noise import NoiseScaleEMA, two_batch_estimate
 
 D, SIGMA, BATCH = 10, 3.0, 8
 EXPECTED = D + 1 + D * SIGMA**2  # |δ| = 1: B_simple = 101

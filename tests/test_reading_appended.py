@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from analyzers.reading.appended import read_appended_lines
+from trainscope.analyzers.reading.appended import read_appended_lines
 
 
 def _read(data: bytes, offset: int = 0, chunk: int = 4, max_line: int = 100):

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from analyzers.reading import read_logdir
-from analyzers.reading import sources as S
-from logformat import tags as T
-from logformat.records import encode_record
+from trainscope.analyzers.reading import read_logdir
+from trainscope.analyzers.reading import sources as S
+from trainscope.logformat import tags as T
+from trainscope.logformat.records import encode_record
 from reading_helpers import scalar_events, simple, event, write_events
 
 

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from analyzers.reading import LogDirReader, read_logdir
-from logformat import tags as T
+from trainscope.analyzers.reading import LogDirReader, read_logdir
+from trainscope.logformat import tags as T
 
 KERAS_HEADER = "epoch,accuracy,loss,val_accuracy,val_loss"
 KERAS_ROWS = "0,0.41,1.71,0.46,1.44\n1,0.46,1.52,0.35,7.41\n2,0.52,1.40,0.50,1.30\n"

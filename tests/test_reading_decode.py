@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2
 
-from analyzers.reading.eventdecode import EventDecoder
-from logformat.records import RecordReader
+from trainscope.analyzers.reading.eventdecode import EventDecoder
+from trainscope.logformat.records import RecordReader
 from reading_helpers import HISTOGRAMS, k3_histogram, metadata, shape, simple, tensor_value
 
 DT_FLOAT, DT_DOUBLE, DT_HALF, DT_STRING = 1, 2, 19, 7
@@ -161,7 +161,7 @@ def test_non_numeric_summaries_are_ignored_and_hparams_are_kept():
 
 
 def test_record_that_is_not_an_event_is_reported_with_its_offset(tmp_path):
-    from logformat.records import encode_record
+    from trainscope.logformat.records import encode_record
 
     path = tmp_path / "events.out.tfevents.1"
     path.write_bytes(encode_record(_event(1, [simple("a", 1.0)])) + encode_record(b"\xff\xff\xff\xff"))

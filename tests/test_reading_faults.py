@@ -8,10 +8,10 @@ import importlib
 
 import pytest
 
-from analyzers.reading import LogDirReader, read_logdir
-from analyzers.reading import assemble as A
-from analyzers.reading import sources as S
-from logformat import tags as T
+from trainscope.analyzers.reading import LogDirReader, read_logdir
+from trainscope.analyzers.reading import assemble as A
+from trainscope.analyzers.reading import sources as S
+from trainscope.logformat import tags as T
 from reading_helpers import scalar_events, write_events
 
 
@@ -29,14 +29,14 @@ def _good_is_intact(snapshot) -> None:
 
 # What each source calls to read its file, and a file of that format.
 _READERS = {
-    "events": ("analyzers.reading.eventdecode.EventDecoder.decode", "ev/events.out.tfevents.1700000000.h.1.0"),
-    "metrics_csv": ("analyzers.reading.sources.parse_metrics_csv", "lt/metrics.csv"),
-    "csv_log": ("analyzers.reading.metric_csv.CsvLogReader.poll", "cl/log.csv"),
-    "trainer_state": ("analyzers.reading.sources.parse_trainer_state", "hf/trainer_state.json"),
-    "hparams_yaml": ("analyzers.reading.sources.parse_hparams_yaml", "lt/hparams.yaml"),
-    "mlflow": ("analyzers.reading.mlflow_store.MlflowRunReader.poll", "mlruns/0/r/meta.yaml"),
-    "wandb": ("analyzers.reading.sources.read_wandb_run", "wandb/run-20250101_000000-abc/run-abc.wandb"),
-    "run_json": ("analyzers.reading.sources.read_run_json", "mine/run.json"),
+    "events": ("trainscope.analyzers.reading.eventdecode.EventDecoder.decode", "ev/events.out.tfevents.1700000000.h.1.0"),
+    "metrics_csv": ("trainscope.analyzers.reading.sources.parse_metrics_csv", "lt/metrics.csv"),
+    "csv_log": ("trainscope.analyzers.reading.metric_csv.CsvLogReader.poll", "cl/log.csv"),
+    "trainer_state": ("trainscope.analyzers.reading.sources.parse_trainer_state", "hf/trainer_state.json"),
+    "hparams_yaml": ("trainscope.analyzers.reading.sources.parse_hparams_yaml", "lt/hparams.yaml"),
+    "mlflow": ("trainscope.analyzers.reading.mlflow_store.MlflowRunReader.poll", "mlruns/0/r/meta.yaml"),
+    "wandb": ("trainscope.analyzers.reading.sources.read_wandb_run", "wandb/run-20250101_000000-abc/run-abc.wandb"),
+    "run_json": ("trainscope.analyzers.reading.sources.read_run_json", "mine/run.json"),
 }
 _FILES = {
     "ev/events.out.tfevents.1700000000.h.1.0": None,
@@ -131,7 +131,7 @@ def test_a_run_that_cannot_be_assembled_is_one_line(healthy, monkeypatch):
             raise ZeroDivisionError("division by zero")
         return real(**kwargs)
 
-    monkeypatch.setattr("analyzers.reading.logdir.build_run", build)
+    monkeypatch.setattr("trainscope.analyzers.reading.logdir.build_run", build)
     snapshot = read_logdir(healthy)
     _good_is_intact(snapshot)
     odd = snapshot.runs["odd"]

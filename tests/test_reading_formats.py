@@ -15,9 +15,9 @@ import re
 import numpy as np
 import pytest
 
-from analyzers.reading import read_logdir
-from logformat import runjson as RJ
-from logformat import tags as T
+from trainscope.analyzers.reading import read_logdir
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
 from reading_helpers import scalar_events, write_events
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -106,7 +106,7 @@ def test_hugging_face_trainer_state_merges_checkpoints(fixtures):
 
 def test_hugging_face_tensorboard_agrees_with_trainer_state():
     """The output dir's two logs hold the same points: read apart, they agree."""
-    from analyzers.reading.hf_state import parse_trainer_state
+    from trainscope.analyzers.reading.hf_state import parse_trainer_state
 
     root = os.path.join(FIXTURES, "hf_trainer")
     with open(os.path.join(root, "trainer_state.json")) as fh:

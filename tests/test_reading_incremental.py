@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from analyzers.reading import LogDirReader
-from analyzers.reading import sources as S
-from logformat import runjson as RJ
-from logformat import tags as T
+from trainscope.analyzers.reading import LogDirReader
+from trainscope.analyzers.reading import sources as S
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
 from reading_helpers import scalar_events, write_events
 
 

@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from analyzers.reading import LogDirReader, read_logdir
-from analyzers.reading import liveness as L
-from analyzers.run import Series
-from logformat import runjson as RJ
-from logformat import tags as T
+from trainscope.analyzers.reading import LogDirReader, read_logdir
+from trainscope.analyzers.reading import liveness as L
+from trainscope.analyzers.run import Series
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
 from reading_helpers import write_events, event, simple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,7 +102,7 @@ def test_silence_limit_is_the_largest_of_its_three_bounds():
 _TRAIN_UNTIL_KILLED = """
 import sys, torch
 from sklearn.datasets import load_digits
-from collectors import watch
+from trainscope.collectors import watch
 X, y = load_digits(return_X_y=True)
 X, y = torch.tensor(X / 16.0, dtype=torch.float32), torch.tensor(y)
 torch.manual_seed(0)

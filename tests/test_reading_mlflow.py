@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from analyzers.reading import LogDirReader, read_logdir
-from logformat import runjson as RJ
-from logformat import tags as T
+from trainscope.analyzers.reading import LogDirReader, read_logdir
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
 
 FIXTURE_STORE = os.path.join(os.path.dirname(__file__), "fixtures", "mlflow", "mlruns")
 

@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analyzers.reading import read_logdir
-from analyzers.reading import sources as S
-from logformat import tags as T
+from trainscope.analyzers.reading import read_logdir
+from trainscope.analyzers.reading import sources as S
+from trainscope.logformat import tags as T
 from reading_helpers import scalar_events, write_events
 
 FIXTURES = Path(__file__).parent / "fixtures"

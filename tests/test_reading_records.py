@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from logformat.records import RecordReader, encode_record
+from trainscope.logformat.records import RecordReader, encode_record
 
 
 def _write(path, data: bytes, mode: str = "wb") -> None:

@@ -12,15 +12,15 @@ import math
 import numpy as np
 import pytest
 
-from analyzers.diagnose import diagnose_run
-from analyzers.reading.logdir import LogDirReader
-from analyzers.reading.shards import sum_shards
-from analyzers.rules import ALL_RULES
-from analyzers.run import HistogramSeries, Series
-from logformat import runjson as RJ
-from logformat import tags as T
-from logformat.events import EventFileWriter, summary_record
-from logformat.noise import NoiseScaleEMA, two_batch_estimate
+from trainscope.analyzers.diagnose import diagnose_run
+from trainscope.analyzers.reading.logdir import LogDirReader
+from trainscope.analyzers.reading.shards import sum_shards
+from trainscope.analyzers.rules import ALL_RULES
+from trainscope.analyzers.run import HistogramSeries, Series
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
+from trainscope.logformat.events import EventFileWriter, summary_record
+from trainscope.logformat.noise import NoiseScaleEMA, two_batch_estimate
 
 SS = T.ShardSquares
 GRAD, UPDATE, BEFORE, WEIGHT = SS.GRAD, SS.UPDATE, SS.WEIGHT_BEFORE, SS.WEIGHT

@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from analyzers.cli import main
-from analyzers.reading import read_logdir
-from logformat import runjson as RJ
-from logformat import tags as T
+from trainscope.analyzers.cli import main
+from trainscope.analyzers.reading import read_logdir
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
 
 torch = pytest.importorskip("torch")
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from analyzers.reading import read_logdir
-from analyzers.reading.hf_state import parse_trainer_state
-from analyzers.reading.lightning_csv import parse_metrics_csv
-from logformat import tags as T
+from trainscope.analyzers.reading import read_logdir
+from trainscope.analyzers.reading.hf_state import parse_trainer_state
+from trainscope.analyzers.reading.lightning_csv import parse_metrics_csv
+from trainscope.logformat import tags as T
 
 
 def test_empty_cell_is_no_point_but_nan_text_is_a_nan():
@@ -51,7 +51,7 @@ def test_csv_without_step_column_says_so():
 
 
 def test_csv_rewritten_between_refreshes_is_reread(tmp_path):
-    from analyzers.reading import LogDirReader
+    from trainscope.analyzers.reading import LogDirReader
 
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,step,train_loss\n0,1,0.9\n")

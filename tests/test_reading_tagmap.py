@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analyzers.reading import TagMapper, TagRule, is_canonical, parse_rule
-from logformat import tags as T
+from trainscope.analyzers.reading import TagMapper, TagRule, is_canonical, parse_rule
+from trainscope.logformat import tags as T
 
 MAPPER = TagMapper()
 
@@ -121,7 +121,7 @@ def test_histogram_names(foreign, canonical):
     ],
 )
 def test_named_eval_sets(names, expected):
-    from analyzers.reading.eval_sets import eval_set_tags
+    from trainscope.analyzers.reading.eval_sets import eval_set_tags
 
     assert eval_set_tags(names) == expected
     assert all(is_canonical(tag) for tag in expected.values())

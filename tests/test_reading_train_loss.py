@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from reading_helpers import scalar_events, write_events
 
-from analyzers.reading import read_logdir
-from analyzers.reading.train_loss import choose_train_loss
-from analyzers.run import Series
-from logformat import tags as T
+from trainscope.analyzers.reading import read_logdir
+from trainscope.analyzers.reading.train_loss import choose_train_loss
+from trainscope.analyzers.run import Series
+from trainscope.logformat import tags as T
 
 
 def _series(steps, scale: float = 1.0) -> Series:
@@ -108,7 +108,7 @@ def test_of_two_series_on_one_axis_the_one_with_clearly_more_points(tmp_path, st
 
 
 def test_a_user_rule_wins_even_with_fewer_points(tmp_path):
-    from analyzers.reading import TagRule
+    from trainscope.analyzers.reading import TagRule
 
     write_events(tmp_path, scalar_events({s: {"objective": 1.0, **({"loss": 2.0} if s else {})} for s in range(50)}
                                          | {s: {"loss": 2.0} for s in range(50, 400)}))

@@ -23,9 +23,9 @@ import zlib
 import numpy as np
 import pytest
 
-from analyzers.reading import protowire
-from analyzers.reading import wandb as W
-from logformat import runjson as RJ
+from trainscope.analyzers.reading import protowire
+from trainscope.analyzers.reading import wandb as W
+from trainscope.logformat import runjson as RJ
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 RUNS = os.path.join(FIXTURES, "wandb")

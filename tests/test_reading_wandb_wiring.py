@@ -13,8 +13,8 @@ import json
 import os
 import time
 
-from analyzers.reading import LogDirReader, read_logdir
-from logformat import tags as T
+from trainscope.analyzers.reading import LogDirReader, read_logdir
+from trainscope.logformat import tags as T
 
 
 def _wandb_run(root, name: str, history: list[dict]) -> str:

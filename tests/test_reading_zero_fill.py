@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from analyzers.reading import LogDirReader, read_logdir
-from analyzers.reading import sources as S
-from logformat import records as R
-from logformat import tags as T
+from trainscope.analyzers.reading import LogDirReader, read_logdir
+from trainscope.analyzers.reading import sources as S
+from trainscope.logformat import records as R
+from trainscope.logformat import tags as T
 from reading_helpers import scalar_events, write_events
 
 # Large enough that a CRC attempt per zero byte (what the resync did) is tens of millions of

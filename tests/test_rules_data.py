@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from rules_support import Fires, Quiet, Skips, check
 
-from analyzers.facts import input_kind
-from analyzers.rules.common import make_run
-from analyzers.rules.unnormalized_inputs import check as unnormalized_inputs
-from analyzers.rules.unshuffled_data import check as unshuffled_data
-from analyzers.rules.synthetic import steps
-from logformat import runjson as R
-from logformat import tags as T
+from trainscope.analyzers.facts import input_kind
+from trainscope.analyzers.rules.common import make_run
+from trainscope.analyzers.rules.unnormalized_inputs import check as unnormalized_inputs
+from trainscope.analyzers.rules.unshuffled_data import check as unshuffled_data
+from trainscope.analyzers.rules.synthetic import steps
+from trainscope.logformat import runjson as R
+from trainscope.logformat import tags as T
 
 EVERY = 50
 

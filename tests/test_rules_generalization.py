@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from rules_support import Fires, Quiet, Skips, check
 
-from analyzers.rules.common import make_run
-from analyzers.rules.overfitting import check as overfitting
-from analyzers.rules.underfitting import check as underfitting
-from analyzers.rules.synthetic import batch_losses, decay, noisy, steps
-from logformat import tags as T
+from trainscope.analyzers.rules.common import make_run
+from trainscope.analyzers.rules.overfitting import check as overfitting
+from trainscope.analyzers.rules.underfitting import check as underfitting
+from trainscope.analyzers.rules.synthetic import batch_losses, decay, noisy, steps
+from trainscope.logformat import tags as T
 
 N = 2400
 EPOCH = 200  # one validation every 200 steps: 12 validations

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from rules_support import Fires, Quiet, Skips, check
 
-from analyzers.rules.common import make_run
-from analyzers.rules.exploding_gradients import check as exploding_gradients
-from analyzers.rules.vanishing_gradients import check as vanishing_gradients
-from analyzers.rules.synthetic import noisy, steps
-from logformat import tags as T
+from trainscope.analyzers.rules.common import make_run
+from trainscope.analyzers.rules.exploding_gradients import check as exploding_gradients
+from trainscope.analyzers.rules.vanishing_gradients import check as vanishing_gradients
+from trainscope.analyzers.rules.synthetic import noisy, steps
+from trainscope.logformat import tags as T
 
 N = 1000
 S = steps(N)

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from rules_support import Fires, Quiet, Skips, check
 
-from analyzers.rules.common import make_run
-from analyzers.rules.loss_plateau import check as loss_plateau
-from analyzers.rules.lr_too_high import check as lr_too_high
-from analyzers.rules.lr_too_low import check as lr_too_low
-from analyzers.rules.noisy_batches import check as noisy_batches
-from analyzers.rules.nonfinite import check as nonfinite
-from analyzers.rules.synthetic import batch_losses, decay, noisy, steps
-from logformat import tags as T
+from trainscope.analyzers.rules.common import make_run
+from trainscope.analyzers.rules.loss_plateau import check as loss_plateau
+from trainscope.analyzers.rules.lr_too_high import check as lr_too_high
+from trainscope.analyzers.rules.lr_too_low import check as lr_too_low
+from trainscope.analyzers.rules.noisy_batches import check as noisy_batches
+from trainscope.analyzers.rules.nonfinite import check as nonfinite
+from trainscope.analyzers.rules.synthetic import batch_losses, decay, noisy, steps
+from trainscope.logformat import tags as T
 
 N = 2000
 S = steps(N)

@@ -13,12 +13,12 @@ import re
 import numpy as np
 import pytest
 
-from analyzers.diagnose import diagnose_run
-from analyzers.findings import Skip
-from analyzers.rules import ALL_RULES, RULE_MODULES, curves, labels, updates
-from analyzers.rules.common import make_run
-from analyzers.rules.synthetic import batch_losses, decay, healthy_run, noisy
-from logformat import tags as T
+from trainscope.analyzers.diagnose import diagnose_run
+from trainscope.analyzers.findings import Skip
+from trainscope.analyzers.rules import ALL_RULES, RULE_MODULES, curves, labels, updates
+from trainscope.analyzers.rules.common import make_run
+from trainscope.analyzers.rules.synthetic import batch_losses, decay, healthy_run, noisy
+from trainscope.logformat import tags as T
 
 RULE_IDS = (
     "nonfinite",
@@ -273,8 +273,8 @@ def test_every_cited_line_is_quoted_word_for_word():
         for name in os.listdir(SEEDS)
         if name.endswith(".txt")
     }
-    from analyzers import summary
-    from analyzers.rules.common import quotes
+    from trainscope.analyzers import summary
+    from trainscope.analyzers.rules.common import quotes
 
     cited = 0
     for module in (*RULE_MODULES, curves, labels, updates, summary):

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from rules_support import Fires, Quiet, Skips, check
 
-from analyzers.rules.activation_on_logits import check as activation_on_logits
-from analyzers.rules.common import make_run
-from analyzers.rules.gradients_not_zeroed import check as gradients_not_zeroed
-from analyzers.rules.initial_loss_off import check as initial_loss_off
-from analyzers.rules.loss_spikes import check as loss_spikes
-from analyzers.rules.nothing_training import check as nothing_training
-from analyzers.rules.synthetic import batch_losses, decay, noisy, steps
-from analyzers.rules.too_good_to_be_true import check as too_good_to_be_true
-from logformat import runjson as R
+from trainscope.analyzers.rules.activation_on_logits import check as activation_on_logits
+from trainscope.analyzers.rules.common import make_run
+from trainscope.analyzers.rules.gradients_not_zeroed import check as gradients_not_zeroed
+from trainscope.analyzers.rules.initial_loss_off import check as initial_loss_off
+from trainscope.analyzers.rules.loss_spikes import check as loss_spikes
+from trainscope.analyzers.rules.nothing_training import check as nothing_training
+from trainscope.analyzers.rules.synthetic import batch_losses, decay, noisy, steps
+from trainscope.analyzers.rules.too_good_to_be_true import check as too_good_to_be_true
+from trainscope.logformat import runjson as R
 
 N = 1000
 S = steps(N)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyzers.findings import Skip
-from analyzers import facts as F
-from analyzers.rules import common as C
-from analyzers.rules import robust as R
-from analyzers.run import Series
+from trainscope.analyzers.findings import Skip
+from trainscope.analyzers import facts as F
+from trainscope.analyzers.rules import common as C
+from trainscope.analyzers.rules import robust as R
+from trainscope.analyzers.run import Series
 
 
 def test_binned_keeps_the_newest_point_in_a_full_last_bin_and_drops_nothing():

@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 from rules_support import Fires, Quiet, Skips, check
 
-from analyzers import facts
-from analyzers.rules import curves
-from analyzers.rules.common import make_run
-from analyzers.rules.loss_plateau import check as loss_plateau
-from analyzers.rules.lr_too_high import check as lr_too_high
-from analyzers.rules.lr_too_low import check as lr_too_low
-from analyzers.rules.overfitting import check as overfitting
-from analyzers.rules.synthetic import decay, noisy, steps
-from analyzers.run import Series
-from logformat import tags as T
+from trainscope.analyzers import facts
+from trainscope.analyzers.rules import curves
+from trainscope.analyzers.rules.common import make_run
+from trainscope.analyzers.rules.loss_plateau import check as loss_plateau
+from trainscope.analyzers.rules.lr_too_high import check as lr_too_high
+from trainscope.analyzers.rules.lr_too_low import check as lr_too_low
+from trainscope.analyzers.rules.overfitting import check as overfitting
+from trainscope.analyzers.rules.synthetic import decay, noisy, steps
+from trainscope.analyzers.run import Series
+from trainscope.logformat import tags as T
 
 LIVE = {"status": "running"}
 
@@ -286,7 +286,7 @@ def test_a_nan_in_a_term_of_the_loss_is_a_nan_in_the_objective():
     A NaN in a held-out series is not a training NaN."""
     from dataclasses import replace
 
-    from analyzers.rules.nonfinite import check as nonfinite
+    from trainscope.analyzers.rules.nonfinite import check as nonfinite
 
     base = run(decay(200, start=2.0, floor=0.3))
     term = Series.from_lists(np.arange(200), np.where(np.arange(200) >= 150, np.nan, 0.1))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analyzers.rules.common import make_run
-from analyzers.summary import end_of_run_advice
+from trainscope.analyzers.rules.common import make_run
+from trainscope.analyzers.summary import end_of_run_advice
 
 
 def meta(status="finished", optimizer="Adam", layers=("Linear", "ReLU", "Linear"), activations=None):

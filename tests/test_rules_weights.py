@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from rules_support import Fires, Quiet, Skips, check
 
-from analyzers.rules.common import make_run
-from analyzers.rules.synthetic import steps
-from analyzers.rules.bad_initialization import check as bad_initialization
-from analyzers.rules.weight_growth import check as weight_growth
-from logformat import tags as T
+from trainscope.analyzers.rules.common import make_run
+from trainscope.analyzers.rules.synthetic import steps
+from trainscope.analyzers.rules.bad_initialization import check as bad_initialization
+from trainscope.analyzers.rules.weight_growth import check as weight_growth
+from trainscope.logformat import tags as T
 
 
 def entry(layer, fan_in=784, out=256, std=None, mean=0.0, constant=False, kind="Linear", activation="relu"):

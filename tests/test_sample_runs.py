@@ -30,18 +30,18 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from analyzers.diagnose import diagnose_run  # noqa: E402
-from analyzers.reading import read_logdir  # noqa: E402
-from analyzers.rules import ALL_RULES  # noqa: E402
-from analyzers.run import Run  # noqa: E402
-from logformat import runjson as RJ  # noqa: E402
-from sample_runs import RUNS_DIR  # noqa: E402
-from sample_runs.cases import CASES, get_case  # noqa: E402
-from sample_runs.data import TEXT_VAL_FRACTION, DataSpec, encode, load  # noqa: E402
-from sample_runs.models import GPT, GPT_INIT_STD  # noqa: E402
-from sample_runs.report import ALARM_SEVERITIES  # noqa: E402
-from sample_runs.text import generate_text  # noqa: E402
-from sample_runs.training import CASE_JSON, as_loss_takes, train_case  # noqa: E402
+from trainscope.analyzers.diagnose import diagnose_run  # noqa: E402
+from trainscope.analyzers.reading import read_logdir  # noqa: E402
+from trainscope.analyzers.rules import ALL_RULES  # noqa: E402
+from trainscope.analyzers.run import Run  # noqa: E402
+from trainscope.logformat import runjson as RJ  # noqa: E402
+from trainscope.sample_runs import RUNS_DIR  # noqa: E402
+from trainscope.sample_runs.cases import CASES, get_case  # noqa: E402
+from trainscope.sample_runs.data import TEXT_VAL_FRACTION, DataSpec, encode, load  # noqa: E402
+from trainscope.sample_runs.models import GPT, GPT_INIT_STD  # noqa: E402
+from trainscope.sample_runs.report import ALARM_SEVERITIES  # noqa: E402
+from trainscope.sample_runs.text import generate_text  # noqa: E402
+from trainscope.sample_runs.training import CASE_JSON, as_loss_takes, train_case  # noqa: E402
 
 # Cheap (under a second each) and numerically tame: no divergence, so float rounding
 # on another CPU cannot move a NaN or a collapse to another step. nothing_training

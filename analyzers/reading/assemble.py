@@ -18,11 +18,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from analyzers.reading.eval_sets import eval_set_tags
-from analyzers.reading.tagmap import EPOCH_AXIS, STEP_AXIS, Kind, TagMapper
-from analyzers.reading.train_loss import choose_train_loss
-from analyzers.run import HistogramSeries, Run, Series
-from logformat import tags as T
+from trainscope.analyzers.reading.eval_sets import eval_set_tags
+from trainscope.analyzers.reading.tagmap import EPOCH_AXIS, STEP_AXIS, Kind, TagMapper
+from trainscope.analyzers.reading.train_loss import choose_train_loss
+from trainscope.analyzers.run import HistogramSeries, Run, Series
+from trainscope.logformat import tags as T
 
 # Names of a series counting epochs (Lightning's ``epoch``, Trainer's ``train/epoch``):
 # when its values equal its steps, the log's steps are epochs.

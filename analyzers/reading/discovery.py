@@ -45,14 +45,14 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from analyzers.reading import metric_csv
-from analyzers.reading.hparams import HPARAMS_YAML
-from analyzers.reading.lightning_csv import is_lightning_header
-from analyzers.reading.mlflow_store import is_mlflow_run_dir
-from analyzers.reading.tagmap import TagMapper
-from analyzers.reading.wandb import is_wandb_run_dir
-from logformat.events import is_event_file
-from logformat.runjson import RUN_JSON
+from trainscope.analyzers.reading import metric_csv
+from trainscope.analyzers.reading.hparams import HPARAMS_YAML
+from trainscope.analyzers.reading.lightning_csv import is_lightning_header
+from trainscope.analyzers.reading.mlflow_store import is_mlflow_run_dir
+from trainscope.analyzers.reading.tagmap import TagMapper
+from trainscope.analyzers.reading.wandb import is_wandb_run_dir
+from trainscope.logformat.events import is_event_file
+from trainscope.logformat.runjson import RUN_JSON
 
 METRICS_CSV = "metrics.csv"
 TRAINER_STATE = "trainer_state.json"

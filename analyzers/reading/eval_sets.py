@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from logformat import tags as T
+from trainscope.logformat import tags as T
 
 # eval_<set>_<metric> as trainer_state.json / MLflow hold it, eval/<set>_<metric> as
 # Trainer's TensorBoard and W&B callbacks write it.

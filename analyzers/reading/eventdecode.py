@@ -16,9 +16,9 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
 
-from analyzers.reading import hf_args
-from analyzers.reading import templates as TP
-from analyzers.reading import tensors as TN
+from trainscope.analyzers.reading import hf_args
+from trainscope.analyzers.reading import templates as TP
+from trainscope.analyzers.reading import tensors as TN
 
 HISTOGRAMS_PLUGIN = "histograms"
 HPARAMS_PLUGIN = "hparams"

@@ -18,9 +18,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyzers.reading.series import series_from_lists
-from analyzers.run import Series
-from logformat import runjson as RJ
+from trainscope.analyzers.reading.series import series_from_lists
+from trainscope.analyzers.run import Series
+from trainscope.logformat import runjson as RJ
 
 _EVAL_PREFIX = "eval_"
 _TEST_PREFIX = "test_"

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from logformat import runjson as RJ
+from trainscope.logformat import runjson as RJ
 
 HPARAMS_YAML = "hparams.yaml"
 # Keys (the last part of a nested key) whose integer value is the training batch size.

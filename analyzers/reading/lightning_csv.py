@@ -17,8 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from analyzers.reading.series import series_from_lists
-from analyzers.run import Series
+from trainscope.analyzers.reading.series import series_from_lists
+from trainscope.analyzers.run import Series
 
 STEP_COLUMN = "step"
 EPOCH_COLUMN = "epoch"

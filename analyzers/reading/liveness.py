@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from analyzers.run import Series
-from logformat import runjson as RJ
+from trainscope.analyzers.run import Series
+from trainscope.logformat import runjson as RJ
 
 MIN_SILENCE_SECONDS = 600.0
 STEP_FACTOR = 1000.0

@@ -29,13 +29,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from analyzers.reading import discovery as D
-from analyzers.reading import liveness as L
-from analyzers.reading.assemble import build_run
-from analyzers.reading.eventdecode import DecodedEvents
-from analyzers.reading.series import HistogramColumn, ScalarColumn, merge_series
-from analyzers.reading.shards import sum_shards
-from analyzers.reading.sources import (
+from trainscope.analyzers.reading import discovery as D
+from trainscope.analyzers.reading import liveness as L
+from trainscope.analyzers.reading.assemble import build_run
+from trainscope.analyzers.reading.eventdecode import DecodedEvents
+from trainscope.analyzers.reading.series import HistogramColumn, ScalarColumn, merge_series
+from trainscope.analyzers.reading.shards import sum_shards
+from trainscope.analyzers.reading.sources import (
     CsvLogSource,
     ProblemLog,
     CsvSource,
@@ -49,10 +49,10 @@ from analyzers.reading.sources import (
     failure_line,
     file_signature,
 )
-from analyzers.reading.tagmap import TagMapper, TagRule
-from analyzers.run import Run, Series
-from logformat import runjson as RJ
-from logformat import tags as T
+from trainscope.analyzers.reading.tagmap import TagMapper, TagRule
+from trainscope.analyzers.run import Run, Series
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
 
 SOURCE_TRAINSCOPE = "trainscope"
 SOURCE_TENSORBOARD = "tensorboard"

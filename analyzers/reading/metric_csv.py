@@ -38,11 +38,11 @@ from typing import BinaryIO
 
 import numpy as np
 
-from analyzers.reading.appended import read_appended_lines
-from analyzers.reading.series import latest_per_step, merge_series
-from analyzers.reading.tagmap import TagMapper
-from analyzers.reading.train_loss import words
-from analyzers.run import Series
+from trainscope.analyzers.reading.appended import read_appended_lines
+from trainscope.analyzers.reading.series import latest_per_step, merge_series
+from trainscope.analyzers.reading.tagmap import TagMapper
+from trainscope.analyzers.reading.train_loss import words
+from trainscope.analyzers.run import Series
 
 # File name endings a metric CSV log may have.
 LOG_SUFFIXES = (".csv", ".tsv", ".log", ".txt")

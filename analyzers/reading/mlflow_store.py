@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from analyzers.reading.appended import read_appended_lines
-from analyzers.reading.hparams import load_yaml, meta_from_hparams, parse_param
-from analyzers.reading.series import ScalarColumn
-from analyzers.run import Series
-from logformat import runjson as RJ
+from trainscope.analyzers.reading.appended import read_appended_lines
+from trainscope.analyzers.reading.hparams import load_yaml, meta_from_hparams, parse_param
+from trainscope.analyzers.reading.series import ScalarColumn
+from trainscope.analyzers.run import Series
+from trainscope.logformat import runjson as RJ
 
 META_YAML = "meta.yaml"
 METRICS_DIR = "metrics"

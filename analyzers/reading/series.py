@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyzers.run import HistogramSeries, Series
+from trainscope.analyzers.run import HistogramSeries, Series
 
 _MIN_CAPACITY = 64
 

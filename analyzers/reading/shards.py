@@ -24,14 +24,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from analyzers.run import HistogramSeries, Series
-from logformat import runjson as RJ
-from logformat import tags as T
-from logformat.noise import NoiseScaleEMA, two_batch_estimate
-from logformat.schedule import Schedule
-from logformat.tags import ShardHistograms as SH
-from logformat.tags import ShardInit as SI
-from logformat.tags import ShardSquares as SS
+from trainscope.analyzers.run import HistogramSeries, Series
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
+from trainscope.logformat.noise import NoiseScaleEMA, two_batch_estimate
+from trainscope.logformat.schedule import Schedule
+from trainscope.logformat.tags import ShardHistograms as SH
+from trainscope.logformat.tags import ShardInit as SI
+from trainscope.logformat.tags import ShardSquares as SS
 
 _Key = tuple[str, str | None]  # (quantity, layer or None for the whole model)
 V = TypeVar("V", Series, HistogramSeries)

@@ -17,18 +17,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyzers.reading.discovery import SourceFile
-from analyzers.reading.eventdecode import DecodedEvents, EventDecoder
-from analyzers.reading.hf_state import parse_trainer_state
-from analyzers.reading.hparams import parse_hparams_yaml
-from analyzers.reading.lightning_csv import parse_metrics_csv
-from analyzers.reading.metric_csv import CsvLogReader
-from analyzers.reading.mlflow_store import MlflowRunReader
-from analyzers.reading.tagmap import TagMapper
-from analyzers.reading.wandb import read_wandb_run, wandb_signature
-from analyzers.run import Series
-from logformat.records import RecordReader
-from logformat.runjson import read_run_json
+from trainscope.analyzers.reading.discovery import SourceFile
+from trainscope.analyzers.reading.eventdecode import DecodedEvents, EventDecoder
+from trainscope.analyzers.reading.hf_state import parse_trainer_state
+from trainscope.analyzers.reading.hparams import parse_hparams_yaml
+from trainscope.analyzers.reading.lightning_csv import parse_metrics_csv
+from trainscope.analyzers.reading.metric_csv import CsvLogReader
+from trainscope.analyzers.reading.mlflow_store import MlflowRunReader
+from trainscope.analyzers.reading.tagmap import TagMapper
+from trainscope.analyzers.reading.wandb import read_wandb_run, wandb_signature
+from trainscope.analyzers.run import Series
+from trainscope.logformat.records import RecordReader
+from trainscope.logformat.runjson import read_run_json
 
 # Bytes of an event file decoded per step: bounds memory on a huge first read.
 CHUNK_BYTES = 64 * 1024 * 1024

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Literal
 
-from logformat import tags as T
+from trainscope.logformat import tags as T
 
 Kind = Literal["scalar", "histogram"]
 Axis = Literal["step", "epoch"]

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from tensorboard.compat.proto import summary_pb2, tensor_shape_pb2
 
-from analyzers.reading import protowire as W
-from analyzers.reading import tensors as TN
+from trainscope.analyzers.reading import protowire as W
+from trainscope.analyzers.reading import tensors as TN
 
 SCALARS_PLUGIN = "scalars"
 

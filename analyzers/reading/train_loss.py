@@ -26,7 +26,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from analyzers.run import Series
+from trainscope.analyzers.run import Series
 
 _LOSS_WORDS = frozenset({"loss", "losses"})
 # Words that say "held-out data": such a series is never the training loss.

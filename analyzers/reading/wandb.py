@@ -74,10 +74,10 @@ from typing import Any, BinaryIO
 import numpy as np
 import yaml
 
-from analyzers.reading import protowire as W
-from analyzers.reading.series import latest_per_step
-from analyzers.run import Series
-from logformat import runjson as RJ
+from trainscope.analyzers.reading import protowire as W
+from trainscope.analyzers.reading.series import latest_per_step
+from trainscope.analyzers.run import Series
+from trainscope.logformat import runjson as RJ
 
 # --- the run folder ----------------------------------------------------------------------
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Callable, Iterable
 
-from analyzers.findings import Finding
-from analyzers.run import Run
+from trainscope.analyzers.findings import Finding
+from trainscope.analyzers.run import Run
 
 RuleFn = Callable[[Run], Iterable[Finding]]
 
-from analyzers.rules import (  # noqa: E402
+from trainscope.analyzers.rules import (  # noqa: E402
     activation_on_logits,
     bad_initialization,
     dead_relu,

@@ -11,14 +11,14 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from analyzers.facts import NORM_OR_EMBEDDING_TYPES, model_layers, num_classes
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import finding, fmt_pct, missing_meta_reason, quote
-from analyzers.rules.curves import as_fraction
-from analyzers.rules.robust import finite_points
-from analyzers.run import Run
-from logformat import runjson as R
-from logformat import tags as T
+from trainscope.analyzers.facts import NORM_OR_EMBEDDING_TYPES, model_layers, num_classes
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import finding, fmt_pct, missing_meta_reason, quote
+from trainscope.analyzers.rules.curves import as_fraction
+from trainscope.analyzers.rules.robust import finite_points
+from trainscope.analyzers.run import Run
+from trainscope.logformat import runjson as R
+from trainscope.logformat import tags as T
 
 RULE_ID = "activation_on_logits"
 NAME = "an activation on the logits"  # what the finding is called where it is listed under another

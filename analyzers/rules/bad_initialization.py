@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from analyzers.facts import (
+from trainscope.analyzers.facts import (
     NORM_OR_EMBEDDING_TYPES,
     NORM_TYPES,
     RECURRENT_TYPES,
@@ -20,8 +20,8 @@ from analyzers.facts import (
     model_layers,
     ordered_layers,
 )
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import (
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt,
@@ -30,9 +30,9 @@ from analyzers.rules.common import (
     missing_meta_reason,
     quote,
 )
-from analyzers.run import Run
-from logformat import runjson as R
-from logformat import tags as T
+from trainscope.analyzers.run import Run
+from trainscope.logformat import runjson as R
+from trainscope.logformat import tags as T
 
 RULE_ID = "bad_initialization"
 NAME = "a bad initialization"  # what the finding is called where it is listed under another

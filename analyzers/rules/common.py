@@ -13,8 +13,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from analyzers.findings import Finding, Severity, Skip
-from analyzers.run import Run, Series
+from trainscope.analyzers.findings import Finding, Severity, Skip
+from trainscope.analyzers.run import Run, Series
 
 # --- building runs (tests, benchmarks, what-ifs) ---------------------------------------
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzers.facts import is_live, num_classes
-from analyzers.findings import Skip
-from analyzers.rules.common import require_finite_points, require_scalar
-from analyzers.rules.labels import looks_unshuffled
-from analyzers.rules.robust import Curve, binned, finite_points, robust_sigma, value_at
-from analyzers.run import Run, Series
-from logformat import tags as T
+from trainscope.analyzers.facts import is_live, num_classes
+from trainscope.analyzers.findings import Skip
+from trainscope.analyzers.rules.common import require_finite_points, require_scalar
+from trainscope.analyzers.rules.labels import looks_unshuffled
+from trainscope.analyzers.rules.robust import Curve, binned, finite_points, robust_sigma, value_at
+from trainscope.analyzers.run import Run, Series
+from trainscope.logformat import tags as T
 
 PLATEAU_WINDOW = 0.3  # "recently": the last 30% of the run (plateaus, underfitting)
 

@@ -10,13 +10,13 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import (
+from trainscope.analyzers.facts import (
     batch_size,
     functional_relu_consumers,
     ordered_layers,
 )
-from analyzers.findings import Finding, Severity, Skip
-from analyzers.rules.common import (
+from trainscope.analyzers.findings import Finding, Severity, Skip
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt_pct,
@@ -25,15 +25,15 @@ from analyzers.rules.common import (
     require_layers,
     require_points,
 )
-from analyzers.rules.curves import noise_sigma, start_level, trend_bin_size
-from analyzers.rules.robust import (
+from trainscope.analyzers.rules.curves import noise_sigma, start_level, trend_bin_size
+from trainscope.analyzers.rules.robust import (
     binned,
     finite_points,
     max_finite_samples,
     sustained_above,
 )
-from analyzers.run import Run
-from logformat import tags as T
+from trainscope.analyzers.run import Run
+from trainscope.logformat import tags as T
 
 RULE_ID = "dead_relu"
 NAME = "dead ReLUs"  # what the finding is called where it is listed under another

@@ -10,8 +10,8 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import (
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt,
@@ -22,14 +22,14 @@ from analyzers.rules.common import (
     require_finite_points,
     sentence,
 )
-from analyzers.rules.robust import (
+from trainscope.analyzers.rules.robust import (
     binned,
     chunk_medians,
     finite_points,
     trailing_median,
 )
-from analyzers.run import Run, Series
-from logformat import tags as T
+from trainscope.analyzers.run import Run, Series
+from trainscope.logformat import tags as T
 
 RULE_ID = "exploding_gradients"
 NAME = "exploding gradients"  # what the finding is called where it is listed under another

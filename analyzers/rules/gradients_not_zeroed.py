@@ -10,13 +10,13 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import is_live
-from analyzers.findings import Finding
-from analyzers.rules.common import finding, fmt, fmt_factor, fmt_pct, fmt_step, require_finite_points
-from analyzers.rules.curves import MIN_CURVE_POINTS
-from analyzers.rules.exploding_gradients import global_norm
-from analyzers.rules.robust import binned, finite_points
-from analyzers.run import Run
+from trainscope.analyzers.facts import is_live
+from trainscope.analyzers.findings import Finding
+from trainscope.analyzers.rules.common import finding, fmt, fmt_factor, fmt_pct, fmt_step, require_finite_points
+from trainscope.analyzers.rules.curves import MIN_CURVE_POINTS
+from trainscope.analyzers.rules.exploding_gradients import global_norm
+from trainscope.analyzers.rules.robust import binned, finite_points
+from trainscope.analyzers.run import Run
 
 RULE_ID = "gradients_not_zeroed"
 NAME = "gradients never zeroed"  # what the finding is called where it is listed under another

@@ -11,12 +11,12 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import num_classes
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import finding, fmt, fmt_factor, fmt_step, require_scalar
-from analyzers.rules.robust import finite_points
-from analyzers.run import Run
-from logformat import tags as T
+from trainscope.analyzers.facts import num_classes
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import finding, fmt, fmt_factor, fmt_step, require_scalar
+from trainscope.analyzers.rules.robust import finite_points
+from trainscope.analyzers.run import Run
+from trainscope.logformat import tags as T
 
 RULE_ID = "initial_loss_off"
 NAME = "an initial loss far from chance"  # what the finding is called where it is listed under another

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzers.facts import batch_size, num_classes
-from analyzers.findings import Skip
-from analyzers.rules.common import require_points, require_scalar
-from analyzers.rules.robust import finite_points, value_at
-from analyzers.run import Run
-from logformat import tags as T
+from trainscope.analyzers.facts import batch_size, num_classes
+from trainscope.analyzers.findings import Skip
+from trainscope.analyzers.rules.common import require_points, require_scalar
+from trainscope.analyzers.rules.robust import finite_points, value_at
+from trainscope.analyzers.run import Run
+from trainscope.logformat import tags as T
 
 UNSHUFFLED_RATIO = 0.5  # warning: mean per-batch label entropy below 50% of what a shuffled batch would have
 UNSHUFFLED_MIN_SAMPLES = 5  # label-entropy samples (with a usable yardstick) before any verdict

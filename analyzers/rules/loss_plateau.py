@@ -12,12 +12,12 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import (
+from trainscope.analyzers.facts import (
     configured_lr,
     num_classes,
 )
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import (
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt,
@@ -27,7 +27,7 @@ from analyzers.rules.common import (
     fmt_points,
     fmt_step,
 )
-from analyzers.rules.curves import (
+from trainscope.analyzers.rules.curves import (
     MIN_CURVE_POINTS,
     PLATEAU_WINDOW,
     SIGNIFICANT_Z,
@@ -44,8 +44,8 @@ from analyzers.rules.curves import (
     start_points,
     validation_sets,
 )
-from analyzers.rules.lr_too_low import LR_LOW_SOURCE
-from analyzers.rules.robust import (
+from trainscope.analyzers.rules.lr_too_low import LR_LOW_SOURCE
+from trainscope.analyzers.rules.robust import (
     Curve,
     chunk_medians,
     finite_points,
@@ -53,15 +53,15 @@ from analyzers.rules.robust import (
     tail_start,
     theil_sen,
 )
-from analyzers.rules.updates import (
+from trainscope.analyzers.rules.updates import (
     UPDATE_RATIO_LOW,
     UPDATE_RATIO_TARGET,
     suggested_lr,
     update_ratios,
     updates_blocked,
 )
-from analyzers.run import Run
-from logformat import tags as T
+from trainscope.analyzers.run import Run
+from trainscope.logformat import tags as T
 
 RULE_ID = "loss_plateau"
 NAME = "a loss plateau"  # what the finding is called where it is listed under another

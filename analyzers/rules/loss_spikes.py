@@ -11,12 +11,12 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.findings import Finding
-from analyzers.rules.common import finding, fmt, fmt_factor, fmt_step
-from analyzers.rules.curves import loss_curve, require_positive
-from analyzers.rules.robust import finite_points, row_percentiles, value_at
-from analyzers.run import Run
-from logformat import tags as T
+from trainscope.analyzers.findings import Finding
+from trainscope.analyzers.rules.common import finding, fmt, fmt_factor, fmt_step
+from trainscope.analyzers.rules.curves import loss_curve, require_positive
+from trainscope.analyzers.rules.robust import finite_points, row_percentiles, value_at
+from trainscope.analyzers.run import Run
+from trainscope.logformat import tags as T
 
 RULE_ID = "loss_spikes"
 NAME = "loss spikes"  # what the finding is called where it is listed under another

@@ -11,9 +11,9 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import NORM_OR_EMBEDDING_TYPES, layer_types, lr_to_adjust, num_classes
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import (
+from trainscope.analyzers.facts import NORM_OR_EMBEDDING_TYPES, layer_types, lr_to_adjust, num_classes
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt,
@@ -24,7 +24,7 @@ from analyzers.rules.common import (
     quote,
     sentence,
 )
-from analyzers.rules.curves import (
+from trainscope.analyzers.rules.curves import (
     MIN_CURVE_POINTS,
     SIGNIFICANT_Z,
     TREND_MIN_PER_BIN,
@@ -37,21 +37,21 @@ from analyzers.rules.curves import (
     require_shuffled,
     start_points,
 )
-from analyzers.rules.robust import (
+from trainscope.analyzers.rules.robust import (
     chunk_medians,
     finite_points,
     robust_sigma,
     tail_start,
     value_at,
 )
-from analyzers.rules.updates import (
+from trainscope.analyzers.rules.updates import (
     UPDATE_RATIO_HIGH,
     UPDATE_RATIO_TARGET,
     suggested_lr,
     update_ratios,
 )
-from analyzers.run import Run
-from logformat import tags as T
+from trainscope.analyzers.run import Run
+from trainscope.logformat import tags as T
 
 RULE_ID = "lr_too_high"
 NAME = "a learning rate too high"  # what the finding is called where it is listed under another

@@ -10,11 +10,11 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import (
+from trainscope.analyzers.facts import (
     lr_to_adjust,
 )
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import (
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt,
@@ -23,7 +23,7 @@ from analyzers.rules.common import (
     require_points,
     sentence,
 )
-from analyzers.rules.curves import (
+from trainscope.analyzers.rules.curves import (
     TREND_BINS,
     loss_curve,
     lr_series,
@@ -31,19 +31,19 @@ from analyzers.rules.curves import (
     require_shuffled,
     trend_bin_size,
 )
-from analyzers.rules.robust import (
+from trainscope.analyzers.rules.robust import (
     binned,
     tail_start,
 )
-from analyzers.rules.updates import (
+from trainscope.analyzers.rules.updates import (
     UPDATE_RATIO_LOW,
     UPDATE_RATIO_TARGET,
     suggested_lr,
     update_ratios,
     updates_blocked,
 )
-from analyzers.run import Run
-from logformat import tags as T
+from trainscope.analyzers.run import Run
+from trainscope.logformat import tags as T
 
 RULE_ID = "lr_too_low"
 NAME = "a learning rate too low"  # what the finding is called where it is listed under another

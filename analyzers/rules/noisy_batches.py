@@ -11,30 +11,30 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import (
+from trainscope.analyzers.facts import (
     batch_size,
     data_parallel_ranks,
 )
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import (
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt,
     fmt_factor,
     fmt_pct,
 )
-from analyzers.rules.curves import (
+from trainscope.analyzers.rules.curves import (
     LossCurve,
     loss_curve,
     require_positive,
     require_shuffled,
 )
-from analyzers.rules.robust import (
+from trainscope.analyzers.rules.robust import (
     finite_points,
     tail_start,
 )
-from analyzers.run import Run
-from logformat import tags as T
+from trainscope.analyzers.run import Run
+from trainscope.logformat import tags as T
 
 RULE_ID = "noisy_batches"
 NAME = "noisy batches"  # what the finding is called where it is listed under another

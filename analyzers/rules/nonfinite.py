@@ -10,13 +10,13 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import (
+from trainscope.analyzers.facts import (
     configured_lr,
     ordered_layers,
 )
-from analyzers.findings import Finding, Skip
-from analyzers.reading.train_loss import is_training_loss_name
-from analyzers.rules.common import (
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.reading.train_loss import is_training_loss_name
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt,
@@ -24,11 +24,11 @@ from analyzers.rules.common import (
     fmt_pct,
     fmt_step,
 )
-from analyzers.rules.robust import (
+from trainscope.analyzers.rules.robust import (
     finite_points,
 )
-from analyzers.run import Run
-from logformat import tags as T
+from trainscope.analyzers.run import Run
+from trainscope.logformat import tags as T
 
 RULE_ID = "nonfinite"
 NAME = "NaN/Inf values"  # what the finding is called where it is listed under another

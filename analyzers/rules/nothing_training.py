@@ -10,12 +10,12 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import NORM_OR_EMBEDDING_TYPES, layer_types
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import finding, fmt, fmt_pct, fmt_step, missing_reason
-from analyzers.rules.robust import finite_points, longest_tail_run
-from analyzers.run import Run, Series
-from logformat import tags as T
+from trainscope.analyzers.facts import NORM_OR_EMBEDDING_TYPES, layer_types
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import finding, fmt, fmt_pct, fmt_step, missing_reason
+from trainscope.analyzers.rules.robust import finite_points, longest_tail_run
+from trainscope.analyzers.run import Run, Series
+from trainscope.logformat import tags as T
 
 RULE_ID = "nothing_training"
 NAME = "nothing training"  # what the finding is called where it is listed under another

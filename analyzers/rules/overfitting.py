@@ -12,8 +12,8 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import (
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt,
@@ -25,7 +25,7 @@ from analyzers.rules.common import (
     require_scalar,
     sentence,
 )
-from analyzers.rules.curves import (
+from trainscope.analyzers.rules.curves import (
     SIGNIFICANT_Z,
     ValidationSet,
     as_fraction,
@@ -33,14 +33,14 @@ from analyzers.rules.curves import (
     noise_sigma,
     validation_sets,
 )
-from analyzers.rules.robust import (
+from trainscope.analyzers.rules.robust import (
     finite_points,
     segment_medians,
     spread_indices,
     theil_sen,
 )
-from analyzers.run import Run, Series
-from logformat import tags as T
+from trainscope.analyzers.run import Run, Series
+from trainscope.logformat import tags as T
 
 RULE_ID = "overfitting"
 NAME = "overfitting"  # what the finding is called where it is listed under another

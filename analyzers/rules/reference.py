@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Sequence
 
-from analyzers.rules import RULE_MODULES
+from trainscope.analyzers.rules import RULE_MODULES
 
 BEGIN = "<!-- rule-reference:begin -->"
 END = "<!-- rule-reference:end -->"
@@ -80,7 +80,7 @@ def reference() -> str:
 
 def cause_graph() -> str:
     """The cause graph as a table: each link, why it holds, the evidence it needs, the advice kept."""
-    from analyzers.causes import (
+    from trainscope.analyzers.causes import (
         LINKS,
     )  # the graph imports the rules; this module is imported by tests of both
 

@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from analyzers.run import Series
+from trainscope.analyzers.run import Series
 
 # Points per bin used for a bin's median; beyond this a strided sample is as good and far cheaper.
 MAX_SAMPLE_PER_BIN = 256

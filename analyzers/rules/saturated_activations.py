@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from analyzers.facts import (
+from trainscope.analyzers.facts import (
     model_layers,
     ordered_layers,
 )
-from analyzers.findings import Finding
-from analyzers.rules.common import (
+from trainscope.analyzers.findings import Finding
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt_pct,
@@ -22,12 +22,12 @@ from analyzers.rules.common import (
     require_layers,
     require_points,
 )
-from analyzers.rules.robust import (
+from trainscope.analyzers.rules.robust import (
     max_finite_samples,
     sustained_above,
 )
-from analyzers.run import Run
-from logformat import tags as T
+from trainscope.analyzers.run import Run
+from trainscope.logformat import tags as T
 
 RULE_ID = "saturated_activations"
 NAME = "saturated activations"  # what the finding is called where it is listed under another

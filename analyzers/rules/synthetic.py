@@ -87,7 +87,7 @@ def healthy_run(
     norms follow the learning-rate schedule; validation tracks training with a small
     gap. Tests inject one fault at a time into these signals.
     """
-    from logformat import tags as T  # local: this module is otherwise numpy only
+    from trainscope.logformat import tags as T  # local: this module is otherwise numpy only
 
     rng = np.random.default_rng(seed)
     s = steps(n)

@@ -11,14 +11,14 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import input_kind, num_classes
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import finding, fmt, fmt_pct, fmt_step, missing_reason
-from analyzers.rules.curves import loss_curve, require_positive
-from analyzers.rules.robust import finite_points
-from analyzers.run import Run
-from logformat import runjson as R
-from logformat import tags as T
+from trainscope.analyzers.facts import input_kind, num_classes
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import finding, fmt, fmt_pct, fmt_step, missing_reason
+from trainscope.analyzers.rules.curves import loss_curve, require_positive
+from trainscope.analyzers.rules.robust import finite_points
+from trainscope.analyzers.run import Run
+from trainscope.logformat import runjson as R
+from trainscope.logformat import tags as T
 
 RULE_ID = "too_good_to_be_true"
 NAME = "a loss too good to be true"  # what the finding is called where it is listed under another

@@ -10,11 +10,11 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import (
+from trainscope.analyzers.facts import (
     num_classes,
 )
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import (
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt,
@@ -24,20 +24,20 @@ from analyzers.rules.common import (
     require_points,
     sentence,
 )
-from analyzers.rules.curves import (
+from trainscope.analyzers.rules.curves import (
     PLATEAU_WINDOW,
     as_fraction,
     chance_loss,
     loss_curve,
     validation_sets,
 )
-from analyzers.rules.robust import (
+from trainscope.analyzers.rules.robust import (
     chunk_medians,
     finite_points,
     tail_start,
 )
-from analyzers.run import Run
-from logformat import tags as T
+from trainscope.analyzers.run import Run
+from trainscope.logformat import tags as T
 
 RULE_ID = "underfitting"
 NAME = "underfitting"  # what the finding is called where it is listed under another

@@ -8,23 +8,23 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from analyzers.facts import (
+from trainscope.analyzers.facts import (
     batch_size,
     input_kind,
     num_classes,
 )
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import (
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt,
     fmt_pct,
     fmt_step,
 )
-from analyzers.rules.labels import UNSHUFFLED_RATIO, label_mix
-from analyzers.run import Run
-from logformat import runjson as R
-from logformat import tags as T
+from trainscope.analyzers.rules.labels import UNSHUFFLED_RATIO, label_mix
+from trainscope.analyzers.run import Run
+from trainscope.logformat import runjson as R
+from trainscope.logformat import tags as T
 
 RULE_ID = "unshuffled_data"
 NAME = "unshuffled data"  # what the finding is called where it is listed under another

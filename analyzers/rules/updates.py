@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzers.facts import NORM_OR_EMBEDDING_TYPES, layer_types, ordered_layers
-from analyzers.rules.common import fmt, quote
-from analyzers.rules.curves import lr_series
-from analyzers.rules.robust import finite_points, state_at, tail_start
-from analyzers.run import Run
-from logformat import tags as T
+from trainscope.analyzers.facts import NORM_OR_EMBEDDING_TYPES, layer_types, ordered_layers
+from trainscope.analyzers.rules.common import fmt, quote
+from trainscope.analyzers.rules.curves import lr_series
+from trainscope.analyzers.rules.robust import finite_points, state_at, tail_start
+from trainscope.analyzers.run import Run
+from trainscope.logformat import tags as T
 
 UPDATE_RATIO_HIGH = 0.1  # model median ||dw||/||w|| above this: each step rewrites 10% of the weights
 UPDATE_RATIO_LOW = 1e-4  # ||dw||/||w|| below this in every layer: steps too small (TheDeepChecker)

@@ -10,14 +10,14 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from analyzers.facts import (
+from trainscope.analyzers.facts import (
     NORM_OR_EMBEDDING_TYPES,
     layer_types,
     model_layers,
     ordered_layers,
 )
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import (
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt,
@@ -27,14 +27,14 @@ from analyzers.rules.common import (
     require_points,
     sentence,
 )
-from analyzers.rules.robust import (
+from trainscope.analyzers.rules.robust import (
     finite_points,
     segment_medians,
     tail_start,
 )
-from analyzers.run import Run, Series
-from logformat import runjson as R
-from logformat import tags as T
+from trainscope.analyzers.run import Run, Series
+from trainscope.logformat import runjson as R
+from trainscope.logformat import tags as T
 
 RULE_ID = "vanishing_gradients"
 NAME = "vanishing gradients"  # what the finding is called where it is listed under another

@@ -10,15 +10,15 @@ from typing import Iterable
 
 import numpy as np
 
-from analyzers.facts import (
+from trainscope.analyzers.facts import (
     NORM_OR_EMBEDDING_TYPES,
     layer_types,
     optimizer_type,
     ordered_layers,
     weight_decay,
 )
-from analyzers.findings import Finding, Skip
-from analyzers.rules.common import (
+from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.rules.common import (
     cite,
     finding,
     fmt,
@@ -29,13 +29,13 @@ from analyzers.rules.common import (
     require_finite_points,
     require_layers,
 )
-from analyzers.rules.robust import (
+from trainscope.analyzers.rules.robust import (
     finite_points,
     tail_start,
 )
-from analyzers.run import Run
-from logformat import runjson as R
-from logformat import tags as T
+from trainscope.analyzers.run import Run
+from trainscope.logformat import runjson as R
+from trainscope.logformat import tags as T
 
 RULE_ID = "weight_growth"
 NAME = "weight growth"  # what the finding is called where it is listed under another

@@ -5,10 +5,10 @@ full series and thins only for display (`app.series`), draws NaN/Inf as red cros
 and draws the findings it is given as dashed vertical lines at their steps.
 """
 
-from app.figures.common import Marker
-from app.figures.curves import Curve, compare_figure, curves_figure, train_val_figure
-from app.figures.histograms import ridgeline_figure
-from app.figures.layers import Band, Guide, layer_heatmap, layer_lines_figure
+from trainscope.app.figures.common import Marker
+from trainscope.app.figures.curves import Curve, compare_figure, curves_figure, train_val_figure
+from trainscope.app.figures.histograms import ridgeline_figure
+from trainscope.app.figures.layers import Band, Guide, layer_heatmap, layer_lines_figure
 
 __all__ = [
     "Band",

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.colors
 import plotly.graph_objects as go
 
-from app import series as S
+from trainscope.app import series as S
 
 SEVERITY_COLORS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
 TRAIN_COLOR = "#1f77b4"

@@ -8,9 +8,9 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from analyzers.run import Series
-from app import series as S
-from app.figures.common import (
+from trainscope.analyzers.run import Series
+from trainscope.app import series as S
+from trainscope.app.figures.common import (
     CHART_HEIGHT,
     LR_COLOR,
     NONFINITE,

@@ -6,8 +6,8 @@ import numpy as np
 import plotly.colors
 import plotly.graph_objects as go
 
-from analyzers.run import HistogramSeries
-from app.figures.common import new_figure
+from trainscope.analyzers.run import HistogramSeries
+from trainscope.app.figures.common import new_figure
 
 MAX_RIDGES = 20  # histograms drawn at most: evenly spread over the run, the last one always among them
 RIDGE_HEIGHT = 1.6  # a ridge's peak height in row spacings: neighbours overlap a little, as in a ridgeline

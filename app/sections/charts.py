@@ -16,22 +16,22 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analyzers.diagnose import Diagnosis
-from analyzers.findings import Finding
-from analyzers.facts import batch_size, data_parallel_ranks, ordered_layers
-from analyzers.run import Run, Series
-from app import catalog as C
-from app import figures as F
-from app import thresholds as TH
-from app import xaxis as X
-from app.catalog import Chart, charts_of
-from app.csvdata import series_csv
-from app.escape import code, md
-from app.figures.common import TRAIN_COLOR, VAL_COLOR
-from app.frame import guard
-from app.series import spans
-from logformat import runjson as RJ
-from logformat import tags as T
+from trainscope.analyzers.diagnose import Diagnosis
+from trainscope.analyzers.findings import Finding
+from trainscope.analyzers.facts import batch_size, data_parallel_ranks, ordered_layers
+from trainscope.analyzers.run import Run, Series
+from trainscope.app import catalog as C
+from trainscope.app import figures as F
+from trainscope.app import thresholds as TH
+from trainscope.app import xaxis as X
+from trainscope.app.catalog import Chart, charts_of
+from trainscope.app.csvdata import series_csv
+from trainscope.app.escape import code, md
+from trainscope.app.figures.common import TRAIN_COLOR, VAL_COLOR
+from trainscope.app.frame import guard
+from trainscope.app.series import spans
+from trainscope.logformat import runjson as RJ
+from trainscope.logformat import tags as T
 
 OTHER_DEFAULT, OTHER_COLUMNS, OTHER_HEIGHT = 6, 3, 260  # unknown series: how many at first, per row, how tall
 MAX_DEFAULT_LAYERS = 8  # per-layer line charts start with at most this many layers (all are in the heatmap)

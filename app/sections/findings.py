@@ -9,17 +9,17 @@ import inspect
 import pandas as pd
 import streamlit as st
 
-from analyzers.diagnose import Diagnosis
-from analyzers.findings import Finding
-from analyzers.formatting import evidence_items, plain, symptom_list
-from analyzers.layer_names import describe
-from analyzers.rules import ALL_RULES
-from analyzers.rules.common import quotes
-from analyzers.run import Run
-from analyzers.summary import end_of_run_advice
-from app.catalog import charts_of
-from app.escape import code, md, prose
-from app.summaries import CRITICAL, OK, WAITING, WARNING, health
+from trainscope.analyzers.diagnose import Diagnosis
+from trainscope.analyzers.findings import Finding
+from trainscope.analyzers.formatting import evidence_items, plain, symptom_list
+from trainscope.analyzers.layer_names import describe
+from trainscope.analyzers.rules import ALL_RULES
+from trainscope.analyzers.rules.common import quotes
+from trainscope.analyzers.run import Run
+from trainscope.analyzers.summary import end_of_run_advice
+from trainscope.app.catalog import charts_of
+from trainscope.app.escape import code, md, prose
+from trainscope.app.summaries import CRITICAL, OK, WAITING, WARNING, health
 
 SEVERITY_BADGE = {
     "critical": ":red-badge[:material/error: critical]",

@@ -6,13 +6,13 @@ import time
 
 import streamlit as st
 
-from analyzers.diagnose import Diagnosis
-from analyzers.formatting import plain
-from analyzers.facts import batch_size, data_parallel_ranks, optimizer_type
-from app.escape import md
-from app.export import diagnosis_json, diagnosis_markdown
-from app.summaries import HEALTH_COLOR, HEALTH_ICON, age, health, last_logged, last_step
-from logformat import runjson as RJ
+from trainscope.analyzers.diagnose import Diagnosis
+from trainscope.analyzers.formatting import plain
+from trainscope.analyzers.facts import batch_size, data_parallel_ranks, optimizer_type
+from trainscope.app.escape import md
+from trainscope.app.export import diagnosis_json, diagnosis_markdown
+from trainscope.app.summaries import HEALTH_COLOR, HEALTH_ICON, age, health, last_logged, last_step
+from trainscope.logformat import runjson as RJ
 
 
 def show(logdir: str, d: Diagnosis) -> None:

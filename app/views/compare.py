@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import comparison, frame, links, runfilter, summaries, tables, xaxis
-from app import figures as F
-from app.escape import code
-from app.sections.charts import LOG_SPAN, SMOOTHING_DEFAULT
-from app.series import spans
-from app.settings import KEY_COMPARE, current
-from logformat import tags as T
+from trainscope.app import comparison, frame, links, runfilter, summaries, tables, xaxis
+from trainscope.app import figures as F
+from trainscope.app.escape import code
+from trainscope.app.sections.charts import LOG_SPAN, SMOOTHING_DEFAULT
+from trainscope.app.series import spans
+from trainscope.app.settings import KEY_COMPARE, current
+from trainscope.logformat import tags as T
 
 DEFAULT_RUNS = 3  # runs compared when none were chosen
 VALUE_COLUMNS = ("final train loss", "best val loss", "best val acc")  # shown with 4 significant digits

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from app import frame, links, summaries
-from app.escape import code
-from app.sections import charts, findings, header
-from app.settings import KEY_RUN
+from trainscope.app import frame, links, summaries
+from trainscope.app.escape import code
+from trainscope.app.sections import charts, findings, header
+from trainscope.app.settings import KEY_RUN
 
 
 def inspect_run() -> None:

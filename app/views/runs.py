@@ -7,9 +7,9 @@ opens the same run in any browser). Tick rows to compare runs.
 
 import streamlit as st
 
-from app import frame, runfilter, summaries, tables
-from app.escape import code
-from app.settings import COMPARE_PAGE, KEY_COMPARE, current
+from trainscope.app import frame, runfilter, summaries, tables
+from trainscope.app.escape import code
+from trainscope.app.settings import COMPARE_PAGE, KEY_COMPARE, current
 
 ROW_HEIGHT = 35  # pixels per row of st.dataframe: the table shows every run up to...
 TABLE_MAX_HEIGHT = 740  # ...about 20 of them, then scrolls
