@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -200,7 +200,9 @@ def on_the_logits(cause: Finding, symptom: Finding, run: Run) -> bool:
 
 def init_too_large(cause: Finding) -> bool:
     """a layer starts at a scale far above He/Xavier (too small a scale leaves the loss near ln C)"""
-    return any(p.get("direction") == "large" for p in cause.evidence.get("layers") or () if isinstance(p, dict))
+    return any(
+        p.get("direction") == "large" for p in cause.evidence.get("layers") or () if isinstance(p, dict)
+    )
 
 
 def squashes_the_logits(cause: Finding) -> bool:

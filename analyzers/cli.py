@@ -19,7 +19,8 @@ import json
 import os
 import sys
 from collections import Counter
-from typing import Any, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from trainscope.analyzers.diagnose import Diagnosis, diagnose_run
 from trainscope.analyzers.findings import SEVERITY_ORDER, Finding

@@ -9,7 +9,8 @@ as logged.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from trainscope.analyzers.facts import layer_types
 from trainscope.analyzers.run import Run
@@ -35,7 +36,9 @@ def weight_shapes(run: Run) -> dict[str, list[int]]:
     for row in rows if isinstance(rows, list) else []:
         shape = row.get(RJ.I_SHAPE) if isinstance(row, Mapping) else None
         if isinstance(shape, list) and row.get("param", "weight") == "weight":
-            shapes.setdefault(str(row.get(RJ.I_LAYER)), [int(n) for n in shape if isinstance(n, (int, float))])
+            shapes.setdefault(
+                str(row.get(RJ.I_LAYER)), [int(n) for n in shape if isinstance(n, (int, float))]
+            )
     return shapes
 
 

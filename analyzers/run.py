@@ -8,8 +8,9 @@ kept in `unmapped`, shown but not diagnosed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class Series:
         return int(self.steps.shape[0])
 
     @staticmethod
-    def from_lists(steps: Any, values: Any, wall_times: Any = None) -> "Series":
+    def from_lists(steps: Any, values: Any, wall_times: Any = None) -> Series:
         s = np.asarray(steps, dtype=np.int64)
         v = np.asarray(values, dtype=np.float64)
         w = None if wall_times is None else np.asarray(wall_times, dtype=np.float64)
@@ -80,9 +81,7 @@ class Run:
 
     def layers(self, prefix: str) -> dict[str, Series]:
         """Per-layer series under `prefix` (e.g. ``tags.GRAD_NORM_PREFIX``), by layer name."""
-        return {
-            tag[len(prefix):]: s for tag, s in self.scalars.items() if tag.startswith(prefix) and len(s)
-        }
+        return {tag[len(prefix) :]: s for tag, s in self.scalars.items() if tag.startswith(prefix) and len(s)}
 
     def x_axis(self, tag: str) -> str:
         """``"epoch"`` when the steps of `tag` count epochs, else ``"step"``."""

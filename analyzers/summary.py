@@ -8,8 +8,8 @@ a run's severity, and appear only for finished runs where they apply.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Mapping
 
 from trainscope.analyzers.facts import model_layers, optimizer_type
 from trainscope.analyzers.rules.common import cite
@@ -17,8 +17,18 @@ from trainscope.analyzers.run import Run
 from trainscope.logformat import runjson as R
 
 ENSEMBLE_SOURCE = cite(
-    ("000", 74, "在不同的检查点的单一网络随时间(例如在每个阶段)和使用这些形成了一个整体", "take one network's checkpoints over time, for example each epoch, and use them as an ensemble"),
-    ("001", 137, "训练单个模型时, 平均不同时期的 checkpoints 的结果, 也可以有提升.", "when training a single model, averaging the results of checkpoints from different epochs can help too"),
+    (
+        "000",
+        74,
+        "在不同的检查点的单一网络随时间(例如在每个阶段)和使用这些形成了一个整体",
+        "take one network's checkpoints over time, for example each epoch, and use them as an ensemble",
+    ),
+    (
+        "001",
+        137,
+        "训练单个模型时, 平均不同时期的 checkpoints 的结果, 也可以有提升.",
+        "when training a single model, averaging the results of checkpoints from different epochs can help too",
+    ),
 )
 SGD_SOURCE = cite(
     (
@@ -28,7 +38,14 @@ SGD_SOURCE = cite(
         "Adam converges faster, but its solutions are often worse than SGD with momentum: if time does not matter, use SGD",
     )
 )
-BN_RELU_SOURCE = cite(("001", 72, "relu+bn。这套好基友组合是万精油,可以满足95%的情况", "ReLU plus batch norm: this pair is a cure-all that covers 95% of cases"))
+BN_RELU_SOURCE = cite(
+    (
+        "001",
+        72,
+        "relu+bn。这套好基友组合是万精油,可以满足95%的情况",
+        "ReLU plus batch norm: this pair is a cure-all that covers 95% of cases",
+    )
+)
 
 ADAPTIVE_OPTIMIZERS = ("adam", "adamw", "nadam", "radam", "adamax", "adagrad", "adadelta", "rmsprop")
 BATCH_NORM_TYPES = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm")

@@ -10,7 +10,7 @@ for every run of the page, so runs of different lengths line up. Pure; no Stream
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

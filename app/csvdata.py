@@ -7,7 +7,7 @@ are written as logged, since a NaN is often what the chart is about.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,11 @@ STEP_COLUMN, WALL_COLUMN = "step", "wall_time"
 
 def series_frame(named: Sequence[tuple[str, Series]]) -> pd.DataFrame:
     """The series side by side on the union of their steps; ``wall_time`` the first known per step."""
-    steps = np.unique(np.concatenate([np.asarray(s.steps) for _, s in named])) if named else np.array([], np.int64)
+    steps = (
+        np.unique(np.concatenate([np.asarray(s.steps) for _, s in named]))
+        if named
+        else np.array([], np.int64)
+    )
     frame = pd.DataFrame({STEP_COLUMN: steps})
     wall = np.full(steps.shape[0], np.nan)
     for name, s in named:

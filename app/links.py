@@ -8,7 +8,7 @@ Pure functions: no Streamlit calls.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from trainscope.app.settings import KEY_LOGDIR, KEY_RUN

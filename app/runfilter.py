@@ -10,8 +10,8 @@ The widgets bind to the URL (`KEY_FILTER`, `KEY_REGEX`), so a filtered view can 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import streamlit as st
 

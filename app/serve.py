@@ -47,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m app``: the dashboard on `DEFAULT_ADDRESS` unless ``--address`` says otherwise."""
     parser = argparse.ArgumentParser(prog="python -m app", description="TrainScope's dashboard.")
     parser.add_argument("--logdir", help="log dir to open (default: the bundled sample runs)")
-    parser.add_argument("--address", default=DEFAULT_ADDRESS,
-                        help="address to listen on (default: localhost; 0.0.0.0 serves other machines)")
+    parser.add_argument(
+        "--address",
+        default=DEFAULT_ADDRESS,
+        help="address to listen on (default: localhost; 0.0.0.0 serves other machines)",
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: 8501)")
     parser.add_argument("--headless", action="store_true", help="do not open a browser")
     args = parser.parse_args(argv)

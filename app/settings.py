@@ -8,8 +8,8 @@ under the keys below; every page reads them through `current()`.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import streamlit as st
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import math
 import posixpath
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 from pandas.io.formats.style import Styler
@@ -90,7 +91,9 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def hparam_frame(hparams: Mapping[str, Mapping[str, Any]], names: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+def hparam_frame(
+    hparams: Mapping[str, Mapping[str, Any]], names: Sequence[str], columns: Sequence[str]
+) -> pd.DataFrame:
     """One row per run of `names`, one column per hyperparameter of `columns`: numbers as
     floats (NaN where missing, sortable), anything else as text (None where missing)."""
     data: dict[str, list[Any]] = {}

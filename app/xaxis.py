@@ -71,7 +71,7 @@ class Axis:
     unit: str = "seconds"
 
     @staticmethod
-    def of(run: Run, name: str) -> "Axis":
+    def of(run: Run, name: str) -> Axis:
         """`name` for `run`; step where the run cannot be drawn on `name` (nothing logs it)."""
         if name not in choices(run):
             name = STEP
@@ -87,7 +87,14 @@ class Axis:
         )
         span = float(ref.wall_times[known].max()) - start
         per, unit = next((u for u in UNITS if span >= 2 * u[0]), UNITS[-1])
-        return Axis(run, name, Series(ref.steps[known], np.zeros(int(known.sum())), ref.wall_times[known]), start, per, unit)
+        return Axis(
+            run,
+            name,
+            Series(ref.steps[known], np.zeros(int(known.sum())), ref.wall_times[known]),
+            start,
+            per,
+            unit,
+        )
 
     def title(self, tag: str | None = None) -> str:
         """``step`` (``epoch`` where the log's steps of `tag` count epochs), ``relative time (minutes)``."""
@@ -108,7 +115,9 @@ class Axis:
         # A clock set back mid-run (resumed on another host) must not fold the curve over itself.
         return np.maximum.accumulate(own) if own.shape[0] else own
 
-    def positions(self, steps: np.ndarray, tag: str | None = None, walls: np.ndarray | None = None) -> np.ndarray:
+    def positions(
+        self, steps: np.ndarray, tag: str | None = None, walls: np.ndarray | None = None
+    ) -> np.ndarray:
         """Where `steps` (of `tag`, logged at `walls`) fall on this axis."""
         steps = np.asarray(steps)
         if self.name == STEP or (self.name == EPOCH and tag is not None and tag in self.run.epoch_axis):

@@ -52,7 +52,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -89,18 +89,30 @@ LABELS = {
 def mlp() -> nn.Module:
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(784, 512), nn.ReLU(),
-        nn.Linear(512, 512), nn.ReLU(),
-        nn.Linear(512, 256), nn.ReLU(),
+        nn.Linear(784, 512),
+        nn.ReLU(),
+        nn.Linear(512, 512),
+        nn.ReLU(),
+        nn.Linear(512, 256),
+        nn.ReLU(),
         nn.Linear(256, 10),
     )
 
 
 def bn_cnn() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
     )
 
 
@@ -175,14 +187,19 @@ class Timings:
 
 
 def run_phase(
-    arms: list[Arm], data: list, blocks: int, args: argparse.Namespace, sync: Callable[[], None], timings: Timings
+    arms: list[Arm],
+    data: list,
+    blocks: int,
+    args: argparse.Namespace,
+    sync: Callable[[], None],
+    timings: Timings,
 ) -> None:
     """`blocks` measured rounds after the warm-up ones, each arm one block a round."""
     for block in range(args.warmup_blocks + blocks):
         measured = block >= args.warmup_blocks
         # The arms take turns in a rotating order, so that whatever one leaves running
         # (a writer thread, a warm or cold cache) falls on each of the others alike.
-        for arm in arms[block % len(arms):] + arms[: block % len(arms)]:
+        for arm in arms[block % len(arms) :] + arms[: block % len(arms)]:
             gc.collect()  # garbage another arm left is not collected on this arm's time
             sync()
             start = time.perf_counter()
@@ -224,12 +241,17 @@ def interleave(
     return timings
 
 
-def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], batch: int, args: argparse.Namespace) -> None:
+def measure(
+    name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], batch: int, args: argparse.Namespace
+) -> None:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     gen = torch.Generator(device="cpu").manual_seed(0)
     data = [
-        (torch.randn(batch, *shape, generator=gen).to(device), torch.randint(0, 10, (batch,), generator=gen).to(device))
+        (
+            torch.randn(batch, *shape, generator=gen).to(device),
+            torch.randint(0, 10, (batch,), generator=gen).to(device),
+        )
         for _ in range(16)
     ]
     rows = []
@@ -246,7 +268,10 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
                 rows.append((LABELS["plain"], statistics.median(plain_blocks), 1.0, "", 1.0, ""))
             # Per round, the mean of the plain copies' blocks (the control's only the first's).
             baseline_roles = [role for role in roles if role.startswith("plain")]
-            baseline = [statistics.mean(round_blocks) for round_blocks in zip(*(timed.blocks[r] for r in baseline_roles))]
+            baseline = [
+                statistics.mean(round_blocks)
+                for round_blocks in zip(*(timed.blocks[r] for r in baseline_roles))
+            ]
             baseline_single = [t for role in baseline_roles for t in timed.single[role]]
             for kind in kinds:
                 control = kind == "plain_again"
@@ -257,13 +282,19 @@ def measure(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], ba
                 single_ratio = statistics.median(timed.single[kind]) / statistics.median(single)
                 stride = stride_label(timed.strides[kind])
                 median = statistics.median(timed.blocks[kind])
-                rows.append((LABELS[kind], median, statistics.median(ratios), interval(ratios), single_ratio, stride))
+                rows.append(
+                    (LABELS[kind], median, statistics.median(ratios), interval(ratios), single_ratio, stride)
+                )
     rounds = f"{args.blocks} blocks x {args.block} steps ({args.naive_blocks} for the reference)"
     how = f"{device.type}{', torch.compile' if args.compile else ''}, {torch.get_num_threads()} threads"
     print(f"\n{name} (batch {batch}, {rounds}, {how})")
-    print(f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'95% interval':>15}{'single-step median ratio':>27}{'norms':>11}")
+    print(
+        f"  {'':<28}{'step (block median)':>20}{'ratio':>8}{'95% interval':>15}{'single-step median ratio':>27}{'norms':>11}"
+    )
     for label, median, ratio, spread, single_ratio, stride in rows:
-        print(f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{spread:>15}{single_ratio:>27.3f}{stride:>11}")
+        print(
+            f"  {label:<28}{median * 1e3:>17.3f} ms{ratio:>8.3f}{spread:>15}{single_ratio:>27.3f}{stride:>11}"
+        )
 
 
 def interval(ratios: list[float], resamples: int = 2000) -> str:
@@ -283,11 +314,20 @@ def stride_label(strides: list[int]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--blocks", type=int, default=120)
-    parser.add_argument("--naive-blocks", type=int, default=10, help="blocks for the add_histogram reference (a ratio of several x)")
-    parser.add_argument("--block", type=int, default=50, help="steps per block (default: the collector's sampling interval)")
+    parser.add_argument(
+        "--naive-blocks",
+        type=int,
+        default=10,
+        help="blocks for the add_histogram reference (a ratio of several x)",
+    )
+    parser.add_argument(
+        "--block", type=int, default=50, help="steps per block (default: the collector's sampling interval)"
+    )
     parser.add_argument("--warmup-blocks", type=int, default=2)
     parser.add_argument(
         "--breakdown",
@@ -296,9 +336,13 @@ def main() -> None:
         " norms nor anything sampled (its bookkeeping alone)",
     )
     parser.add_argument(
-        "--compile", action="store_true", help="torch.compile every copy of the model (inductor; the collector's sampled steps run eagerly)"
+        "--compile",
+        action="store_true",
+        help="torch.compile every copy of the model (inductor; the collector's sampled steps run eagerly)",
     )
-    parser.add_argument("--system-malloc", action="store_true", help="keep glibc's malloc defaults (see above)")
+    parser.add_argument(
+        "--system-malloc", action="store_true", help="keep glibc's malloc defaults (see above)"
+    )
     args = parser.parse_args()
     fixed = all(os.environ.get(k) == v for k, v in MALLOC_ENV.items())
     if not args.system_malloc and not fixed and sys.platform.startswith("linux"):

@@ -222,7 +222,7 @@ def browser(cases: list[tuple[str, Path, str]], repeats: int = REPEATS) -> None:
         for _ in range(repeats):
             for label, logdir, run in cases:
                 times[label].append(visit(page, base, logdir, run))
-        for label, _, run in cases:
+        for label, _, _run in cases:
             cols = list(zip(*times[label]))
             print(
                 f"  {label + ', warm':38s} "

@@ -67,7 +67,13 @@ def _histograms(step: int) -> dict[str, Histogram]:
     for layer in LAYERS:
         counts, edges = np.histogram(rng.normal(size=2_000), bins=30)
         out[T.hist_weight_tag(layer)] = Histogram(
-            float(edges[0]), float(edges[-1]), 2_000.0, 0.0, 2_000.0, list(edges[1:]), list(counts.astype(float))
+            float(edges[0]),
+            float(edges[-1]),
+            2_000.0,
+            0.0,
+            2_000.0,
+            list(edges[1:]),
+            list(counts.astype(float)),
         )
     return out
 
@@ -90,18 +96,24 @@ def write_per_step(run_dir: str, steps: int) -> int:
 def write_per_value(run_dir: str, steps: int, tensor: bool) -> int:
     """One Event per value, as SummaryWriter.add_scalar writes (optionally new_style tensors)."""
     writer = EventFileWriter(run_dir)
-    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+    )
     batch = []
     events = 1
     for step in range(steps):
         for i, tag in enumerate(TAGS):
             if tensor:
                 value = summary_pb2.Summary.Value(
-                    tag=tag, tensor=tensor_pb2.TensorProto(dtype=1, float_val=[_value(step, i)]), metadata=metadata
+                    tag=tag,
+                    tensor=tensor_pb2.TensorProto(dtype=1, float_val=[_value(step, i)]),
+                    metadata=metadata,
                 )
             else:
                 value = summary_pb2.Summary.Value(tag=tag, simple_value=_value(step, i))
-            event = event_pb2.Event(step=step, wall_time=1.7e9 + step, summary=summary_pb2.Summary(value=[value]))
+            event = event_pb2.Event(
+                step=step, wall_time=1.7e9 + step, summary=summary_pb2.Summary(value=[value])
+            )
             batch.append(encode_record(event.SerializeToString()))
         hists = _histograms(step)
         if hists:
@@ -145,18 +157,25 @@ def bench_layout(root: str, name: str, steps: int) -> None:
     else:
         events = write_per_value(run_dir, steps, tensor=name == "per-value-tensor")
     size = sum(os.path.getsize(os.path.join(run_dir, f)) for f in os.listdir(run_dir))
-    print(f"\n{name}: {events:,} events, {steps * len(TAGS):,} scalar points, {size / 2**20:.1f} MiB "
-          f"(written in {time.perf_counter() - t0:.1f} s)")
+    print(
+        f"\n{name}: {events:,} events, {steps * len(TAGS):,} scalar points, {size / 2**20:.1f} MiB "
+        f"(written in {time.perf_counter() - t0:.1f} s)"
+    )
     # Ours is read REPEATS times (median; a busy machine shows in the spread), the far
     # slower EventAccumulator once.
     ours = [read_ours(run_dir) for _ in range(REPEATS)]
     ours_s, ours_points = statistics.median(t for t, _ in ours), ours[0][1]
     ea_s, ea_points = read_event_accumulator(run_dir)
     expected = steps * len(TAGS)
-    for label, seconds, points in (("LogDirReader", ours_s, ours_points), ("EventAccumulator", ea_s, ea_points)):
+    for label, seconds, points in (
+        ("LogDirReader", ours_s, ours_points),
+        ("EventAccumulator", ea_s, ea_points),
+    ):
         note = "" if points == expected else f"  (!! {points:,} points, expected {expected:,})"
-        print(f"  {label:<17} {seconds:7.2f} s  {events / seconds:>11,.0f} events/s  "
-              f"{points / seconds:>12,.0f} points/s{note}")
+        print(
+            f"  {label:<17} {seconds:7.2f} s  {events / seconds:>11,.0f} events/s  "
+            f"{points / seconds:>12,.0f} points/s{note}"
+        )
     spread = ", ".join(f"{t:.2f}" for t, _ in ours)
     print(f"  ratio             {ea_s / ours_s:7.1f}x faster  (LogDirReader runs: {spread} s)")
 
@@ -189,12 +208,16 @@ def bench_refresh(root: str, runs: int, steps: int = 200) -> None:
     t0 = time.perf_counter()
     after = reader.refresh()
     append = time.perf_counter() - t0
-    print(f"\nrefresh of a {len(snapshot.runs)}-run log dir: cold {cold * 1000:.0f} ms; no new data: "
-          f"median {statistics.median(times) * 1000:.2f} ms, max {max(times) * 1000:.2f} ms; "
-          f"one run appended: {append * 1000:.2f} ms ({sorted(after.changed)} rebuilt)")
+    print(
+        f"\nrefresh of a {len(snapshot.runs)}-run log dir: cold {cold * 1000:.0f} ms; no new data: "
+        f"median {statistics.median(times) * 1000:.2f} ms, max {max(times) * 1000:.2f} ms; "
+        f"one run appended: {append * 1000:.2f} ms ({sorted(after.changed)} rebuilt)"
+    )
 
 
-def write_every_8th(run_dir: str, suffix: str, steps: int, start: int, values: Callable[[int], dict[str, float]]) -> int:
+def write_every_8th(
+    run_dir: str, suffix: str, steps: int, start: int, values: Callable[[int], dict[str, float]]
+) -> int:
     """One Event per 8th step (a sharded run's statistics steps past its start) into a
     new file; returns the points written."""
     writer = EventFileWriter(run_dir, suffix)
@@ -212,7 +235,10 @@ def write_sharded(run_dir: str, steps: int, ranks: int, layers: int, start: int 
     """Every rank its part of each layer's squared gradient norm; rank 0 the loss too."""
 
     def parts(rank: int, step: int) -> dict[str, float]:
-        squares = {T.shard_tag(rank, T.ShardSquares.GRAD, f"layers.{i}"): _value(step, i) ** 2 / ranks for i in range(layers)}
+        squares = {
+            T.shard_tag(rank, T.ShardSquares.GRAD, f"layers.{i}"): _value(step, i) ** 2 / ranks
+            for i in range(layers)
+        }
         squares[T.shard_tag(rank, T.ShardSquares.GRAD)] = sum(squares.values())
         return squares | ({T.TRAIN_LOSS: _value(step, 0)} if rank == 0 else {})
 
@@ -239,8 +265,14 @@ def bench_sharded(root: str, steps: int, ranks: int, layers: int) -> None:
         run_dir = os.path.join(root, kind, "run")
         os.makedirs(run_dir)
         world = ranks if kind == "sharded" else 1
-        RJ.write_run_json(run_dir, {RJ.K_SCHEMA: RJ.SCHEMA_VERSION, RJ.K_STATUS: RJ.STATUS_RUNNING, RJ.K_WORLD_SIZE: world})
-        points = write_sharded(run_dir, steps, ranks, layers) if kind == "sharded" else write_whole(run_dir, steps, layers)
+        RJ.write_run_json(
+            run_dir, {RJ.K_SCHEMA: RJ.SCHEMA_VERSION, RJ.K_STATUS: RJ.STATUS_RUNNING, RJ.K_WORLD_SIZE: world}
+        )
+        points = (
+            write_sharded(run_dir, steps, ranks, layers)
+            if kind == "sharded"
+            else write_whole(run_dir, steps, layers)
+        )
         reader = LogDirReader(os.path.dirname(run_dir))
         t0 = time.perf_counter()
         first = reader.refresh().runs["run"]
@@ -255,8 +287,10 @@ def bench_sharded(root: str, steps: int, ranks: int, layers: int) -> None:
         tick = time.perf_counter() - t0
         assert int(after.scalar(T.grad_norm_tag("layers.0")).steps[-1]) >= steps
         timings[kind] = (cold, tick)
-        print(f"\n{kind} run, {ranks if kind == 'sharded' else 1} rank(s), {layers} layers, {steps:,} steps "
-              f"(statistics every 8th): {points:,} points; first read {cold:.2f} s, a tick of 100 new steps {tick * 1000:.0f} ms")
+        print(
+            f"\n{kind} run, {ranks if kind == 'sharded' else 1} rank(s), {layers} layers, {steps:,} steps "
+            f"(statistics every 8th): {points:,} points; first read {cold:.2f} s, a tick of 100 new steps {tick * 1000:.0f} ms"
+        )
     (cold_s, tick_s), (cold_w, tick_w) = timings["sharded"], timings["whole"]
     print(f"  sharded / whole: first read {cold_s / cold_w:.1f}x, live tick {tick_s / tick_w:.1f}x")
 
@@ -294,11 +328,15 @@ def bench_zero_tail(root: str, mib: int, repeats: int = 5) -> None:
             times[tail].append(time.perf_counter() - t0)
             assert len(snapshot.runs["run"].scalars[T.TRAIN_LOSS]) == 100
     med = {tail: statistics.median(t) for tail, t in times.items()}
-    print(f"\nan event file ending in {mib} MiB of zeros (preallocated, crash-padded) vs of random bytes, "
-          f"read from scratch, {repeats} interleaved reads each:")
+    print(
+        f"\nan event file ending in {mib} MiB of zeros (preallocated, crash-padded) vs of random bytes, "
+        f"read from scratch, {repeats} interleaved reads each:"
+    )
     for tail, t in times.items():
-        print(f"  {tail:<7} median {med[tail]:6.2f} s  ({min(t):.2f}-{max(t):.2f} s)  "
-              f"{mib / med[tail]:7,.0f} MiB/s")
+        print(
+            f"  {tail:<7} median {med[tail]:6.2f} s  ({min(t):.2f}-{max(t):.2f} s)  "
+            f"{mib / med[tail]:7,.0f} MiB/s"
+        )
     print(f"  zeros take {med['zeros'] / med['random']:.2f}x the time of random bytes")
 
 

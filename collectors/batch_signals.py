@@ -5,8 +5,8 @@ and label statistics (collectors/batch_stats.py computes them)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -100,7 +100,9 @@ class BatchSignals:
         items = packet.items
         if want_acc and labels_ok:
             if dim == batch_stats.TOKEN_CLASS_DIM and self._accuracy.token_shift is None:
-                self._guard.call(TOKEN_LABELS, self._judge_token_labels, targets, seen_input, classes, sampled)
+                self._guard.call(
+                    TOKEN_LABELS, self._judge_token_labels, targets, seen_input, classes, sampled
+                )
             plan = self._accuracy.plan(outputs, targets)
             if plan is not None:
                 started = time.perf_counter()
@@ -114,7 +116,9 @@ class BatchSignals:
             mean, std = batch_stats.input_moments(inputs)
             items.append((ScalarSpec(T.INPUT_MEAN), mean))
             items.append((ScalarSpec(T.INPUT_STD), std))
-        if labels_ok and batch_stats.labels_per_example(targets, seen_input):  # what the batch's class mix is about
+        if labels_ok and batch_stats.labels_per_example(
+            targets, seen_input
+        ):  # what the batch's class mix is about
             counts = batch_stats.label_counts(targets, classes)
             seen = counts if self._label_seen is None else self._label_seen + counts
             self._label_seen = seen
@@ -134,7 +138,9 @@ class BatchSignals:
         if seen_input is not None:
             same = batch_stats.targets_are_inputs(targets, seen_input, classes)
             if same is not None:  # None: no valid label in this batch to tell by
-                self._accuracy.learn_token_shift(batch_stats.UNSHIFTED_LABELS if same else batch_stats.SHIFTED_LABELS)
+                self._accuracy.learn_token_shift(
+                    batch_stats.UNSHIFTED_LABELS if same else batch_stats.SHIFTED_LABELS
+                )
             return
         if sampled:
             problem = ValueError(

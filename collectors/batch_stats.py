@@ -142,7 +142,12 @@ def class_count(outputs: torch.Tensor | None, dim: int | None, num_classes: int 
 
 
 def is_label_tensor(targets: torch.Tensor | None) -> bool:
-    return targets is not None and not targets.is_floating_point() and not targets.is_complex() and targets.dim() >= 1
+    return (
+        targets is not None
+        and not targets.is_floating_point()
+        and not targets.is_complex()
+        and targets.dim() >= 1
+    )
 
 
 def correct_and_valid(

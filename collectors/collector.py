@@ -30,18 +30,18 @@ import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
+from trainscope.collectors.batch_signals import BatchSignals, logits_of
 from trainscope.collectors.cadence import StatsCadence
 from trainscope.collectors.config import CollectorConfig
 from trainscope.collectors.cuda_graphs import cuda_graphs_run_on
-from trainscope.collectors.batch_signals import BatchSignals, logits_of
 from trainscope.collectors.deferred_accuracy import DeferredAccuracy
 from trainscope.collectors.distributed import data_parallel_ranks, rank_and_world_size
 from trainscope.collectors.flusher import Flusher
@@ -71,7 +71,7 @@ def watch(
     start_step: int = 0,
     config: CollectorConfig | None = None,
     **settings: Any,
-) -> "Collector":
+) -> Collector:
     """Attach a collector to `model` and `optimizer`, writing a run into `log_dir`.
 
     `optimizer` may be a list of the optimizers that train the model together (e.g.
@@ -108,7 +108,9 @@ def watch(
         raise TypeError("pass either config= or CollectorConfig fields, not both")
     hparams = dict(hparams or {})
     _check_writable(Path(log_dir))
-    return Collector(model, optimizers, log_dir, hparams, run_name, batch_size, num_classes, scaler, start_step, config)
+    return Collector(
+        model, optimizers, log_dir, hparams, run_name, batch_size, num_classes, scaler, start_step, config
+    )
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -121,7 +123,9 @@ def _check_writable(run_dir: Path) -> None:
             pass
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        message = f"watch() cannot write the run into {run_dir}: {reason}; pass a log_dir this process can write to"
+        message = (
+            f"watch() cannot write the run into {run_dir}: {reason}; pass a log_dir this process can write to"
+        )
         raise OSError(exc.errno, message) from None
 
 
@@ -272,9 +276,13 @@ class Collector:
         plan = self._plan
         if not self._is_writer:
             record_rank = self._recorder.record_rank_step
-            self._guard.call("step", record_rank, self._step, plan, seconds, batch_size, targets, inputs, outputs)
+            self._guard.call(
+                "step", record_rank, self._step, plan, seconds, batch_size, targets, inputs, outputs
+            )
         elif plan.quiet and acc is None and grad_norm is None and batch_size is None:  # type: ignore[union-attr]
-            self._guard.call("step", self._recorder.record, self._step, plan, seconds, loss, outputs, targets, inputs)
+            self._guard.call(
+                "step", self._recorder.record, self._step, plan, seconds, loss, outputs, targets, inputs
+            )
         else:
             args = (seconds, loss, outputs, targets, inputs, acc, batch_size, grad_norm)
             self._guard.call("step", self._record_step, *args)
@@ -307,7 +315,12 @@ class Collector:
             self._tap.read_gradients()
 
     def log_validation(
-        self, loss: TensorOrNumber | None = None, acc: TensorOrNumber | None = None, *, step: int | None = None, **metrics: TensorOrNumber
+        self,
+        loss: TensorOrNumber | None = None,
+        acc: TensorOrNumber | None = None,
+        *,
+        step: int | None = None,
+        **metrics: TensorOrNumber,
     ) -> None:
         """Record validation results at the last training step (or `step`). Extra metrics go to ``val/<name>``."""
         values = {T.VAL_LOSS: loss, T.VAL_ACC: acc, **{T.VAL_PREFIX + name: v for name, v in metrics.items()}}
@@ -339,10 +352,12 @@ class Collector:
             self._guard.call("run.json", self._record.finish, status, reason, self._final_run_json())
         self._record.remove_exit_hooks()
 
-    def __enter__(self) -> "Collector":
+    def __enter__(self) -> Collector:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -440,7 +455,9 @@ def _hooked_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     no hooks of its own, and its `step()` calls the wrapped optimizer's: that one's
     hooks are the ones that run."""
     for _ in range(8):  # wrappers of wrappers, but never a cycle
-        if "_optimizer_step_pre_hooks" in getattr(optimizer, "__dict__", {}) and hasattr(optimizer, "param_groups"):
+        if "_optimizer_step_pre_hooks" in getattr(optimizer, "__dict__", {}) and hasattr(
+            optimizer, "param_groups"
+        ):
             return optimizer
         inner = getattr(optimizer, "optimizer", None)
         if inner is None or inner is optimizer:

@@ -55,7 +55,14 @@ class CollectorConfig:
     noise_scale: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("stats_every", "every", "histogram_every", "histogram_bins", "noise_window", "flush_steps"):
+        for name in (
+            "stats_every",
+            "every",
+            "histogram_every",
+            "histogram_bins",
+            "noise_window",
+            "flush_steps",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"CollectorConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.stats_budget is not None and not self.stats_budget > 0.0:
@@ -66,7 +73,9 @@ class CollectorConfig:
     @functools.cached_property
     def schedule(self) -> Schedule:
         """Which steps get what (logformat/schedule.py, which the readers share)."""
-        return Schedule(self.every, self.noise_window, self.histogram_every, self.histograms, self.noise_scale)
+        return Schedule(
+            self.every, self.noise_window, self.histogram_every, self.histograms, self.noise_scale
+        )
 
     # The schedule's questions, asked of the settings.
     def is_sampled(self, step: int) -> bool:

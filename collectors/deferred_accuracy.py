@@ -115,7 +115,9 @@ class DeferredAccuracy:
         for (plan, *_), steps in groups.items():
             outputs = torch.stack([outputs for _, outputs, _ in steps])
             targets = torch.stack([targets for _, _, targets in steps])
-            counts = batch_stats.correct_and_valid_per_step(outputs, targets, plan.classes, plan.dim, plan.shift)
+            counts = batch_stats.correct_and_valid_per_step(
+                outputs, targets, plan.classes, plan.dim, plan.shift
+            )
             for (packet, _, _), count in zip(steps, counts):
                 packet.items.append((ACCURACY, count))
         return lost
@@ -126,4 +128,3 @@ class DeferredAccuracy:
         plan = batch_stats.accuracy_plan(outputs, targets, self._num_classes, self._token_shift)
         self._plans[(outputs.shape, targets.shape, targets.dtype)] = plan
         return plan
-

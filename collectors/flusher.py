@@ -81,7 +81,9 @@ class Flusher:
         if lost and self._guard.enabled(KEEPING_OUTPUTS):
             packet, why = lost[0]
             message = f"the outputs or targets given to step() at step {packet.step} were {why} before they were read"
-            consequence = f"That step has no {T.TRAIN_ACC}; it is measured at once, on statistics steps, from now on"
+            consequence = (
+                f"That step has no {T.TRAIN_ACC}; it is measured at once, on statistics steps, from now on"
+            )
             self._guard.report(KEEPING_OUTPUTS, RuntimeError(message), consequence)
 
     def _flush(self) -> None:
@@ -124,7 +126,9 @@ class Flusher:
             for spec in packet.specs:
                 value = next(values)
                 try:
-                    gathered.append(value.reshape(-1).to(device=self._device, dtype=torch.float32, non_blocking=True))
+                    gathered.append(
+                        value.reshape(-1).to(device=self._device, dtype=torch.float32, non_blocking=True)
+                    )
                     kept.append(spec)
                 except RuntimeError as exc:
                     self._report_unreadable(spec, packet.step, exc)
@@ -136,4 +140,6 @@ class Flusher:
         part = f"reading {tag}"
         if self._guard.enabled(part):
             problem = RuntimeError(f"{tag} of step {step} could not be read at the flush ({exc})")
-            self._guard.report(part, problem, consequence="Such values are left out; everything else is written")
+            self._guard.report(
+                part, problem, consequence="Such values are left out; everything else is written"
+            )

@@ -12,8 +12,8 @@ took four of them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -92,7 +92,9 @@ class LayerNorms:
     whole tensor's once (`shard_weight`); the readers do that sum.
     """
 
-    def __init__(self, layers: Sequence[Layer], sharded: bool = False, plain_share: float | None = None) -> None:
+    def __init__(
+        self, layers: Sequence[Layer], sharded: bool = False, plain_share: float | None = None
+    ) -> None:
         """`plain_share`: the weight of a plain (not DTensor) tensor of a sharded model:
         1 where plain tensors are shards (FSDP's older wrapper: each element on one
         rank), by default 1/world size (a plain tensor taken to be whole on every rank)."""
@@ -111,17 +113,23 @@ class LayerNorms:
         self.n_layers = len(layers)
         self.sharded = sharded
         # Each tensor's share of its squared norm (`shard_weight`); None: not sharded.
-        self.shard_weights = np.array([shard_weight(p, plain_share) for p in self.params]) if sharded else None
+        self.shard_weights = (
+            np.array([shard_weight(p, plain_share) for p in self.params]) if sharded else None
+        )
         self._folds: dict[tuple[tuple[int, ...], bool], LayerFold] = {}
 
     def _fold(self, present: tuple[int, ...], squared: bool) -> LayerFold:
         fold = self._folds.get((present, squared))
         if fold is None:
             owners = [(k, layer) for k, i in enumerate(present) for layer in self._owners[i]]
-            tensor_of = None if len(owners) == len(present) else np.array([k for k, _ in owners], dtype=np.int64)
+            tensor_of = (
+                None if len(owners) == len(present) else np.array([k for k, _ in owners], dtype=np.int64)
+            )
             layers = np.array([layer for _, layer in owners], dtype=np.int64)
             weights = None if self.shard_weights is None else self.shard_weights[list(present)]
-            fold = self._folds[(present, squared)] = LayerFold(layers, self.n_layers, squared, tensor_of, weights)
+            fold = self._folds[(present, squared)] = LayerFold(
+                layers, self.n_layers, squared, tensor_of, weights
+            )
         return fold
 
     def tensor_norms(self, tensors: Sequence[torch.Tensor | None]) -> tuple[LayerFold, torch.Tensor] | None:

@@ -32,7 +32,13 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from trainscope.collectors.collector import Collector, watch
-from trainscope.collectors.framework_batches import INPUT_KEYS, LABEL_KEYS, logits_of, loss_of, validation_scalars
+from trainscope.collectors.framework_batches import (
+    INPUT_KEYS,
+    LABEL_KEYS,
+    logits_of,
+    loss_of,
+    validation_scalars,
+)
 
 # The TrainingArguments a run's diagnosis turns on, recorded as its hyperparameters
 # (all ~150 of them would bury these in the runs table).
@@ -168,7 +174,11 @@ class TrainScopeCallback(TrainerCallback):
                 self.collector.read_gradients()
         except Exception as exc:  # noqa: BLE001 - the run must go on
             if self._handles:
-                warnings.warn(f"TrainScope stops reading gradients before clipping: {exc!r}", RuntimeWarning)
+                warnings.warn(
+                    f"TrainScope stops reading gradients before clipping: {exc!r}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 self._handles.pop().remove()  # the gradient hook, added last
 
 

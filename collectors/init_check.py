@@ -28,7 +28,7 @@ _UNCHECKED = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.Emb
 
 
 def expected_init(activation: str | None) -> str:
-    """"he" or "xavier"; a layer with no activation module after it (functional
+    """ "he" or "xavier"; a layer with no activation module after it (functional
     activations, output layers) is held to He, the common default."""
     return "xavier" if activation in _XAVIER_KINDS else "he"
 
@@ -62,7 +62,12 @@ def check_layer(layer: Layer) -> list[dict[str, Any]]:
 def _checked_weight(layer: Layer) -> torch.Tensor | None:
     """The weight whose scale is checked (an LSTM's are checked apart)."""
     weight = layer.weight
-    if isinstance(layer.module, (*_UNCHECKED, nn.LSTM)) or weight is None or weight.dim() < 2 or weight.numel() < 2:
+    if (
+        isinstance(layer.module, (*_UNCHECKED, nn.LSTM))
+        or weight is None
+        or weight.dim() < 2
+        or weight.numel() < 2
+    ):
         return None
     return weight
 
@@ -94,7 +99,9 @@ def check_sharded_initialization(layers: list[Layer]) -> list[dict[str, Any]]:
 
 
 @torch.no_grad()
-def shard_moments(layers: list[Layer], share: Callable[[torch.Tensor], float]) -> dict[str, tuple[float, ...]]:
+def shard_moments(
+    layers: list[Layer], share: Callable[[torch.Tensor], float]
+) -> dict[str, tuple[float, ...]]:
     """This rank's part of each checked weight, per layer: its count, sum and sum of
     squares (times `share`, the part of the whole that this rank's shard stands for,
     so that they add up over the ranks), its minimum and maximum (±inf when this rank

@@ -10,10 +10,11 @@ their shapes.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from torch import nn
 import torch
+from torch import nn
 
 from trainscope.collectors.activations import ActivationProbe
 from trainscope.collectors.guard import ErrorGuard
@@ -153,9 +154,13 @@ class ModelView:
                 )
         if noise_batch_unknown:
             off.append("the gradient noise scale")
-            why.append("it needs to know how many ranks' batches make a step's, which FSDP's mesh did not tell")
+            why.append(
+                "it needs to know how many ranks' batches make a step's, which FSDP's mesh did not tell"
+            )
         if off:
-            problem = ValueError(f"the model is sharded: {' and '.join(off)} cannot be measured ({'; '.join(why)})")
+            problem = ValueError(
+                f"the model is sharded: {' and '.join(off)} cannot be measured ({'; '.join(why)})"
+            )
             consequence = "They are off; the rest is summed from every rank's shards by the readers"
             self._guard.report("sharded parameters", problem, consequence=consequence)
 

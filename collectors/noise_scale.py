@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -59,7 +59,9 @@ class NoiseWindow:
         with torch.no_grad():
             # float32 sums (a half-precision gradient is cast); under no_grad, no detach needed.
             dense = [
-                torch.zeros_like(local_shard(p.detach()), dtype=torch.float32) if g is None else _dense_float(g)
+                torch.zeros_like(local_shard(p.detach()), dtype=torch.float32)
+                if g is None
+                else _dense_float(g)
                 for g, p in zip(grads, self._params)
             ]
             if self._sum is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 import torch
 
@@ -123,9 +122,16 @@ class ShardNoiseSpec:
 CHANGED_IN_PLACE = "changed in place"
 OVERWRITTEN = "overwritten (its memory was reused, as CUDA graphs reuse a graph's outputs)"
 
-Spec = Union[
-    ScalarSpec, LayerNormSpec, UpdateSpec, ShardSquaresSpec, ShardNoiseSpec, FractionSpec, HistogramSpec, NoiseSpec
-]
+Spec = (
+    ScalarSpec
+    | LayerNormSpec
+    | UpdateSpec
+    | ShardSquaresSpec
+    | ShardNoiseSpec
+    | FractionSpec
+    | HistogramSpec
+    | NoiseSpec
+)
 
 
 def spec_tag(spec: Spec) -> str:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -89,18 +90,24 @@ class StepRecorder:
         if not tap.stepped:
             packet.host[T.STEP_SKIPPED] = 1.0
         packet.items.extend(tap.take_reads(plan))
-        self.put(packet, T.GRAD_GLOBAL_NORM, grad_norm)  # the writer prefers it to the norm measured after clipping
+        self.put(
+            packet, T.GRAD_GLOBAL_NORM, grad_norm
+        )  # the writer prefers it to the norm measured after clipping
         self.put(packet, T.TRAIN_ACC, acc)
         if self._scaler is not None:
             scale = getattr(self._scaler, "_scale", None)
-            self.put(packet, T.LOSS_SCALE, scale if isinstance(scale, torch.Tensor) else self._scaler.get_scale())
+            self.put(
+                packet, T.LOSS_SCALE, scale if isinstance(scale, torch.Tensor) else self._scaler.get_scale()
+            )
         model_input = None  # what the model's forward got, where the probe watched it
         probe = self.probe
         if plan.sampled and probe is not None and probe.armed:
             for tag, value in probe.disarm().items():
                 packet.items.append((ScalarSpec(tag, optional=True), value))
             model_input = probe.take_model_input()
-        kept = acc is None and self._guard.call(KEEPING_OUTPUTS, self._accuracy.keep, packet, outputs, targets)
+        kept = acc is None and self._guard.call(
+            KEEPING_OUTPUTS, self._accuracy.keep, packet, outputs, targets
+        )
         if kept and self._accuracy.full:  # large logits: read a few steps' at a time
             self._flusher.resolve_accuracy()
         want_acc = acc is None and plan.stats and not kept

@@ -16,9 +16,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -175,7 +176,10 @@ class RunRecord:
         atexit.unregister(self._close_at_exit)
         for signum, previous in self._previous_handlers.items():
             # Only where ours is still the handler: one the user set since stays theirs.
-            if threading.current_thread() is threading.main_thread() and signal.getsignal(signum) == self._on_signal:
+            if (
+                threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signum) == self._on_signal
+            ):
                 signal.signal(signum, previous)
 
     def _catch_stop_signals(self) -> None:
@@ -206,7 +210,9 @@ class RunRecord:
                 signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
 
-    def _excepthook(self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    def _excepthook(
+        self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
         try:
             if self._close is not None:
                 self._close(RJ.STATUS_CRASHED, f"{exc_type.__name__}: {exc}")

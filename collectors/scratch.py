@@ -21,7 +21,9 @@ class Scratch:
     def __init__(self) -> None:
         self._kept: list[torch.Tensor] = []
 
-    def copy_of(self, tensors: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+    def copy_of(
+        self, tensors: Sequence[torch.Tensor], dtype: torch.dtype | None = None
+    ) -> list[torch.Tensor]:
         """Copies of `tensors` (cast to `dtype`), valid until the next call."""
         if not all(t.is_cpu for t in tensors):
             if dtype is not None:

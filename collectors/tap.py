@@ -20,7 +20,8 @@ model's ranks each measure their own shards, as partial sums the readers add up.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -143,7 +144,9 @@ class OptimizerTap:
 
     # ---- hooks ------------------------------------------------------------------
 
-    def _pre_step_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> tuple[Any, Any] | None:
+    def _pre_step_hook(
+        self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any
+    ) -> tuple[Any, Any] | None:
         self.stepped = True
         # Most steps: one attribute read. With several optimizers, the first to step reads
         # every gradient, before any weight has moved.
@@ -151,7 +154,9 @@ class OptimizerTap:
         if plan is not None and plan.reads_gradients and not self._gradients_read and not self._closed:
             self._gradients_read = True
             if len(args) > 1 or kwargs:  # step(closure): the gradients do not exist yet
-                return self._guard.call("gradients", _read_after_first_call, self._take_gradients, args, kwargs)
+                return self._guard.call(
+                    "gradients", _read_after_first_call, self._take_gradients, args, kwargs
+                )
             self._take_gradients()
         return None
 

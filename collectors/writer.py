@@ -52,7 +52,12 @@ DISK = "writing the event file"
 
 class WriterThread:
     def __init__(
-        self, log_dir: str | os.PathLike[str], suffix: str, guard: ErrorGuard, noise_ema: float, noise_window: int
+        self,
+        log_dir: str | os.PathLike[str],
+        suffix: str,
+        guard: ErrorGuard,
+        noise_ema: float,
+        noise_window: int,
     ) -> None:
         self._file = EventFileWriter(log_dir, suffix)
         self._guard = guard
@@ -140,7 +145,9 @@ class WriterThread:
             records.append(summary_record(packet.step, packet.wall_time, scalars, histograms))
         self._append(records)
 
-    def _decode(self, packet: Packet, values: np.ndarray, offset: int) -> tuple[dict[str, float], dict[str, Histogram], int]:
+    def _decode(
+        self, packet: Packet, values: np.ndarray, offset: int
+    ) -> tuple[dict[str, float], dict[str, Histogram], int]:
         scalars = dict(packet.host)
         histograms: dict[str, Histogram] = {}
         for spec in packet.specs:

@@ -14,8 +14,8 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
 

@@ -36,9 +36,7 @@ def masked_crc32c(data: bytes) -> int:
 
 def encode_record(data: bytes) -> bytes:
     header = struct.pack("<Q", len(data))
-    return b"".join(
-        (header, _FOOTER.pack(masked_crc32c(header)), data, _FOOTER.pack(masked_crc32c(data)))
-    )
+    return b"".join((header, _FOOTER.pack(masked_crc32c(header)), data, _FOOTER.pack(masked_crc32c(data))))
 
 
 @dataclass
@@ -143,7 +141,9 @@ def _parse(
                     zero_runs.append((base + pos, base + end))
                     pos = _resync(buf, max(pos + 1, end - 11))
                     continue
-                problems.append(f"{path}: corrupt record header at offset {base + pos}; skipped to next record")
+                problems.append(
+                    f"{path}: corrupt record header at offset {base + pos}; skipped to next record"
+                )
                 pos = _resync(buf, pos + 1)
                 continue
             if len(known) < _HEADER_CACHE_SIZE:
@@ -184,7 +184,9 @@ def _zeros_end(buf: bytes, start: int) -> int:
 def _bad_data_crcs(buf: bytes, records: list[bytes], ends: list[int]) -> np.ndarray:
     """Indices of the records whose stored data CRC does not match their data."""
     crcs = np.fromiter(map(google_crc32c.value, records), dtype=np.uint64, count=len(records))
-    masked = (((crcs >> np.uint64(15)) | (crcs << np.uint64(17))) + np.uint64(_MASK_DELTA)) & np.uint64(0xFFFFFFFF)
+    masked = (((crcs >> np.uint64(15)) | (crcs << np.uint64(17))) + np.uint64(_MASK_DELTA)) & np.uint64(
+        0xFFFFFFFF
+    )
     arr = np.frombuffer(buf, dtype=np.uint8)
     at = np.asarray(ends, dtype=np.int64)
     stored = np.zeros(at.shape[0], dtype=np.uint64)

@@ -167,7 +167,7 @@ def split_shard_tag(tag: str) -> tuple[int, str, str | None] | None:
     """``"shard/rank1/grad_sq/0"`` -> ``(1, "grad_sq", "0")``; None for other tags."""
     if not tag.startswith(SHARD_PREFIX):
         return None
-    rank, _, rest = tag[len(SHARD_PREFIX):].partition("/")
+    rank, _, rest = tag[len(SHARD_PREFIX) :].partition("/")
     quantity, _, layer = rest.partition("/")
     if not rank.isdigit() or quantity not in (*ShardSquares.ALL, *ShardInit.ALL, *ShardHistograms.ALL):
         return None
@@ -178,5 +178,5 @@ def split_layer_tag(tag: str) -> tuple[str, str] | None:
     """``"grad/norm/features.0"`` -> ``("grad/norm/", "features.0")``; None for non-layer tags."""
     for prefix in PER_LAYER_PREFIXES:
         if tag.startswith(prefix) and len(tag) > len(prefix):
-            return prefix, tag[len(prefix):]
+            return prefix, tag[len(prefix) :]
     return None

@@ -18,8 +18,9 @@ fires: a case that does not really show its fault is a wrong case.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -404,7 +405,7 @@ CASES: tuple[Case, ...] = (
     Case(
         name="nothing_training",
         fault="nothing trains: torch.nn.utils.clip_grad_norm_(model.parameters(), 0.0) before every step "
-        "(meant as \"no clipping\") with the healthy MLP and optimizer scales every gradient by 0; the only "
+        '(meant as "no clipping") with the healthy MLP and optimizer scales every gradient by 0; the only '
         "update left is SGD's weight decay (||dw||/||w|| = 2.5e-4 at every step, where the healthy run's "
         "reach 0.05), and the loss stays at ln 10 = 2.31 from the first step to the last, accuracy at 6%, "
         "while the gradients before clipping (given to the collector as grad_norm, as its docs ask) are "
@@ -442,7 +443,10 @@ CASES: tuple[Case, ...] = (
         "~40x PyTorch's default std of 0.072; the first losses are 7.0, 13.8 and 10.1 where ln 10 = 2.30 is "
         "expected, the early gradients (up to 42; the healthy run's reach 4.3) kill 86% of the last hidden "
         "layer's ReLUs, and validation accuracy stays at 52-70% (the healthy run: 98%)",
-        expect=("bad_initialization", "initial_loss_off"),  # the init is the fault; the loss off ln C shows it
+        expect=(
+            "bad_initialization",
+            "initial_loss_off",
+        ),  # the init is the fault; the loss off ln C shows it
         model=mlp_output_init_large,
     ),
     Case(

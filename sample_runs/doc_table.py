@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from trainscope.analyzers.diagnose import diagnose_run
 from trainscope.analyzers.formatting import symptom_list

@@ -16,8 +16,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from trainscope.analyzers.diagnose import diagnose_run
 from trainscope.sample_runs import RUNS_DIR
@@ -68,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RUNS_DIR, help=f"where the runs go (default: {RUNS_DIR})")
     parser.add_argument(
-        "--only", action="append", default=[], metavar="CASE",
+        "--only",
+        action="append",
+        default=[],
+        metavar="CASE",
         help="generate only this case (repeatable; comma-separated lists work too)",
     )
     parser.add_argument("--list", action="store_true", help="list the cases and exit")

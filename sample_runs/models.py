@@ -11,7 +11,7 @@ to a built model, the way a user would apply ``nn.init`` calls after constructio
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def _head(values: np.ndarray, share: float = 0.1) -> float:
 
 def _tail(values: np.ndarray, share: float = 0.1) -> float:
     """Median of the last `share` of the values (NaN when there are none)."""
-    return float(np.median(values[-max(1, int(values.shape[0] * share)):])) if values.shape[0] else math.nan
+    return float(np.median(values[-max(1, int(values.shape[0] * share)) :])) if values.shape[0] else math.nan
 
 
 def _median(series: Series | None) -> float:

@@ -16,7 +16,7 @@ GPT run ends at 0.61 nats per character on the validation text, from ln 33 = 3.5
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 TEXT_SEED = 1234  # the seed of the committed runs' text
 TEXT_CHARS = 24_000  # characters to generate: ~4,000 words, a few hundred sentences

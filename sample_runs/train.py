@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from trainscope.sample_runs.cases import CASES, get_case
 from trainscope.sample_runs.training import EpochResult, train_case
@@ -32,11 +32,12 @@ def _print_epoch(record: EpochResult) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sample_runs.train", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m sample_runs.train", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--case", default=DEFAULT_CASE, choices=[c.name for c in CASES], metavar="NAME",
+        "--case",
+        default=DEFAULT_CASE,
+        choices=[c.name for c in CASES],
+        metavar="NAME",
         help=f"which sample case to train (default: {DEFAULT_CASE}); "
         "python -m sample_runs.generate --list lists them",
     )
@@ -44,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--log-dir", type=Path, required=True, help="where the run goes (a new directory, ideally)"
     )
     parser.add_argument(
-        "--minutes", type=float, default=DEFAULT_MINUTES,
+        "--minutes",
+        type=float,
+        default=DEFAULT_MINUTES,
         help=f"about how long training should take (default: {DEFAULT_MINUTES:g}); 0 trains at full speed",
     )
     args = parser.parse_args(argv)

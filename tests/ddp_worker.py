@@ -32,7 +32,9 @@ def worker(rank: int, log_dir: str, store: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = nn.parallel.DistributedDataParallel(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)))
+    model = nn.parallel.DistributedDataParallel(
+        nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     X, y = load_digits(return_X_y=True)
     X = torch.tensor(X / 16.0, dtype=torch.float32)[rank::WORLD]
@@ -60,7 +62,9 @@ def train_with_zero(log_dir: str, X: torch.Tensor, y: torch.Tensor) -> None:
     from torch.distributed.optim import ZeroRedundancyOptimizer
 
     torch.manual_seed(0)
-    model = nn.parallel.DistributedDataParallel(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)))
+    model = nn.parallel.DistributedDataParallel(
+        nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    )
     opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.SGD, lr=0.1)
     collector = watch(model, opt, log_dir, every=2)
     direct: dict[str, dict[int, float]] = {T.grad_norm_tag("0"): {}, T.update_ratio_tag("0"): {}}
@@ -71,10 +75,14 @@ def train_with_zero(log_dir: str, X: torch.Tensor, y: torch.Tensor) -> None:
         loss = F.cross_entropy(model(X[idx]), y[idx])
         loss.backward()
         before = [p.detach().clone() for p in layer.parameters()]
-        direct[T.grad_norm_tag("0")][step] = float(torch.cat([p.grad.flatten() for p in layer.parameters()]).norm())
+        direct[T.grad_norm_tag("0")][step] = float(
+            torch.cat([p.grad.flatten() for p in layer.parameters()]).norm()
+        )
         opt.step()
         delta = torch.cat([(p.detach() - b).flatten() for p, b in zip(layer.parameters(), before)])
-        direct[T.update_ratio_tag("0")][step] = float(delta.norm() / torch.cat([b.flatten() for b in before]).norm())
+        direct[T.update_ratio_tag("0")][step] = float(
+            delta.norm() / torch.cat([b.flatten() for b in before]).norm()
+        )
         collector.step(loss=loss)
     collector.close()
     if dist.get_rank() == 0:

@@ -71,7 +71,9 @@ def fsdp1_model(flat: bool) -> nn.Module:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 33), nn.ReLU(), nn.Linear(33, 10))
     wrap = ModuleWrapPolicy({nn.Linear})
-    return FullyShardedDataParallel(model, use_orig_params=not flat, auto_wrap_policy=wrap, device_id=torch.device("cpu"))
+    return FullyShardedDataParallel(
+        model, use_orig_params=not flat, auto_wrap_policy=wrap, device_id=torch.device("cpu")
+    )
 
 
 def whole(kind: str, model: nn.Module, name: str, grad: bool) -> torch.Tensor:
@@ -111,7 +113,11 @@ def ranges(kind: str, model: nn.Module, grad: bool) -> dict[str, list[float]]:
     out = {}
     for name in LAYERS:
         t = whole_weight(kind, model, name, grad)
-        out[f"hist/{'grad' if grad else 'weight'}/{name}"] = [float(t.min()), float(t.max()), float(t.numel())]
+        out[f"hist/{'grad' if grad else 'weight'}/{name}"] = [
+            float(t.min()),
+            float(t.max()),
+            float(t.numel()),
+        ]
     return out
 
 
@@ -123,7 +129,9 @@ def noise_scales(grads: list[torch.Tensor], batch: int) -> dict[int, float]:
         window = grads[first : first + EVERY]
         small = sum(float(g.square().sum()) for g in window) / len(window)
         big = float((torch.stack(window).sum(0) / len(window)).square().sum())
-        scales[first + len(window) - 1] = ema.update(*two_batch_estimate(small, big, batch, batch * len(window)))
+        scales[first + len(window) - 1] = ema.update(
+            *two_batch_estimate(small, big, batch, batch * len(window))
+        )
     return scales
 
 
@@ -138,7 +146,9 @@ def train(
         model = fsdp1_model(flat=kind == "fsdp1_flat")
     else:
         model = tensor_parallel_model() if kind == "tp" else fsdp_model(hybrid=kind == "hsdp")
-    if init is not None and not kind.startswith("fsdp1"):  # each checked weight's std and mean at attach, of the whole tensor
+    if init is not None and not kind.startswith(
+        "fsdp1"
+    ):  # each checked weight's std and mean at attach, of the whole tensor
         for name in LAYERS:
             weight = model[int(name)].weight.detach().full_tensor()
             init[name] = [float(weight.std()), float(weight.mean())]
@@ -176,7 +186,9 @@ def train(
         if direct is not None and step % EVERY == 0:
             for name in LAYERS:
                 after = whole(kind, model, name, grad=False)
-                direct[f"update/ratio/{name}"][step] = float((after - before[name]).norm() / before[name].norm())
+                direct[f"update/ratio/{name}"][step] = float(
+                    (after - before[name]).norm() / before[name].norm()
+                )
                 direct[f"weight/norm/{name}"][step] = float(after.norm())
         if collector is not None:
             collector.step(loss=loss, outputs=out, targets=y[idx], inputs=X[idx], grad_norm=total)
@@ -195,7 +207,9 @@ def worker(rank: int, kind: str, log_dir: str, store: str, out_dir: str) -> None
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     plain = train(kind, None)
     direct: dict[str, dict[int, float]] = {
-        tag: {} for name in LAYERS for tag in (f"grad/norm/{name}", f"update/ratio/{name}", f"weight/norm/{name}")
+        tag: {}
+        for name in LAYERS
+        for tag in (f"grad/norm/{name}", f"update/ratio/{name}", f"weight/norm/{name}")
     } | {"grad/global_norm": {}}
     init: dict[str, list[float]] = {}
     hists: dict[int, dict[str, list[float]]] = {}

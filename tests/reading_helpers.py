@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
@@ -22,14 +22,18 @@ def metadata(plugin: str, content: bytes = b"") -> summary_pb2.SummaryMetadata:
 
 
 def shape(*dims: int) -> tensor_shape_pb2.TensorShapeProto:
-    return tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims])
+    return tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims]
+    )
 
 
 def simple(tag: str, value: float) -> summary_pb2.Summary.Value:
     return summary_pb2.Summary.Value(tag=tag, simple_value=value)
 
 
-def tensor_value(tag: str, tensor: tensor_pb2.TensorProto, plugin: str | None = SCALARS) -> summary_pb2.Summary.Value:
+def tensor_value(
+    tag: str, tensor: tensor_pb2.TensorProto, plugin: str | None = SCALARS
+) -> summary_pb2.Summary.Value:
     v = summary_pb2.Summary.Value(tag=tag, tensor=tensor)
     if plugin is not None:
         v.metadata.CopyFrom(metadata(plugin))
@@ -53,8 +57,12 @@ def scalar_events(values_by_step: Mapping[int, Mapping[str, float]]) -> list[byt
     ]
 
 
-def write_events(run_dir: str, records: Iterable[bytes], name: str = "events.out.tfevents.1700000000.host.1.0",
-                 header: bool = True) -> str:
+def write_events(
+    run_dir: str,
+    records: Iterable[bytes],
+    name: str = "events.out.tfevents.1700000000.host.1.0",
+    header: bool = True,
+) -> str:
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, name)
     with open(path, "ab") as fh:

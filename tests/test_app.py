@@ -205,7 +205,9 @@ def test_what_the_collector_could_not_measure_is_shown_on_the_run_page(tmp_path,
     X, y = digits
     other_optimizer = torch.optim.SGD(mlp(seed=1).parameters(), lr=0.1)
     with pytest.warns(RuntimeWarning):
-        train(mlp(), X, y, steps=30, collector=lambda model, _: watch(model, other_optimizer, tmp_path / "run"))
+        train(
+            mlp(), X, y, steps=30, collector=lambda model, _: watch(model, other_optimizer, tmp_path / "run")
+        )
     at = clean(start(tmp_path))
     at.switch_page(RUN_PAGE).run()
     clean(at)

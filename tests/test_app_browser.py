@@ -43,7 +43,9 @@ pytestmark = pytest.mark.skipif(
 def dashboard(tmp_path):
     """`streamlit run app/main.py` on a free localhost port, always stopped afterwards."""
     try:
-        with local_dashboard(os.path.relpath(RUNS_DIR, ROOT), tmp_path / "streamlit.log", START_TIMEOUT) as url:
+        with local_dashboard(
+            os.path.relpath(RUNS_DIR, ROOT), tmp_path / "streamlit.log", START_TIMEOUT
+        ) as url:
             yield url
     except DashboardDidNotStart as exc:
         pytest.fail(str(exc))
@@ -174,8 +176,12 @@ def test_filter_runs_open_one_by_its_link_switch_the_x_axis_and_share_a_url(dash
             )
             shared.locator(".js-plotly-plot").nth(5).wait_for(timeout=PAGE_TIMEOUT_MS)  # six metrics at once
             assert shared.get_by_role("textbox", name="Log dir").input_value() == str(fixtures)
-            shared.get_by_role("radiogroup", name="X axis").get_by_role("radio", name="epoch", exact=True).click()
-            shared.locator(".js-plotly-plot .xtitle", has_text="epoch").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+            shared.get_by_role("radiogroup", name="X axis").get_by_role(
+                "radio", name="epoch", exact=True
+            ).click()
+            shared.locator(".js-plotly-plot .xtitle", has_text="epoch").first.wait_for(
+                timeout=PAGE_TIMEOUT_MS
+            )
             assert "x_axis=epoch" in shared.url
             assert shared.locator("[data-testid='stException']").count() == 0
             shared.wait_for_timeout(500)
@@ -190,6 +196,8 @@ def test_filter_runs_open_one_by_its_link_switch_the_x_axis_and_share_a_url(dash
             box.fill(str(fixtures))
             box.press("Enter")
             shared.wait_for_url("**logdir=**", timeout=PAGE_TIMEOUT_MS)
-            shared.locator("code", has_text=str(fixtures)).first.wait_for(timeout=PAGE_TIMEOUT_MS)  # its runs listed
+            shared.locator("code", has_text=str(fixtures)).first.wait_for(
+                timeout=PAGE_TIMEOUT_MS
+            )  # its runs listed
         finally:
             browser.close()

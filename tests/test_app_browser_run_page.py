@@ -68,7 +68,9 @@ def test_a_click_puts_every_chart_on_relative_time(dashboard, tmp_path):
             page.goto(f"{dashboard}/{run_url(CASE, str(RUNS_DIR))}", timeout=TIMEOUT_MS)
             page.wait_for_function(ALL_DRAWN, timeout=TIMEOUT_MS)
             assert "step" in x_titles(page)
-            page.get_by_role("radiogroup", name="X axis").get_by_role("radio", name="relative time", exact=True).click()
+            page.get_by_role("radiogroup", name="X axis").get_by_role(
+                "radio", name="relative time", exact=True
+            ).click()
             page.wait_for_function(
                 "() => [...document.querySelectorAll('.js-plotly-plot .xtitle')]"
                 ".some(t => t.textContent.startsWith('relative time'))",

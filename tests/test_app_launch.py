@@ -17,7 +17,9 @@ import pytest
 from trainscope.app.serve import APP, free_port
 from trainscope.sample_runs import RUNS_DIR
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads listening sockets from /proc")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/proc/net/tcp"), reason="reads listening sockets from /proc"
+)
 
 LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1 as /proc/net writes them
 
@@ -79,8 +81,20 @@ def test_the_launcher_binds_localhost_from_another_directory(tmp_path):
 def test_streamlit_run_of_the_app_from_another_directory_binds_localhost(tmp_path):
     """Without the launcher and without a flag: the config beside the script holds."""
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
-               "--server.headless", "true", "--", "--logdir", str(RUNS_DIR)]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--",
+        "--logdir",
+        str(RUNS_DIR),
+    ]
     addresses, output = _serve(command, tmp_path, port, tmp_path / "server.log", _env(tmp_path))
     assert addresses and addresses <= LOOPBACK, addresses
     assert "Collecting usage statistics" not in output
@@ -88,7 +102,16 @@ def test_streamlit_run_of_the_app_from_another_directory_binds_localhost(tmp_pat
 
 def test_serving_other_machines_is_an_explicit_choice(tmp_path):
     port = free_port()
-    command = [sys.executable, str(APP.parent), "--port", str(port), "--headless", "--address", "0.0.0.0",
-               "--logdir", str(RUNS_DIR)]
+    command = [
+        sys.executable,
+        str(APP.parent),
+        "--port",
+        str(port),
+        "--headless",
+        "--address",
+        "0.0.0.0",
+        "--logdir",
+        str(RUNS_DIR),
+    ]
     addresses, _ = _serve(command, tmp_path, port, tmp_path / "server.log", _env(tmp_path))
     assert "00000000" in addresses  # every IPv4 interface

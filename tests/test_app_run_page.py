@@ -185,7 +185,9 @@ def test_a_nan_bin_is_not_filled_over():
     steps = np.arange(100)
     values = np.ones(100)
     values[50] = np.nan
-    raw = np.asarray(F.layer_heatmap([("x", Series(steps, values))], value_title="g").data[0].customdata, float)
+    raw = np.asarray(
+        F.layer_heatmap([("x", Series(steps, values))], value_title="g").data[0].customdata, float
+    )
     assert np.isnan(raw[0, 50]) and np.isfinite(np.delete(raw[0], 50)).all()
 
 
@@ -258,7 +260,7 @@ def test_every_cited_document_line_has_an_english_gloss():
     for name, text in sources.items():
         cited = quotes(text)
         assert len(cited) == len(re.findall(r"\d{3} line \d+: ", text)), name
-        for doc, line, quote, gloss in cited:
+        for doc, line, _quote, gloss in cited:
             assert gloss and gloss.isascii(), (name, doc, line)  # English beside every quote
         lines += len(cited)
     assert lines >= 35
@@ -268,7 +270,8 @@ def test_the_source_shows_each_quote_with_its_gloss_beside_it():
     at = open_run("lr_too_low")
     sources = [c.value for c in at.caption if c.value.startswith("Source:")]
     assert any(
-        "如果loss曲线表现出线性" in s and "a loss curve that looks linear, falling slowly" in s for s in sources
+        "如果loss曲线表现出线性" in s and "a loss curve that looks linear, falling slowly" in s
+        for s in sources
     )
 
 
@@ -322,7 +325,10 @@ def test_charts_take_streamlit_s_theme_which_follows_the_system():
     for spec in specs(at):
         layout = spec["layout"]
         assert "paper_bgcolor" not in layout and "plot_bgcolor" not in layout  # none fixed by a figure
-        assert all(a.get("bgcolor", "rgba(128,128,128,0.18)").startswith("rgba") for a in layout.get("annotations", []))
+        assert all(
+            a.get("bgcolor", "rgba(128,128,128,0.18)").startswith("rgba")
+            for a in layout.get("annotations", [])
+        )
 
 
 # -- thinned once -------------------------------------------------------------------------

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from trainscope.analyzers.reading import read_logdir
-from trainscope.analyzers.reading import hf_args
+from trainscope.analyzers.reading import hf_args, read_logdir
 from trainscope.analyzers.reading.hparams import run_hparams
 from trainscope.app import catalog, comparison, links, tables, xaxis
 from trainscope.app.runfilter import filter_runs
@@ -30,7 +29,12 @@ APP = ROOT / "app" / "main.py"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RUN_PAGE, COMPARE_PAGE = "views/run.py", "views/compare.py"
 TIMEOUT = 60
-LIGHTNING, HF, KERAS, LIGHTNING_CSV = "lightning/tb/version_0", "hf_trainer", "keras", "lightning/csv/version_0"
+LIGHTNING, HF, KERAS, LIGHTNING_CSV = (
+    "lightning/tb/version_0",
+    "hf_trainer",
+    "keras",
+    "lightning/csv/version_0",
+)
 
 
 def start(logdir=None, **query: str) -> AppTest:
@@ -71,7 +75,10 @@ def write_run(run_dir: Path, hparams: dict, steps: int = 60) -> None:
         ]
     )
     writer.close()
-    optimizer = {"type": "SGD", "param_groups": [{"lr": hparams.get("lr", 0.1), "momentum": 0.9, "weight_decay": 0}]}
+    optimizer = {
+        "type": "SGD",
+        "param_groups": [{"lr": hparams.get("lr", 0.1), "momentum": 0.9, "weight_decay": 0}],
+    }
     RJ.write_run_json(
         run_dir,
         {
@@ -138,7 +145,10 @@ def test_links_sort_as_the_run_names():
 def test_run_hparams_adds_the_collector_s_optimizer_record_only_where_the_log_names_none():
     meta = {
         RJ.K_HPARAMS: {"learning_rate": 0.01, "model": {"depth": 3}},
-        RJ.K_OPTIMIZER: {"type": "AdamW", "param_groups": [{"lr": 0.01, "weight_decay": 0.1, "betas": [0.9, 0.99]}]},
+        RJ.K_OPTIMIZER: {
+            "type": "AdamW",
+            "param_groups": [{"lr": 0.01, "weight_decay": 0.1, "betas": [0.9, 0.99]}],
+        },
         RJ.K_BATCH_SIZE: 64.0,  # as run.json read back may hold it
     }
     assert run_hparams(meta) == {
@@ -161,15 +171,24 @@ def test_hparams_of_every_kind_of_log_are_read():
     assert {run_hparams(r.meta)["epochs"] for r in mlflow} == {2, 5}
     assert wandb and all(run_hparams(r.meta)["model.width"] == 64 for r in wandb)
     hf = run_hparams(snapshot.runs[HF].meta)  # the Trainer's arguments, from its TensorBoard text summary
-    assert hf["learning_rate"] == 0.05 and hf["per_device_train_batch_size"] == 32 and hf["optim"] == "adamw_torch_fused"
+    assert (
+        hf["learning_rate"] == 0.05
+        and hf["per_device_train_batch_size"] == 32
+        and hf["optim"] == "adamw_torch_fused"
+    )
     assert "batch_size" not in hf and "output_dir" not in hf  # named once; paths say nothing of training
-    attempts = {n: run_hparams(snapshot.runs[n].meta) for n in ("hf_attempts/runs/attempt1", "hf_attempts/runs/attempt2")}
+    attempts = {
+        n: run_hparams(snapshot.runs[n].meta)
+        for n in ("hf_attempts/runs/attempt1", "hf_attempts/runs/attempt2")
+    }
     assert tables.differing(attempts) == (["learning_rate"], 0)
     sample = read_logdir(RUNS_DIR).runs["overfitting"]
     assert run_hparams(sample.meta)["optimizer"] == "adam" and run_hparams(sample.meta)["batch_size"] == 20
 
 
-@pytest.mark.parametrize("text", ["", "[1, 2]", "{not json", '{"learning_rate": {"nested": 1}}', "x" * (2 << 20)])
+@pytest.mark.parametrize(
+    "text", ["", "[1, 2]", "{not json", '{"learning_rate": {"nested": 1}}', "x" * (2 << 20)]
+)
 def test_hf_arguments_that_are_not_a_json_object_give_no_hyperparameters(text):
     assert hf_args.parse(text) == {}
 
@@ -310,7 +329,14 @@ def test_compare_overlays_several_metrics_at_once_and_switches_the_x_axis():
     at.switch_page(COMPARE_PAGE).run()
     at.multiselect(key="compare").set_value([LIGHTNING, HF, KERAS, LIGHTNING_CSV]).run()
     clean(at)
-    assert at.multiselect(key="metrics").value == [T.TRAIN_LOSS, T.VAL_LOSS, T.TRAIN_ACC, T.VAL_ACC, T.LR, T.GRAD_GLOBAL_NORM]
+    assert at.multiselect(key="metrics").value == [
+        T.TRAIN_LOSS,
+        T.VAL_LOSS,
+        T.TRAIN_ACC,
+        T.VAL_ACC,
+        T.LR,
+        T.GRAD_GLOBAL_NORM,
+    ]
     assert "epoch" not in at.multiselect(key="metrics").options
     assert len(at.get("plotly_chart")) == 6
     assert at.button_group(key="x_axis").options == [xaxis.STEP, xaxis.EPOCH, xaxis.WALL, xaxis.RELATIVE]
@@ -344,7 +370,6 @@ def test_compare_filter_narrows_the_runs_offered():
     at.text_input(key="filter").set_value("lr_too").run()
     offered = clean(at).multiselect(key="compare").options
     assert sorted(offered) == ["healthy_mlp", "lr_too_high_oscillating", "lr_too_low"]  # the chosen run stays
-
 
 
 def test_a_diverged_loss_shows_as_a_short_number_not_an_unsafe_integer():

@@ -12,9 +12,10 @@ from trainscope.sample_runs import RUNS_DIR
 
 
 def test_the_dashboard_answers_and_is_stopped_afterwards(tmp_path):
-    with local_dashboard(RUNS_DIR, tmp_path / "server.log") as url, urllib.request.urlopen(
-        f"{url}/_stcore/health", timeout=5
-    ) as answer:
+    with (
+        local_dashboard(RUNS_DIR, tmp_path / "server.log") as url,
+        urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as answer,
+    ):
         assert answer.status == 200
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)

@@ -8,8 +8,8 @@ import json
 from itertools import pairwise
 
 import pytest
-
 from collector_helpers import mlp, read_scalars, train
+
 from trainscope.collectors import CollectorConfig, watch
 from trainscope.collectors.cadence import FULL_START, MAX_STRIDE, QUIET, STATS, StatsCadence
 from trainscope.logformat import tags as T
@@ -17,7 +17,9 @@ from trainscope.logformat import tags as T
 MS = 1e-3
 
 
-def steady(cadence: StatsCadence, steps: int, step_seconds: float, cost_seconds: float, start: int = 0) -> list[int]:
+def steady(
+    cadence: StatsCadence, steps: int, step_seconds: float, cost_seconds: float, start: int = 0
+) -> list[int]:
     """Run `steps` steps of a fixed duration; the steps that were due (and so recorded)."""
     due = []
     for step in range(start, start + steps):
@@ -90,7 +92,9 @@ def test_a_step_that_really_slows_down_is_followed():
     assert cadence.stride == 1 and due[-3:] == [397, 398, 399]
 
 
-def with_real_cost(cadence: StatsCadence, steps: int, quiet_seconds: float, stats_seconds: float, host_cost: float) -> None:
+def with_real_cost(
+    cadence: StatsCadence, steps: int, quiet_seconds: float, stats_seconds: float, host_cost: float
+) -> None:
     """Steps that take longer when the statistics are taken (by stats_seconds - quiet_seconds),
     of which the host timing around them sees `host_cost`."""
     for step in range(steps):
@@ -104,7 +108,10 @@ def with_real_cost(cadence: StatsCadence, steps: int, quiet_seconds: float, stat
 @pytest.mark.parametrize(
     "stats_ms, stride",
     [
-        (1.045, 5),  # they add 4.5% to the step (cold caches) where their host time says 2.5%: the 4.5% counts
+        (
+            1.045,
+            5,
+        ),  # they add 4.5% to the step (cold caches) where their host time says 2.5%: the 4.5% counts
         (1.01, 3),  # they add 1% (their device time overlapped): the host time counts
     ],
 )
@@ -176,7 +183,10 @@ STEPS = FULL_START + 60
             dict(stats_budget=1e-12, every=10),
             [*range(FULL_START), *(FULL_START + s for s in (0, 8, 10, 18, 20, 28, 30, 38, 40, 48, 50, 58))],
         ),
-        (dict(stats_budget=None, stats_every=4, every=10), sorted({*range(0, STEPS, 4), *range(0, STEPS, 10)})),
+        (
+            dict(stats_budget=None, stats_every=4, every=10),
+            sorted({*range(0, STEPS, 4), *range(0, STEPS, 10)}),
+        ),
         (dict(stats_budget=1e12, every=10), list(range(STEPS))),
     ],
 )
@@ -196,7 +206,13 @@ def test_the_default_budget_spreads_them_on_a_small_fast_model(tmp_path, digits)
     """The digits MLP's step is a few hundred µs, the statistics a sizable share of it."""
     X, y = digits
     made = []
-    train(mlp(), X, y, steps=FULL_START + 400, collector=lambda m, o: made.append(watch(m, o, tmp_path)) or made[0])
+    train(
+        mlp(),
+        X,
+        y,
+        steps=FULL_START + 400,
+        collector=lambda m, o: made.append(watch(m, o, tmp_path)) or made[0],
+    )
     stride = json.loads((tmp_path / "run.json").read_text())["collector"]["stats_stride"]
     assert stride == made[0].stats_stride and 1 < stride <= MAX_STRIDE
     steps = sorted(read_scalars(tmp_path)[T.GRAD_GLOBAL_NORM])

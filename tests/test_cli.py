@@ -23,7 +23,12 @@ FIXTURES = os.path.join(REPO, "tests", "fixtures")
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run(
-        [sys.executable, "-m", "analyzers", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
+        [sys.executable, "-m", "analyzers", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
     )
 
 
@@ -48,7 +53,17 @@ def test_json_on_the_foreign_fixtures():
         for skipped in run["skipped"]:
             assert set(skipped) == {"rule", "reason"}
         for finding in run["findings"]:
-            assert set(finding) >= {"rule", "severity", "title", "message", "advice", "step", "layer", "evidence", "source"}
+            assert set(finding) >= {
+                "rule",
+                "severity",
+                "title",
+                "message",
+                "advice",
+                "step",
+                "layer",
+                "evidence",
+                "source",
+            }
     assert set(doc["summary"]) == {"runs", "critical", "warning", "info"}
 
 
@@ -109,7 +124,12 @@ def logdir(tmp_path):
 
 @pytest.mark.parametrize(
     "severity, fail_on, code",
-    [("warning", "warning", 1), ("warning", "critical", 0), ("critical", "critical", 1), ("info", "warning", 0)],
+    [
+        ("warning", "warning", 1),
+        ("warning", "critical", 0),
+        ("critical", "critical", 1),
+        ("info", "warning", 0),
+    ],
 )
 def test_fail_on(logdir, severity, fail_on, code):
     assert _run_in_process(logdir, "--fail-on", fail_on, rules=_rules(severity))[0] == code
@@ -117,7 +137,9 @@ def test_fail_on(logdir, severity, fail_on, code):
 
 
 def test_json_in_process_is_strict_and_lists_skips(logdir):
-    code, out, _ = _run_in_process(logdir, "--json", rules=_rules("warning", ratio=math.nan, peak=math.inf, n=3))
+    code, out, _ = _run_in_process(
+        logdir, "--json", rules=_rules("warning", ratio=math.nan, peak=math.inf, n=3)
+    )
     assert code == 0
     doc = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     runs = {r["run"]: r for r in doc["runs"]}
@@ -151,13 +173,19 @@ def test_runs_with_worse_findings_come_first(tmp_path):
 def test_map_option_extends_the_table(tmp_path):
     write_events(tmp_path, scalar_events({s: {"objective": 1.0} for s in range(3)}))
     assert "lr_too_high" in _run_in_process(str(tmp_path), "--json", rules=_rules("warning"))[1]  # skipped
-    code, out, _ = _run_in_process(str(tmp_path), "--json", "--map", "objective=train/loss", rules=_rules("warning"))
+    code, out, _ = _run_in_process(
+        str(tmp_path), "--json", "--map", "objective=train/loss", rules=_rules("warning")
+    )
     assert json.loads(out)["runs"][0]["findings"][0]["rule"] == "lr_too_high"
 
 
 def test_empty_log_dir_is_reported_not_an_error(tmp_path):
     code, out, _ = _run_in_process(str(tmp_path))
-    assert code == 0 and "no runs found" in out and out.rstrip().endswith("summary: 0 run(s), 0 critical, 0 warning(s), 0 info, 1 reading problem(s)")
+    assert (
+        code == 0
+        and "no runs found" in out
+        and out.rstrip().endswith("summary: 0 run(s), 0 critical, 0 warning(s), 0 info, 1 reading problem(s)")
+    )
     code, out, _ = _run_in_process(str(tmp_path), "--json")
     assert json.loads(out)["runs"] == [] and "no runs found" in json.loads(out)["problems"][0]
 
@@ -207,10 +235,15 @@ def test_what_the_collector_could_not_measure_is_shown_with_the_run(tmp_path, di
     X, y = digits
     other_optimizer = torch.optim.SGD(mlp(seed=1).parameters(), lr=0.1)
     with pytest.warns(RuntimeWarning):
-        train(mlp(), X, y, steps=3, collector=lambda model, _: watch(model, other_optimizer, tmp_path / "run"))
+        train(
+            mlp(), X, y, steps=3, collector=lambda model, _: watch(model, other_optimizer, tmp_path / "run")
+        )
     code, out, _ = _run_in_process(str(tmp_path))
     assert code == 0
-    assert "  collector: layers: ValueError: the optimizer updates none of the model's trainable parameters" in out
+    assert (
+        "  collector: layers: ValueError: the optimizer updates none of the model's trainable parameters"
+        in out
+    )
     code, out, _ = _run_in_process(str(tmp_path), "--json")
     (run,) = json.loads(out)["runs"]
     assert len(run["collector_errors"]) == 1 and run["collector_errors"][0].startswith("layers: ValueError")

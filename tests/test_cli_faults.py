@@ -7,24 +7,33 @@ import subprocess
 import sys
 
 import pytest
+from reading_helpers import scalar_events, write_events
 
 from trainscope.analyzers.reading import sources as S
 from trainscope.logformat import tags as T
-from reading_helpers import scalar_events, write_events
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cli(*args: str, stdout) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "analyzers", *args], stdout=stdout, stderr=subprocess.PIPE,
-                          text=True, cwd=REPO, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "analyzers", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.fixture()
 def logdir(tmp_path):
     for r in range(3):
-        write_events(tmp_path / f"run{r}", scalar_events({s: {T.TRAIN_LOSS: 2.0 - s / 100} for s in range(100)}))
+        write_events(
+            tmp_path / f"run{r}", scalar_events({s: {T.TRAIN_LOSS: 2.0 - s / 100} for s in range(100)})
+        )
     return tmp_path
 
 

@@ -156,7 +156,7 @@ def _graph_calls_per_step(tmp_path, X, y, watched: bool, how: str = "torch.compi
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     collector = watch(model, optimizer, tmp_path, **SETTINGS) if watched else None
     per_step = []
-    for step in range(4 * SETTINGS["every"]):
+    for _step in range(4 * SETTINGS["every"]):
         before = sum(calls)
         optimizer.zero_grad()
         out = model(X[:64])
@@ -219,7 +219,7 @@ def test_two_watched_compiled_models_leave_compiled_code_compiled(tmp_path, digi
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
         pairs.append((model, optimizer, watch(model, optimizer, tmp_path / name, **SETTINGS)))
     per_step = []
-    for step in range(2 * SETTINGS["every"] + 1):
+    for _step in range(2 * SETTINGS["every"] + 1):
         before = sum(calls)
         for model, optimizer, _ in pairs:
             optimizer.zero_grad()
@@ -250,7 +250,7 @@ def test_code_run_between_steps_stays_compiled(tmp_path, digits, how):
     compiled_call = model._compiled_call_impl  # Module.compile's, which a sampled step wraps
     collector = watch(model, optimizer, tmp_path, **SETTINGS)
     graphs_run_between = []
-    for step in range(2 * SETTINGS["every"] + 1):
+    for _step in range(2 * SETTINGS["every"] + 1):
         optimizer.zero_grad()
         out = model(X[:64])
         loss = F.cross_entropy(out, y[:64])
@@ -279,7 +279,7 @@ def test_a_model_trained_past_its_compiled_wrapper_is_measured_from_the_next_sam
     compiled = torch.compile(model, backend="aot_eager")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     collector = watch(compiled, optimizer, tmp_path, **SETTINGS)
-    for step in range(STEPS):
+    for _step in range(STEPS):
         optimizer.zero_grad()
         loss = F.cross_entropy(model(X[:64]), y[:64])
         loss.backward()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from collector_helpers import SmallCNN, mlp, read_scalars, train
+
 from trainscope.collectors import watch
 from trainscope.logformat import tags as T
 
@@ -41,7 +41,9 @@ def test_steps_between_flushes_do_not_sync(tmp_path, cuda_digits):
     model = SmallCNN().cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True)
     # Sample and histogram often, so the sampled paths run inside the checked window.
-    collector = watch(model, opt, tmp_path, every=4, histogram_every=4, noise_window=3, flush_steps=10**6, flush_seconds=1e9)
+    collector = watch(
+        model, opt, tmp_path, every=4, histogram_every=4, noise_window=3, flush_steps=10**6, flush_seconds=1e9
+    )
     for i in range(8):  # first use builds small cached index tensors on the device
         _train_step(model, opt, X, y, i, collector)
     collector.flush()
@@ -68,10 +70,11 @@ def test_recorded_values_match_torch_on_cuda(tmp_path, cuda_digits):
 
     def measure(step, model, xb, yb, out):
         grads = {name: p.grad.double() for name, p in model.named_parameters()}
-        layer = lambda n: torch.cat([grads[f"{n}.weight"].reshape(-1), grads[f"{n}.bias"]]).norm().item()
-        expected[step] = {
-            T.grad_norm_tag(n): layer(n) for n in "024"
-        } | {
+
+        def layer(n: str) -> float:
+            return torch.cat([grads[f"{n}.weight"].reshape(-1), grads[f"{n}.bias"]]).norm().item()
+
+        expected[step] = {T.grad_norm_tag(n): layer(n) for n in "024"} | {
             T.GRAD_GLOBAL_NORM: torch.cat([g.reshape(-1) for g in grads.values()]).norm().item(),
             T.TRAIN_ACC: (out.argmax(1) == yb).double().mean().item(),
             T.TRAIN_LOSS: F.cross_entropy(out, yb).item(),
@@ -82,7 +85,6 @@ def test_recorded_values_match_torch_on_cuda(tmp_path, cuda_digits):
     for step, values in expected.items():
         for tag, value in values.items():
             assert scalars[tag][step] == pytest.approx(value, rel=1e-5), (tag, step)
-
 
 
 def _train_with_cuda_graphs(log_dir, X, y, steps: int = 12) -> tuple[object, dict[int, float]]:
@@ -152,7 +154,13 @@ def _sharded_steps(tmp_path, X, y, watched: bool, steps: int = 24) -> tuple[list
             fully_shard(module)
         fully_shard(model)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True)
-        settings = {"every": 4, "histogram_every": 4, "noise_window": 3, "flush_steps": 10**6, "flush_seconds": 1e9}
+        settings = {
+            "every": 4,
+            "histogram_every": 4,
+            "noise_window": 3,
+            "flush_steps": 10**6,
+            "flush_seconds": 1e9,
+        }
         collector = watch(model, opt, tmp_path / "run", **settings) if watched else None
         for i in range(8):
             _train_step(model, opt, X, y, i, collector)

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from collector_helpers import read_scalars
+
 from trainscope.logformat import tags as T
 
 
@@ -61,7 +61,9 @@ def test_with_a_zero_redundancy_optimizer_the_update_is_read_once_every_rank_has
     direct = json.loads(zero.with_name(zero.name + ".direct.json").read_text())
     scalars = read_scalars(zero)
     ratios = direct[T.update_ratio_tag("0")]
-    assert scalars[T.update_ratio_tag("0")] == pytest.approx({s: ratios[str(s)] for s in range(0, 10, 2)}, rel=1e-5)
+    assert scalars[T.update_ratio_tag("0")] == pytest.approx(
+        {s: ratios[str(s)] for s in range(0, 10, 2)}, rel=1e-5
+    )
     norms = direct[T.grad_norm_tag("0")]
     assert scalars[T.grad_norm_tag("0")] == pytest.approx({int(s): v for s, v in norms.items()}, rel=1e-5)
     assert json.loads((zero / "run.json").read_text())["collector_errors"] == []

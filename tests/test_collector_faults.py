@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from collector_helpers import mlp, read_scalars
+
 from trainscope.collectors import watch
 from trainscope.logformat import runjson as RJ
 from trainscope.logformat import tags as T
@@ -76,7 +76,11 @@ def _train_then_terminate(
     log_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(log_dir), mode], stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+        [sys.executable, str(script), str(log_dir), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     done = 0
     assert proc.stdout is not None
@@ -163,7 +167,9 @@ def small_disk(tmp_path):
     """A real 512 KB filesystem (tmpfs), where this user may mount one."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip("no small filesystem can be mounted here")
     yield disk
@@ -223,7 +229,9 @@ def test_run_json_on_a_full_disk_leaves_no_temporary_file(small_disk, digits):
     with pytest.warns(RuntimeWarning, match="run.json"):
         collector.close()
     assert not list(log_dir.glob("*.tmp"))
-    assert json.loads((log_dir / RJ.RUN_JSON).read_text())[RJ.K_STATUS] == RJ.STATUS_RUNNING  # the last whole one
+    assert (
+        json.loads((log_dir / RJ.RUN_JSON).read_text())[RJ.K_STATUS] == RJ.STATUS_RUNNING
+    )  # the last whole one
 
 
 class _ModelOutput(dict):

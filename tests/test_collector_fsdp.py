@@ -73,7 +73,9 @@ def test_layer_norms_summed_from_the_ranks_shards_equal_the_whole_tensors(sharde
         assert series is not None, tag
         assert series.steps.tolist() == [int(step) for step in expected], tag
         assert series.values.tolist() == pytest.approx(list(expected.values()), rel=1e-5), tag
-    assert {tag for tag in direct if tag.startswith("update/")} == {T.update_ratio_tag(name) for name in ("0", "2")}
+    assert {tag for tag in direct if tag.startswith("update/")} == {
+        T.update_ratio_tag(name) for name in ("0", "2")
+    }
     assert not any(tag.startswith(T.SHARD_PREFIX) for tag in [*run.scalars, *run.unmapped])
 
 
@@ -86,7 +88,9 @@ def test_the_initialization_check_is_completed_from_the_ranks_parts(sharded_runs
     written = json.loads((log_dir / kind / "run.json").read_text())["init_check"]
     assert [entry["layer"] for entry in written] == ["0", "2"]
     assert all(entry["from_shards"] and "std" not in entry for entry in written)
-    assert [entry["shape"] for entry in written] == ([[32, 64], [10, 32]] if kind == "tp" else [[33, 64], [10, 33]])
+    assert [entry["shape"] for entry in written] == (
+        [[32, 64], [10, 32]] if kind == "tp" else [[33, 64], [10, 33]]
+    )
     # fully_shard gives each module a class of its own (FSDPLinear): the model's is recorded
     assert [entry["type"] for entry in written] == ["Linear", "Linear"]
     layers = json.loads((log_dir / kind / "run.json").read_text())["model"]["layers"]
@@ -95,7 +99,9 @@ def test_the_initialization_check_is_completed_from_the_ranks_parts(sharded_runs
     for entry in entries:
         std, mean = init[entry["layer"]]
         assert entry["std"] == pytest.approx(std, rel=1e-5) and entry["mean"] == pytest.approx(mean, abs=1e-7)
-        assert entry["constant"] is False and entry["ratio"] == pytest.approx(std / entry["expected_std"], rel=1e-5)
+        assert entry["constant"] is False and entry["ratio"] == pytest.approx(
+            std / entry["expected_std"], rel=1e-5
+        )
 
 
 def test_each_rank_writes_its_own_shards_partial_sums(sharded_runs):
@@ -119,7 +125,9 @@ def test_what_needs_no_parameter_is_recorded_and_nothing_is_reported_off(sharded
     assert data["status"] == "finished" and data["collector_errors"] == []
 
 
-@pytest.mark.parametrize("kind, ranks", [("fsdp", 2), ("hsdp", 2), ("tp", 1), ("fsdp1", 2), ("fsdp1_flat", 2)])
+@pytest.mark.parametrize(
+    "kind, ranks", [("fsdp", 2), ("hsdp", 2), ("tp", 1), ("fsdp1", 2), ("fsdp1_flat", 2)]
+)
 def test_run_json_says_how_many_ranks_batches_make_a_step(sharded_runs, kind, ranks):
     """Data parallel (every kind of FSDP): both ranks' batches; tensor parallel: the
     ranks share one batch. The noise scale's B_small is that many batches (compared

@@ -67,7 +67,9 @@ class CharModel(nn.Module):
         self.gru = nn.GRU(width, width, batch_first=True)
         self.head = nn.Linear(width, vocabulary)
 
-    def forward(self, ids: torch.Tensor | None = None, *, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor | None = None, *, input_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         hidden, _ = self.gru(self.emb(ids if ids is not None else input_ids))
         return self.head(hidden)  # (batch, tokens, vocabulary)
 
@@ -110,7 +112,12 @@ def hugging_face_step(model: nn.Module, step: int, device: str, keyword: bool = 
     ids, labels = padded(windows(step, LENGTH).to(device), step)
     logits = model(input_ids=ids) if keyword else model(ids)
     loss = F.cross_entropy(logits[:, :-1].reshape(-1, VOCABULARY), labels[:, 1:].reshape(-1))
-    return {"loss": loss, "outputs": logits, "targets": labels, "expected": _accuracy(logits[:, :-1], labels[:, 1:])}
+    return {
+        "loss": loss,
+        "outputs": logits,
+        "targets": labels,
+        "expected": _accuracy(logits[:, :-1], labels[:, 1:]),
+    }
 
 
 def train(log_dir, step_fn, *, model: nn.Module | None = None, device: str = "cpu", accumulate: int = 1):
@@ -215,7 +222,9 @@ def test_input_ids_given_to_step_tell_the_shift(tmp_path):
         out["loss"].backward()
         opt.step()
         expected[step] = out["expected"]
-        collector.step(loss=out["loss"], outputs=out["outputs"], targets=out["targets"], inputs=out["inputs_if_given"])
+        collector.step(
+            loss=out["loss"], outputs=out["outputs"], targets=out["targets"], inputs=out["inputs_if_given"]
+        )
     collector.close()
     assert read_scalars(tmp_path)[T.TRAIN_ACC] == pytest.approx(expected, abs=1e-6)
     assert run_json(tmp_path)[RJ.K_INPUT_KIND] == RJ.INPUT_TOKENS

@@ -62,7 +62,9 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_no_import_circle_inside_the_package():
-    graph = {p.stem: _imports_inside_package(p) - {p.stem} for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    graph = {
+        p.stem: _imports_inside_package(p) - {p.stem} for p in PACKAGE.glob("*.py") if p.stem != "__init__"
+    }
     assert _cycle(graph) is None, _cycle(graph)
     # and the check finds one where there is one
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]

@@ -13,12 +13,6 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-import trainscope.collectors.collector as collector_module
-from trainscope.analyzers.diagnose import diagnose_run
-from trainscope.analyzers.reading import read_logdir
-from trainscope.analyzers.rules import ALL_RULES
 from collector_helpers import (
     DEVICES,
     SmallCNN,
@@ -28,6 +22,12 @@ from collector_helpers import (
     read_scalars,
     train,
 )
+from torch import nn
+
+import trainscope.collectors.collector as collector_module
+from trainscope.analyzers.diagnose import diagnose_run
+from trainscope.analyzers.reading import read_logdir
+from trainscope.analyzers.rules import ALL_RULES
 from trainscope.collectors import CollectorConfig, activations, watch
 from trainscope.collectors.grad_stats import LayerNorms
 from trainscope.logformat import tags as T
@@ -195,7 +195,9 @@ def test_amp_grad_scaler_skipped_steps_are_marked_not_errors(tmp_path, digits, d
     assert skipped and skipped == [k for k in range(40) if scales[k] < previous[k]]
     for step in skipped:
         assert not torch.isfinite(torch.tensor(scalars[T.GRAD_GLOBAL_NORM][step]))
-    assert all(torch.isfinite(torch.tensor(v)) for s, v in scalars[T.GRAD_GLOBAL_NORM].items() if s not in skipped)
+    assert all(
+        torch.isfinite(torch.tensor(v)) for s, v in scalars[T.GRAD_GLOBAL_NORM].items() if s not in skipped
+    )
     assert sorted(scalars[T.TRAIN_ACC]) == list(range(40))
     assert collector.errors == []
 
@@ -279,7 +281,9 @@ def test_exploding_rule_on_a_clipped_run(tmp_path, digits, pass_norm):
             opt.step()
             collector.step(loss=loss, grad_norm=total if pass_norm else None)
     run = read_logdir(tmp_path).runs["."]
-    diagnosis = diagnose_run(run, tuple((rule, fn) for rule, fn in ALL_RULES if rule == "exploding_gradients"))
+    diagnosis = diagnose_run(
+        run, tuple((rule, fn) for rule, fn in ALL_RULES if rule == "exploding_gradients")
+    )
     skipped = {s.rule: s.reason for s in diagnosis.skipped}
     if pass_norm:
         assert skipped == {} and diagnosis.findings == ()
@@ -304,7 +308,9 @@ def test_a_quiet_step_runs_no_tensor_op(tmp_path, digits):
             opt.step()
             if collector is not None:
                 collector.step(loss=loss, outputs=out, targets=yb, inputs=xb)
-        return Counter(e.name for e in prof.events() if e.name.startswith("aten::") and e.name != "aten::detach")
+        return Counter(
+            e.name for e in prof.events() if e.name.startswith("aten::") and e.name != "aten::detach"
+        )
 
     def sgd(model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -353,7 +359,9 @@ def test_no_step_reads_a_device_value_on_the_host_between_flushes(tmp_path, digi
     one that a plain step does not."""
     X, y = digits
 
-    def host_reads_of_steps(model: nn.Module, opt: torch.optim.Optimizer, steps: int, collector=None) -> list[Counter]:
+    def host_reads_of_steps(
+        model: nn.Module, opt: torch.optim.Optimizer, steps: int, collector=None
+    ) -> list[Counter]:
         per_step = []
         for step in range(steps):
             idx = torch.arange(step * 32, step * 32 + 32)
@@ -373,10 +381,14 @@ def test_no_step_reads_a_device_value_on_the_host_between_flushes(tmp_path, digi
     plain = host_reads_of_steps(model, opt, 4)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    collector = watch(model, opt, tmp_path, every=4, histogram_every=4, noise_window=3, flush_steps=10**6, flush_seconds=1e9)
+    collector = watch(
+        model, opt, tmp_path, every=4, histogram_every=4, noise_window=3, flush_steps=10**6, flush_seconds=1e9
+    )
     watched = host_reads_of_steps(model, opt, 12, collector)
     collector.close()
-    assert plain == [Counter()] * 4, "the training step itself reads device values: the collector's would not stand out"
+    assert plain == [Counter()] * 4, (
+        "the training step itself reads device values: the collector's would not stand out"
+    )
     assert watched == [Counter()] * 12
     scalars = read_scalars(tmp_path)
     assert sorted(scalars[T.dead_fraction_tag("1")]) == [0, 4, 8]  # the sampled work did run
@@ -425,7 +437,7 @@ def test_loss_changed_after_the_last_step_is_caught_at_the_flush(tmp_path, digit
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     collector = watch(model, opt, tmp_path)
-    for step in range(2):
+    for _step in range(2):
         loss = F.cross_entropy(model(X[:32]), y[:32])
         loss.backward()
         opt.step()
@@ -528,7 +540,10 @@ def test_several_optimizers_are_watched_as_one(tmp_path, digits):
 
     def layer_norms(tensors: dict[str, torch.Tensor]) -> dict[str, float]:
         return {
-            layer: torch.cat([tensors[f"{layer}.weight"].reshape(-1), tensors[f"{layer}.bias"]]).double().norm().item()
+            layer: torch.cat([tensors[f"{layer}.weight"].reshape(-1), tensors[f"{layer}.bias"]])
+            .double()
+            .norm()
+            .item()
             for layer in ("0", "2", "4")
         }
 
@@ -825,7 +840,9 @@ def test_frozen_and_unused_parameters(tmp_path, digits):
     data = json.loads((tmp_path / "run.json").read_text())
     assert data["collector_errors"] == []
     assert {layer["name"]: layer["trainable"] for layer in data["model"]["layers"]} == {
-        "frozen": False, "head": True, "unused": True,
+        "frozen": False,
+        "head": True,
+        "unused": True,
     }
 
 
@@ -900,7 +917,7 @@ def test_crash_inside_the_context_manager_is_recorded(tmp_path, digits):
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     with pytest.raises(RuntimeError, match="data loader died"):
         with watch(model, opt, tmp_path) as collector:
-            for step in range(5):
+            for _step in range(5):
                 loss = F.cross_entropy(model(X[:32]), y[:32])
                 loss.backward()
                 opt.step()
@@ -938,7 +955,9 @@ for _ in range(3):
 def test_run_status_when_the_process_ends(tmp_path, ending, status, reason):
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(_SCRIPT).format(ending=ending))
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True, timeout=120
+    )
     data = json.loads((tmp_path / "run" / "run.json").read_text())
     assert data["status"] == status, proc.stderr
     assert (reason is None and data["status_reason"] is None) or reason in data["status_reason"]
@@ -951,7 +970,13 @@ def test_config_is_validated():
     with pytest.raises(ValueError, match="every"):
         CollectorConfig(every=0)
     with pytest.raises(TypeError):
-        watch(nn.Linear(2, 2), torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1), "x", config=CollectorConfig(), every=3)
+        watch(
+            nn.Linear(2, 2),
+            torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1),
+            "x",
+            config=CollectorConfig(),
+            every=3,
+        )
 
 
 def test_odd_step_arguments_cost_nothing_else(tmp_path, digits):
@@ -960,7 +985,7 @@ def test_odd_step_arguments_cost_nothing_else(tmp_path, digits):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     collector = watch(model, opt, tmp_path, every=1)
-    for step in range(4):
+    for _step in range(4):
         out = model(X[:32])
         loss = F.cross_entropy(out, y[:32])
         loss.backward()

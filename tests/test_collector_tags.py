@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from collector_helpers import FunctionalReLUNet, SmallCNN, mlp, read_histograms, read_scalars, train
 from torch import nn
 
-from collector_helpers import FunctionalReLUNet, SmallCNN, mlp, read_histograms, read_scalars, train
 from trainscope.collectors import watch
 from trainscope.logformat import tags as T
 
@@ -53,7 +53,11 @@ def mlp_run(tmp_path_factory, digits):
         if step - 1 in before:  # weights now are the weights after step-1's update
             for (name, layer), olds in zip(layers.items(), before.pop(step - 1)):
                 new = list(layer.parameters())
-                put(T.update_ratio_tag(name), step - 1, _norm([n - o for n, o in zip(new, olds)]) / _norm(olds))
+                put(
+                    T.update_ratio_tag(name),
+                    step - 1,
+                    _norm([n - o for n, o in zip(new, olds)]) / _norm(olds),
+                )
                 put(T.weight_norm_tag(name), step - 1, _norm(new))
         if step % EVERY == 0:
             before[step] = [[p.detach().clone() for p in layer.parameters()] for layer in layers.values()]
@@ -74,7 +78,9 @@ def mlp_run(tmp_path_factory, digits):
         X,
         y,
         steps=STEPS,
-        collector=lambda m, o: watch(m, o, log_dir, {"batch_size": 64}, every=EVERY, histogram_every=HIST_EVERY),
+        collector=lambda m, o: watch(
+            m, o, log_dir, {"batch_size": 64}, every=EVERY, histogram_every=HIST_EVERY
+        ),
         on_step=on_step,
     )
     return log_dir, expected, model
@@ -83,18 +89,31 @@ def mlp_run(tmp_path_factory, digits):
 @pytest.mark.parametrize(
     "tag",
     [
-        T.TRAIN_LOSS, T.TRAIN_ACC, T.LR, T.GRAD_GLOBAL_NORM,
-        T.grad_norm_tag("0"), T.grad_norm_tag("2"), T.grad_norm_tag("4"),
-        T.update_ratio_tag("0"), T.update_ratio_tag("4"), T.weight_norm_tag("2"),
-        T.dead_fraction_tag("1"), T.saturated_fraction_tag("3"),
-        T.INPUT_MEAN, T.INPUT_STD, T.LABEL_ENTROPY, T.LABEL_ENTROPY_SEEN,
+        T.TRAIN_LOSS,
+        T.TRAIN_ACC,
+        T.LR,
+        T.GRAD_GLOBAL_NORM,
+        T.grad_norm_tag("0"),
+        T.grad_norm_tag("2"),
+        T.grad_norm_tag("4"),
+        T.update_ratio_tag("0"),
+        T.update_ratio_tag("4"),
+        T.weight_norm_tag("2"),
+        T.dead_fraction_tag("1"),
+        T.saturated_fraction_tag("3"),
+        T.INPUT_MEAN,
+        T.INPUT_STD,
+        T.LABEL_ENTROPY,
+        T.LABEL_ENTROPY_SEEN,
     ],
 )
 def test_tag_matches_direct_computation(mlp_run, tag):
     log_dir, expected, _ = mlp_run
     recorded = read_scalars(log_dir)[tag]
     want = expected[tag]
-    assert sorted(recorded) == sorted(want), f"{tag}: recorded at steps {sorted(recorded)}, expected {sorted(want)}"
+    assert sorted(recorded) == sorted(want), (
+        f"{tag}: recorded at steps {sorted(recorded)}, expected {sorted(want)}"
+    )
     for step, value in want.items():
         assert recorded[step] == pytest.approx(value, rel=1e-4, abs=1e-6), f"{tag} at step {step}"
 
@@ -116,7 +135,7 @@ def test_histograms_match_the_weights(mlp_run):
     hists = read_histograms(log_dir)
     assert set(hists) == {T.hist_weight_tag(n) for n in "024"} | {T.hist_grad_tag(n) for n in "024"}
     assert sorted(hists[T.hist_weight_tag("0")]) == [0, 10, 20]
-    for step, h in hists[T.hist_weight_tag("0")].items():
+    for _step, h in hists[T.hist_weight_tag("0")].items():
         assert h.num == model[0].weight.numel()
         assert sum(h.bucket) == model[0].weight.numel()
         assert len(h.bucket) == 30 and h.bucket_limit[-1] == pytest.approx(h.max)
@@ -169,7 +188,10 @@ def test_lstm_forget_gate_bias_is_checked(tmp_path):
     checks = json.loads((tmp_path / "run.json").read_text())["init_check"]
     forget = [c for c in checks if c["param"] == "forget_gate_bias"]
     assert len(forget) == 1 and forget[0]["forget_gate_bias_mean"] == pytest.approx(0.5)  # (1.0 + 0.0) / 2
-    assert {c["param"] for c in checks if c["param"] != "forget_gate_bias"} == {"weight_ih_l0", "weight_ih_l1"}
+    assert {c["param"] for c in checks if c["param"] != "forget_gate_bias"} == {
+        "weight_ih_l0",
+        "weight_ih_l1",
+    }
 
 
 def test_functional_relu_dead_units_at_next_layer_input(tmp_path, digits):
@@ -212,7 +234,10 @@ def test_learning_rate_of_every_param_group_follows_the_scheduler(tmp_path, digi
     X, y = digits
     model = mlp()
     opt = torch.optim.SGD(
-        [{"params": model[0].parameters(), "lr": 0.1}, {"params": list(model[2].parameters()) + list(model[4].parameters())}],
+        [
+            {"params": model[0].parameters(), "lr": 0.1},
+            {"params": list(model[2].parameters()) + list(model[4].parameters())},
+        ],
         lr=0.01,
     )
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
@@ -247,7 +272,9 @@ def test_values_of_any_shape_land_under_their_tags(tmp_path, digits):
         opt.step()
         opt.zero_grad()
         collector.step(loss=loss.reshape(1, 1))  # a loss shaped (1, 1) that requires grad: kept by reference
-        collector.log_scalars({"extra/matrix": torch.full((2, 2), float(step)), "extra/number": step + 0.5}, step=step)
+        collector.log_scalars(
+            {"extra/matrix": torch.full((2, 2), float(step)), "extra/number": step + 0.5}, step=step
+        )
     collector.close()
     scalars = read_scalars(tmp_path)
     assert scalars["extra/alone"] == {0: 2.0}
@@ -298,7 +325,13 @@ def test_layers_inside_wrappers_are_named_as_in_the_bare_model(tmp_path, digits)
     X, y = digits
     for wrapped in (False, True):
         log_dir = tmp_path / str(wrapped)
-        train(model(wrapped), X, y, steps=6, collector=lambda m, o, log_dir=log_dir: watch(m, o, log_dir, every=2))
+        train(
+            model(wrapped),
+            X,
+            y,
+            steps=6,
+            collector=lambda m, o, log_dir=log_dir: watch(m, o, log_dir, every=2),
+        )
     bare, wrapped = read_scalars(tmp_path / "False"), read_scalars(tmp_path / "True")
     assert T.dead_fraction_tag("0.1") in bare and T.grad_norm_tag("0.0") in bare
     assert sorted(wrapped) == sorted(bare)
@@ -363,7 +396,9 @@ def test_a_parametrized_layer_is_one_layer(tmp_path, digits):
 
     def measure(step, model, xb, yb, out):
         expected[step] = {
-            T.grad_norm_tag(name): torch.cat([p.grad.reshape(-1) for p in model[int(name)].parameters()]).norm().item()
+            T.grad_norm_tag(name): torch.cat([p.grad.reshape(-1) for p in model[int(name)].parameters()])
+            .norm()
+            .item()
             for name in ("0", "2")
         }
 

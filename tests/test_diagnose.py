@@ -16,7 +16,9 @@ def _finding(rule: str, severity: str, step: int) -> Finding:
 
 def _run(status: str):
     steps = np.arange(100)
-    return make_run({T.TRAIN_LOSS: (steps, np.exp(-steps / 30))}, meta={"status": status, "optimizer": {"type": "Adam"}})
+    return make_run(
+        {T.TRAIN_LOSS: (steps, np.exp(-steps / 30))}, meta={"status": status, "optimizer": {"type": "Adam"}}
+    )
 
 
 def test_findings_most_severe_first_then_by_step_and_skips_listed():

@@ -11,7 +11,11 @@ _TEST = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
 
 
 def _rows() -> list[str]:
-    return [line for line in FAULTS.read_text().splitlines() if line.startswith("| ") and not line.startswith("| fault")]
+    return [
+        line
+        for line in FAULTS.read_text().splitlines()
+        if line.startswith("| ") and not line.startswith("| fault")
+    ]
 
 
 def test_every_test_named_in_docs_faults_exists():
@@ -19,7 +23,9 @@ def test_every_test_named_in_docs_faults_exists():
     assert len(named) >= 20
     for path, name in named:
         source = (ROOT / path).read_text()
-        assert re.search(rf"^def {name}\(", source, re.M), f"{path}::{name} named in docs/faults.md does not exist"
+        assert re.search(rf"^def {name}\(", source, re.M), (
+            f"{path}::{name} named in docs/faults.md does not exist"
+        )
 
 
 def test_every_promise_names_its_test():

@@ -23,7 +23,9 @@ SCALARS = {
     "tags/ünïcödé/層": 7,
     "t" * 200: 0.5,  # a tag longer than 127 bytes: two-byte length
 }
-HISTOGRAM = Histogram(min=-1.0, max=2.0, num=3.0, sum=1.5, sum_squares=5.0, bucket_limit=[0.0, 2.0], bucket=[1.0, 2.0])
+HISTOGRAM = Histogram(
+    min=-1.0, max=2.0, num=3.0, sum=1.5, sum_squares=5.0, bucket_limit=[0.0, 2.0], bucket=[1.0, 2.0]
+)
 
 
 def parse(record: bytes) -> event_pb2.Event:
@@ -38,8 +40,13 @@ def protobuf_event(step: int, wall_time: float, scalars: dict, histograms: dict)
         summary_pb2.Summary.Value(
             tag=tag,
             histo=summary_pb2.HistogramProto(
-                min=h.min, max=h.max, num=h.num, sum=h.sum, sum_squares=h.sum_squares,
-                bucket_limit=h.bucket_limit, bucket=h.bucket,
+                min=h.min,
+                max=h.max,
+                num=h.num,
+                sum=h.sum,
+                sum_squares=h.sum_squares,
+                bucket_limit=h.bucket_limit,
+                bucket=h.bucket,
             ),
         )
         for tag, h in histograms.items()
@@ -60,7 +67,9 @@ def test_hand_encoding_equals_protobuf(step, histograms):
 
 def test_an_empty_step_and_tensorboard_reads_the_file(tmp_path):
     writer = EventFileWriter(tmp_path)
-    writer.write([summary_record(s, 1.7e9 + s, {"train/loss": 1.0 / (s + 1), "opt/lr": 0.1}) for s in range(50)])
+    writer.write(
+        [summary_record(s, 1.7e9 + s, {"train/loss": 1.0 / (s + 1), "opt/lr": 0.1}) for s in range(50)]
+    )
     writer.write([summary_record(50, 1.7e9 + 50, {}, {"hist/grad/0": HISTOGRAM})])
     writer.close()
     read = RecordReader(writer.path).read_new(verify_data_crc=True)

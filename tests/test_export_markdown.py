@@ -8,12 +8,12 @@ import html
 
 import pytest
 from markdown_it import MarkdownIt
+from reading_helpers import scalar_events, write_events
 
 from trainscope.analyzers.diagnose import diagnose_run
 from trainscope.analyzers.reading import read_logdir
 from trainscope.app import export as E
 from trainscope.logformat import tags as T
-from reading_helpers import scalar_events, write_events
 
 EVIL = "[z](javascript:alert(1)) ![i](x.png) <b>bold</b> *em* __s__ ~~x~~ `c` a | b &amp; $x$ #h"
 # Tokens the export itself writes: its headings, list items, emphasis of the "where" line,
@@ -63,8 +63,20 @@ def test_names_from_logs_make_no_markdown(evil_run):
 
 @pytest.mark.parametrize(
     "line",
-    ["- a list", "+ a list", "1. a list", "3) a list", "> a quote", "# heading", "=====", "---", "| a | b |",
-     "<script>x</script>", "[a]: http://example.com", "    code by indent"],
+    [
+        "- a list",
+        "+ a list",
+        "1. a list",
+        "3) a list",
+        "> a quote",
+        "# heading",
+        "=====",
+        "---",
+        "| a | b |",
+        "<script>x</script>",
+        "[a]: http://example.com",
+        "    code by indent",
+    ],
 )
 def test_a_line_of_log_text_is_a_paragraph_of_its_characters(line):
     text = E._text(line)

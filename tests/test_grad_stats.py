@@ -84,4 +84,3 @@ def test_an_overflowing_square_is_inf_as_with_torch_norm():
     global_norm, layer_norms = folded(norms, [torch.tensor([1e20, 1.0])])
     assert np.isinf(layer_norms).all() and np.isinf(global_norm)
     assert torch.isinf(torch.linalg.vector_norm(torch.tensor([1e20, 1.0])))
-

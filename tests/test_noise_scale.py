@@ -12,8 +12,8 @@ import math
 
 import pytest
 import torch
-
 from collector_helpers import read_scalars
+
 from trainscope.collectors import watch
 from trainscope.collectors.noise_scale import SmallBatchSquares
 from trainscope.logformat import tags as T

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from reading_helpers import event, scalar_events, simple, write_events
 
 from trainscope.analyzers.reading import read_logdir
 from trainscope.analyzers.reading import sources as S
 from trainscope.logformat import tags as T
 from trainscope.logformat.records import encode_record
-from reading_helpers import scalar_events, simple, event, write_events
 
 
 @pytest.fixture()
@@ -47,7 +47,9 @@ def test_missing_path_and_file_path(tmp_path):
 def test_file_that_is_not_an_event_file(healthy):
     bogus = healthy / "bogus"
     bogus.mkdir()
-    (bogus / "events.out.tfevents.1700000000.host.1.0").write_text("this is a text file, not TFRecords\n" * 50)
+    (bogus / "events.out.tfevents.1700000000.host.1.0").write_text(
+        "this is a text file, not TFRecords\n" * 50
+    )
     snapshot = read_logdir(healthy)
     _good_is_intact(snapshot)
     problems = snapshot.runs["bogus"].problems
@@ -70,7 +72,11 @@ def test_garbage_in_the_middle_of_an_event_file(healthy):
     _good_is_intact(snapshot)
     run = snapshot.runs["mid"]
     assert run.scalars[T.TRAIN_LOSS].steps.tolist() == list(range(20))
-    assert len(run.problems) == 1 and "corrupt record header at offset" in run.problems[0] and str(path) in run.problems[0]
+    assert (
+        len(run.problems) == 1
+        and "corrupt record header at offset" in run.problems[0]
+        and str(path) in run.problems[0]
+    )
 
 
 def test_truncated_event_file(healthy):
@@ -116,7 +122,9 @@ def test_empty_event_file_is_a_run_without_data(tmp_path):
 def test_tag_that_is_not_utf8_is_reported(healthy):
     from tensorboard.compat.proto import event_pb2, summary_pb2
 
-    good = event_pb2.Event(step=1, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="XX", simple_value=1.0)]))
+    good = event_pb2.Event(
+        step=1, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="XX", simple_value=1.0)])
+    )
     data = good.SerializeToString().replace(b"XX", b"\xff\xfe")
     write_events(healthy / "bytes", [encode_record(data)])
     run = read_logdir(healthy).runs["bytes"]
@@ -130,16 +138,32 @@ _STATE = '{"global_step": 2, "log_history": [{"step": 1, "loss": 1.0}, {"step": 
 FOREIGN_FILES = {
     "csv_log": ("log.csv", "epoch,loss,val_loss\n0,1.0,1.1\n1,0.9,1.0\n", {}),
     "keras_log": ("training.log", "epoch,accuracy,loss\n0,0.5,1.0\n1,0.6,0.9\n", {}),
-    "mlflow_metric": ("mlruns/0/r/metrics/loss", "1700000000000 1.0 0\n1700000001000 0.9 1\n",
-                      {"mlruns/0/r/meta.yaml": "run_name: r\nstatus: 3\n"}),
-    "mlflow_meta": ("mlruns/0/r/meta.yaml", "run_name: r\nstatus: 3\nstart_time: 1700000000000\n",
-                    {"mlruns/0/r/metrics/loss": "1700000000000 1.0 0\n"}),
-    "mlflow_param": ("mlruns/0/r/params/lr", "0.1", {"mlruns/0/r/meta.yaml": "status: 3\n",
-                                                     "mlruns/0/r/metrics/loss": "1700000000000 1.0 0\n"}),
-    "hparams_yaml": ("v0/hparams.yaml", "lr: 0.1\nbatch_size: 32\n", {"v0/metrics.csv": "epoch,step,loss\n0,1,1.0\n"}),
+    "mlflow_metric": (
+        "mlruns/0/r/metrics/loss",
+        "1700000000000 1.0 0\n1700000001000 0.9 1\n",
+        {"mlruns/0/r/meta.yaml": "run_name: r\nstatus: 3\n"},
+    ),
+    "mlflow_meta": (
+        "mlruns/0/r/meta.yaml",
+        "run_name: r\nstatus: 3\nstart_time: 1700000000000\n",
+        {"mlruns/0/r/metrics/loss": "1700000000000 1.0 0\n"},
+    ),
+    "mlflow_param": (
+        "mlruns/0/r/params/lr",
+        "0.1",
+        {"mlruns/0/r/meta.yaml": "status: 3\n", "mlruns/0/r/metrics/loss": "1700000000000 1.0 0\n"},
+    ),
+    "hparams_yaml": (
+        "v0/hparams.yaml",
+        "lr: 0.1\nbatch_size: 32\n",
+        {"v0/metrics.csv": "epoch,step,loss\n0,1,1.0\n"},
+    ),
     "trainer_state": ("trainer_state.json", _STATE, {}),
-    "wandb_history": ("wandb/run-20250101_000000-abc/files/wandb-history.jsonl", '{"_step": 0, "loss": 1.0}\n',
-                      {"wandb/run-20250101_000000-abc/run-abc.wandb": ""}),
+    "wandb_history": (
+        "wandb/run-20250101_000000-abc/files/wandb-history.jsonl",
+        '{"_step": 0, "loss": 1.0}\n',
+        {"wandb/run-20250101_000000-abc/run-abc.wandb": ""},
+    ),
 }
 
 

@@ -58,13 +58,17 @@ def test_which_files_are_metric_logs(tmp_path, name, content, is_run):
 
 def test_binary_and_header_too_long(tmp_path):
     (tmp_path / "garbage.csv").write_bytes(os.urandom(20_000))
-    (tmp_path / "wide.csv").write_text("epoch," + ",".join(f"m{i}_loss_{'x' * 40}" for i in range(400)) + "\n0\n")
+    (tmp_path / "wide.csv").write_text(
+        "epoch," + ",".join(f"m{i}_loss_{'x' * 40}" for i in range(400)) + "\n0\n"
+    )
     assert read_logdir(tmp_path).runs == {}
 
 
 def test_utf16_csv_is_read(tmp_path):
     """Windows tools (PowerShell's Out-File) write UTF-16 with a byte order mark."""
-    (tmp_path / "log.csv").write_bytes(codecs.BOM_UTF16_LE + ("epoch,loss\r\n0,1.5\r\n1,1.0\r\n").encode("utf-16-le"))
+    (tmp_path / "log.csv").write_bytes(
+        codecs.BOM_UTF16_LE + ("epoch,loss\r\n0,1.5\r\n1,1.0\r\n").encode("utf-16-le")
+    )
     run = read_logdir(tmp_path).runs["log.csv"]
     assert run.scalars[T.TRAIN_LOSS].values.tolist() == [1.5, 1.0] and run.problems == ()
 
@@ -83,8 +87,10 @@ def test_a_step_column_is_the_x_axis_and_epoch_stays_a_series(tmp_path):
         ("fold,epoch,loss\n1,1,0.9\n1,2,0.8\n2,1,0.7\n2,2,0.6\n", ["log.csv/fold=1", "log.csv/fold=2"]),
         ("fold,epoch,loss\n1,1,0.9\n1,2,0.8\n", ["log.csv/fold=1"]),
         # several keys, words as values, rows interleaved
-        ("seed,model,epoch,loss\n1,mlp,0,1\n1,cnn,0,2\n1,mlp,1,1\n1,cnn,1,2\n",
-         ["log.csv/seed=1/model=cnn", "log.csv/seed=1/model=mlp"]),
+        (
+            "seed,model,epoch,loss\n1,mlp,0,1\n1,cnn,0,2\n1,mlp,1,1\n1,cnn,1,2\n",
+            ["log.csv/seed=1/model=cnn", "log.csv/seed=1/model=mlp"],
+        ),
         # a key written as a float
         ("fold,epoch,loss\n1.0,1,0.9\n2.0,1,0.7\n", ["log.csv/fold=1", "log.csv/fold=2"]),
         # no keys: a time (every row its own value), a metric before the x column, keys after it
@@ -102,7 +108,9 @@ def test_key_columns_make_one_run_per_value(tmp_path, content, names):
 
 
 def test_fold_values_split_the_points(tmp_path):
-    (tmp_path / "log.csv").write_text("fold,epoch,loss,lr\n1,1,0.9,0.1\n1,2,0.8,0.1\n2,1,0.7,0.2\n2,2,0.6,0.2\n")
+    (tmp_path / "log.csv").write_text(
+        "fold,epoch,loss,lr\n1,1,0.9,0.1\n1,2,0.8,0.1\n2,1,0.7,0.2\n2,2,0.6,0.2\n"
+    )
     runs = read_logdir(tmp_path).runs
     assert runs["log.csv/fold=2"].scalars[T.TRAIN_LOSS].values.tolist() == [0.7, 0.6]
     assert runs["log.csv/fold=2"].scalars[T.LR].values.tolist() == [0.2, 0.2]
@@ -110,7 +118,9 @@ def test_fold_values_split_the_points(tmp_path):
 
 
 def test_cells_nan_empty_and_text(tmp_path):
-    (tmp_path / "log.csv").write_text("epoch,loss,val_loss,note\n0,1.0,,start\n1,nan,2.0,\n2,0.5,oops,x\nx,1,1,\n")
+    (tmp_path / "log.csv").write_text(
+        "epoch,loss,val_loss,note\n0,1.0,,start\n1,nan,2.0,\n2,0.5,oops,x\nx,1,1,\n"
+    )
     run = read_logdir(tmp_path).runs["log.csv"]
     loss = run.scalars[T.TRAIN_LOSS]
     assert loss.steps.tolist() == [0, 1, 2] and math.isnan(loss.values[1])  # "nan" is a value
@@ -130,7 +140,9 @@ def test_resumed_log_keeps_the_latest_value_per_epoch(tmp_path):
 def test_a_header_mid_file_starts_a_new_table(tmp_path):
     (tmp_path / "log.csv").write_text("epoch,loss\n0,1.0\n1,0.9\nepoch,loss,val_loss\n2,0.8,1.1\n")
     run = read_logdir(tmp_path).runs["log.csv"]
-    assert run.scalars[T.TRAIN_LOSS].steps.tolist() == [0, 1, 2] and run.scalars[T.VAL_LOSS].steps.tolist() == [2]
+    assert run.scalars[T.TRAIN_LOSS].steps.tolist() == [0, 1, 2] and run.scalars[
+        T.VAL_LOSS
+    ].steps.tolist() == [2]
     assert run.problems == ()
 
 

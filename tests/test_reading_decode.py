@@ -7,11 +7,11 @@ import random
 
 import numpy as np
 import pytest
+from reading_helpers import HISTOGRAMS, k3_histogram, metadata, shape, simple, tensor_value
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2
 
 from trainscope.analyzers.reading.eventdecode import EventDecoder
 from trainscope.logformat.records import RecordReader
-from reading_helpers import HISTOGRAMS, k3_histogram, metadata, shape, simple, tensor_value
 
 DT_FLOAT, DT_DOUBLE, DT_HALF, DT_STRING = 1, 2, 19, 7
 
@@ -55,9 +55,7 @@ def _reference(records: list[bytes]) -> dict[str, list[tuple[int, float, float]]
 def _decoded(records: list[bytes]) -> dict[str, list[tuple[int, float, float]]]:
     got = EventDecoder("test").decode(records, list(range(len(records))))
     assert not got.problems
-    return {
-        tag: list(zip(s.tolist(), v.tolist(), w.tolist())) for tag, (s, v, w) in got.scalars.items()
-    }
+    return {tag: list(zip(s.tolist(), v.tolist(), w.tolist())) for tag, (s, v, w) in got.scalars.items()}
 
 
 def _same(a, b) -> bool:
@@ -85,11 +83,17 @@ def _random_value(rng: random.Random, tag: str, kind: str) -> summary_pb2.Summar
         return tensor_value(tag, tensor_pb2.TensorProto(dtype=DT_DOUBLE, double_val=[x]))
     if kind == "content_f4":
         content = np.array(x, "<f4").tobytes()
-        return tensor_value(tag, tensor_pb2.TensorProto(dtype=DT_FLOAT, tensor_shape=shape(), tensor_content=content))
+        return tensor_value(
+            tag, tensor_pb2.TensorProto(dtype=DT_FLOAT, tensor_shape=shape(), tensor_content=content)
+        )
     if kind == "content_f8":
-        return tensor_value(tag, tensor_pb2.TensorProto(dtype=DT_DOUBLE, tensor_content=np.array(x, "<f8").tobytes()))
+        return tensor_value(
+            tag, tensor_pb2.TensorProto(dtype=DT_DOUBLE, tensor_content=np.array(x, "<f8").tobytes())
+        )
     if kind == "content_f2":
-        return tensor_value(tag, tensor_pb2.TensorProto(dtype=DT_HALF, tensor_content=np.array(x, "<f2").tobytes()))
+        return tensor_value(
+            tag, tensor_pb2.TensorProto(dtype=DT_HALF, tensor_content=np.array(x, "<f2").tobytes())
+        )
     assert kind == "half_val"
     bits = int(np.array(x, np.float16).view(np.uint16))
     return tensor_value(tag, tensor_pb2.TensorProto(dtype=DT_HALF, half_val=[bits]))
@@ -127,7 +131,9 @@ def test_metadata_named_only_in_a_tags_first_event():
     """TF2 writers may give the plugin once; later tensors of the tag carry no metadata."""
     hist = k3_histogram(np.arange(100.0))
     first = tensor_pb2.TensorProto(dtype=DT_DOUBLE, tensor_shape=shape(10, 3), tensor_content=hist.tobytes())
-    later = tensor_pb2.TensorProto(dtype=DT_DOUBLE, tensor_shape=shape(10, 3), tensor_content=(hist * 2).tobytes())
+    later = tensor_pb2.TensorProto(
+        dtype=DT_DOUBLE, tensor_shape=shape(10, 3), tensor_content=(hist * 2).tobytes()
+    )
     records = [_event(0, [tensor_value("w", first, plugin=HISTOGRAMS)])]
     records += [_event(s, [tensor_value("w", later, plugin=None)]) for s in range(1, 20)]
     got = EventDecoder("f").decode(records, [])
@@ -138,8 +144,13 @@ def test_metadata_named_only_in_a_tags_first_event():
 
 def test_legacy_histogram_is_converted_like_tensorboard():
     histo = summary_pb2.HistogramProto(
-        min=-1.0, max=2.0, num=6, sum=1.0, sum_squares=5.0,
-        bucket_limit=[-5.0, 0.0, 1.0, 2.5, 1.7e308], bucket=[0, 2, 3, 1, 0],
+        min=-1.0,
+        max=2.0,
+        num=6,
+        sum=1.0,
+        sum_squares=5.0,
+        bucket_limit=[-5.0, 0.0, 1.0, 2.5, 1.7e308],
+        bucket=[0, 2, 3, 1, 0],
     )
     got = EventDecoder("f").decode([_event(5, [summary_pb2.Summary.Value(tag="h", histo=histo)])], [0])
     point = got.histograms["h"][0]
@@ -150,11 +161,15 @@ def test_legacy_histogram_is_converted_like_tensorboard():
 def test_non_numeric_summaries_are_ignored_and_hparams_are_kept():
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    text = tensor_value("args", tensor_pb2.TensorProto(dtype=DT_STRING, string_val=[b"<b>hi</b>"]), plugin="text")
+    text = tensor_value(
+        "args", tensor_pb2.TensorProto(dtype=DT_STRING, string_val=[b"<b>hi</b>"]), plugin="text"
+    )
     info = plugin_data_pb2.HParamsPluginData(version=0)
     info.session_start_info.hparams["lr"].number_value = 0.1
     info.session_start_info.hparams["opt"].string_value = "sgd"
-    hp = summary_pb2.Summary.Value(tag="_hparams_/session_start_info", metadata=metadata("hparams", info.SerializeToString()))
+    hp = summary_pb2.Summary.Value(
+        tag="_hparams_/session_start_info", metadata=metadata("hparams", info.SerializeToString())
+    )
     got = EventDecoder("f").decode([_event(0, [text, hp, simple("loss", 1.0)])], [0])
     assert list(got.scalars) == ["loss"]
     assert got.hparams == {"lr": 0.1, "opt": "sgd"}

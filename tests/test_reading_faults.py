@@ -7,12 +7,12 @@ import csv
 import importlib
 
 import pytest
+from reading_helpers import scalar_events, write_events
 
 from trainscope.analyzers.reading import LogDirReader, read_logdir
 from trainscope.analyzers.reading import assemble as A
 from trainscope.analyzers.reading import sources as S
 from trainscope.logformat import tags as T
-from reading_helpers import scalar_events, write_events
 
 
 @pytest.fixture()
@@ -29,13 +29,19 @@ def _good_is_intact(snapshot) -> None:
 
 # What each source calls to read its file, and a file of that format.
 _READERS = {
-    "events": ("trainscope.analyzers.reading.eventdecode.EventDecoder.decode", "ev/events.out.tfevents.1700000000.h.1.0"),
+    "events": (
+        "trainscope.analyzers.reading.eventdecode.EventDecoder.decode",
+        "ev/events.out.tfevents.1700000000.h.1.0",
+    ),
     "metrics_csv": ("trainscope.analyzers.reading.sources.parse_metrics_csv", "lt/metrics.csv"),
     "csv_log": ("trainscope.analyzers.reading.metric_csv.CsvLogReader.poll", "cl/log.csv"),
     "trainer_state": ("trainscope.analyzers.reading.sources.parse_trainer_state", "hf/trainer_state.json"),
     "hparams_yaml": ("trainscope.analyzers.reading.sources.parse_hparams_yaml", "lt/hparams.yaml"),
     "mlflow": ("trainscope.analyzers.reading.mlflow_store.MlflowRunReader.poll", "mlruns/0/r/meta.yaml"),
-    "wandb": ("trainscope.analyzers.reading.sources.read_wandb_run", "wandb/run-20250101_000000-abc/run-abc.wandb"),
+    "wandb": (
+        "trainscope.analyzers.reading.sources.read_wandb_run",
+        "wandb/run-20250101_000000-abc/run-abc.wandb",
+    ),
     "run_json": ("trainscope.analyzers.reading.sources.read_run_json", "mine/run.json"),
 }
 _FILES = {
@@ -56,7 +62,11 @@ def _resolve(dotted: str):
     module, *attrs = dotted.split(".")
     obj = importlib.import_module(module)
     for i, attr in enumerate(attrs):
-        obj = getattr(obj, attr) if hasattr(obj, attr) else importlib.import_module(f"{module}.{'.'.join(attrs[:i + 1])}")
+        obj = (
+            getattr(obj, attr)
+            if hasattr(obj, attr)
+            else importlib.import_module(f"{module}.{'.'.join(attrs[: i + 1])}")
+        )
     return obj
 
 
@@ -71,9 +81,17 @@ def _write_every_format(root) -> None:
     write_events(root / "mine", scalar_events({1: {T.TRAIN_LOSS: 1.0}}))
 
 
-@pytest.mark.parametrize("error", [RecursionError("deep"), MemoryError(), csv.Error("field larger than field limit"),
-                                   UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
-                                   KeyError("surprise")], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "error",
+    [
+        RecursionError("deep"),
+        MemoryError(),
+        csv.Error("field larger than field limit"),
+        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+        KeyError("surprise"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
 @pytest.mark.parametrize("fmt", sorted(_READERS))
 def test_whatever_a_reader_raises_is_one_line_for_its_file(healthy, monkeypatch, fmt, error):
     """Every reader, present and future, is called behind one fence in `LogDirReader`: even an
@@ -86,7 +104,10 @@ def test_whatever_a_reader_raises_is_one_line_for_its_file(healthy, monkeypatch,
     bad = f"{healthy}/{rel.split('/')[0]}/"
 
     def boom(*args, **kwargs):
-        paths = [str(a if isinstance(a, str) else getattr(a, "path", None) or getattr(a, "run_dir", "")) for a in args]
+        paths = [
+            str(a if isinstance(a, str) else getattr(a, "path", None) or getattr(a, "run_dir", ""))
+            for a in args
+        ]
         if any(p.startswith(bad) or p + "/" == bad for p in paths):
             raise error
         return real(*args, **kwargs)  # the same reader for another run's file

@@ -14,11 +14,11 @@ import re
 
 import numpy as np
 import pytest
+from reading_helpers import scalar_events, write_events
 
 from trainscope.analyzers.reading import read_logdir
 from trainscope.logformat import runjson as RJ
 from trainscope.logformat import tags as T
-from reading_helpers import scalar_events, write_events
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -113,8 +113,13 @@ def test_hugging_face_tensorboard_agrees_with_trainer_state():
         state = parse_trainer_state(fh.read(), "trainer_state.json").series
     tb = read_logdir(os.path.join(root, "runs", "fixture")).runs["."]
     assert tb.source == "tensorboard"
-    for name, tag in (("train/loss", T.TRAIN_LOSS), ("eval/loss", T.VAL_LOSS), ("eval/accuracy", T.VAL_ACC),
-                      ("train/learning_rate", T.LR), ("train/grad_norm", T.GRAD_GLOBAL_NORM)):
+    for name, tag in (
+        ("train/loss", T.TRAIN_LOSS),
+        ("eval/loss", T.VAL_LOSS),
+        ("eval/accuracy", T.VAL_ACC),
+        ("train/learning_rate", T.LR),
+        ("train/grad_norm", T.GRAD_GLOBAL_NORM),
+    ):
         np.testing.assert_array_equal(tb.scalars[tag].steps, state[name].steps)
         np.testing.assert_allclose(tb.scalars[tag].values, state[name].values, rtol=1e-6)
 
@@ -123,9 +128,12 @@ def test_hugging_face_named_eval_sets_are_validation_curves_of_their_own(fixture
     """Trainer(eval_dataset={"clean": .., "noisy": ..}) logs eval_<set>_loss and no eval_loss."""
     run = fixtures["hf_eval_sets"]
     assert T.VAL_LOSS not in run.scalars and T.VAL_ACC not in run.scalars
-    assert {T.val_loss_tag("clean"), T.val_loss_tag("noisy"), T.val_acc_tag("clean"), T.val_acc_tag("noisy")} <= set(
-        run.scalars
-    )
+    assert {
+        T.val_loss_tag("clean"),
+        T.val_loss_tag("noisy"),
+        T.val_acc_tag("clean"),
+        T.val_acc_tag("noisy"),
+    } <= set(run.scalars)
     assert run.tag_origins[T.val_loss_tag("noisy")] == "eval/noisy_loss"
     assert run.scalars[T.val_loss_tag("clean")].steps.tolist() == [15, 30]
     # a fifth of the noisy set's labels are shuffled: it is the harder set
@@ -144,7 +152,9 @@ def test_several_tensorboard_attempts_of_one_output_dir_stay_apart(fixtures):
     first, second = fixtures["hf_attempts/runs/attempt1"], fixtures["hf_attempts/runs/attempt2"]
     assert first.problems == () and second.problems == ()
     # the output dir's trainer_state.json is the second attempt's
-    np.testing.assert_allclose(output.scalars[T.TRAIN_LOSS].values, second.scalars[T.TRAIN_LOSS].values, rtol=1e-6)
+    np.testing.assert_allclose(
+        output.scalars[T.TRAIN_LOSS].values, second.scalars[T.TRAIN_LOSS].values, rtol=1e-6
+    )
     assert output.scalars[T.LR].values[0] < first.scalars[T.LR].values[0]
 
 
@@ -153,7 +163,10 @@ def test_keras_csv_logger(fixtures):
     run = fixtures["keras_csv/training.log"]
     assert run.source == "csv_log" and run.meta == {}
     assert run.tag_origins == {
-        T.TRAIN_ACC: "accuracy", T.TRAIN_LOSS: "loss", T.VAL_ACC: "val_accuracy", T.VAL_LOSS: "val_loss",
+        T.TRAIN_ACC: "accuracy",
+        T.TRAIN_LOSS: "loss",
+        T.VAL_ACC: "val_accuracy",
+        T.VAL_LOSS: "val_loss",
         T.LR: "learning_rate",
     }
     assert run.scalars[T.TRAIN_LOSS].steps.tolist() == list(range(8))
@@ -186,7 +199,13 @@ def test_mlflow_file_store_runs(fixtures):
     assert done.tag_origins[T.VAL_ACC] == "val_accuracy"
     norm = done.scalars[T.GRAD_GLOBAL_NORM].values
     assert math.isnan(norm[1]) and np.isfinite(np.delete(norm, 1)).all()  # "nan" is a value
-    assert done.meta[RJ.K_HPARAMS] == {"batch_size": 32, "epochs": 5, "lr": 0.1, "momentum": 0.9, "optimizer": "SGD"}
+    assert done.meta[RJ.K_HPARAMS] == {
+        "batch_size": 32,
+        "epochs": 5,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "optimizer": "SGD",
+    }
     assert done.meta[RJ.K_BATCH_SIZE] == 32
     assert done.status == RJ.STATUS_FINISHED
     assert done.meta[RJ.K_START] <= done.meta[RJ.K_END]
@@ -202,7 +221,9 @@ def test_keras_train_and_validation_dirs_are_one_run_on_the_epoch_axis(fixtures)
     run = fixtures["keras"]
     assert {T.TRAIN_LOSS, T.TRAIN_ACC, T.VAL_LOSS, T.VAL_ACC, T.LR} <= set(run.scalars)
     assert run.tag_origins[T.VAL_LOSS] == "validation/epoch_loss"
-    assert run.scalars[T.TRAIN_LOSS].steps.tolist() == run.scalars[T.VAL_LOSS].steps.tolist() == list(range(6))
+    assert (
+        run.scalars[T.TRAIN_LOSS].steps.tolist() == run.scalars[T.VAL_LOSS].steps.tolist() == list(range(6))
+    )
     assert run.x_axis(T.TRAIN_LOSS) == run.x_axis(T.VAL_LOSS) == "epoch"
     assert "validation/evaluation_loss_vs_iterations" in run.unmapped
     assert len(run.unmapped_histograms["train/kernel/histogram"].steps) == 6
@@ -258,10 +279,16 @@ def test_add_scalars_child_with_foreign_tags_stays_a_run(tmp_path):
 def test_event_files_of_a_run_are_read_in_order_and_later_steps_win(tmp_path):
     """A resumed run: a second event file restarts at step 50; its values win from there."""
     run_dir = tmp_path / "run"
-    write_events(run_dir, scalar_events({s: {"train_loss": 1.0} for s in range(100)}),
-                 name="events.out.tfevents.1700000000.host.1.0")
-    write_events(run_dir, scalar_events({s: {"train_loss": 2.0} for s in range(50, 150)}),
-                 name="events.out.tfevents.1700000500.host.2.0")
+    write_events(
+        run_dir,
+        scalar_events({s: {"train_loss": 1.0} for s in range(100)}),
+        name="events.out.tfevents.1700000000.host.1.0",
+    )
+    write_events(
+        run_dir,
+        scalar_events({s: {"train_loss": 2.0} for s in range(50, 150)}),
+        name="events.out.tfevents.1700000500.host.2.0",
+    )
     loss = read_logdir(tmp_path).runs["run"].scalars[T.TRAIN_LOSS]
     assert loss.steps.tolist() == list(range(150))
     assert loss.values[:50].tolist() == [1.0] * 50 and loss.values[50:].tolist() == [2.0] * 100
@@ -300,21 +327,25 @@ def test_conflicting_foreign_names_keep_the_best_and_show_the_rest(tmp_path):
 
 
 def test_nan_and_inf_losses_are_kept_as_logged(tmp_path):
-    write_events(tmp_path, scalar_events({0: {T.TRAIN_LOSS: 1.0}, 1: {T.TRAIN_LOSS: math.nan}, 2: {T.TRAIN_LOSS: math.inf}}))
+    write_events(
+        tmp_path,
+        scalar_events({0: {T.TRAIN_LOSS: 1.0}, 1: {T.TRAIN_LOSS: math.nan}, 2: {T.TRAIN_LOSS: math.inf}}),
+    )
     values = read_logdir(tmp_path).runs["."].scalars[T.TRAIN_LOSS].values
     assert values[0] == 1.0 and math.isnan(values[1]) and values[2] == math.inf
 
 
 def test_hparams_only_sub_directory_is_folded_into_its_run(tmp_path):
     """``add_hparams(..., metric_dict={})`` writes a sub-directory holding nothing but hyperparameters."""
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
     from reading_helpers import event, metadata
     from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.hparams import plugin_data_pb2
 
     info = plugin_data_pb2.HParamsPluginData(version=0)
     info.session_start_info.hparams["lr"].number_value = 0.01
-    hp = summary_pb2.Summary.Value(tag="_hparams_/session_start_info", metadata=metadata("hparams", info.SerializeToString()))
+    hp = summary_pb2.Summary.Value(
+        tag="_hparams_/session_start_info", metadata=metadata("hparams", info.SerializeToString())
+    )
     write_events(tmp_path / "exp", scalar_events({0: {"train_loss": 1.0}}))
     write_events(tmp_path / "exp" / "1700000000.123", [event(0, [hp])])
     runs = read_logdir(tmp_path).runs

@@ -8,12 +8,12 @@ import threading
 import time
 
 import pytest
+from reading_helpers import scalar_events, write_events
 
 from trainscope.analyzers.reading import LogDirReader
 from trainscope.analyzers.reading import sources as S
 from trainscope.logformat import runjson as RJ
 from trainscope.logformat import tags as T
-from reading_helpers import scalar_events, write_events
 
 
 def _losses(steps) -> dict:
@@ -79,7 +79,9 @@ def test_new_runs_and_new_event_files_are_picked_up(tmp_path):
     write_events(tmp_path / "b" / "deep", scalar_events(_losses(range(4))))
     snap = reader.refresh()
     assert list(snap.runs) == ["a", "b/deep"] and snap.changed == {"b/deep"}
-    write_events(tmp_path / "a", scalar_events(_losses(range(3, 6))), name="events.out.tfevents.1700009999.host.2.0")
+    write_events(
+        tmp_path / "a", scalar_events(_losses(range(3, 6))), name="events.out.tfevents.1700009999.host.2.0"
+    )
     snap = reader.refresh()
     assert snap.runs["a"].scalars[T.TRAIN_LOSS].steps.tolist() == list(range(6)) and snap.changed == {"a"}
     RJ.write_run_json(tmp_path / "b" / "deep", {RJ.K_STATUS: RJ.STATUS_RUNNING})

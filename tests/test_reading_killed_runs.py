@@ -12,13 +12,13 @@ import sys
 import time
 
 import pytest
+from reading_helpers import event, simple, write_events
 
 from trainscope.analyzers.reading import LogDirReader, read_logdir
 from trainscope.analyzers.reading import liveness as L
 from trainscope.analyzers.run import Series
 from trainscope.logformat import runjson as RJ
 from trainscope.logformat import tags as T
-from reading_helpers import write_events, event, simple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +31,9 @@ def _age(run_dir, seconds: float) -> float:
     return then
 
 
-def _running_run(run_dir, step_seconds: float, steps: int = 50, pause_at: int | None = None, pause: float = 0.0):
+def _running_run(
+    run_dir, step_seconds: float, steps: int = 50, pause_at: int | None = None, pause: float = 0.0
+):
     os.makedirs(run_dir, exist_ok=True)
     RJ.write_run_json(run_dir, {RJ.K_SCHEMA: RJ.SCHEMA_VERSION, RJ.K_STATUS: RJ.STATUS_RUNNING})
     wall, records = 1.7e9, []
@@ -57,7 +59,9 @@ def _iso(t: float) -> str:
         (0.05, 1200.0, 4000, True),
     ],
 )
-def test_a_running_run_silent_far_longer_than_its_steps_is_stopped(tmp_path, step_seconds, pause, silent, stopped):
+def test_a_running_run_silent_far_longer_than_its_steps_is_stopped(
+    tmp_path, step_seconds, pause, silent, stopped
+):
     _running_run(tmp_path / "r", step_seconds, pause_at=20 if pause else None, pause=pause)
     then = _age(tmp_path / "r", silent)
     run = read_logdir(tmp_path).runs["r"]
@@ -96,7 +100,9 @@ def test_silence_limit_is_the_largest_of_its_three_bounds():
     steps = [0, 1, 2, 3]
     assert L.silence_limit(None) == L.MIN_SILENCE_SECONDS
     assert L.silence_limit(Series.from_lists(steps, [1] * 4, [0, 2, 4, 6])) == L.STEP_FACTOR * 2
-    assert L.silence_limit(Series.from_lists(steps, [1] * 4, [0, 0.1, 1000.1, 1000.2])) == L.PAUSE_FACTOR * 1000
+    assert (
+        L.silence_limit(Series.from_lists(steps, [1] * 4, [0, 0.1, 1000.1, 1000.2])) == L.PAUSE_FACTOR * 1000
+    )
 
 
 _TRAIN_UNTIL_KILLED = """
@@ -125,8 +131,12 @@ while True:
 def test_a_run_killed_with_sigkill_reads_running_then_stopped(tmp_path):
     pytest.importorskip("torch")
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-c", _TRAIN_UNTIL_KILLED, str(tmp_path / "run")],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _TRAIN_UNTIL_KILLED, str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(1.0)  # past the collector's flush window

@@ -92,8 +92,12 @@ def test_appended_metric_lines_and_new_metrics_are_read(store):
 def test_status_comes_only_from_an_ended_run(store, status, expected):
     meta = store / "mlruns" / "1" / "abc" / "meta.yaml"
     text = meta.read_text()
-    meta.write_text("".join(f"status: {status}\n" if line.startswith("status:") else line
-                            for line in text.splitlines(keepends=True)))
+    meta.write_text(
+        "".join(
+            f"status: {status}\n" if line.startswith("status:") else line
+            for line in text.splitlines(keepends=True)
+        )
+    )
     run = read_logdir(store).runs["mlruns/1/abc"]
     assert run.status == expected and run.problems == ()
 
@@ -104,11 +108,15 @@ def test_run_name_from_the_tag_when_meta_has_none(tmp_path):
     (run_dir / "tags").mkdir()
     (run_dir / "meta.yaml").write_text("run_id: r1\nstatus: 1\nstart_time: 1700000000000\nend_time: null\n")
     (run_dir / "tags" / "mlflow.runName").write_text("bold-cat-1")
-    (run_dir / "metrics" / "loss").write_text("1700000000000 1.0\n1700000001000 0.5\n")  # MLflow < 1.0: no step
+    (run_dir / "metrics" / "loss").write_text(
+        "1700000000000 1.0\n1700000001000 0.5\n"
+    )  # MLflow < 1.0: no step
     run = read_logdir(tmp_path).runs["0/r1"]
     assert run.meta[RJ.K_RUN_NAME] == "bold-cat-1" and run.status is None
     assert run.meta[RJ.K_START] == "2023-11-14T22:13:20+00:00" and RJ.K_END not in run.meta
-    assert run.scalars[T.TRAIN_LOSS].steps.tolist() == [0] and run.scalars[T.TRAIN_LOSS].values.tolist() == [0.5]
+    assert run.scalars[T.TRAIN_LOSS].steps.tolist() == [0] and run.scalars[T.TRAIN_LOSS].values.tolist() == [
+        0.5
+    ]
 
 
 def test_bad_lines_are_counted_once_per_file(store):

@@ -101,7 +101,10 @@ def test_a_rank_whose_parts_end_early_in_a_finished_run_is_named():
 def test_nothing_is_summed_until_every_rank_has_written():
     """A rank that has not flushed yet has no series at all: rank 0's part alone would
     read as the whole, at a fraction of its value."""
-    raw = {T.shard_tag(0, GRAD, "fc"): series([0, 1], [9.0, 1.0]), T.shard_tag(0, GRAD): series([0, 1], [9.0, 1.0])}
+    raw = {
+        T.shard_tag(0, GRAD, "fc"): series([0, 1], [9.0, 1.0]),
+        T.shard_tag(0, GRAD): series([0, 1], [9.0, 1.0]),
+    }
     out = summed(raw, {RJ.K_WORLD_SIZE: 2})
     assert T.grad_norm_tag("fc") not in out and T.GRAD_GLOBAL_NORM not in out
     assert values(summed(raw, {RJ.K_WORLD_SIZE: 1}), T.grad_norm_tag("fc")) == {0: 3.0, 1: 1.0}
@@ -146,7 +149,10 @@ def test_update_ratios_and_weight_norms_divide_the_sums_not_the_parts():
 
 
 def test_a_nan_in_one_rank_s_shard_makes_the_whole_norm_nan():
-    raw = {T.shard_tag(0, GRAD, "fc"): series([0], [float("nan")]), T.shard_tag(1, GRAD, "fc"): series([0], [1.0])}
+    raw = {
+        T.shard_tag(0, GRAD, "fc"): series([0], [float("nan")]),
+        T.shard_tag(1, GRAD, "fc"): series([0], [1.0]),
+    }
     assert np.isnan(summed(raw, {RJ.K_WORLD_SIZE: 2})[T.grad_norm_tag("fc")].values[0])
 
 
@@ -156,14 +162,19 @@ def test_the_noise_scale_is_estimated_from_the_sums_of_each_window():
     and the two windows are smoothed in order, as the collector's writer does."""
     meta = {RJ.K_WORLD_SIZE: 2, RJ.K_COLLECTOR: {"every": 50, "noise_window": 5, "noise_ema": 0.9}}
     small = {0: (3.0, 5.0), 1: (2.0, 6.0), 50: (4.0, 4.0), 51: (1e9, 1e9)}  # step 51 skipped
-    raw = {
-        T.shard_tag(rank, GRAD): series(list(small), [pair[rank] for pair in small.values()]) for rank in (0, 1)
-    } | {
-        T.shard_tag(rank, SS.NOISE_BIG): series([1, 51], [2.0 + rank, 1.5 + rank]) for rank in (0, 1)
-    } | {
-        T.shard_tag(rank, part): series([1, 51], [value, value]) for rank in (0, 1) for part, value in
-        ((SS.NOISE_B_SMALL, 64.0), (SS.NOISE_B_BIG, 128.0))
-    } | {T.STEP_SKIPPED: series([51], [1.0])}
+    raw = (
+        {
+            T.shard_tag(rank, GRAD): series(list(small), [pair[rank] for pair in small.values()])
+            for rank in (0, 1)
+        }
+        | {T.shard_tag(rank, SS.NOISE_BIG): series([1, 51], [2.0 + rank, 1.5 + rank]) for rank in (0, 1)}
+        | {
+            T.shard_tag(rank, part): series([1, 51], [value, value])
+            for rank in (0, 1)
+            for part, value in ((SS.NOISE_B_SMALL, 64.0), (SS.NOISE_B_BIG, 128.0))
+        }
+        | {T.STEP_SKIPPED: series([51], [1.0])}
+    )
     ema = NoiseScaleEMA(0.9)
     first = ema.update(*two_batch_estimate((8.0 + 8.0) / 2, 5.0, 64.0, 128.0))
     second = ema.update(*two_batch_estimate(8.0, 4.0, 64.0, 128.0))
@@ -178,7 +189,9 @@ def test_a_live_reader_shows_a_step_once_every_rank_has_flushed_it(tmp_path):
     files = [EventFileWriter(tmp_path, f".rank{rank}") for rank in (0, 1)]
 
     def flush(rank: int, steps: range, square: float) -> None:
-        files[rank].write([summary_record(s, 1000.0 + s, {T.shard_tag(rank, GRAD, "fc"): square}) for s in steps])
+        files[rank].write(
+            [summary_record(s, 1000.0 + s, {T.shard_tag(rank, GRAD, "fc"): square}) for s in steps]
+        )
 
     reader = LogDirReader(tmp_path)
     flush(0, range(4), 9.0)
@@ -202,8 +215,17 @@ def test_a_live_reader_shows_a_step_once_every_rank_has_flushed_it(tmp_path):
 
 def _init_entry(layer: str, shape: list[int]) -> dict:
     fan_in = shape[1]
-    return {"layer": layer, "param": "weight", "type": "Linear", "shape": shape, "fan_in": fan_in,
-            "activation": "relu", "expected": "he", "expected_std": math.sqrt(2 / fan_in), "from_shards": True}
+    return {
+        "layer": layer,
+        "param": "weight",
+        "type": "Linear",
+        "shape": shape,
+        "fan_in": fan_in,
+        "activation": "relu",
+        "expected": "he",
+        "expected_std": math.sqrt(2 / fan_in),
+        "from_shards": True,
+    }
 
 
 def test_a_sharded_model_s_zero_initialized_layer_is_found_from_the_ranks_parts(tmp_path):
@@ -212,8 +234,15 @@ def test_a_sharded_model_s_zero_initialized_layer_is_found_from_the_ranks_parts(
     part of each weight at attach (count, sum, sum of squares, extremes). A layer whose
     parts are still missing is left out rather than judged on half the weight."""
     entries = [_init_entry("fc1", [64, 32]), _init_entry("fc2", [32, 64]), _init_entry("fc3", [10, 32])]
-    RJ.write_run_json(tmp_path, {RJ.K_SCHEMA: RJ.SCHEMA_VERSION, RJ.K_STATUS: "running", RJ.K_WORLD_SIZE: 2,
-                                 RJ.K_INIT_CHECK: entries})
+    RJ.write_run_json(
+        tmp_path,
+        {
+            RJ.K_SCHEMA: RJ.SCHEMA_VERSION,
+            RJ.K_STATUS: "running",
+            RJ.K_WORLD_SIZE: 2,
+            RJ.K_INIT_CHECK: entries,
+        },
+    )
     rng = np.random.default_rng(0)
     whole = rng.normal(0.0, math.sqrt(2 / 64), size=(32, 64))  # fc2: He-scaled, split by rows
     halves = {0: whole[:16].ravel(), 1: whole[16:].ravel()}
@@ -221,8 +250,10 @@ def test_a_sharded_model_s_zero_initialized_layer_is_found_from_the_ranks_parts(
         fc2 = halves[rank]
         parts = {
             **{T.shard_tag(rank, q, "fc1"): v for q, v in zip(T.ShardInit.ALL, (1024.0, 0.0, 0.0, 0.0, 0.0))},
-            **{T.shard_tag(rank, q, "fc2"): v for q, v in zip(
-                T.ShardInit.ALL, (fc2.size, fc2.sum(), fc2 @ fc2, fc2.min(), fc2.max()))},
+            **{
+                T.shard_tag(rank, q, "fc2"): v
+                for q, v in zip(T.ShardInit.ALL, (fc2.size, fc2.sum(), fc2 @ fc2, fc2.min(), fc2.max()))
+            },
         }
         if rank == 0:  # fc3's part of rank 1 is not written yet
             parts[T.shard_tag(rank, T.ShardInit.COUNT, "fc3")] = 160.0
@@ -254,7 +285,9 @@ def test_the_ranks_histograms_merge_onto_the_range_of_them_all():
     rng = np.random.default_rng(0)
     whole = np.concatenate([rng.normal(-1.0, 0.5, 5000), rng.normal(1.0, 0.2, 3000)])
     halves = {0: whole[:5000], 1: whole[5000:]}
-    raw = {T.shard_tag(rank, T.ShardHistograms.WEIGHT, "fc"): _histogram(part) for rank, part in halves.items()}
+    raw = {
+        T.shard_tag(rank, T.ShardHistograms.WEIGHT, "fc"): _histogram(part) for rank, part in halves.items()
+    }
     merged = sum_shards({}, {RJ.K_WORLD_SIZE: 2}, raw).histograms[T.hist_weight_tag("fc")]
     (edges,), (counts,) = merged.edges, merged.counts
     direct, direct_edges = np.histogram(whole, bins=30)
@@ -275,8 +308,12 @@ def test_a_rank_whose_values_are_all_one_merges_into_the_bucket_that_holds_it():
     (edges,), (counts,) = merged.edges, merged.counts
     assert (edges[0], edges[-1]) == (-1.0, 1.0) and counts.sum() == pytest.approx(100.0)
     assert counts[15] == pytest.approx(40.0 + 2.0, abs=1.0)  # the zeros land in the bucket from 0 to 1/15
-    one_rank = {T.shard_tag(0, T.ShardHistograms.GRAD, "fc"): raw[T.shard_tag(0, T.ShardHistograms.GRAD, "fc")]}
-    assert T.hist_grad_tag("fc") not in sum_shards({}, {RJ.K_WORLD_SIZE: 2}, one_rank).histograms  # rank 1 awaited
+    one_rank = {
+        T.shard_tag(0, T.ShardHistograms.GRAD, "fc"): raw[T.shard_tag(0, T.ShardHistograms.GRAD, "fc")]
+    }
+    assert (
+        T.hist_grad_tag("fc") not in sum_shards({}, {RJ.K_WORLD_SIZE: 2}, one_rank).histograms
+    )  # rank 1 awaited
 
 
 def test_a_sharded_run_without_run_json_is_summed_over_the_ranks_that_wrote(tmp_path):
@@ -284,7 +321,9 @@ def test_a_sharded_run_without_run_json_is_summed_over_the_ranks_that_wrote(tmp_
     that wrote are all there is to wait for."""
     for rank, square in ((0, 9.0), (1, 16.0)):
         writer = EventFileWriter(tmp_path, f".rank{rank}")
-        writer.write([summary_record(s, 1000.0 + s, {T.shard_tag(rank, GRAD, "fc"): square}) for s in range(3)])
+        writer.write(
+            [summary_record(s, 1000.0 + s, {T.shard_tag(rank, GRAD, "fc"): square}) for s in range(3)]
+        )
         writer.close()
     run = LogDirReader(tmp_path).refresh().runs["."]
     assert run.scalar(T.grad_norm_tag("fc")).values.tolist() == [5.0, 5.0, 5.0]

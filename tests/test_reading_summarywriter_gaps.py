@@ -80,7 +80,9 @@ def test_the_cli_lists_it_once_in_text_and_json(tmp_path, capsys):
     assert main([str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert text.count("logged, not shown:") == 1
-    assert "inputs (image)" in text and "notes/text_summary (text)" in text and "fc1_weights (histogram)" in text
+    assert (
+        "inputs (image)" in text and "notes/text_summary (text)" in text and "fc1_weights (histogram)" in text
+    )
     assert main([str(tmp_path), "--json"]) == 0
     (run,) = json.loads(capsys.readouterr().out)["runs"]
     assert run["not_shown"]["inputs"] == "image"

@@ -15,7 +15,9 @@ from trainscope.logformat import tags as T
 
 
 def test_empty_cell_is_no_point_but_nan_text_is_a_nan():
-    data = parse_metrics_csv("epoch,step,train_loss,val_loss\n0,1,0.5,\n0,2,nan,\n0,2,,inf\n0,3,-inf,nan\n", "m.csv")
+    data = parse_metrics_csv(
+        "epoch,step,train_loss,val_loss\n0,1,0.5,\n0,2,nan,\n0,2,,inf\n0,3,-inf,nan\n", "m.csv"
+    )
     loss = data.series["train_loss"]
     assert loss.steps.tolist() == [1, 2, 3]
     assert loss.values[0] == 0.5 and math.isnan(loss.values[1]) and loss.values[2] == -math.inf
@@ -76,7 +78,12 @@ def test_trainer_state_keys_are_named_as_hf_tensorboard_names_them():
     }
     state = parse_trainer_state(json.dumps(doc), "trainer_state.json")
     assert sorted(state.series) == [
-        "eval/accuracy", "eval/loss", "train/epoch", "train/grad_norm", "train/learning_rate", "train/loss"
+        "eval/accuracy",
+        "eval/loss",
+        "train/epoch",
+        "train/grad_norm",
+        "train/learning_rate",
+        "train/loss",
     ]
     assert state.series["train/loss"].steps.tolist() == [10, 20]
     assert np.isnan(state.series["train/grad_norm"].values[0])
@@ -109,14 +116,22 @@ def test_lightning_hparams_yaml_gives_the_run_its_hyperparameters(tmp_path):
 
     run_dir = tmp_path / "lightning_logs" / "version_0"
     run_dir.mkdir(parents=True)
-    hparams = {"input_size": (1, 8, 8), "lr": 1e-3, "loss": _Loss(), "data": {"batch_size": 64, "num_classes": 29}}
+    hparams = {
+        "input_size": (1, 8, 8),
+        "lr": 1e-3,
+        "loss": _Loss(),
+        "data": {"batch_size": 64, "num_classes": 29},
+    }
     (run_dir / "hparams.yaml").write_text(yaml.dump(hparams))
     assert "!!python/object" in (run_dir / "hparams.yaml").read_text()
     (run_dir / "metrics.csv").write_text("epoch,step,train_loss\n0,1,0.9\n")
     run = read_logdir(tmp_path).runs["lightning_logs/version_0"]
     assert run.source == "lightning_csv" and run.problems == ()
     assert run.meta["hparams"] == {
-        "data.batch_size": 64, "data.num_classes": 29, "input_size": [1, 8, 8], "loss": "<test_reading_tables._Loss>",
+        "data.batch_size": 64,
+        "data.num_classes": 29,
+        "input_size": [1, 8, 8],
+        "loss": "<test_reading_tables._Loss>",
         "lr": 1e-3,
     }
     assert run.meta["batch_size"] == 64
@@ -128,8 +143,18 @@ def test_lightning_hparams_yaml_gives_the_run_its_hyperparameters(tmp_path):
         ({"v0/hparams.yaml": "lr: 0.1\n"}, []),  # hyperparameters alone are no run
         ({"v0/hparams.yaml": "{}\n", "v0/metrics.csv": "epoch,step,loss\n0,1,1.0\n"}, ["v0"]),
         # a folder of checkpoints, configs and images
-        ({"ckpt/last.ckpt": "x", "ckpt/model.pt": "x", "ckpt/model.safetensors": "x", "ckpt/config.json": "{}",
-          "ckpt/config.yaml": "lr: 0.1\n", "ckpt/sample.png": "x", "ckpt/vocab.txt": "the\nof\nand\n"}, []),
+        (
+            {
+                "ckpt/last.ckpt": "x",
+                "ckpt/model.pt": "x",
+                "ckpt/model.safetensors": "x",
+                "ckpt/config.json": "{}",
+                "ckpt/config.yaml": "lr: 0.1\n",
+                "ckpt/sample.png": "x",
+                "ckpt/vocab.txt": "the\nof\nand\n",
+            },
+            [],
+        ),
     ],
 )
 def test_what_makes_a_run(tmp_path, files, runs):
@@ -141,8 +166,10 @@ def test_what_makes_a_run(tmp_path, files, runs):
 
 def test_hf_trainer_state_says_finished_only_from_its_last_entry():
     running = {"global_step": 10, "log_history": [{"step": 10, "loss": 1.0}]}
-    done = {"global_step": 10, "log_history": [{"step": 10, "loss": 1.0},
-                                               {"step": 10, "train_runtime": 9.5, "train_loss": 1.2}]}
+    done = {
+        "global_step": 10,
+        "log_history": [{"step": 10, "loss": 1.0}, {"step": 10, "train_runtime": 9.5, "train_loss": 1.2}],
+    }
     assert "status" not in parse_trainer_state(json.dumps(running), "s.json").meta
     assert parse_trainer_state(json.dumps(done), "s.json").meta["status"] == "finished"
 

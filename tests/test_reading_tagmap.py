@@ -108,12 +108,25 @@ def test_histogram_names(foreign, canonical):
     "names, expected",
     [
         # Trainer with eval_dataset={"clean": .., "noisy": ..}, as trainer_state.json names them ...
-        (["eval_clean_loss", "eval_clean_accuracy", "eval_clean_runtime", "eval_noisy_loss", "eval_noisy_runtime"],
-         {"eval_clean_loss": T.val_loss_tag("clean"), "eval_clean_accuracy": T.val_acc_tag("clean"),
-          "eval_noisy_loss": T.val_loss_tag("noisy")}),
+        (
+            [
+                "eval_clean_loss",
+                "eval_clean_accuracy",
+                "eval_clean_runtime",
+                "eval_noisy_loss",
+                "eval_noisy_runtime",
+            ],
+            {
+                "eval_clean_loss": T.val_loss_tag("clean"),
+                "eval_clean_accuracy": T.val_acc_tag("clean"),
+                "eval_noisy_loss": T.val_loss_tag("noisy"),
+            },
+        ),
         # ... and as its TensorBoard callback does; a set name may hold underscores
-        (["eval/en_us_loss", "eval/en_us_acc", "eval/en_us_runtime"],
-         {"eval/en_us_loss": T.val_loss_tag("en_us"), "eval/en_us_acc": T.val_acc_tag("en_us")}),
+        (
+            ["eval/en_us_loss", "eval/en_us_acc", "eval/en_us_runtime"],
+            {"eval/en_us_loss": T.val_loss_tag("en_us"), "eval/en_us_acc": T.val_acc_tag("en_us")},
+        ),
         # TRL's metrics of the one eval set end in _loss/_accuracy but have no runtime of their own
         (["eval_loss", "eval_runtime", "eval_nll_loss", "eval_mean_token_accuracy"], {}),
         # a hand-written log's loss terms
@@ -133,7 +146,9 @@ def test_keras_epoch_summaries_are_on_the_epoch_axis():
 
 
 def test_user_rules_come_first_and_may_use_groups():
-    mapper = TagMapper(extra=[TagRule(r"my_loss", T.TRAIN_LOSS), TagRule(r"gn/(.+)", T.GRAD_NORM_PREFIX + r"\1")])
+    mapper = TagMapper(
+        extra=[TagRule(r"my_loss", T.TRAIN_LOSS), TagRule(r"gn/(.+)", T.GRAD_NORM_PREFIX + r"\1")]
+    )
     assert mapper.map("my_loss").tag == T.TRAIN_LOSS
     assert mapper.map("gn/fc2").tag == T.grad_norm_tag("fc2")
     assert mapper.map("my_loss").rank < mapper.map("train_loss").rank

@@ -35,8 +35,15 @@ EVERY_10 = range(0, 100, 10)
         # terms on the same steps and no total: their sum
         ({"recon_loss": EVERY_STEP, "kl_loss": EVERY_STEP}, "sum(kl_loss, recon_loss)"),
         # Lightning's _step and _epoch copies of each term: the group with more points
-        ({"a_loss_step": EVERY_STEP, "b_loss_step": EVERY_STEP, "a_loss_epoch": EVERY_10, "b_loss_epoch": EVERY_10},
-         "sum(a_loss_step, b_loss_step)"),
+        (
+            {
+                "a_loss_step": EVERY_STEP,
+                "b_loss_step": EVERY_STEP,
+                "a_loss_epoch": EVERY_10,
+                "b_loss_epoch": EVERY_10,
+            },
+            "sum(a_loss_step, b_loss_step)",
+        ),
         # a single term is the loss
         ({"mse_loss": EVERY_STEP, "val_mse_loss": EVERY_10}, "mse_loss"),
         # never a validation or test series
@@ -58,12 +65,17 @@ def test_choose_train_loss(series, origin):
 
 
 def test_a_run_without_a_named_training_loss_gets_the_sum_of_its_terms(tmp_path):
-    write_events(tmp_path, scalar_events(
-        {s: {"recon_loss": 1.0 / (s + 1), "kl_loss": 0.1, "val_recon_loss": 2.0} for s in range(20)}
-    ))
+    write_events(
+        tmp_path,
+        scalar_events(
+            {s: {"recon_loss": 1.0 / (s + 1), "kl_loss": 0.1, "val_recon_loss": 2.0} for s in range(20)}
+        ),
+    )
     run = read_logdir(tmp_path).runs["."]
     assert run.tag_origins[T.TRAIN_LOSS] == "sum(kl_loss, recon_loss)"
-    np.testing.assert_allclose(run.scalars[T.TRAIN_LOSS].values, [1.0 / (s + 1) + 0.1 for s in range(20)], rtol=1e-6)
+    np.testing.assert_allclose(
+        run.scalars[T.TRAIN_LOSS].values, [1.0 / (s + 1) + 0.1 for s in range(20)], rtol=1e-6
+    )
     assert {"recon_loss", "kl_loss", "val_recon_loss"} <= set(run.unmapped)  # the terms stay visible
     assert run.scalars[T.TRAIN_LOSS].wall_times is not None
 
@@ -92,7 +104,9 @@ def test_a_csv_log_whose_loss_is_a_mean(tmp_path):
         (10, 6, "train_loss_step"),
     ],
 )
-def test_of_two_series_on_one_axis_the_one_with_clearly_more_points(tmp_path, step_every, epoch_every, origin):
+def test_of_two_series_on_one_axis_the_one_with_clearly_more_points(
+    tmp_path, step_every, epoch_every, origin
+):
     """Lightning's self.log("train_loss", on_step=True, on_epoch=True) with log_every_n_steps."""
     values: dict[int, dict[str, float]] = {}
     for s in range(400):
@@ -110,7 +124,12 @@ def test_of_two_series_on_one_axis_the_one_with_clearly_more_points(tmp_path, st
 def test_a_user_rule_wins_even_with_fewer_points(tmp_path):
     from trainscope.analyzers.reading import TagRule
 
-    write_events(tmp_path, scalar_events({s: {"objective": 1.0, **({"loss": 2.0} if s else {})} for s in range(50)}
-                                         | {s: {"loss": 2.0} for s in range(50, 400)}))
+    write_events(
+        tmp_path,
+        scalar_events(
+            {s: {"objective": 1.0, **({"loss": 2.0} if s else {})} for s in range(50)}
+            | {s: {"loss": 2.0} for s in range(50, 400)}
+        ),
+    )
     snapshot = read_logdir(tmp_path, extra_rules=[TagRule("objective", T.TRAIN_LOSS)])
     assert snapshot.runs["."].tag_origins[T.TRAIN_LOSS] == "objective"

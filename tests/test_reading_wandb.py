@@ -33,7 +33,9 @@ JSONL, CONFIG, METADATA = "files/wandb-history.jsonl", "files/config.yaml", "fil
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("make_wandb_fixtures", os.path.join(FIXTURES, "make_wandb_fixtures.py"))
+    spec = importlib.util.spec_from_file_location(
+        "make_wandb_fixtures", os.path.join(FIXTURES, "make_wandb_fixtures.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -64,7 +66,9 @@ def expected_series(rows: list[dict]) -> dict[str, tuple[list[int], list[float]]
     out: dict[str, tuple[list[int], list[float]]] = {}
     for step, row in enumerate(rows):
         for key, value in row.items():
-            members = [(f"{key}/{k}", v) for k, v in value.items()] if isinstance(value, dict) else [(key, value)]
+            members = (
+                [(f"{key}/{k}", v) for k, v in value.items()] if isinstance(value, dict) else [(key, value)]
+            )
             for name, v in members:
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     steps, values = out.setdefault(name, ([], []))
@@ -107,8 +111,15 @@ def f_varint(number: int, n: int) -> bytes:
     return varint(number << 3) + varint(n)
 
 
-def item(*path: str, json_text: str | None = None, number: float | None = None, integer: int | None = None,
-         boolean: bool | None = None, text: str | None = None, json_typed: str | None = None) -> bytes:
+def item(
+    *path: str,
+    json_text: str | None = None,
+    number: float | None = None,
+    integer: int | None = None,
+    boolean: bool | None = None,
+    text: str | None = None,
+    json_typed: str | None = None,
+) -> bytes:
     out = b"".join(f_len(2, p) for p in path)
     if json_text is not None:
         out += f_len(16, json_text)
@@ -316,7 +327,11 @@ def test_truncated_anywhere_reads_a_prefix_quietly(tmp_path, run_id, stride):
 def test_flipped_byte_costs_one_record_and_one_line(tmp_path):
     data = bytearray(read_bytes(log_file("tsfinish")))
     full = W.read_wandb_run(fixture_dir("tsfinish"))
-    histories = [(pos, length) for pos, length, _ in chunks(bytes(data)) if is_history(data[pos + 7 : pos + 7 + length])]
+    histories = [
+        (pos, length)
+        for pos, length, _ in chunks(bytes(data))
+        if is_history(data[pos + 7 : pos + 7 + length])
+    ]
     pos, length = histories[len(histories) // 2]
     data[pos + 7 + length // 2] ^= 0x40
     run = W.read_wandb_run(write_run(tmp_path, bytes(data)))
@@ -340,8 +355,13 @@ def test_corrupt_length_loses_the_rest_of_its_block_only(tmp_path):
 
 def test_records_across_blocks_and_their_truncation(tmp_path):
     """A record of FIRST, MIDDLE and LAST chunks (a 70 KB string value), cut anywhere."""
-    big = history([item("note", json_text=json.dumps("x" * 70_000)), item("loss", json_text="0.5"),
-                   item("_step", json_text="1")])
+    big = history(
+        [
+            item("note", json_text=json.dumps("x" * 70_000)),
+            item("loss", json_text="0.5"),
+            item("_step", json_text="1"),
+        ]
+    )
     data = frame([row(0, loss=1.0), big, row(2, loss=0.25), exit_record()])
     assert [kind for _, _, kind in chunks(data)] == [FULL, FIRST, MIDDLE, LAST, FULL, FULL]
     run = W.read_wandb_run(write_run(tmp_path / "whole", data))
@@ -395,16 +415,28 @@ def test_typed_values_and_odd_steps_in_the_binary_log(tmp_path):
     """wandb 0.31's typed history values (no value_json), a step only in HistoryStep, a
     row with no step at all, a huge ``_step`` and a repeated step."""
     records = [
-        history([item("a", number=1.5), item("b", integer=-7), item("flag", boolean=True),
-                 item("txt", text="hi"), item("j", json_typed='{"c": 2, "d": "no"}'),
-                 item("_step", integer=0)]),
+        history(
+            [
+                item("a", number=1.5),
+                item("b", integer=-7),
+                item("flag", boolean=True),
+                item("txt", text="hi"),
+                item("j", json_typed='{"c": 2, "d": "no"}'),
+                item("_step", integer=0),
+            ]
+        ),
         history([item("a", number=math.nan)], step=5),  # no _step item: the record's step
         history([item("a", json_text="Infinity")]),  # no step at all: its row index, 2
         history([item("a", json_text="1"), item("_step", json_text=str(2**70))]),  # skipped
         history([item("a", json_text="9"), item("_step", json_text="5")]),  # step 5 again: latest wins
         history([item("big", json_text="1" + "0" * 400), item("_step", json_text="6")]),
-        history([item("m", "_type", json_text='"image-file"'), item("m", "width", json_text="28"),
-                 item("_step", json_text="7")]),  # media: skipped, numbers and all
+        history(
+            [
+                item("m", "_type", json_text='"image-file"'),
+                item("m", "width", json_text="28"),
+                item("_step", json_text="7"),
+            ]
+        ),  # media: skipped, numbers and all
     ]
     run = W.read_wandb_run(write_run(tmp_path, frame(records)))
     assert run.series["a"].steps.tolist() == [0, 2, 5]
@@ -441,7 +473,9 @@ def test_history_jsonl_odd_rows(tmp_path):
     assert loss.steps.tolist() == [0, 1, 2, 3, 8, 9]
     np.testing.assert_array_equal(loss.values, [1.0, math.nan, 3.0, math.inf, 7.0, 8.0])
     assert loss.wall_times is not None and loss.wall_times[0] == 1.7e9 and np.isnan(loss.wall_times[1])
-    assert run.series["val/loss"].values.tolist() == [math.inf] and run.series["val/acc"].values.tolist() == [-math.inf]
+    assert run.series["val/loss"].values.tolist() == [math.inf] and run.series["val/acc"].values.tolist() == [
+        -math.inf
+    ]
     assert run.series["n"].values.tolist() == [1e50]
     assert set(run.series) == {"loss", "acc", "val/loss", "val/acc", "n"}
     assert run.problems == [
@@ -462,8 +496,15 @@ def test_binary_history_is_preferred_over_jsonl(tmp_path):
 
 def test_config_yaml_of_a_synced_run(tmp_path):
     """wandb 0.22's files/config.yaml (no desc), laid over the log's config records."""
-    yaml_text = "_wandb:\n  value:\n    cli_version: 0.22.2\nbatch_size:\n  value: 256\noptimizer:\n  value: adamw\n"
-    config = f_len(17, f_len(4, f_len(1, f_len(1, "lr") + f_len(16, "0.1")) + f_len(1, f_len(1, "batch_size") + f_len(16, "8"))))
+    yaml_text = (
+        "_wandb:\n  value:\n    cli_version: 0.22.2\nbatch_size:\n  value: 256\noptimizer:\n  value: adamw\n"
+    )
+    config = f_len(
+        17,
+        f_len(
+            4, f_len(1, f_len(1, "lr") + f_len(16, "0.1")) + f_len(1, f_len(1, "batch_size") + f_len(16, "8"))
+        ),
+    )
     run = W.read_wandb_run(write_run(tmp_path, frame([config]), files={CONFIG: yaml_text}))
     assert run.meta[RJ.K_HPARAMS] == {"lr": 0.1, "batch_size": 256, "optimizer": "adamw"}
 
@@ -473,7 +514,11 @@ def test_config_records_update_and_remove_nested_keys(tmp_path):
         return b"".join(f_len(2, p) for p in path) + (f_len(16, value) if value is not None else b"")
 
     records = [
-        f_len(5, f_len(1, config_item("opt", "lr", value="0.1")) + f_len(1, config_item("opt", "name", value='"sgd"'))),
+        f_len(
+            5,
+            f_len(1, config_item("opt", "lr", value="0.1"))
+            + f_len(1, config_item("opt", "name", value='"sgd"')),
+        ),
         f_len(5, f_len(2, config_item("opt", "name")) + f_len(1, config_item("seed", value="3"))),
         f_len(5, f_len(2, config_item("missing", "deeper"))),
     ]
@@ -524,12 +569,18 @@ def test_exit_record_decides_the_status(tmp_path, records, status):
 
 def test_summary_alone_is_no_status_and_metadata_exitcode_is(tmp_path):
     summary = '{"loss": 1.0, "_step": 0, "_wandb": {"runtime": 3}}'
-    run = W.read_wandb_run(write_run(tmp_path, frame([row(0, loss=1.0)]), files={"files/wandb-summary.json": summary}))
+    run = W.read_wandb_run(
+        write_run(tmp_path, frame([row(0, loss=1.0)]), files={"files/wandb-summary.json": summary})
+    )
     assert RJ.K_STATUS not in run.meta
     metadata = '{"startedAt": "2024-05-06T07:08:09.123456", "exitcode": 2, "name": "old"}'
     run = W.read_wandb_run(write_run(tmp_path / "m", None, files={METADATA: metadata}))
-    assert run.meta == {RJ.K_START: "2024-05-06T07:08:09+00:00", RJ.K_STATUS: RJ.STATUS_CRASHED,
-                        RJ.K_STATUS_REASON: "W&B recorded exit code 2", RJ.K_RUN_NAME: "old"}
+    assert run.meta == {
+        RJ.K_START: "2024-05-06T07:08:09+00:00",
+        RJ.K_STATUS: RJ.STATUS_CRASHED,
+        RJ.K_STATUS_REASON: "W&B recorded exit code 2",
+        RJ.K_RUN_NAME: "old",
+    }
 
 
 def test_never_raises(tmp_path):

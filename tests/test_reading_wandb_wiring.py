@@ -21,7 +21,9 @@ def _wandb_run(root, name: str, history: list[dict]) -> str:
     run_dir = root / "wandb" / name
     (run_dir / "files").mkdir(parents=True)
     (run_dir / "logs").mkdir()
-    (run_dir / "logs" / "debug.log").write_text("2025-10-20 20:54:58,123 INFO    MainThread:1 [wandb_setup.py]\n")
+    (run_dir / "logs" / "debug.log").write_text(
+        "2025-10-20 20:54:58,123 INFO    MainThread:1 [wandb_setup.py]\n"
+    )
     (run_dir / "files" / "output.log").write_text("Epoch 1/50 loss 2.25\n")
     (run_dir / "config.yaml").write_text("lr:\n  value: 0.0003\n")
     with open(run_dir / "wandb-history.jsonl", "w") as fh:
@@ -31,8 +33,14 @@ def _wandb_run(root, name: str, history: list[dict]) -> str:
 
 def _history(epochs: range) -> list[dict]:
     return [
-        {"_step": e, "_timestamp": 1.76e9 + e, "_runtime": e, "epoch": e, "train_loss": 2.0 / (e + 1),
-         "val_loss": 1.0 + e / 10}
+        {
+            "_step": e,
+            "_timestamp": 1.76e9 + e,
+            "_runtime": e,
+            "epoch": e,
+            "train_loss": 2.0 / (e + 1),
+            "val_loss": 1.0 + e / 10,
+        }
         for e in epochs
     ]
 

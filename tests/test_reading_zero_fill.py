@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from reading_helpers import scalar_events, write_events
 
 from trainscope.analyzers.reading import LogDirReader, read_logdir
 from trainscope.analyzers.reading import sources as S
 from trainscope.logformat import records as R
 from trainscope.logformat import tags as T
-from reading_helpers import scalar_events, write_events
 
 # Large enough that a CRC attempt per zero byte (what the resync did) is tens of millions of
 # attempts; cheap, since the zeros are a sparse hole in the file.
@@ -97,8 +97,10 @@ def test_a_file_of_zeros_read_in_many_chunks_and_polls_is_one_line(tmp_path, mon
         _stale(path)
         run = reader.refresh().runs["run"]
         assert len(run.problems) == 1, run.problems
-    assert run.problems[0] == f"{path}: {os.path.getsize(path):,} zero bytes from offset 0 " \
-                              f"(a preallocated or crash-padded file); skipped"
+    assert (
+        run.problems[0] == f"{path}: {os.path.getsize(path):,} zero bytes from offset 0 "
+        f"(a preallocated or crash-padded file); skipped"
+    )
 
 
 def test_a_file_that_is_not_an_event_file_is_one_line_even_when_stale(tmp_path):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from rules_support import Fires, Quiet, Skips, check
 
+from trainscope.analyzers.rules.common import make_run
 from trainscope.analyzers.rules.dead_relu import check as dead_relu
 from trainscope.analyzers.rules.saturated_activations import check as saturated_activations
-from trainscope.analyzers.rules.common import make_run
 from trainscope.analyzers.rules.synthetic import steps
 from trainscope.logformat import tags as T
 

@@ -8,9 +8,9 @@ from rules_support import Fires, Quiet, Skips, check
 
 from trainscope.analyzers.facts import input_kind
 from trainscope.analyzers.rules.common import make_run
+from trainscope.analyzers.rules.synthetic import steps
 from trainscope.analyzers.rules.unnormalized_inputs import check as unnormalized_inputs
 from trainscope.analyzers.rules.unshuffled_data import check as unshuffled_data
-from trainscope.analyzers.rules.synthetic import steps
 from trainscope.logformat import runjson as R
 from trainscope.logformat import tags as T
 
@@ -45,7 +45,9 @@ INPUT_CASES = [
     ),
     pytest.param(inputs(120.0, 70.0, n=2), Skips("not enough data yet: 2 of 3"), id="two-samples"),
     pytest.param(
-        make_run({}, {R.K_INPUT_KIND: R.INPUT_TOKENS}), Skips("input is integer token ids"), id="language-model"
+        make_run({}, {R.K_INPUT_KIND: R.INPUT_TOKENS}),
+        Skips("input is integer token ids"),
+        id="language-model",
     ),
     pytest.param(make_run({}), Skips("needs input/mean"), id="missing"),
 ]

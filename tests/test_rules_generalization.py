@@ -8,8 +8,8 @@ from rules_support import Fires, Quiet, Skips, check
 
 from trainscope.analyzers.rules.common import make_run
 from trainscope.analyzers.rules.overfitting import check as overfitting
-from trainscope.analyzers.rules.underfitting import check as underfitting
 from trainscope.analyzers.rules.synthetic import batch_losses, decay, noisy, steps
+from trainscope.analyzers.rules.underfitting import check as underfitting
 from trainscope.logformat import tags as T
 
 N = 2400

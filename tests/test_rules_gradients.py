@@ -8,8 +8,8 @@ from rules_support import Fires, Quiet, Skips, check
 
 from trainscope.analyzers.rules.common import make_run
 from trainscope.analyzers.rules.exploding_gradients import check as exploding_gradients
-from trainscope.analyzers.rules.vanishing_gradients import check as vanishing_gradients
 from trainscope.analyzers.rules.synthetic import noisy, steps
+from trainscope.analyzers.rules.vanishing_gradients import check as vanishing_gradients
 from trainscope.logformat import tags as T
 
 N = 1000

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainscope.analyzers.findings import Skip
 from trainscope.analyzers import facts as F
+from trainscope.analyzers.findings import Skip
 from trainscope.analyzers.rules import common as C
 from trainscope.analyzers.rules import robust as R
 from trainscope.analyzers.run import Series

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from rules_support import Fires, Quiet, Skips, check
 
+from trainscope.analyzers.rules.bad_initialization import check as bad_initialization
 from trainscope.analyzers.rules.common import make_run
 from trainscope.analyzers.rules.synthetic import steps
-from trainscope.analyzers.rules.bad_initialization import check as bad_initialization
 from trainscope.analyzers.rules.weight_growth import check as weight_growth
 from trainscope.logformat import tags as T
 

@@ -43,7 +43,9 @@ def _dashboard(argv: list[str]) -> int:
     from trainscope.app.serve import main as serve
 
     parser = argparse.ArgumentParser(prog="trainscope dashboard", description="Open the dashboard.")
-    parser.add_argument("logdir", nargs="?", metavar="LOGDIR", help="log dir (default: the bundled sample runs)")
+    parser.add_argument(
+        "logdir", nargs="?", metavar="LOGDIR", help="log dir (default: the bundled sample runs)"
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument(
         "--address",

@@ -45,7 +45,13 @@ time (`liveness`: a killed process cannot say so), and fences every reader: what
 file's parser raises is one problem line for that file.
 """
 
-from trainscope.analyzers.reading.logdir import NO_RUNS_FOUND, LogDirReader, LogDirSnapshot, read_logdir, unreadable
+from trainscope.analyzers.reading.logdir import (
+    NO_RUNS_FOUND,
+    LogDirReader,
+    LogDirSnapshot,
+    read_logdir,
+    unreadable,
+)
 from trainscope.analyzers.reading.tagmap import DEFAULT_RULES, TagMapper, TagRule, is_canonical, parse_rule
 
 __all__ = [

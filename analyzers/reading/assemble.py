@@ -14,7 +14,8 @@ training loss gets the one `train_loss` finds most plausible.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +63,10 @@ def _choose(
         if best[0] not in user_ranks:
             points = len(raw[best[1]].steps)
             rivals = [
-                c for c in options[1:]
-                if c[2] == best[2] and c[0] not in user_ranks
+                c
+                for c in options[1:]
+                if c[2] == best[2]
+                and c[0] not in user_ranks
                 and len(raw[c[1]].steps) >= CLEARLY_MORE_POINTS * max(points, 1)
             ]
             if rivals:

@@ -150,7 +150,9 @@ class DirectoryWatcher:
             if path in seen:
                 continue
             if len(seen) >= MAX_DIRECTORIES:
-                problems.append(f"{self.root}: more than {MAX_DIRECTORIES} directories; stopped looking for runs")
+                problems.append(
+                    f"{self.root}: more than {MAX_DIRECTORIES} directories; stopped looking for runs"
+                )
                 break
             seen.add(path)
             entry = self._dirs.get(path)
@@ -164,8 +166,12 @@ class DirectoryWatcher:
                 fresh = self._list(path, mtime_ns, entry, problems)
                 if fresh is None:
                     continue
-                if (entry is None or fresh.files != entry.files or fresh.subdirs != entry.subdirs
-                        or fresh.layout != entry.layout):
+                if (
+                    entry is None
+                    or fresh.files != entry.files
+                    or fresh.subdirs != entry.subdirs
+                    or fresh.layout != entry.layout
+                ):
                     changed = True
                 entry = self._dirs[path] = fresh
             elif entry.pending and self._resniff(path, entry):

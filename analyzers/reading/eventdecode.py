@@ -9,8 +9,9 @@ value of a step wins" means what it says.
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -25,8 +26,15 @@ HPARAMS_PLUGIN = "hparams"
 TEXT_PLUGIN = "text"
 # What a run logged that the tool reads but does not draw, in words, by TensorBoard plugin
 # name (`Run.not_shown`); a plugin not named here is listed under its own name.
-NOT_SHOWN_KINDS = {"images": "image", "image": "image", "audio": "audio", "text": "text",
-                   "pr_curves": "PR curve", "mesh": "mesh", "custom_scalars": "custom-scalar layout"}
+NOT_SHOWN_KINDS = {
+    "images": "image",
+    "image": "image",
+    "audio": "audio",
+    "text": "text",
+    "pr_curves": "PR curve",
+    "mesh": "mesh",
+    "custom_scalars": "custom-scalar layout",
+}
 # The key under which a model graph written by ``add_graph`` is listed.
 GRAPH_KEY = "(model graph)"
 # A length group smaller than this is decoded event by event (a template costs more).
@@ -116,7 +124,9 @@ class EventDecoder:
         hist_points: dict[str, list[HistogramPoint]] = out.histograms
         scalar_lists: dict[str, tuple[list[int], list[int], list[float], list[float]]] = {}
         for i in generic:
-            self._generic(records[i], i, offsets[i] if i < len(offsets) else None, scalar_lists, hist_points, out)
+            self._generic(
+                records[i], i, offsets[i] if i < len(offsets) else None, scalar_lists, hist_points, out
+            )
         for tag, (order, steps, values, walls) in scalar_lists.items():
             pieces.setdefault(tag, _Pieces()).add(
                 np.asarray(order, dtype=np.int64),
@@ -133,10 +143,14 @@ class EventDecoder:
 
     # -- the vectorized path ------------------------------------------------------
 
-    def _templated(self, records: Sequence[bytes], group: np.ndarray, pieces: dict[str, _Pieces]) -> list[int]:
+    def _templated(
+        self, records: Sequence[bytes], group: np.ndarray, pieces: dict[str, _Pieces]
+    ) -> list[int]:
         """Decode what templates can in one length group; return the record indices left over."""
         length = len(records[int(group[0])])
-        picked = operator.itemgetter(*group.tolist())(records) if group.size > 1 else (records[int(group[0])],)
+        picked = (
+            operator.itemgetter(*group.tolist())(records) if group.size > 1 else (records[int(group[0])],)
+        )
         matrix = np.frombuffer(b"".join(picked), dtype=np.uint8)
         matrix = matrix.reshape(group.size, length)
         left = np.arange(group.size)

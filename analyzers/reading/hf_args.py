@@ -13,7 +13,8 @@ trained differently from another.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 # The tag of TensorBoardCallback's ``tb_writer.add_text("args", args.to_json_string())``.
 TAG = "args/text_summary"

@@ -34,9 +34,9 @@ END_KEYS = ("train_runtime", "train_loss")
 def tensorboard_name(key: str) -> str:
     """The tag Trainer's TensorBoardCallback writes for a log key (its ``rewrite_logs``)."""
     if key.startswith(_EVAL_PREFIX):
-        return "eval/" + key[len(_EVAL_PREFIX):]
+        return "eval/" + key[len(_EVAL_PREFIX) :]
     if key.startswith(_TEST_PREFIX):
-        return "test/" + key[len(_TEST_PREFIX):]
+        return "test/" + key[len(_TEST_PREFIX) :]
     return "train/" + key
 
 

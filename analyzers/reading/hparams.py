@@ -78,8 +78,10 @@ def flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
 def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float)):
         return value
-    if isinstance(value, (list, tuple)) and len(value) <= 32 and all(
-        v is None or isinstance(v, (bool, int, float, str)) for v in value
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) <= 32
+        and all(v is None or isinstance(v, (bool, int, float, str)) for v in value)
     ):
         return [_plain(v) for v in value]
     text = value if isinstance(value, str) else _SHORT_REPR.repr(value)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from trainscope.analyzers.reading.series import series_from_lists
 from trainscope.analyzers.run import Series
@@ -125,7 +125,9 @@ def parse_metrics_csv(text: str, path: str) -> CsvData:
     if rows_without_step and header is not None and STEP_COLUMN in header:
         data.problems.append(f"{path}: {rows_without_step} row(s) without a step; skipped")
     if refused:
-        data.problems.append(f"{path}: {len(refused)} row(s) the csv module cannot split ({refused[0]}); skipped")
+        data.problems.append(
+            f"{path}: {len(refused)} row(s) the csv module cannot split ({refused[0]}); skipped"
+        )
     for name, count in sorted(bad_cells.items()):
         data.problems.append(f"{path}: column {name!r} has {count} non-numeric cell(s); skipped")
     for name, (steps, values) in columns.items():

@@ -67,7 +67,9 @@ def last_write(paths: Iterable[str]) -> float | None:
     return newest
 
 
-def killed(meta: Mapping[str, Any], loss: Series | None, written: float | None, now: float) -> dict[str, Any] | None:
+def killed(
+    meta: Mapping[str, Any], loss: Series | None, written: float | None, now: float
+) -> dict[str, Any] | None:
     """run.json keys that say the run stopped (status, reason, end time), or None while it
     may be alive (or says it ended, or nothing says when it last wrote)."""
     if meta.get(RJ.K_STATUS) != RJ.STATUS_RUNNING or written is None:

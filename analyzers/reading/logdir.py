@@ -26,8 +26,9 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from trainscope.analyzers.reading import discovery as D
 from trainscope.analyzers.reading import liveness as L
@@ -37,11 +38,11 @@ from trainscope.analyzers.reading.series import HistogramColumn, ScalarColumn, m
 from trainscope.analyzers.reading.shards import sum_shards
 from trainscope.analyzers.reading.sources import (
     CsvLogSource,
-    ProblemLog,
     CsvSource,
     EventSource,
     HparamsSource,
     MlflowSource,
+    ProblemLog,
     RunJsonSource,
     Table,
     TrainerStateSource,
@@ -72,7 +73,13 @@ _SOURCE_OF_KIND = {
     D.KIND_WANDB: SOURCE_WANDB,
 }
 _Source = (
-    EventSource | RunJsonSource | CsvSource | TrainerStateSource | HparamsSource | CsvLogSource | MlflowSource
+    EventSource
+    | RunJsonSource
+    | CsvSource
+    | TrainerStateSource
+    | HparamsSource
+    | CsvLogSource
+    | MlflowSource
     | WandbSource
 )
 
@@ -166,7 +173,9 @@ class LogDirReader:
         problems: list[str] = []
         reason = unreadable(self.path)
         if reason is not None:
-            self._snapshot = LogDirSnapshot(self.path, {}, (f"{self.path}: {reason}",), frozenset(self._snapshot.runs))
+            self._snapshot = LogDirSnapshot(
+                self.path, {}, (f"{self.path}: {reason}",), frozenset(self._snapshot.runs)
+            )
             return self._snapshot
         listing, changed = self._watcher.scan(full)
         problems.extend(listing.problems)
@@ -340,7 +349,9 @@ class LogDirReader:
         state = self._states[self._owner(file)]
         state.dirty = True
         state.hparams.update(chunk.hparams)
-        state.not_shown.update((_raw_name(tag, file.side, None), kind) for tag, kind in chunk.not_shown.items())
+        state.not_shown.update(
+            (_raw_name(tag, file.side, None), kind) for tag, kind in chunk.not_shown.items()
+        )
         suffix = os.path.basename(file.run_dir) if decision == _CHILD else None
         for tag, (steps, values, walls) in chunk.scalars.items():
             column = state.scalars.get(name := _raw_name(tag, file.side, suffix))
@@ -377,8 +388,9 @@ class LogDirReader:
         parted = next((t.parts for _, t in tables if t.parts is not None), None)
         if parted is not None:  # a CSV log with key columns: one run per key value
             return {
-                f"{name}/{label}": self._assemble(f"{name}/{label}", run_dir, source, dict(series), {},
-                                                  dict(meta), problems, epochs)
+                f"{name}/{label}": self._assemble(
+                    f"{name}/{label}", run_dir, source, dict(series), {}, dict(meta), problems, epochs
+                )
                 for label, series in parted.items()
             }
         raw: dict[str, list[Series]] = {tag: [c.snapshot()] for tag, c in state.scalars.items() if len(c)}
@@ -387,8 +399,9 @@ class LogDirReader:
                 raw.setdefault(tag, []).append(series)
         raw_scalars = {tag: merge_series(parts) for tag, parts in raw.items()}
         raw_histograms = {tag: c.snapshot() for tag, c in state.histograms.items() if len(c)}
-        run = self._assemble(name, run_dir, source, raw_scalars, raw_histograms, meta, problems, epochs,
-                             state.not_shown)
+        run = self._assemble(
+            name, run_dir, source, raw_scalars, raw_histograms, meta, problems, epochs, state.not_shown
+        )
         state.watch, state.killed = None, False
         if run.meta.get(RJ.K_STATUS) == RJ.STATUS_RUNNING:
             paths = tuple(f.path for f in files)
@@ -405,7 +418,9 @@ class LogDirReader:
         rel = os.path.relpath(run_dir, self.path)
         name = "." if rel == os.curdir else rel.replace(os.sep, "/")
         where = min((f.path for f in files), default=run_dir)
-        return {name: Run(name=name, path=run_dir, source=SOURCE_TRAINSCOPE, problems=(failure_line(where, exc),))}
+        return {
+            name: Run(name=name, path=run_dir, source=SOURCE_TRAINSCOPE, problems=(failure_line(where, exc),))
+        }
 
     def _assemble(
         self,
@@ -465,7 +480,7 @@ def _raw_name(tag: str, side: str | None, child: str | None) -> str:
     if side is not None:
         return f"{side}/{tag}"
     if child is not None:
-        return f"{tag}/{child[len(_prefix(tag)):]}"
+        return f"{tag}/{child[len(_prefix(tag)) :]}"
     return tag
 
 

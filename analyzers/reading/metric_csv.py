@@ -101,7 +101,7 @@ def parse_header(line: str, mapper: TagMapper, prefer_tab: bool = False) -> Head
     """The header of a metric log, or None when `line` is not one."""
     if "\x00" in line:
         return None
-    for delimiter in (("\t",) + DELIMITERS if prefer_tab else DELIMITERS):
+    for delimiter in ("\t",) + DELIMITERS if prefer_tab else DELIMITERS:
         if delimiter not in line:
             continue
         try:
@@ -254,8 +254,10 @@ class _Segment:
                     labels.setdefault(label, []).append(i)
             groups = {label: np.asarray(rows, dtype=np.int64) for label, rows in labels.items()}
         columns = [c for c in self.columns if c not in keys]
-        arrays = {c: (np.array(self.values[c], dtype=np.float64), np.array(self.present[c], dtype=bool))
-                  for c in columns}
+        arrays = {
+            c: (np.array(self.values[c], dtype=np.float64), np.array(self.present[c], dtype=bool))
+            for c in columns
+        }
         for label, rows in groups.items():
             steps = np.arange(len(rows), dtype=np.int64) if fractional else x[rows].astype(np.int64)
             part = log.parts.setdefault(label, {})
@@ -329,7 +331,9 @@ class CsvLogReader:
             for line in block.decode("utf-8-sig" if at == 0 else "utf-8", errors="replace").split("\n"):
                 self._feed(line)
 
-        self._offset, pending, dropped = read_appended_lines(fh, self._offset, feed, CHUNK_BYTES, MAX_LINE_BYTES)
+        self._offset, pending, dropped = read_appended_lines(
+            fh, self._offset, feed, CHUNK_BYTES, MAX_LINE_BYTES
+        )
         self._dropped += dropped
         return pending.decode("utf-8", errors="replace")
 

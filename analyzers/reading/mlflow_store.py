@@ -243,7 +243,11 @@ class MlflowRunReader:
         try:
             with open(path, "rb") as fh:
                 state.offset, _, dropped = read_appended_lines(
-                    fh, state.offset, lambda block, _at: _parse_lines(block, state), CHUNK_BYTES, MAX_LINE_BYTES
+                    fh,
+                    state.offset,
+                    lambda block, _at: _parse_lines(block, state),
+                    CHUNK_BYTES,
+                    MAX_LINE_BYTES,
                 )
                 state.bad_lines += dropped
         except OSError as exc:

@@ -46,7 +46,9 @@ class Summed:
 
 
 def sum_shards(
-    raw: Mapping[str, Series], meta: Mapping[str, Any], raw_histograms: Mapping[str, HistogramSeries] | None = None
+    raw: Mapping[str, Series],
+    meta: Mapping[str, Any],
+    raw_histograms: Mapping[str, HistogramSeries] | None = None,
 ) -> Summed:
     """`raw` with the ranks' parts replaced by the canonical tags they add up to:
     ``grad/norm/<layer>``, ``grad/global_norm`` (unless rank 0 wrote it itself, from the
@@ -74,7 +76,9 @@ def sum_shards(
             histograms.setdefault(tag, merged)
     totals = {
         (quantity, layer): _add_up(
-            list(by_rank.values()), len(by_rank) if everyone_wrote else expected, _REDUCE.get(quantity, np.add)
+            list(by_rank.values()),
+            len(by_rank) if everyone_wrote else expected,
+            _REDUCE.get(quantity, np.add),
         )
         for (quantity, layer), by_rank in parts.items()
     }
@@ -85,7 +89,11 @@ def sum_shards(
             tag = T.GRAD_GLOBAL_NORM if layer is None else T.grad_norm_tag(layer)
             out.setdefault(tag, _root(total))
         elif quantity == SS.UPDATE and layer is not None:
-            ratio = _ratio(total, totals[(SS.WEIGHT_BEFORE, layer)]) if (SS.WEIGHT_BEFORE, layer) in totals else None
+            ratio = (
+                _ratio(total, totals[(SS.WEIGHT_BEFORE, layer)])
+                if (SS.WEIGHT_BEFORE, layer) in totals
+                else None
+            )
             if ratio is not None and len(ratio):
                 out[T.update_ratio_tag(layer)] = ratio
         elif quantity == SS.WEIGHT and layer is not None:
@@ -185,7 +193,9 @@ def _merge_histograms(pieces: list[HistogramSeries], contributors: int) -> Histo
     at_step: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     for piece in pieces:
         for step, edges, counts in zip(piece.steps.tolist(), piece.edges, piece.counts):
-            at_step.setdefault(step, []).append((np.asarray(edges, np.float64), np.asarray(counts, np.float64)))
+            at_step.setdefault(step, []).append(
+                (np.asarray(edges, np.float64), np.asarray(counts, np.float64))
+            )
     steps, all_edges, all_counts = [], [], []
     for step in sorted(at_step):
         if len(at_step[step]) < contributors:
@@ -230,7 +240,9 @@ def _root(squares: Series) -> Series:
 def _ratio(update: Series, before: Series) -> Series:
     """‖Δw‖/‖w‖ at the steps both have, as the collector divides for a whole tensor."""
     steps, i, j = np.intersect1d(update.steps, before.steps, assume_unique=True, return_indices=True)
-    ratio = np.sqrt(np.maximum(update.values[i], 0.0)) / np.maximum(np.sqrt(np.maximum(before.values[j], 0.0)), 1e-30)
+    ratio = np.sqrt(np.maximum(update.values[i], 0.0)) / np.maximum(
+        np.sqrt(np.maximum(before.values[j], 0.0)), 1e-30
+    )
     return Series(steps, ratio, None if update.wall_times is None else update.wall_times[i])
 
 
@@ -238,7 +250,9 @@ def _complete_init_check(meta: Mapping[str, Any], totals: Mapping[_Key, Series])
     """run.json's initialization check with each sharded weight's std, mean and
     constancy filled in from the ranks' parts (count, sum, sum of squares, extremes)."""
     entries = meta.get(RJ.K_INIT_CHECK)
-    if not isinstance(entries, list) or not any(isinstance(e, Mapping) and e.get(RJ.I_FROM_SHARDS) for e in entries):
+    if not isinstance(entries, list) or not any(
+        isinstance(e, Mapping) and e.get(RJ.I_FROM_SHARDS) for e in entries
+    ):
         return dict(meta)
     completed = []
     for entry in entries:
@@ -265,7 +279,9 @@ def _noise_scale(totals: Mapping[_Key, Series], skipped: Series | None, settings
     of the summed |g|² of the window's steps that the optimizer took, |G_big|² the
     summed part of each rank, and the two are smoothed in window order."""
     small = totals.get((SS.GRAD, None))
-    big, b_small, b_big = (totals.get((quantity, None)) for quantity in (SS.NOISE_BIG, SS.NOISE_B_SMALL, SS.NOISE_B_BIG))
+    big, b_small, b_big = (
+        totals.get((quantity, None)) for quantity in (SS.NOISE_BIG, SS.NOISE_B_SMALL, SS.NOISE_B_BIG)
+    )
     if small is None or big is None or b_small is None or b_big is None or not isinstance(settings, Mapping):
         return None
     try:

@@ -131,9 +131,13 @@ class EventSource:
             result = self.reader.read_new(max_bytes=CHUNK_BYTES)
             problems = list(result.problems)
             if problems and self.records_read == 0 and not result.records and _starts_corrupt(problems):
-                problems = [f"{self.file.path}: not a TensorBoard event file (no valid record framing); ignored"]
+                problems = [
+                    f"{self.file.path}: not a TensorBoard event file (no valid record framing); ignored"
+                ]
                 self.ignored = True
-            decoded = self.decoder.decode(result.records, result.offsets) if result.records else DecodedEvents()
+            decoded = (
+                self.decoder.decode(result.records, result.offsets) if result.records else DecodedEvents()
+            )
             decoded.problems[:0] = problems
             self.problems.add(decoded.problems)
             self.records_read += len(result.records)
@@ -181,7 +185,11 @@ class EventSource:
 def _zeros_line(path: str, runs: list[list[int]]) -> str:
     """One line for all the zero-filled stretches of an event file."""
     total = sum(end - start for start, end in runs)
-    where = f"from offset {runs[0][0]:,}" if len(runs) == 1 else f"in {len(runs)} stretches from offset {runs[0][0]:,}"
+    where = (
+        f"from offset {runs[0][0]:,}"
+        if len(runs) == 1
+        else f"in {len(runs)} stretches from offset {runs[0][0]:,}"
+    )
     return f"{path}: {total:,} zero bytes {where} (a preallocated or crash-padded file); skipped"
 
 

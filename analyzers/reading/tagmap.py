@@ -20,8 +20,9 @@ train and validation curves are compared on one axis.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal
+from typing import Literal
 
 from trainscope.logformat import tags as T
 
@@ -73,7 +74,11 @@ class TagRule:
 
     def __post_init__(self) -> None:
         re.compile(self.pattern)  # fail early on a bad pattern
-        if isinstance(self.target, str) and "\\" not in self.target and not is_canonical(self.target, self.kind):
+        if (
+            isinstance(self.target, str)
+            and "\\" not in self.target
+            and not is_canonical(self.target, self.kind)
+        ):
             raise ValueError(f"{self.target!r} is not a canonical {self.kind} tag (see logformat.tags)")
 
 
@@ -136,7 +141,9 @@ DEFAULT_RULES: tuple[TagRule, ...] = (
     TagRule(r"(?:train/)?grad(?:ient)?_?norm(?:/total|_total)?", T.GRAD_GLOBAL_NORM),
     TagRule(r"grad_2(?:\.0)?_norm_total", T.GRAD_GLOBAL_NORM),
     # Per-layer norms logged per parameter: the weight's norm stands for its layer's.
-    TagRule(r"(?:grad_2(?:\.0)?_norm|grad_norm|gradient_norm|grad_norms)/(.+)\.weight", T.GRAD_NORM_PREFIX + r"\1"),
+    TagRule(
+        r"(?:grad_2(?:\.0)?_norm|grad_norm|gradient_norm|grad_norms)/(.+)\.weight", T.GRAD_NORM_PREFIX + r"\1"
+    ),
     TagRule(r"(?:weight_norm|weight_norms|param_norm)/(.+)\.weight", T.WEIGHT_NORM_PREFIX + r"\1"),
     # Keras per-epoch summaries (train/ and validation/ sub-directories), step = epoch.
     TagRule(r"train/epoch_loss", T.TRAIN_LOSS, axis=EPOCH_AXIS),
@@ -147,7 +154,11 @@ DEFAULT_RULES: tuple[TagRule, ...] = (
     # Histograms of `model.named_parameters()` as most scripts log them.
     TagRule(r"(?:grad|grads|gradients)/(.+)\.weight", T.HIST_GRAD_PREFIX + r"\1", kind="histogram"),
     TagRule(r"(.+)\.weight[./_]grad", T.HIST_GRAD_PREFIX + r"\1", kind="histogram"),
-    TagRule(r"(?:weight|weights|param|params|parameters)/(.+)\.weight", T.HIST_WEIGHT_PREFIX + r"\1", kind="histogram"),
+    TagRule(
+        r"(?:weight|weights|param|params|parameters)/(.+)\.weight",
+        T.HIST_WEIGHT_PREFIX + r"\1",
+        kind="histogram",
+    ),
     TagRule(r"(.+)\.weight", T.HIST_WEIGHT_PREFIX + r"\1", kind="histogram"),
 )
 
@@ -170,9 +181,7 @@ class TagMapper:
     def __init__(self, extra: Iterable[TagRule] = (), defaults: Iterable[TagRule] = DEFAULT_RULES) -> None:
         self.rules: tuple[TagRule, ...] = tuple(extra) + tuple(defaults)
         self._user = len(tuple(extra))
-        self._compiled = [
-            re.compile(r.pattern, re.IGNORECASE if r.ignore_case else 0) for r in self.rules
-        ]
+        self._compiled = [re.compile(r.pattern, re.IGNORECASE if r.ignore_case else 0) for r in self.rules]
         self._cache: dict[tuple[str, Kind], Mapped | None] = {}
 
     def from_user(self, mapped: Mapped) -> bool:

@@ -219,7 +219,9 @@ def extract(template: Template, matrix: np.ndarray) -> Extracted:
     """Read the numbers of the rows of `matrix` that match `template`."""
     rows = np.flatnonzero(matching_rows(template, matrix))
     # One gather of every value column (a pass over the rows), then cheap slices of it.
-    compact = matrix[rows[:, None], template.value_columns] if rows.size else matrix[:0, template.value_columns]
+    compact = (
+        matrix[rows[:, None], template.value_columns] if rows.size else matrix[:0, template.value_columns]
+    )
     where = {int(c): i for i, c in enumerate(template.value_columns)}
 
     def column(offset: int, dtype: str) -> np.ndarray:

@@ -30,8 +30,9 @@ from trainscope.analyzers.run import Series
 
 _LOSS_WORDS = frozenset({"loss", "losses"})
 # Words that say "held-out data": such a series is never the training loss.
-_HELD_OUT_WORDS = frozenset({"val", "valid", "validation", "eval", "evaluation", "dev", "test", "testing",
-                             "holdout", "heldout"})
+_HELD_OUT_WORDS = frozenset(
+    {"val", "valid", "validation", "eval", "evaluation", "dev", "test", "testing", "holdout", "heldout"}
+)
 # Words that say "the whole loss": a total of the terms ...
 _TOTAL_WORDS = frozenset({"total", "overall", "sum", "full", "combined", "all"})
 # ... or an average of it ...

@@ -382,7 +382,9 @@ def _read_history_jsonl(path: str, history: _History, problems: list[str]) -> No
 
 def _report_bad_steps(path: str, history: _History, problems: list[str]) -> None:
     if history.bad_steps:
-        problems.append(f"{path}: {history.bad_steps} row(s) with a _step that is not a whole number; skipped")
+        problems.append(
+            f"{path}: {history.bad_steps} row(s) with a _step that is not a whole number; skipped"
+        )
         history.bad_steps = 0
 
 
@@ -495,7 +497,9 @@ def _read_log(path: str, history: _History, facts: _Facts, problems: list[str]) 
             except _UNDECODABLE:
                 undecodable += 1
     if undecodable:
-        problems.append(f"{path}: {undecodable} record(s) that pass their checksum could not be decoded; skipped")
+        problems.append(
+            f"{path}: {undecodable} record(s) that pass their checksum could not be decoded; skipped"
+        )
     _report_bad_steps(path, history, problems)
 
 
@@ -530,13 +534,17 @@ def _is_log_header(header: bytes, path: str, problems: list[str]) -> bool:
         return False
     ident, magic, version = _FILE_HEADER.unpack(header) if len(header) == _FILE_HEADER.size else (b"", 0, 0)
     if (ident, magic) == (_IDENT, _MAGIC):
-        problems.append(f"{path}: W&B transaction log version {version}; this reader knows {_VERSION}; skipped")
+        problems.append(
+            f"{path}: W&B transaction log version {version}; this reader knows {_VERSION}; skipped"
+        )
     else:
         problems.append(f"{path}: not a W&B transaction log (header {header.hex()}); skipped")
     return False
 
 
-def _chunks(block: bytes, pos: int, block_start: int, assembler: _Assembler) -> Iterator[tuple[int, int, bytes]]:
+def _chunks(
+    block: bytes, pos: int, block_start: int, assembler: _Assembler
+) -> Iterator[tuple[int, int, bytes]]:
     """(file offset, type, payload) of the sound chunks of one block, from `pos`.
 
     A chunk that fails its checksum is reported and stepped over (its length is trusted:

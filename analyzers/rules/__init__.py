@@ -13,8 +13,8 @@ smoothed loss, chance level, the learning rate), `updates` (update/weight ratios
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from types import ModuleType
-from typing import Callable, Iterable
 
 from trainscope.analyzers.findings import Finding
 from trainscope.analyzers.run import Run

@@ -7,7 +7,8 @@ and docs/rules.md show it.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -37,15 +38,42 @@ from trainscope.logformat import tags as T
 RULE_ID = "bad_initialization"
 NAME = "a bad initialization"  # what the finding is called where it is listed under another
 INIT_CONSTANT_SOURCE = cite(
-    ("000", 29, "将参数零初始化会导致流过网络的数据也是对称的", "initializing the parameters to zero makes the data that flows through the network symmetric"),
-    ("000", 30, "初始化参数应该非常接近于零(但不全等于零),来打破网络的对称性", "initial parameters should be very close to zero, but not all exactly zero, to break the network's symmetry"),
+    (
+        "000",
+        29,
+        "将参数零初始化会导致流过网络的数据也是对称的",
+        "initializing the parameters to zero makes the data that flows through the network symmetric",
+    ),
+    (
+        "000",
+        30,
+        "初始化参数应该非常接近于零(但不全等于零),来打破网络的对称性",
+        "initial parameters should be very close to zero, but not all exactly zero, to break the network's symmetry",
+    ),
 )
 INIT_SCALE_SOURCE = cite(
-    ("000", 37, "W=numpy.random.randn(n)/sqrt(n)", "weights from a standard normal divided by the square root of the fan-in n"),
-    ("000", 41, "w=numpy.random.randn(n)*sqrt(2.0/n)", "weights from a standard normal times the square root of 2/n, for ReLU"),
+    (
+        "000",
+        37,
+        "W=numpy.random.randn(n)/sqrt(n)",
+        "weights from a standard normal divided by the square root of the fan-in n",
+    ),
+    (
+        "000",
+        41,
+        "w=numpy.random.randn(n)*sqrt(2.0/n)",
+        "weights from a standard normal times the square root of 2/n, for ReLU",
+    ),
     ("001", 37, "He初始化,适用于ReLU:stdev = np.sqrt(2/n)", "He initialization, for ReLU: stdev = sqrt(2/n)"),
 )
-INIT_LSTM_SOURCE = cite(("001", 55, "LSTM 的forget gate的bias,用1.0或者更大的值做初始化", "initialize the bias of an LSTM's forget gate to 1.0 or more"))
+INIT_LSTM_SOURCE = cite(
+    (
+        "001",
+        55,
+        "LSTM 的forget gate的bias,用1.0或者更大的值做初始化",
+        "initialize the bias of an LSTM's forget gate to 1.0 or more",
+    )
+)
 INIT_SCALE_FACTOR = 3.0  # warning: weight std more than 3x above or below He/Xavier for its fan-in
 # (PyTorch's default init, std = 1/sqrt(3 fan_in), is 0.41x He and 0.58x Xavier: inside the band)
 # A scale that far off is judged by what it does to the signal in the first samples:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -79,14 +80,12 @@ def require_finite_points(series: Series, need: int, what: str) -> None:
     require_points(have, need, what)
 
 
-
 # --- wording -----------------------------------------------------------------------------
 
 
 def quote(layer: str) -> str:
     """A layer's module name set off from the prose (``0`` alone reads as a number)."""
     return f"`{layer}`"
-
 
 
 def fmt(x: float) -> str:
@@ -155,7 +154,7 @@ GLOSS_LABEL = "English"  # cite's ``(English: ...)`` after a quote; `quotes` rea
 def quotes(source: str) -> list[tuple[str, int, str, str | None]]:
     """`cite`'s text read back: ``(document, line, quote, gloss or None)`` for each line cited."""
     found = re.finditer(
-        r'(\d{3}) line (\d+): "(.*?)"(?: \(' + GLOSS_LABEL + r': (.*?)\))?(?=; \d{3} line |$)', source
+        r'(\d{3}) line (\d+): "(.*?)"(?: \(' + GLOSS_LABEL + r": (.*?)\))?(?=; \d{3} line |$)", source
     )
     return [(m.group(1), int(m.group(2)), m.group(3), m.group(4)) for m in found]
 

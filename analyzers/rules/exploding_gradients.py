@@ -6,7 +6,7 @@ and docs/rules.md show it.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -35,7 +35,12 @@ RULE_ID = "exploding_gradients"
 NAME = "exploding gradients"  # what the finding is called where it is listed under another
 EXPLODE_SOURCE = cite(
     ("001", 48, "clip c(梯度裁剪): 限制最大梯度", "clip c, gradient clipping: cap the largest gradient"),
-    ("001", 48, "如果value超过了阈值,就算一个衰减系系数,让value的值等于阈值: 5,10,15", "if the value exceeds the threshold, scale it down to the threshold: 5, 10, 15"),
+    (
+        "001",
+        48,
+        "如果value超过了阈值,就算一个衰减系系数,让value的值等于阈值: 5,10,15",
+        "if the value exceeds the threshold, scale it down to the threshold: 5, 10, 15",
+    ),
 )
 EXPLODE_MIN_POINTS = 50  # gradient-norm points before any verdict
 EXPLODE_WARMUP = 0.05  # the first 5% of the run (10 points at least) is the norm settling from its init

@@ -6,13 +6,20 @@ and docs/rules.md show it.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
 from trainscope.analyzers.facts import is_live
 from trainscope.analyzers.findings import Finding
-from trainscope.analyzers.rules.common import finding, fmt, fmt_factor, fmt_pct, fmt_step, require_finite_points
+from trainscope.analyzers.rules.common import (
+    finding,
+    fmt,
+    fmt_factor,
+    fmt_pct,
+    fmt_step,
+    require_finite_points,
+)
 from trainscope.analyzers.rules.curves import MIN_CURVE_POINTS
 from trainscope.analyzers.rules.exploding_gradients import global_norm
 from trainscope.analyzers.rules.robust import binned, finite_points

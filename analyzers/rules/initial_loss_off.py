@@ -7,7 +7,7 @@ and docs/rules.md show it.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -7,7 +7,7 @@ and docs/rules.md show it.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -56,8 +56,18 @@ from trainscope.logformat import tags as T
 RULE_ID = "lr_too_high"
 NAME = "a learning rate too high"  # what the finding is called where it is listed under another
 LR_HIGH_SOURCE = cite(
-    ("000", 67, "太高的学习率,loss曲线会很奇怪,很容易会出现参数爆炸现象", "with too high a learning rate the loss curve looks strange and the parameters easily blow up"),
-    ("000", 67, "高学习率,一开始loss会下降很快,但很容易跌入局部最小值", "with a high learning rate the loss falls fast at first but easily settles in a local minimum"),
+    (
+        "000",
+        67,
+        "太高的学习率,loss曲线会很奇怪,很容易会出现参数爆炸现象",
+        "with too high a learning rate the loss curve looks strange and the parameters easily blow up",
+    ),
+    (
+        "000",
+        67,
+        "高学习率,一开始loss会下降很快,但很容易跌入局部最小值",
+        "with a high learning rate the loss falls fast at first but easily settles in a local minimum",
+    ),
 )
 LR_HIGH_LIVE_POINTS = 50  # training-loss points before a verdict on the curve of a run still being written
 DIVERGE_FACTOR = 4.0  # smoothed loss above 4x its best: diverged (fastai lr_find's stopping rule)

@@ -6,7 +6,7 @@ and docs/rules.md show it.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -47,7 +47,14 @@ from trainscope.logformat import tags as T
 
 RULE_ID = "lr_too_low"
 NAME = "a learning rate too low"  # what the finding is called where it is listed under another
-LR_LOW_SOURCE = cite(("000", 68, "如果loss曲线表现出线性(下降缓慢)表明学习率太低", "a loss curve that looks linear, falling slowly, means the learning rate is too low"))
+LR_LOW_SOURCE = cite(
+    (
+        "000",
+        68,
+        "如果loss曲线表现出线性(下降缓慢)表明学习率太低",
+        "a loss curve that looks linear, falling slowly, means the learning rate is too low",
+    )
+)
 LR_LOW_MIN_POINTS = 100  # training-loss points before a verdict on a run still being written...
 LR_LOW_SHAPE_MIN_POINTS = 1000  # ...and before judging its shape (early on, every decay looks linear)
 LR_LOW_ENDED_POINTS = 20  # a run that has ended: its shape (an elbow or a straight line) needs 20 points

@@ -7,7 +7,7 @@ and docs/rules.md show it.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -40,7 +40,12 @@ RULE_ID = "noisy_batches"
 NAME = "noisy batches"  # what the finding is called where it is listed under another
 NOISY_SOURCE = cite(
     ("000", 68, "曲线的宽度和batch size有关", "the width of the curve depends on the batch size"),
-    ("001", 284, "一般来说,包含 \u00a016 个到 128 个样例的 batch(2 的幂)是不错的选择", "in general a batch of 16 to 128 examples, a power of 2, is a good choice"),
+    (
+        "001",
+        284,
+        "一般来说,包含 \u00a016 个到 128 个样例的 batch(2 的幂)是不错的选择",
+        "in general a batch of 16 to 128 examples, a power of 2, is a good choice",
+    ),
 )
 NOISY_MIN_POINTS = 200  # training-loss points before judging the width of a run still being written
 NOISY_BIN = 50  # the band is measured within stretches of 50 consecutive steps...

@@ -6,7 +6,7 @@ and docs/rules.md show it.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -33,8 +33,18 @@ from trainscope.logformat import tags as T
 RULE_ID = "nonfinite"
 NAME = "NaN/Inf values"  # what the finding is called where it is listed under another
 NONFINITE_SOURCE = cite(
-    ("001", 120, "为什么一用relu梯度一会儿就变成Nan", "why do the gradients turn into NaN soon after switching to ReLU"),
-    ("001", 24, "但是一定要做。否则可能会减慢收敛速度,影响收敛结果,甚至造成Nan等一系列问题。", "but do it, the initialization: otherwise convergence may slow down, the result suffer, and NaN and other problems follow"),
+    (
+        "001",
+        120,
+        "为什么一用relu梯度一会儿就变成Nan",
+        "why do the gradients turn into NaN soon after switching to ReLU",
+    ),
+    (
+        "001",
+        24,
+        "但是一定要做。否则可能会减慢收敛速度,影响收敛结果,甚至造成Nan等一系列问题。",
+        "but do it, the initialization: otherwise convergence may slow down, the result suffer, and NaN and other problems follow",
+    ),
 )
 NONFINITE_CONTEXT_STEPS = 20  # the gradient norm "just before" a NaN is the median of the 20 steps before
 

@@ -6,7 +6,7 @@ and docs/rules.md show it.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

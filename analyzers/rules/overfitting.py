@@ -7,8 +7,8 @@ and docs/rules.md show it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 
@@ -45,9 +45,24 @@ from trainscope.logformat import tags as T
 RULE_ID = "overfitting"
 NAME = "overfitting"  # what the finding is called where it is listed under another
 OVERFIT_SOURCE = cite(
-    ("000", 69, "当验证集上精确度收敛时,红线和绿线间隔过大很明显训练集上出现了过拟合", "when the validation accuracy has converged and the gap between the red and green lines is large, the training set is clearly overfit"),
-    ("001", 8, "使用L2正则化,dropout技术,扩展数据集等,有效缓解过拟合", "L2 regularization, dropout and a larger data set effectively reduce overfitting"),
-    ("001", 49, "dropout对小数据防止过拟合有很好的效果,值一般设为0.5", "dropout works well against overfitting on small data, usually set to 0.5"),
+    (
+        "000",
+        69,
+        "当验证集上精确度收敛时,红线和绿线间隔过大很明显训练集上出现了过拟合",
+        "when the validation accuracy has converged and the gap between the red and green lines is large, the training set is clearly overfit",
+    ),
+    (
+        "001",
+        8,
+        "使用L2正则化,dropout技术,扩展数据集等,有效缓解过拟合",
+        "L2 regularization, dropout and a larger data set effectively reduce overfitting",
+    ),
+    (
+        "001",
+        49,
+        "dropout对小数据防止过拟合有很好的效果,值一般设为0.5",
+        "dropout works well against overfitting on small data, usually set to 0.5",
+    ),
     ("001", 82, "随时存档模型,要有validation", "save the model regularly, and keep a validation set"),
 )
 OVERFIT_MIN_EVALS = 3  # validations before any verdict: a minimum and two after it

@@ -13,9 +13,9 @@ import argparse
 import inspect
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Sequence
 
 from trainscope.analyzers.rules import RULE_MODULES
 

@@ -6,7 +6,7 @@ and docs/rules.md show it.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from trainscope.analyzers.facts import (
     model_layers,
@@ -32,8 +32,18 @@ from trainscope.logformat import tags as T
 RULE_ID = "saturated_activations"
 NAME = "saturated activations"  # what the finding is called where it is listed under another
 SATURATED_SOURCE = cite(
-    ("001", 51, "除了gate之类的地方,需要把输出限制成0-1之外,尽量不要用sigmoid", "except where the output must lie in 0 to 1, such as gates, avoid sigmoid"),
-    ("000", 49, "当输入的绝对值较大时,其梯度(导数)接近于零,这时参数几乎不再更新", "when the input is large in magnitude, its gradient, the derivative, is close to zero and the parameters almost stop updating"),
+    (
+        "001",
+        51,
+        "除了gate之类的地方,需要把输出限制成0-1之外,尽量不要用sigmoid",
+        "except where the output must lie in 0 to 1, such as gates, avoid sigmoid",
+    ),
+    (
+        "000",
+        49,
+        "当输入的绝对值较大时,其梯度(导数)接近于零,这时参数几乎不再更新",
+        "when the input is large in magnitude, its gradient, the derivative, is close to zero and the parameters almost stop updating",
+    ),
 )
 SATURATED_WARNING = 0.5  # warning: most (> 50%) sigmoid/tanh outputs sit at the flat ends
 SATURATED_SUSTAIN = 3  # ...in each of the last 3 samples at least

@@ -6,7 +6,7 @@ and docs/rules.md show it.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -42,7 +42,12 @@ from trainscope.logformat import tags as T
 RULE_ID = "underfitting"
 NAME = "underfitting"  # what the finding is called where it is listed under another
 UNDERFIT_SOURCE = cite(
-    ("000", 69, "当两线间隔很小且准确率都很低时,说明模型学习能力太低,需要增加模型的capacity", "when the two lines are close together and both accuracies are low, the model learns too little: increase its capacity")
+    (
+        "000",
+        69,
+        "当两线间隔很小且准确率都很低时,说明模型学习能力太低,需要增加模型的capacity",
+        "when the two lines are close together and both accuracies are low, the model learns too little: increase its capacity",
+    )
 )
 UNDERFIT_LIVE_POINTS = 100  # training-loss points before a verdict on a run still being written
 UNDERFIT_LIVE_EVALS = 3  # validations before a verdict on a run still being written...

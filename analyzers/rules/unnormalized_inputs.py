@@ -6,7 +6,7 @@ and docs/rules.md show it.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -32,8 +32,18 @@ from trainscope.logformat import tags as T
 RULE_ID = "unnormalized_inputs"
 NAME = "unnormalized inputs"  # what the finding is called where it is listed under another
 INPUT_SOURCE = cite(
-    ("000", 11, "X-=numpy.mean(X,axis=0) # 即X的每一列都减去该列的均值", "subtract from each column of X the column's mean"),
-    ("000", 13, "X/=numpy.std(X,axis=0) # 数据归一化。", "divide by the standard deviation: normalize the data"),
+    (
+        "000",
+        11,
+        "X-=numpy.mean(X,axis=0) # 即X的每一列都减去该列的均值",
+        "subtract from each column of X the column's mean",
+    ),
+    (
+        "000",
+        13,
+        "X/=numpy.std(X,axis=0) # 数据归一化。",
+        "divide by the standard deviation: normalize the data",
+    ),
     (
         "001",
         42,

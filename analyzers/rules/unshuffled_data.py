@@ -6,7 +6,7 @@ and docs/rules.md show it.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from trainscope.analyzers.facts import (
     batch_size,
@@ -28,7 +28,12 @@ from trainscope.logformat import tags as T
 
 RULE_ID = "unshuffled_data"
 NAME = "unshuffled data"  # what the finding is called where it is listed under another
-SHUFFLE_SOURCE = cite(("001", 54, "尽量对数据做shuffle", "shuffle the data whenever you can"), ("001", 108, "样本要足够随机", "the samples must be random enough"))
+SHUFFLE_SOURCE = cite(
+    ("001", 54, "尽量对数据做shuffle", "shuffle the data whenever you can"),
+    ("001", 108, "样本要足够随机", "the samples must be random enough"),
+)
+
+
 def check(run: Run) -> Iterable[Finding]:
     """Batches hold far fewer classes than the data has: the data arrives sorted.
 

@@ -6,7 +6,7 @@ and docs/rules.md show it.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -45,7 +45,12 @@ VANISH_SOURCE = cite(
         "当输入的绝对值较大时,其梯度(导数)接近于零,这时参数几乎不再更新,梯度的反向传播过程将被中断,出现梯度消散的现象",
         "when the input is large in magnitude, its gradient, the derivative, is close to zero and the parameters almost stop updating",
     ),
-    ("001", 51, "sigmoid函数在-4到4的区间里,才有较大的梯度", "the sigmoid has a sizeable gradient only between -4 and 4"),
+    (
+        "001",
+        51,
+        "sigmoid函数在-4到4的区间里,才有较大的梯度",
+        "the sigmoid has a sizeable gradient only between -4 and 4",
+    ),
 )
 VANISH_MIN_POINTS = 50  # gradient-norm points of a layer before any verdict
 VANISH_WINDOW = 0.5  # judged on the last half of the run...

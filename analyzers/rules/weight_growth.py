@@ -6,7 +6,7 @@ and docs/rules.md show it.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -40,7 +40,12 @@ from trainscope.logformat import tags as T
 RULE_ID = "weight_growth"
 NAME = "weight growth"  # what the finding is called where it is listed under another
 GROWTH_SOURCE = cite(
-    ("000", 62, "L2正则化也许是最常用的正则化的形式", "L2 regularization is perhaps the most common form of regularization"),
+    (
+        "000",
+        62,
+        "L2正则化也许是最常用的正则化的形式",
+        "L2 regularization is perhaps the most common form of regularization",
+    ),
     ("000", 64, "典型的c值是3或4", "typical values of c, the max-norm bound, are 3 or 4"),
 )
 WEIGHT_MIN_SAMPLES = 10  # weight-norm samples of a layer before any verdict

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -78,7 +78,9 @@ def curves_figure(
                 legendgroup=curve.name,
                 hoverinfo="skip",
             )
-            add_line(fig, steps, S.smoothed(values, smoothing), curve.name, curve.color, legendgroup=curve.name)
+            add_line(
+                fig, steps, S.smoothed(values, smoothing), curve.name, curve.color, legendgroup=curve.name
+            )
         else:
             add_line(fig, steps, values, curve.name, curve.color, mode=mode, legendgroup=curve.name)
         add_nonfinite(

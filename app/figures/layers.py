@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
 from trainscope.analyzers.run import Series
 from trainscope.app import series as S
-from trainscope.app.figures.common import Marker, add_band, add_guide, add_markers, label, new_figure, ordered_colors
+from trainscope.app.figures.common import (
+    Marker,
+    add_band,
+    add_guide,
+    add_markers,
+    label,
+    new_figure,
+    ordered_colors,
+)
 from trainscope.app.figures.curves import Curve, curves_figure
 
 HIGHLIGHT_WIDTH = 3.5  # a layer a finding names is drawn thicker

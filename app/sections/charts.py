@@ -8,8 +8,8 @@ its chart drawn, and no chart's place is ever a blank gap."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,8 +17,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from trainscope.analyzers.diagnose import Diagnosis
-from trainscope.analyzers.findings import Finding
 from trainscope.analyzers.facts import batch_size, data_parallel_ranks, ordered_layers
+from trainscope.analyzers.findings import Finding
 from trainscope.analyzers.run import Run, Series
 from trainscope.app import catalog as C
 from trainscope.app import figures as F
@@ -516,7 +516,9 @@ SECTIONS: tuple[tuple[Chart, Callable[[Run, View], None]], ...] = (
 # -- helpers ------------------------------------------------------------------------
 
 
-def plot(fig: go.Figure, key: str, view: View | None = None, run: Run | None = None, tags: Sequence[str] = ()) -> None:
+def plot(
+    fig: go.Figure, key: str, view: View | None = None, run: Run | None = None, tags: Sequence[str] = ()
+) -> None:
     """Show `fig` on the page's x axis, with its series (as logged, every point) as a CSV download."""
     if view is not None and view.axis.name != X.STEP:
         fig.update_xaxes(title_text=view.axis.title(), **view.axis.layout())

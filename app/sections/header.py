@@ -7,8 +7,8 @@ import time
 import streamlit as st
 
 from trainscope.analyzers.diagnose import Diagnosis
-from trainscope.analyzers.formatting import plain
 from trainscope.analyzers.facts import batch_size, data_parallel_ranks, optimizer_type
+from trainscope.analyzers.formatting import plain
 from trainscope.app.escape import md
 from trainscope.app.export import diagnosis_json, diagnosis_markdown
 from trainscope.app.summaries import HEALTH_COLOR, HEALTH_ICON, age, health, last_logged, last_step

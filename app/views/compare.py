@@ -62,22 +62,25 @@ def compare_runs() -> None:
         bind="query-params",
     )
     x_col, smoothing_col = st.columns([3, 2], vertical_alignment="bottom")
-    axis_name = x_col.segmented_control(
-        "X axis",
-        [a for a in xaxis.AXES if any(a in xaxis.choices(r) for r in runs)],
-        default=xaxis.STEP,
-        key=KEY_X,
-        bind="query-params",
-        help="One axis for every chart. Epoch where a run logs it; wall and relative time where "
-        "its log keeps the time of each point.",
-    ) or xaxis.STEP
+    axis_name = (
+        x_col.segmented_control(
+            "X axis",
+            [a for a in xaxis.AXES if any(a in xaxis.choices(r) for r in runs)],
+            default=xaxis.STEP,
+            key=KEY_X,
+            bind="query-params",
+            help="One axis for every chart. Epoch where a run logs it; wall and relative time where "
+            "its log keeps the time of each point.",
+        )
+        or xaxis.STEP
+    )
     smoothing = smoothing_col.slider("Smoothing", 0.0, 0.99, SMOOTHING_DEFAULT, 0.01, key="compare_smoothing")
     placed, off_axis = comparison.axes(runs, axis_name)
     if off_axis:
         st.caption(f"Not drawn on {axis_name} (their log has none): {', '.join(code(n) for n in off_axis)}")
 
     for start in range(0, len(shown), CHART_COLUMNS):
-        for column, tag in zip(st.columns(CHART_COLUMNS), shown[start:start + CHART_COLUMNS]):
+        for column, tag in zip(st.columns(CHART_COLUMNS), shown[start : start + CHART_COLUMNS]):
             with column, frame.guard(f"{tag} chart"):
                 chart(runs, tag, placed, smoothing)
     table(opened, chosen)
@@ -143,7 +146,9 @@ def side_by_side(diagnoses: dict, names: list[str]) -> pd.DataFrame:
                 VALUE_COLUMNS[2]: best(run.scalar(T.VAL_ACC), np.nanmax),
             }
         )
-    return pd.DataFrame(rows, columns=["run", "health", "most severe finding", "last step", *VALUE_COLUMNS, "explains"])
+    return pd.DataFrame(
+        rows, columns=["run", "health", "most severe finding", "last step", *VALUE_COLUMNS, "explains"]
+    )
 
 
 def last_finite(series) -> float | None:

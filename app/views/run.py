@@ -13,7 +13,9 @@ def inspect_run() -> None:
     if opened is None:
         return
     names = summaries.worst_first(opened.diagnoses)
-    unknown = links.unknown_run(st.query_params.get(KEY_RUN), names)  # a link to a run not (or no longer) here
+    unknown = links.unknown_run(
+        st.query_params.get(KEY_RUN), names
+    )  # a link to a run not (or no longer) here
     if st.session_state.get(KEY_RUN) not in names:
         st.session_state.pop(KEY_RUN, None)  # a run that is gone (or a stale link): start on the worst one
     name = st.selectbox(

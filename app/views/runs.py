@@ -61,7 +61,9 @@ def runs_overview() -> None:
             st.session_state[KEY_COMPARE] = chosen
             st.switch_page(COMPARE_PAGE)
     else:
-        st.caption("Click a run's name to open it. Tick rows to compare runs; click a column's header to sort.")
+        st.caption(
+            "Click a run's name to open it. Tick rows to compare runs; click a column's header to sort."
+        )
 
 
 def column_config(hparams: list[str]) -> dict:
