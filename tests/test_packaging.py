@@ -152,3 +152,30 @@ def test_the_installed_command_serves_the_sample_runs_on_localhost(venv: Path, t
     }
     addresses, output = _serve(command, _user_project(tmp_path), port, tmp_path / "server.log", env)
     assert addresses and addresses <= LOOPBACK, (addresses, output)
+
+
+def test_the_dashboard_without_the_app_extra_says_what_to_install(wheel: Path, tmp_path: Path) -> None:
+    """The core installed alone (no Streamlit): one line naming the extra, no traceback."""
+    home = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", home], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            home / "bin" / "python",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            wheel,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    result = _run(home, tmp_path, str(home / "bin" / "trainscope"), "dashboard", "--headless")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "trainscope dashboard: plotly is not installed: pip install 'trainscope[app]'"
+    ]

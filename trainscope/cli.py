@@ -39,6 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dashboard(argv: list[str]) -> int:
+    try:  # the app's extra, before anything of the app is imported
+        import plotly  # noqa: F401
+        import streamlit  # noqa: F401
+    except ModuleNotFoundError as exc:
+        sys.stderr.write(
+            f"trainscope dashboard: {exc.name} is not installed: pip install 'trainscope[app]'\n"
+        )
+        return 2
     from trainscope.app.serve import DEFAULT_ADDRESS, DEFAULT_PORT
     from trainscope.app.serve import main as serve
 
