@@ -7,6 +7,7 @@ readable by the standard tool, independent of this project's analyzers.
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,21 @@ DEVICES = [
         "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
     ),
 ]
+
+# The words of the generated text the language-model tests train on.
+WORDS = ("the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "red", "big", "and", "fox", "hid")
+
+
+def generated_text(chars: int, seed: int = 0) -> str:
+    """Sentences of random words, at least `chars` characters: a language with structure to
+    learn (a character model can learn the words), the same every run."""
+    rng = random.Random(seed)
+    sentences: list[str] = []
+    total = 0
+    while total < chars:
+        sentences.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7))) + ". ")
+        total += len(sentences[-1])
+    return "".join(sentences)
 
 
 def mlp(seed: int = 0) -> nn.Module:

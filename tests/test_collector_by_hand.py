@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import pytest
 import torch
 import torch.nn.functional as F
-from collector_helpers import read_scalars
+from collector_helpers import generated_text, read_scalars
 from torch import nn
 
 from trainscope.analyzers.diagnose import diagnose_run
@@ -25,7 +24,6 @@ from trainscope.collectors import watch
 from trainscope.logformat import runjson as RJ
 from trainscope.logformat import tags as T
 
-WORDS = ("the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "red", "big", "and", "fox", "hid")
 STEPS = 60
 BPTT = 16  # tokens per sequence
 BATCH = 16
@@ -34,10 +32,7 @@ SAMPLED = [0, 10, 20, 30, 40, 50]
 
 
 def generated_ids(chars: int = 8000, seed: int = 0) -> tuple[torch.Tensor, int]:
-    rng = random.Random(seed)
-    text = ""
-    while len(text) < chars:
-        text += " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7))) + ". "
+    text = generated_text(chars, seed)
     alphabet = sorted(set(text))
     return torch.tensor([alphabet.index(c) for c in text]), len(alphabet)
 

@@ -11,12 +11,11 @@ records no accuracy and says why once.
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
 import torch.nn.functional as F
-from collector_helpers import DEVICES, read_scalars
+from collector_helpers import DEVICES, generated_text, read_scalars
 from torch import nn
 
 from trainscope.analyzers.diagnose import diagnose_run
@@ -26,7 +25,6 @@ from trainscope.collectors import watch
 from trainscope.logformat import runjson as RJ
 from trainscope.logformat import tags as T
 
-WORDS = ("the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "red", "big", "and", "fox", "hid")
 STEPS = 30
 BATCH = 8
 LENGTH = 32  # tokens a sequence: not the vocabulary's size (which would read as (batch, classes, length))
@@ -36,16 +34,7 @@ SETTINGS = {"stats_budget": None, "stats_every": 3, "every": 5, "flush_steps": 7
 STATISTICS_TAGS = (T.INPUT_MEAN, T.INPUT_STD, T.LABEL_ENTROPY, T.LABEL_ENTROPY_SEEN)
 
 
-def generated_text(chars: int = 6000, seed: int = 0) -> str:
-    """Sentences of random words: a language with structure to learn, made the same way every run."""
-    rng = random.Random(seed)
-    sentences = []
-    while sum(map(len, sentences)) < chars:
-        sentences.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7))) + ". ")
-    return "".join(sentences)
-
-
-TEXT = generated_text()
+TEXT = generated_text(6000)
 ALPHABET = sorted(set(TEXT))
 VOCABULARY = len(ALPHABET)
 IDS = torch.tensor([ALPHABET.index(c) for c in TEXT])

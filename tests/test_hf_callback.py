@@ -10,7 +10,6 @@ also the Trainer's own TensorBoard log, is read as one run and diagnosed.
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -20,28 +19,18 @@ import pytest
 transformers = pytest.importorskip("transformers")
 
 import torch  # noqa: E402
-from collector_helpers import read_scalars  # noqa: E402
+from collector_helpers import generated_text, read_scalars  # noqa: E402
 
 from trainscope.analyzers.reading import read_logdir  # noqa: E402
 from trainscope.collectors.hf_callback import TrainScopeCallback  # noqa: E402
 from trainscope.logformat import runjson as RJ  # noqa: E402
 from trainscope.logformat import tags as T  # noqa: E402
 
-WORDS = ("the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "red", "big", "and", "fox", "hid")
 LENGTH = 24
 CLIP = 0.05  # far below this model's gradient norms: every step is clipped
 
 
-def generated_text(chars: int = 8000, seed: int = 0) -> str:
-    """Sentences of random words: a language with structure to learn, the same every run."""
-    rng = random.Random(seed)
-    sentences = []
-    while sum(map(len, sentences)) < chars:
-        sentences.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7))) + ". ")
-    return "".join(sentences)
-
-
-TEXT = generated_text()
+TEXT = generated_text(8000)
 ALPHABET = sorted(set(TEXT))
 IDS = torch.tensor([ALPHABET.index(c) for c in TEXT])
 
