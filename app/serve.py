@@ -90,18 +90,25 @@ def local_dashboard(logdir: str | os.PathLike[str], log_path: Path, timeout: flo
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_until_healthy(url, proc, timeout, log, log_path)
+            wait_until_healthy(url, proc, log_path, timeout)
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop(proc)
 
 
-def _wait_until_healthy(url: str, proc: subprocess.Popen, timeout: float, log, log_path: Path) -> None:
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a dashboard server: asked first, killed if it has not exited in 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def wait_until_healthy(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 45.0) -> None:
+    """Return once the server at `url` answers its health check; raise `DashboardDidNotStart`,
+    with the last of its output (`log_path`), if `proc` exits or `timeout` seconds pass first."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -111,6 +118,5 @@ def _wait_until_healthy(url: str, proc: subprocess.Popen, timeout: float, log, l
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            log.flush()
             raise DashboardDidNotStart(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.25)

@@ -8,13 +8,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from trainscope.app.serve import APP, free_port
+from trainscope.app.serve import APP, free_port, stop, wait_until_healthy
 from trainscope.sample_runs import RUNS_DIR
 
 pytestmark = pytest.mark.skipif(
@@ -43,25 +41,10 @@ def _serve(command: list[str], cwd: Path, port: int, log: Path, env: dict | None
     with open(log, "w") as out:
         proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the dashboard did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.25)
+        wait_until_healthy(f"http://localhost:{port}", proc, log, timeout=60)
         return _listening(port), log.read_text()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
 
 
 def _env(home: Path) -> dict:
