@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
 
+from trainscope.logformat import tags as T
 from trainscope.logformat.events import file_version_record
 from trainscope.logformat.records import encode_record
 
@@ -75,3 +76,14 @@ def write_events(
 def k3_histogram(values: np.ndarray, bins: int = 10) -> np.ndarray:
     counts, edges = np.histogram(values, bins=bins)
     return np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
+
+
+def write_good_run(logdir: str | os.PathLike[str]) -> None:
+    """The run `good`: 10 steps of training loss, to sit beside a bad file."""
+    write_events(os.path.join(logdir, "good"), scalar_events({s: {T.TRAIN_LOSS: 1.0} for s in range(10)}))
+
+
+def good_is_intact(snapshot) -> None:
+    """`write_good_run`'s run, read in full and with no problem, whatever stood beside it."""
+    good = snapshot.runs["good"]
+    assert len(good.scalars[T.TRAIN_LOSS]) == 10 and good.problems == ()

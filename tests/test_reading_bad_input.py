@@ -5,24 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
-from reading_helpers import event, scalar_events, simple, write_events
+from reading_helpers import event, good_is_intact, scalar_events, simple, write_events
 
 from trainscope.analyzers.reading import read_logdir
 from trainscope.analyzers.reading import sources as S
 from trainscope.logformat import tags as T
 from trainscope.logformat.records import encode_record
-
-
-@pytest.fixture()
-def healthy(tmp_path):
-    """A log dir with one good run beside whatever a test adds."""
-    write_events(tmp_path / "good", scalar_events({s: {T.TRAIN_LOSS: 1.0} for s in range(10)}))
-    return tmp_path
-
-
-def _good_is_intact(snapshot) -> None:
-    good = snapshot.runs["good"]
-    assert len(good.scalars[T.TRAIN_LOSS]) == 10 and good.problems == ()
 
 
 def test_empty_dir(tmp_path):
@@ -51,7 +39,7 @@ def test_file_that_is_not_an_event_file(healthy):
         "this is a text file, not TFRecords\n" * 50
     )
     snapshot = read_logdir(healthy)
-    _good_is_intact(snapshot)
+    good_is_intact(snapshot)
     problems = snapshot.runs["bogus"].problems
     assert len(problems) == 1 and "not a TensorBoard event file" in problems[0] and "bogus" in problems[0]
 
@@ -59,7 +47,7 @@ def test_file_that_is_not_an_event_file(healthy):
 def test_records_that_are_not_events(healthy):
     write_events(healthy / "odd", [encode_record(b"\xff" * 30), event(1, [simple("loss", 2.0)])])
     snapshot = read_logdir(healthy)
-    _good_is_intact(snapshot)
+    good_is_intact(snapshot)
     run = snapshot.runs["odd"]
     assert run.scalars[T.TRAIN_LOSS].values.tolist() == [2.0]
     assert len(run.problems) == 1 and "not a TensorBoard Event" in run.problems[0]
@@ -69,7 +57,7 @@ def test_garbage_in_the_middle_of_an_event_file(healthy):
     records = scalar_events({s: {"loss": float(s)} for s in range(20)})
     path = write_events(healthy / "mid", records[:10] + [os.urandom(3000)] + records[10:])
     snapshot = read_logdir(healthy)
-    _good_is_intact(snapshot)
+    good_is_intact(snapshot)
     run = snapshot.runs["mid"]
     assert run.scalars[T.TRAIN_LOSS].steps.tolist() == list(range(20))
     assert (
@@ -85,7 +73,7 @@ def test_truncated_event_file(healthy):
     old = os.path.getmtime(path) - S.STALE_TAIL_SECONDS - 1
     os.utime(path, (old, old))
     snapshot = read_logdir(healthy)
-    _good_is_intact(snapshot)
+    good_is_intact(snapshot)
     run = snapshot.runs["cut"]
     assert len(run.scalars[T.TRAIN_LOSS]) == 19
     assert len(run.problems) == 1 and "truncated" in run.problems[0]
@@ -107,7 +95,7 @@ def test_unreadable_run_json(healthy):
     write_events(healthy / "mine", scalar_events({0: {T.TRAIN_LOSS: 1.0}}))
     (healthy / "mine" / "run.json").write_text("{broken")
     snapshot = read_logdir(healthy)
-    _good_is_intact(snapshot)
+    good_is_intact(snapshot)
     run = snapshot.runs["mine"]
     assert run.source == "trainscope" and run.meta == {} and len(run.scalars[T.TRAIN_LOSS]) == 1
     assert len(run.problems) == 1 and "unreadable run.json" in run.problems[0]
@@ -197,7 +185,7 @@ def test_a_bad_foreign_file_costs_only_itself(healthy, fmt, kind):
     (bad / rel).parent.mkdir(parents=True, exist_ok=True)
     (bad / rel).write_bytes(_bad(kind, valid))
     snapshot = read_logdir(healthy)  # never raises
-    _good_is_intact(snapshot)
+    good_is_intact(snapshot)
     for name, run in snapshot.runs.items():
         assert name == "good" or name.startswith("bad")
         assert len(run.problems) <= S.MAX_PROBLEMS_PER_FILE + 1

@@ -7,25 +7,12 @@ import csv
 import importlib
 
 import pytest
-from reading_helpers import scalar_events, write_events
+from reading_helpers import good_is_intact, scalar_events, write_events
 
 from trainscope.analyzers.reading import LogDirReader, read_logdir
 from trainscope.analyzers.reading import assemble as A
 from trainscope.analyzers.reading import sources as S
 from trainscope.logformat import tags as T
-
-
-@pytest.fixture()
-def healthy(tmp_path):
-    """A log dir with one good run beside whatever a test adds."""
-    write_events(tmp_path / "good", scalar_events({s: {T.TRAIN_LOSS: 1.0} for s in range(10)}))
-    return tmp_path
-
-
-def _good_is_intact(snapshot) -> None:
-    good = snapshot.runs["good"]
-    assert len(good.scalars[T.TRAIN_LOSS]) == 10 and good.problems == ()
-
 
 # What each source calls to read its file, and a file of that format.
 _READERS = {
@@ -114,7 +101,7 @@ def test_whatever_a_reader_raises_is_one_line_for_its_file(healthy, monkeypatch,
 
     monkeypatch.setattr(target, boom)
     snapshot = read_logdir(healthy)  # never raises
-    _good_is_intact(snapshot)
+    good_is_intact(snapshot)
     lines = [p for run in snapshot.runs.values() for p in run.problems]
     assert len(lines) == 1, lines
     assert "unreadable" in lines[0] and rel.split("/")[0] in lines[0]
@@ -154,7 +141,7 @@ def test_a_run_that_cannot_be_assembled_is_one_line(healthy, monkeypatch):
 
     monkeypatch.setattr("trainscope.analyzers.reading.logdir.build_run", build)
     snapshot = read_logdir(healthy)
-    _good_is_intact(snapshot)
+    good_is_intact(snapshot)
     odd = snapshot.runs["odd"]
     assert odd.scalars == {} and len(odd.problems) == 1 and "ZeroDivisionError" in odd.problems[0]
 
@@ -169,7 +156,7 @@ def test_a_metrics_csv_field_over_the_csv_limit_costs_its_row(healthy):
     huge = "9" * (csv.field_size_limit() + 10)
     (healthy / "lt" / "metrics.csv").write_text(f"epoch,step,loss\n0,1,1.0\n0,2,{huge}\n0,3,0.8\n")
     snapshot = read_logdir(healthy)
-    _good_is_intact(snapshot)
+    good_is_intact(snapshot)
     run = snapshot.runs["lt"]
     assert run.scalars[T.TRAIN_LOSS].steps.tolist() == [1, 3]
     assert len(run.problems) == 1 and "1 row(s)" in run.problems[0] and "field limit" in run.problems[0]
@@ -183,6 +170,6 @@ def test_json_nested_100000_deep_is_one_clear_line(healthy, rel):
     if rel.startswith("mine"):
         write_events(healthy / "mine", scalar_events({1: {T.TRAIN_LOSS: 1.0}}))
     snapshot = read_logdir(healthy)
-    _good_is_intact(snapshot)
+    good_is_intact(snapshot)
     (run,) = [r for name, r in snapshot.runs.items() if name != "good"]
     assert len(run.problems) == 1 and "nested too deeply" in run.problems[0] and str(path) in run.problems[0]
