@@ -6,8 +6,11 @@ readable by the standard tool, independent of this project's analyzers.
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,3 +130,16 @@ def read_histograms(log_dir: str | Path) -> dict[str, dict[int, object]]:
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "histograms": 0})
     acc.Reload()
     return {tag: {e.step: e.histogram_value for e in acc.Histograms(tag)} for tag in acc.Tags()["histograms"]}
+
+
+def diagnosed_by_the_cli(log_dir: str | Path) -> dict:
+    """The command line's JSON report of `log_dir` (``python -m analyzers LOG_DIR --json``),
+    run as a user would, in a process of its own."""
+    out = subprocess.run(
+        [sys.executable, "-m", "analyzers", str(log_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)

@@ -10,8 +10,6 @@ also the Trainer's own TensorBoard log, is read as one run and diagnosed.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ import pytest
 transformers = pytest.importorskip("transformers")
 
 import torch  # noqa: E402
-from collector_helpers import generated_text, read_scalars  # noqa: E402
+from collector_helpers import diagnosed_by_the_cli, generated_text, read_scalars  # noqa: E402
 
 from trainscope.analyzers.reading import read_logdir  # noqa: E402
 from trainscope.collectors.hf_callback import TrainScopeCallback  # noqa: E402
@@ -139,14 +137,7 @@ def test_a_trainer_run_records_what_watch_records_and_is_diagnosed(tmp_path):
     runs = read_logdir(tmp_path).runs
     assert list(runs) == ["out"]
     assert runs["out"].source == "trainscope"
-    out = subprocess.run(
-        [sys.executable, "-m", "analyzers", str(tmp_path), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
+    report = diagnosed_by_the_cli(tmp_path)
     assert [r["run"] for r in report["runs"]] == ["out"]
     skipped = {s["rule"] for s in report["runs"][0]["skipped"]}
     for rule in ("vanishing_gradients", "exploding_gradients", "dead_relu", "overfitting", "lr_too_low"):

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ L = pytest.importorskip("lightning.pytorch")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from collector_helpers import read_scalars  # noqa: E402
+from collector_helpers import diagnosed_by_the_cli, read_scalars  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
@@ -136,14 +134,7 @@ def test_a_lightning_run_records_what_watch_records_and_is_diagnosed(tmp_path, d
     runs = read_logdir(tmp_path).runs
     assert list(runs) == ["lightning_logs/version_0"]
     assert runs["lightning_logs/version_0"].source == "trainscope"
-    out = subprocess.run(
-        [sys.executable, "-m", "analyzers", str(tmp_path), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
+    report = diagnosed_by_the_cli(tmp_path)
     assert [r["run"] for r in report["runs"]] == ["lightning_logs/version_0"]
     skipped = {s["rule"] for s in report["runs"][0]["skipped"]}
     for rule in ("vanishing_gradients", "dead_relu", "saturated_activations", "overfitting", "lr_too_low"):
