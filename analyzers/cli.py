@@ -3,8 +3,9 @@
 Reads every run of LOGDIR, applies the rules and prints the findings grouped by run:
 each root cause, most severe first, with the symptoms it explains indented under it
 (`analyzers.causes`), ending with a one-line summary; ``--json`` prints
-``{"runs": [{"run", "source", "findings", "skipped", "problems", "collector_errors", "not_shown"}],
-"problems", "summary"}`` (strict JSON: a non-finite number in a finding's evidence is written as the string
+``{"runs": [{"run", "run_name", "source", "findings", "skipped", "problems", "collector_errors",
+"not_shown"}], "problems", "summary"}`` (``run``: the run's folder in LOGDIR, its key; ``run_name``: the
+name its log gives it where that is not its folder's, else null; `analyzers.run_names`) (strict JSON: a non-finite number in a finding's evidence is written as the string
 ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``). Exit status: 0; 1 when ``--fail-on`` is
 met; 2 for a usage error, an unreadable LOGDIR or a report that cannot be written (a
 full disk), with a one-line reason on stderr. A reader that stops reading (``| head``)
@@ -27,6 +28,8 @@ from trainscope.analyzers.findings import SEVERITY_ORDER, Finding
 from trainscope.analyzers.formatting import clean, evidence_text, plain, symptom_list, where
 from trainscope.analyzers.reading import LogDirSnapshot, parse_rule, read_logdir, unreadable
 from trainscope.analyzers.rules import ALL_RULES, RuleFn
+from trainscope.analyzers.run_names import given_name
+from trainscope.logformat import runjson as RJ
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 SEVERITIES = ("critical", "warning", "info")
@@ -155,6 +158,7 @@ def render_json(snapshot: LogDirSnapshot, diagnoses: Sequence[Diagnosis]) -> str
         "runs": [
             {
                 "run": d.run.name,
+                RJ.K_RUN_NAME: given_name(d.run),
                 "source": d.run.source,
                 "findings": [f.to_dict() for f in d.findings],
                 "skipped": [s.to_dict() for s in d.skipped],
@@ -215,7 +219,9 @@ def _skipped_lines(d: Diagnosis) -> list[str]:
 def _run_header(d: Diagnosis) -> str:
     run = d.run
     last = max((int(s.steps[-1]) for s in run.scalars.values() if len(s)), default=None)
-    facts = [run.source, f"{len(run.scalars)} signal(s)"]
+    named = given_name(run)
+    facts = [f'named "{clean(named)}"'] if named else []
+    facts += [run.source, f"{len(run.scalars)} signal(s)"]
     if last is not None:
         facts.append(f"last step {last:,}")
     if run.unmapped:

@@ -10,7 +10,7 @@ for every run of the page, so runs of different lengths line up. Pure; no Stream
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -68,9 +68,12 @@ def axes(runs: Sequence[Run], name: str) -> tuple[dict[str, xaxis.Axis], list[st
     return out, lacking
 
 
-def curves(runs: Sequence[Run], tag: str, placed: dict[str, xaxis.Axis]) -> tuple[list[Curve], list[str]]:
+def curves(
+    runs: Sequence[Run], tag: str, placed: dict[str, xaxis.Axis], labels: Mapping[str, str] | None = None
+) -> tuple[list[Curve], list[str]]:
     """One curve per run logging `tag`, coloured by the run's place in `runs` (the same colour on
-    every chart); and the runs that do not log it."""
+    every chart) and named by its label in `labels` (else its name); and the runs that do not log it."""
+    labels = labels or {}
     out, lacking = [], []
     for i, run in enumerate(runs):
         s = series(run, tag)
@@ -82,7 +85,9 @@ def curves(runs: Sequence[Run], tag: str, placed: dict[str, xaxis.Axis]) -> tupl
             continue  # named once, for the axis, not for every chart
         along = axis.along(s, tag)
         keep = np.isfinite(np.asarray(along.steps, dtype=np.float64))
-        out.append(Curve(run.name, np.asarray(along.steps)[keep], s.values[keep], run_color(i)))
+        out.append(
+            Curve(labels.get(run.name, run.name), np.asarray(along.steps)[keep], s.values[keep], run_color(i))
+        )
     return out, lacking
 
 

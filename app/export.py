@@ -15,6 +15,7 @@ from trainscope.analyzers.cli import render_json
 from trainscope.analyzers.diagnose import Diagnosis
 from trainscope.analyzers.formatting import clean, evidence_items, plain, symptom_list, where
 from trainscope.analyzers.reading import LogDirSnapshot
+from trainscope.analyzers.run_names import given_name
 from trainscope.app.summaries import health, last_step
 
 
@@ -29,9 +30,11 @@ def diagnosis_markdown(logdir: str, d: Diagnosis) -> str:
     numbers, advice and sources, then what could not be checked."""
     run = d.run
     step = last_step(run)
+    named = given_name(run)
     lines = [
-        f"# TrainScope diagnosis: {_code(run.name)}",
+        f"# TrainScope diagnosis: {_code(named or run.name)}",
         "",
+        *([f"- run: {_code(run.name)}"] if named else []),
         f"- log dir: {_code(logdir)}",
         f"- health: {health(d)}",
         f"- source: {_text(run.source)}" + (f"; status: {_text(run.status)}" if run.status else ""),

@@ -13,6 +13,7 @@ import streamlit as st
 
 from trainscope.analyzers.diagnose import Diagnosis
 from trainscope.analyzers.reading import NO_RUNS_FOUND, LogDirSnapshot
+from trainscope.analyzers.run_names import display_names
 from trainscope.app import data
 from trainscope.app.escape import code, md
 from trainscope.app.settings import current
@@ -33,6 +34,7 @@ class Opened:
     logdir: data.LogDir
     snapshot: LogDirSnapshot
     diagnoses: dict[str, Diagnosis]
+    labels: dict[str, str]  # what each run is called on the page, by run name (`analyzers.run_names`)
 
 
 def live(body: Callable[[], None]) -> None:
@@ -62,7 +64,7 @@ def open_logdir() -> Opened | None:
         st.info(NO_RUNS.format(path=code(settings.logdir)), icon=":material/folder_open:")
         return None
     freshness(logdir, settings.logdir, len(snapshot.runs))
-    return Opened(logdir, snapshot, diagnoses)
+    return Opened(logdir, snapshot, diagnoses, display_names(snapshot.runs.values()))
 
 
 def freshness(logdir: data.LogDir, path: str, runs: int) -> None:

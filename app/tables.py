@@ -155,12 +155,20 @@ def grid_safe(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**{c: table[c].map(cell) for c in huge}) if huge else table
 
 
-def styled(table: pd.DataFrame, name_of: Callable[[str], str], cell_style: Callable[[str], str]) -> Styler:
-    """The table as shown: run links showing names, health cells coloured, numbers readable
-    and missing values as "—" (the cells keep their values, so columns sort by them)."""
+def styled(
+    table: pd.DataFrame,
+    name_of: Callable[[str], str],
+    cell_style: Callable[[str], str],
+    labels: Mapping[str, str] | None = None,
+) -> Styler:
+    """The table as shown: run links showing the runs' labels (`analyzers.run_names`; the
+    name itself where `labels` has none), health cells coloured, numbers readable and missing
+    values as "—" (the cells keep their values, so columns sort by them)."""
     table = grid_safe(table)
     others = [c for c in table.columns if c != RUN_COLUMN]
-    style = table.style.format(name_of, subset=[RUN_COLUMN]).format(cell, subset=others)
+    known = labels or {}
+    style = table.style.format(lambda url: known.get(name_of(url), name_of(url)), subset=[RUN_COLUMN])
+    style = style.format(cell, subset=others)
     if "health" in table.columns:
         style = style.map(cell_style, subset=["health"])
     return style

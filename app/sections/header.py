@@ -9,16 +9,18 @@ import streamlit as st
 from trainscope.analyzers.diagnose import Diagnosis
 from trainscope.analyzers.facts import batch_size, data_parallel_ranks, optimizer_type
 from trainscope.analyzers.formatting import plain
-from trainscope.app.escape import md
+from trainscope.app.escape import code, md
 from trainscope.app.export import diagnosis_json, diagnosis_markdown
 from trainscope.app.summaries import HEALTH_COLOR, HEALTH_ICON, age, health, last_logged, last_step
 from trainscope.logformat import runjson as RJ
 
 
-def show(logdir: str, d: Diagnosis) -> None:
+def show(logdir: str, d: Diagnosis, label: str | None = None) -> None:
+    """The header of `d`'s run, titled `label` (the name the page lists it by, with its folder
+    under it where the two differ), else its name."""
     run = d.run
     state = health(d)
-    st.title(md(run.name))
+    st.title(md(label or run.name))
     st.badge(state, icon=HEALTH_ICON[state], color=HEALTH_COLOR[state])
 
     step = last_step(run)
@@ -34,6 +36,8 @@ def show(logdir: str, d: Diagnosis) -> None:
     cols[4].metric("Status", run.status or "unknown")
 
     facts = [f"source: {md(run.source)}", f"status: {md(status)}"]
+    if label and label != run.name:
+        facts.insert(0, f"folder: {code(run.name)}")
     if optimizer_type(run):
         facts.append(f"optimizer: {md(optimizer_type(run))}")
     if batch_size(run):

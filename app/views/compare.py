@@ -29,12 +29,13 @@ def compare_runs() -> None:
     unknown = links.unknown_runs(st.query_params.get_all(KEY_COMPARE), names)  # a link to runs not here
     if KEY_COMPARE in st.session_state:  # chosen before (here, or on the Runs page): drop runs that are gone
         st.session_state[KEY_COMPARE] = [n for n in st.session_state[KEY_COMPARE] if n in names]
-    matching = runfilter.show(names)
+    matching = runfilter.show(names, opened.labels)
     kept = st.session_state.get(KEY_COMPARE) or []
     chosen = st.multiselect(
         "Runs",
         [n for n in names if n in matching or n in kept],  # chosen runs stay, whatever the filter
         default=None if KEY_COMPARE in st.session_state else matching[:DEFAULT_RUNS],
+        format_func=lambda n: opened.labels.get(n, n),
         key=KEY_COMPARE,
         bind="query-params",
     )
@@ -77,18 +78,19 @@ def compare_runs() -> None:
     smoothing = smoothing_col.slider("Smoothing", 0.0, 0.99, SMOOTHING_DEFAULT, 0.01, key="compare_smoothing")
     placed, off_axis = comparison.axes(runs, axis_name)
     if off_axis:
-        st.caption(f"Not drawn on {axis_name} (their log has none): {', '.join(code(n) for n in off_axis)}")
+        off = ", ".join(code(opened.labels.get(n, n)) for n in off_axis)
+        st.caption(f"Not drawn on {axis_name} (their log has none): {off}")
 
     for start in range(0, len(shown), CHART_COLUMNS):
         for column, tag in zip(st.columns(CHART_COLUMNS), shown[start : start + CHART_COLUMNS]):
             with column, frame.guard(f"{tag} chart"):
-                chart(runs, tag, placed, smoothing)
+                chart(runs, tag, placed, smoothing, opened.labels)
     table(opened, chosen)
 
 
-def chart(runs: list, tag: str, placed: dict, smoothing: float) -> None:
+def chart(runs: list, tag: str, placed: dict, smoothing: float, labels: dict[str, str]) -> None:
     """One metric, the runs overlaid; the runs that do not log it named under it."""
-    curves, lacking = comparison.curves(runs, tag, placed)
+    curves, lacking = comparison.curves(runs, tag, placed, labels)
     st.markdown(f"**{code(tag)}**")
     if curves:
         wide = any(spans(c.values, LOG_SPAN) for c in curves)
@@ -104,7 +106,7 @@ def chart(runs: list, tag: str, placed: dict, smoothing: float) -> None:
             fig.update_xaxes(**first.layout())
         st.plotly_chart(fig, key=f"compare_chart:{tag}", config={"displaylogo": False})
     if lacking:
-        st.caption(f"Not logged by: {', '.join(code(n) for n in lacking)}")
+        st.caption(f"Not logged by: {', '.join(code(labels.get(n, n)) for n in lacking)}")
 
 
 def table(opened: frame.Opened, chosen: list[str]) -> None:
@@ -115,7 +117,7 @@ def table(opened: frame.Opened, chosen: list[str]) -> None:
     frame_ = frame_[[c for c in frame_.columns if c not in last] + last]
     frame_, name_of = tables.linked(frame_, current().logdir)
     st.dataframe(
-        tables.styled(frame_, name_of, summaries.cell_style),
+        tables.styled(frame_, name_of, summaries.cell_style, opened.labels),
         hide_index=True,
         placeholder=tables.MISSING,  # a missing value, which the grid draws itself (not the Styler)
         column_config={

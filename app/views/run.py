@@ -21,6 +21,7 @@ def inspect_run() -> None:
     name = st.selectbox(
         "Run",
         names,
+        format_func=lambda n: opened.labels.get(n, n),
         key=KEY_RUN,
         bind="query-params",
         help="Runs of the log dir, the worst first",
@@ -29,11 +30,13 @@ def inspect_run() -> None:
         st.session_state[links.KEY_UNKNOWN_RUN] = (unknown, name)
     asked, shown = st.session_state.get(links.KEY_UNKNOWN_RUN) or (None, None)
     if shown == name:
-        st.warning(f"No run named {code(asked)} in this log dir; showing {code(name)}, its worst run.")
+        st.warning(
+            f"No run named {code(asked)} in this log dir; showing {code(opened.labels.get(name, name))}, its worst run."
+        )
     else:
         st.session_state.pop(links.KEY_UNKNOWN_RUN, None)
     d = opened.diagnoses[name]
-    header.show(opened.snapshot.path, d)
+    header.show(opened.snapshot.path, d, opened.labels.get(name, name))
     findings.show(d)
     charts.show(d)
 

@@ -33,7 +33,7 @@ def runs_overview() -> None:
     ok.metric(":green[:material/check_circle: OK]", counts.ok)
 
     table = summaries.runs_table(opened.diagnoses)
-    shown = set(runfilter.show(list(table["run"])))
+    shown = set(runfilter.show(list(table["run"]), opened.labels))
     table = table[table["run"].isin(shown)].reset_index(drop=True)
     if table.empty:
         st.info("No run matches the filter.", icon=":material/filter_alt_off:")
@@ -43,7 +43,7 @@ def runs_overview() -> None:
     table, hparams, more = tables.with_hparams(table, opened.snapshot.runs)
     table, name_of = tables.linked(table, current().logdir)
     picked = st.dataframe(
-        tables.styled(table, name_of, summaries.cell_style),
+        tables.styled(table, name_of, summaries.cell_style, opened.labels),
         key="runs_table",
         placeholder=tables.MISSING,  # a missing value, which the grid draws itself (not the Styler)
         hide_index=True,
