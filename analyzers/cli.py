@@ -26,8 +26,10 @@ from typing import Any, TextIO
 from trainscope.analyzers.diagnose import Diagnosis, diagnose_run
 from trainscope.analyzers.findings import SEVERITY_ORDER, Finding
 from trainscope.analyzers.formatting import clean, evidence_text, plain, symptom_list, where
+from trainscope.analyzers.layer_names import titled
 from trainscope.analyzers.reading import LogDirSnapshot, parse_rule, read_logdir, unreadable
 from trainscope.analyzers.rules import ALL_RULES, RuleFn
+from trainscope.analyzers.run import Run
 from trainscope.analyzers.run_names import given_name
 from trainscope.logformat import runjson as RJ
 
@@ -177,14 +179,14 @@ def render_json(snapshot: LogDirSnapshot, diagnoses: Sequence[Diagnosis]) -> str
 # -- text -------------------------------------------------------------------------
 
 
-def _finding_lines(f: Finding, depth: int = 0, explains: list[Finding] | None = None) -> list[str]:
+def _finding_lines(f: Finding, run: Run, depth: int = 0, explains: list[Finding] | None = None) -> list[str]:
     """A finding's lines. A root cause says what it explains and carries the evidence and source; a
     symptom is indented under its cause, with its message and only the advice that still helps."""
     indent = "    " * depth
     pad = indent + " " * 12
     at = where(f)
     mark = "↳ " if depth else ""
-    title = f"{f.severity.upper():<9} {clean(f.rule)}: {clean(f.title)}{f' [{at}]' if at else ''}"
+    title = f"{f.severity.upper():<9} {clean(f.rule)}: {clean(titled(f.title, f.layer, run))}{f' [{at}]' if at else ''}"
     lines = [f"  {indent}{mark}{title}"]
     if explains:
         lines.append(f"{pad}explains: {symptom_list(explains)}")
@@ -236,7 +238,7 @@ def render_text(snapshot: LogDirSnapshot, diagnoses: Sequence[Diagnosis]) -> str
         lines.append(_run_header(d))
         depths = _depths(d)
         for i, f in enumerate(d.findings):
-            lines.extend(_finding_lines(f, depths[i], d.explained_by(f) if depths[i] == 0 else None))
+            lines.extend(_finding_lines(f, d.run, depths[i], d.explained_by(f) if depths[i] == 0 else None))
         if not d.findings:
             lines.append("  no findings")
         for problem in d.run.problems:

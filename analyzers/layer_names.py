@@ -97,3 +97,14 @@ def layer_label(run: Run, name: str) -> str:
     """``fc1 (Linear 9216→128)``; the name alone where run.json does not know the layer."""
     what = describe(run, name)
     return f"{name} ({what})" if what else name
+
+
+def titled(title: str, layer: str | None, run: Run) -> str:
+    """A finding's `title` with its `layer` described where the title first names it, so a
+    reader of any report (text, Markdown, the page) knows which layer an index means:
+    ``Dead ReLUs: 94% of `9` (ReLU after 8: Linear 64→64)'s units never fire``."""
+    what = describe(run, layer) if layer is not None else None
+    quoted = f"`{layer}`"
+    if not what or quoted not in title:
+        return title
+    return title.replace(quoted, f"{quoted} ({what.replace('`', '')})", 1)

@@ -14,6 +14,7 @@ import re
 from trainscope.analyzers.cli import render_json
 from trainscope.analyzers.diagnose import Diagnosis
 from trainscope.analyzers.formatting import clean, evidence_items, plain, symptom_list, where
+from trainscope.analyzers.layer_names import titled
 from trainscope.analyzers.reading import LogDirSnapshot
 from trainscope.analyzers.run_names import given_name
 from trainscope.app.summaries import health, last_step
@@ -50,7 +51,9 @@ def diagnosis_markdown(logdir: str, d: Diagnosis) -> str:
         root = i >= len(d.parents) or d.parents[i] is None
         level = "###" if root else "####"
         mark = "" if root else "↳ "
-        lines.append(f"{level} {mark}{f.severity.upper()} {_code(f.rule)}: {_prose(f.title)}")
+        lines.append(
+            f"{level} {mark}{f.severity.upper()} {_code(f.rule)}: {_prose(titled(f.title, f.layer, run))}"
+        )
         lines.append("")
         if root and d.explained_by(f):
             lines += [f"Root cause; explains: {_prose(symptom_list(d.explained_by(f)))}", ""]

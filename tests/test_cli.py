@@ -266,3 +266,11 @@ def test_text_and_json_show_each_root_cause_with_its_symptoms():
         ("dead_relu", "bad_initialization"),
         ("dead_relu", "bad_initialization"),
     ]
+
+
+def test_a_layer_named_by_its_index_is_described_in_the_finding_s_title():
+    """In an ``nn.Sequential`` a layer's name is its index; the report says what it is."""
+    code, out, _ = _run_in_process(os.path.join(REPO, "sample_runs", "runs", "bad_init_scale"))
+    assert code == 0
+    assert "Dead ReLUs: 94% of `9` (ReLU after 8: Linear 64→64)'s units never fire [step 10, layer 9]" in out
+    assert "Initial weight scale too small in `0` (Linear 64→64) and 5 more" in out

@@ -93,3 +93,11 @@ def test_evidence_with_backticks_cannot_close_its_fence():
 
 def test_prose_keeps_quoted_names_as_code():
     assert E._prose("layer `fc1` is dead; see <b>`[x](y)`") == "layer `fc1` is dead; see \\<b\\>`[x](y)`"
+
+
+def test_a_layer_named_by_its_index_is_described_in_the_finding_s_heading():
+    from trainscope.sample_runs import RUNS_DIR
+
+    run = read_logdir(str(RUNS_DIR)).runs["bad_init_scale"]
+    md = E.diagnosis_markdown(str(RUNS_DIR), diagnose_run(run))
+    assert "Dead ReLUs: 94% of `9` (ReLU after 8: Linear 64→64)'s units never fire" in md.replace("\\", "")

@@ -13,6 +13,7 @@ from trainscope.analyzers.diagnose import Diagnosis
 from trainscope.analyzers.findings import Finding
 from trainscope.analyzers.formatting import evidence_items, plain, symptom_list
 from trainscope.analyzers.layer_names import describe
+from trainscope.analyzers.layer_names import titled as layer_titled
 from trainscope.analyzers.rules import ALL_RULES
 from trainscope.analyzers.rules.common import quotes
 from trainscope.analyzers.run import Run
@@ -152,13 +153,8 @@ def where(f: Finding, run: Run) -> str:
 
 
 def titled(f: Finding, run: Run) -> str:
-    """The finding's title with its layer described where it first names it:
-    ``Dead ReLUs: 94% of `9` (ReLU after 8: Linear 64→64)'s units never fire``."""
-    what = describe(run, f.layer) if f.layer is not None else None
-    quoted = f"`{f.layer}`"
-    if not what or quoted not in f.title:
-        return f.title
-    return f.title.replace(quoted, f"{quoted} ({what.replace('`', '')})", 1)
+    """The finding's title with its layer described where it first names it (`layer_names.titled`)."""
+    return layer_titled(f.title, f.layer, run)
 
 
 def measured(f: Finding) -> None:
