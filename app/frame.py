@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import streamlit as st
 
 from trainscope.analyzers.diagnose import Diagnosis
+from trainscope.analyzers.durations import duration
 from trainscope.analyzers.reading import NO_RUNS_FOUND, LogDirSnapshot
 from trainscope.analyzers.run_names import display_names
 from trainscope.app import data
 from trainscope.app.escape import code, md
 from trainscope.app.settings import current
-from trainscope.app.summaries import age
 
 NO_RUNS = (
     "No runs found in {path}. A run is a directory holding TensorBoard event files "
@@ -70,7 +70,7 @@ def open_logdir() -> Opened | None:
 def freshness(logdir: data.LogDir, path: str, runs: int) -> None:
     """``runs/ · 3 run(s) · updated 4 s ago · live: checking every 5 s``"""
     settings = current()
-    updated = f"updated {age(time.time() - logdir.updated_at)} ago"
+    updated = f"updated {duration(time.time() - logdir.updated_at)} ago"
     follow = f"live: checking every {settings.interval} s" if settings.live else "live off"
     st.caption(f"{code(path)} · {runs} run(s) · {updated} · {follow}")
 

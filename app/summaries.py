@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from trainscope.analyzers.diagnose import Diagnosis
+from trainscope.analyzers.durations import duration
 from trainscope.analyzers.formatting import symptom_list
 from trainscope.analyzers.run import Run
 
@@ -103,18 +104,6 @@ def last_logged(run: Run) -> float | None:
     return newest
 
 
-def age(seconds: float) -> str:
-    """``"12 s"``, ``"4 min"``, ``"3 h"``, ``"2 days"``."""
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 36 * 3600:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 86400:.0f} days"
-
-
 def worst_first(diagnoses: Mapping[str, Diagnosis]) -> list[str]:
     """Run names, the worst run first (then by name)."""
     return sorted(diagnoses, key=lambda name: (HEALTH_ORDER[health(diagnoses[name])], name))
@@ -150,7 +139,7 @@ def runs_table(diagnoses: Mapping[str, Diagnosis], now: float | None = None) -> 
                 "health": health(d),
                 "run": name,
                 "most severe finding": finding,
-                "last logged": f"{age(now - logged)} ago" if logged is not None else "",
+                "last logged": f"{duration(now - logged)} ago" if logged is not None else "",
                 "explains": explains,
                 "critical": by_severity[CRITICAL],
                 "warnings": by_severity[WARNING],

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from trainscope.analyzers.durations import duration
 from trainscope.analyzers.run import Series
 from trainscope.logformat import runjson as RJ
 
@@ -81,18 +82,8 @@ def killed(
     return {
         RJ.K_STATUS: RJ.STATUS_STOPPED,
         RJ.K_STATUS_REASON: (
-            f"nothing written for {_duration(silent)} (a live run writes well within {_duration(limit)}): "
+            f"nothing written for {duration(silent)} (a live run writes well within {duration(limit)}): "
             f"the process was likely killed (SIGKILL, out of memory) before it could say so"
         ),
         RJ.K_END: _dt.datetime.fromtimestamp(written, _dt.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"

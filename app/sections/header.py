@@ -7,11 +7,12 @@ import time
 import streamlit as st
 
 from trainscope.analyzers.diagnose import Diagnosis
+from trainscope.analyzers.durations import duration
 from trainscope.analyzers.facts import batch_size, data_parallel_ranks, optimizer_type
 from trainscope.analyzers.formatting import plain
 from trainscope.app.escape import code, md
 from trainscope.app.export import diagnosis_json, diagnosis_markdown
-from trainscope.app.summaries import HEALTH_COLOR, HEALTH_ICON, age, health, last_logged, last_step
+from trainscope.app.summaries import HEALTH_COLOR, HEALTH_ICON, health, last_logged, last_step
 from trainscope.logformat import runjson as RJ
 
 
@@ -32,7 +33,7 @@ def show(logdir: str, d: Diagnosis, label: str | None = None) -> None:
     cols[0].metric("Last step", f"{step:,}" if step is not None else "none yet")
     cols[1].metric("Critical", sum(f.severity == "critical" for f in d.findings))
     cols[2].metric("Warnings", sum(f.severity == "warning" for f in d.findings))
-    cols[3].metric("Last logged", f"{age(time.time() - logged)} ago" if logged else "unknown")
+    cols[3].metric("Last logged", f"{duration(time.time() - logged)} ago" if logged else "unknown")
     cols[4].metric("Status", run.status or "unknown")
 
     facts = [f"source: {md(run.source)}", f"status: {md(status)}"]
