@@ -184,7 +184,7 @@ class LogDirReader:
         events = points = 0
         for path in self._order:
             src = self._sources[path]
-            if self._failed.get(path, False) == file_signature(path):
+            if path in self._failed and self._failed[path] == file_signature(path):
                 continue  # it failed as it is now: wait until it changes
             try:
                 got_events, got_points = self._poll(path, src)
@@ -250,6 +250,7 @@ class LogDirReader:
 
     def _sync(self, listing: D.Listing) -> None:
         """Create sources for new files and forget removed ones (and emptied runs)."""
+        self._reread_moved(listing)
         touched: set[str] = set()
         for path in list(self._sources):
             if path not in listing.sources:
@@ -287,6 +288,24 @@ class LogDirReader:
             if state is not None:
                 state.tables = {p: t for p, t in state.tables.items() if p in self._sources}
                 state.dirty = True
+
+    def _reread_moved(self, listing: D.Listing) -> None:
+        """Files that now belong to another run: Trainer's TensorBoard directory, its own
+        run until its output dir is known (a run.json of TrainScope's callback, a
+        checkpoint), is folded into the output dir's run then, and a second training
+        attempt unfolds it. The runs a file leaves and joins hold its points or lack
+        them: they start over, every file of theirs read again from its beginning."""
+        moved = [(old, listing.sources[p]) for p, old in self._files.items() if listing.sources.get(p, old) != old]
+        if not moved:
+            return
+        restart = {self._owner(old) for old, _ in moved} | {new.run_dir for _, new in moved}
+        for path, file in list(self._files.items()):
+            if file.run_dir in restart or self._owner(file) in restart:
+                del self._sources[path]
+                del self._files[path]
+                self._failed.pop(path, None)
+        for run_dir in restart:
+            self._states.pop(run_dir, None)
 
     def _source(self, file: D.SourceFile) -> _Source:
         if file.kind == D.KIND_EVENTS:
