@@ -6,6 +6,10 @@ them, else the run's step -> x mapping by interpolation), so smoothing and thinn
 unchanged on the mapped positions. Wall time is milliseconds since the Unix epoch
 (plotly's date axis reads numbers so); relative time is in one unit for the whole run,
 chosen by how long it ran. Pure numpy; no Streamlit.
+
+Epoch positions are fractional: a log counting whole epochs (Lightning's ``epoch``: 0, 0, 0,
+1, 1, ...) is placed by each step's fraction through its epoch (`epoch_knots`), so a whole
+epoch's points never stack on one vertical line.
 """
 
 from __future__ import annotations
@@ -34,6 +38,62 @@ def epoch_series(run: Run) -> Series | None:
         if s is not None and len(s):
             return s
     return None
+
+
+def _whole_epochs(values: np.ndarray) -> bool:
+    """Whether an epoch series counts whole epochs, each held over several logged steps (Lightning)
+    rather than the fraction done at each step (the Trainer's 0.33, 0.67, ...), which is placed as is."""
+    if values.shape[0] < 2 or not np.isfinite(values).all():
+        return False
+    rise = np.diff(values)
+    return bool((values == np.floor(values)).all() and (rise >= 0).all() and (rise == 0).any())
+
+
+def whole_epoch_knots(steps: np.ndarray, epochs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and their epoch positions (increasing steps) between which `np.interp` places any
+    step of a log that counts whole `epochs` at `steps`: epoch plus the fraction of it done.
+
+    A step is counted done when logged (as the Trainer's fractional epoch counts it), so the
+    last logged step of epoch e sits at e + 1, where Lightning also logs that epoch's
+    validation and epoch-end means: a step of epoch e lies in (e, e + 1], at
+    e + (step - end of e - 1) / (steps in e), an epoch ending at its last logged step. (Counted
+    from each epoch's first logged step instead, a log of every 5th of 15 steps would put the
+    validation at e + 2/3.) Epochs no step was logged in are spread evenly between their
+    neighbours. What the log cannot say is
+    estimated by the median length of the epochs it holds whole (else the first epoch's logged
+    span plus one logging interval): where the first epoch began, and how long the last one
+    runs. The last epoch is never shorter than its logged steps, so its points never stack at
+    its end; a step past its estimated end (another series logged after the epoch count) is
+    put at that end, e + 1, never past it."""
+    # 1. each epoch's first and last logged step: the epoch count changes after `last`;
+    last = np.r_[np.flatnonzero(np.diff(epochs)), epochs.shape[0] - 1]
+    first = np.r_[0, last[:-1] + 1]
+    ends, counts, starts = steps[last].astype(np.float64), epochs[last], steps[first].astype(np.float64)
+    # 2. an epoch's length in steps where the log holds it whole (all but the first and last);
+    whole = np.diff(ends[:-1]) / np.diff(counts[:-1])
+    interval = float(np.median(np.diff(steps)))
+    length = float(np.median(whole)) if whole.shape[0] else ends[0] - starts[0] + interval
+    # 3. the first epoch began `length` before its end, and no later than its first logged step;
+    begin = min(ends[0] - length, starts[0] - 1.0)
+    # 4. the last epoch ends `length` after the one before it, and no sooner than its last logged step.
+    before, done = (ends[-2], counts[-2] + 1.0) if ends.shape[0] > 1 else (begin, counts[0])
+    finish = max(before + (counts[-1] + 1.0 - done) * length, ends[-1])
+    knot_steps = np.r_[begin, ends[:-1], finish]
+    return knot_steps, np.r_[counts[0], counts + 1.0]
+
+
+def epoch_knots(epochs: Series) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and epoch positions between which `np.interp` places a step on the epoch axis,
+    computed once per epoch series (`MEMO`): the series itself where it counts fractions of
+    epochs, `whole_epoch_knots` where it counts whole epochs."""
+
+    def knots() -> tuple[np.ndarray, np.ndarray]:
+        values = np.asarray(epochs.values, dtype=np.float64)
+        if not _whole_epochs(values):
+            return epochs.steps, epochs.values
+        return whole_epoch_knots(np.asarray(epochs.steps), values)
+
+    return MEMO.get((epochs.steps, epochs.values), "epoch knots", knots)
 
 
 def _timed(series: Series) -> bool:
@@ -124,7 +184,7 @@ class Axis:
             return steps
         if self.name == EPOCH:
             epochs = epoch_series(self.run)
-            return steps if epochs is None else np.interp(steps, epochs.steps, epochs.values)
+            return steps if epochs is None else np.interp(steps, *epoch_knots(epochs))
         seconds = self._seconds(steps, walls)
         if self.name == WALL:
             return seconds * 1000.0  # plotly's date axis reads numbers as ms since the epoch

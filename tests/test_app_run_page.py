@@ -6,6 +6,8 @@ Real sample runs and real foreign logs (tests/fixtures), the app run with AppTes
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -28,7 +30,7 @@ from trainscope.sample_runs import RUNS_DIR
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app" / "main.py"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-RUN_PAGE = "views/run.py"
+RUN_PAGE, COMPARE_PAGE = "views/run.py", "views/compare.py"
 TIMEOUT = 60
 
 
@@ -81,16 +83,90 @@ def test_the_axes_a_run_offers():
     assert X.choices(sample) == [X.STEP, X.WALL, X.RELATIVE]
 
 
-def test_epoch_maps_steps_through_the_logged_epoch_series():
-    run = read_logdir(FIXTURES).runs["lightning/tb/version_0"]
+def epoch_of(run, steps: np.ndarray) -> np.ndarray:
+    """The whole epoch Lightning logged at each of `steps` (all of them logged with the epoch count)."""
     epochs = X.epoch_series(run)
+    return epochs.values[np.searchsorted(epochs.steps, steps)]
+
+
+def test_epoch_places_a_step_by_its_fraction_through_a_whole_epoch():
+    """Lightning counts whole epochs (0, 0, 0, 1, ...): a step goes to its epoch plus the part of it
+    done, so an epoch's points no longer stack on one vertical line."""
+    run = read_logdir(FIXTURES).runs["lightning/tb/version_0"]
     axis = X.Axis.of(run, X.EPOCH)
     loss = run.scalar(T.TRAIN_LOSS)
     placed = axis.along(loss, T.TRAIN_LOSS)
     assert np.array_equal(placed.values, loss.values)
-    assert np.all(np.diff(placed.steps) >= 0)
-    assert placed.steps[0] >= epochs.values.min() and placed.steps[-1] <= epochs.values.max()
-    assert axis.at(int(epochs.steps[-1])) == epochs.values[-1]
+    epoch = epoch_of(run, loss.steps)
+    assert np.all(np.diff(placed.steps) > 0)  # one x per point, in step order
+    assert np.all((placed.steps > epoch) & (placed.steps <= epoch + 1))  # each inside its own epoch
+    # 15 steps an epoch, logged every 5th from step 4: a third of epoch 0 is done at step 4.
+    assert np.allclose(placed.steps[:4], [1 / 3, 2 / 3, 1.0, 4 / 3])
+    assert axis.at(int(loss.steps[-1])) == epoch[-1] + 1  # the run's last step ends its last epoch
+
+
+def test_lightning_csv_trains_along_each_epoch_and_validates_at_its_end():
+    run = read_logdir(FIXTURES).runs["lightning/csv/version_0"]
+    axis = X.Axis.of(run, X.EPOCH)
+    train = axis.along(run.scalar(T.TRAIN_LOSS), T.TRAIN_LOSS).steps
+    epoch = epoch_of(run, run.scalar(T.TRAIN_LOSS).steps)
+    for e in np.unique(epoch):
+        within = train[epoch == e]
+        assert len(within) > 1 and np.all(np.diff(within) > 0) and within.min() > e
+    assert np.all(np.diff(train) > 0)  # and the epochs in order
+    val = run.scalar(T.VAL_LOSS)  # logged at the last step of each epoch
+    assert np.array_equal(axis.along(val, T.VAL_LOSS).steps, epoch_of(run, val.steps) + 1)
+
+
+def test_a_run_in_the_middle_of_an_epoch_stays_inside_it():
+    """The live case: the last epoch's end is not logged yet; its steps run on at the length of
+    the epochs before it and never pass its end, not even a step logged past the epoch count."""
+    run = read_logdir(FIXTURES).runs["lightning/csv/version_0"]
+    epochs = X.epoch_series(run)
+    cut = epochs.steps <= 39  # epoch 2 logged at steps 34 and 39 of its 30..44
+    live = dataclasses.replace(
+        run, unmapped={**run.unmapped, "epoch": Series(epochs.steps[cut], epochs.values[cut])}
+    )
+    axis = X.Axis.of(live, X.EPOCH)
+    assert np.allclose([axis.at(34), axis.at(39)], [2 + 5 / 15, 2 + 10 / 15])
+    assert axis.at(44) == 3.0 and axis.at(1_000) == 3.0
+
+
+def test_a_fractional_epoch_count_is_placed_as_logged():
+    """The HF Trainer logs the fraction of epochs done (0.33, 0.67, ...): interpolated, no re-counting,
+    and its epoch ends fall where Lightning's do."""
+    runs = read_logdir(FIXTURES).runs
+    hf = runs["hf_trainer"]
+    epochs = X.epoch_series(hf)
+    axis = X.Axis.of(hf, X.EPOCH)
+    for tag in (T.TRAIN_LOSS, T.VAL_LOSS):
+        s = hf.scalar(tag)
+        assert np.array_equal(axis.along(s, tag).steps, np.interp(s.steps, epochs.steps, epochs.values))
+    lightning = runs["lightning/csv/version_0"]
+    val_hf = axis.along(hf.scalar(T.VAL_LOSS), T.VAL_LOSS).steps
+    val_pl = X.Axis.of(lightning, X.EPOCH).along(lightning.scalar(T.VAL_LOSS), T.VAL_LOSS).steps
+    assert np.array_equal(val_hf, val_pl[: len(val_hf)])  # 1, 2, 3 in both
+
+
+def trace_x(spec: dict, name: str) -> np.ndarray:
+    """The x positions of trace `name` in a plotly spec (numbers, or plotly's base64 typed array)."""
+    x = next(t for t in spec["data"] if t.get("name") == name)["x"]
+    return np.frombuffer(base64.b64decode(x["bdata"]), x["dtype"]) if isinstance(x, dict) else np.asarray(x)
+
+
+def test_the_compare_page_draws_lightning_along_its_epochs():
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.session_state["logdir"] = str(FIXTURES)
+    at.run()
+    at.switch_page(COMPARE_PAGE).run()
+    at.multiselect(key="compare").set_value(["lightning/csv/version_0", "hf_trainer"]).run()
+    at.button_group(key="x_axis").set_value(X.EPOCH).run()
+    assert not at.exception, [e.value for e in at.exception]
+    train, val = (json.loads(chart.proto.spec) for chart in at.get("plotly_chart")[:2])
+    assert train["layout"]["xaxis"]["title"]["text"] == val["layout"]["xaxis"]["title"]["text"] == X.EPOCH
+    assert np.all(np.diff(trace_x(train, "lightning/csv/version_0 (raw)")) > 0)  # no point on another's x
+    assert trace_x(val, "lightning/csv/version_0 (raw)").tolist() == [1.0, 2.0, 3.0, 4.0]  # at epoch ends
+    assert trace_x(val, "hf_trainer (raw)").tolist() == [1.0, 2.0, 3.0]  # where the Trainer's are
 
 
 def test_relative_time_starts_at_zero_in_one_unit_and_wall_time_is_milliseconds():
