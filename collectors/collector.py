@@ -69,6 +69,7 @@ def watch(
     num_classes: int | None = None,
     scaler: Any | None = None,
     start_step: int = 0,
+    framework: str | None = None,
     config: CollectorConfig | None = None,
     **settings: Any,
 ) -> Collector:
@@ -86,8 +87,10 @@ def watch(
     than the tensors passed to `step()`. `scaler` is an AMP GradScaler whose loss scale
     is then recorded. `start_step` is the number of the first step recorded: a run
     resumed from a checkpoint of step N passes N, and its curves go on in the same
-    `log_dir` where they stopped. Further keyword arguments are `CollectorConfig`
-    fields, e.g. ``every=10``.
+    `log_dir` where they stopped. `framework` names the framework whose loop calls
+    `step()` (its callback passes it: run.json's ``framework``, by which the readers
+    know what that framework writes beside the run). Further keyword arguments are
+    `CollectorConfig` fields, e.g. ``every=10``.
 
     A `log_dir` that cannot be written raises one OSError here, before anything is
     attached.
@@ -109,7 +112,17 @@ def watch(
     hparams = dict(hparams or {})
     _check_writable(Path(log_dir))
     return Collector(
-        model, optimizers, log_dir, hparams, run_name, batch_size, num_classes, scaler, start_step, config
+        model,
+        optimizers,
+        log_dir,
+        hparams,
+        run_name,
+        batch_size,
+        num_classes,
+        scaler,
+        start_step,
+        config,
+        framework,
     )
 
 
@@ -144,6 +157,7 @@ class Collector:
         scaler: Any | None,
         start_step: int,
         config: CollectorConfig,
+        framework: str | None = None,
     ) -> None:
         self.log_dir = Path(log_dir)
         self.rank, self.world_size = rank_and_world_size()
@@ -233,6 +247,7 @@ class Collector:
             RJ.K_WORLD_SIZE: self.world_size,
             RJ.K_DATA_PARALLEL: self._data_parallel,
             RJ.K_COLLECTOR: settings,
+            **({RJ.K_FRAMEWORK: framework} if framework is not None else {}),  # none in a loop of one's own
         }
         self._record.start(run_name, hparams, optimizers, facts, start_step)
 

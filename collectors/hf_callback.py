@@ -19,6 +19,11 @@ How each of `watch()`'s signals is had inside the Trainer's loop (transformers 5
   `input_ids` it was called with, on the step's micro-batches.
 - Validation: `eval_loss`, `eval_accuracy` (from `compute_metrics`) and a named eval
   set's `eval_<set>_loss` as `val/loss`, `val/acc`, `val/loss/<set>`.
+
+run.json says the run was recorded in the Trainer's loop (``framework``): the readers
+then know the run dir for a Trainer output dir from its first step, and fold the
+Trainer's own TensorBoard directory beside it (``runs/<name>/``) into the one run,
+with or without a checkpoint's trainer_state.json.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from trainscope.collectors.framework_batches import (
     loss_of,
     validation_scalars,
 )
+from trainscope.logformat import runjson as RJ
 
 # The TrainingArguments a run's diagnosis turns on, recorded as its hyperparameters
 # (all ~150 of them would bury these in the runs table).
@@ -100,6 +106,7 @@ class TrainScopeCallback(TrainerCallback):
                 batch_size=args.per_device_train_batch_size * args.gradient_accumulation_steps,
                 start_step=state.global_step,
                 scaler=getattr(optimizer, "scaler", None),
+                framework=RJ.FRAMEWORK_HF_TRAINER,
                 **self._watch_args,
             )
         except (TypeError, ValueError, OSError) as exc:  # a bad setting, optimizer or log dir: train on

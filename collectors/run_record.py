@@ -95,7 +95,7 @@ class RunRecord:
             RJ.K_STEPS: 0,
             RJ.K_ERRORS: [],
         }
-        self.data.update(facts)  # in the order above: the keys are there already
+        self.data.update(facts)  # the keys above keep their order; K_FRAMEWORK, where given, comes last
         self._check_earlier_run(start_step)
         self.write()
 

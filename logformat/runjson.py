@@ -57,6 +57,13 @@ K_COLLECTOR = "collector"  # the collector's settings: sampling interval, histog
 K_STATS_STRIDE = "stats_stride"  # in K_COLLECTOR, at close: steps between gradient norms at the end
 K_STEPS = "steps"  # training steps recorded (updated at close)
 K_ERRORS = "collector_errors"  # hook errors reported during the run
+# Whose loop the run was recorded in, where a framework's callback recorded it (absent for
+# watch() in a loop of one's own). FRAMEWORK_HF_TRAINER: the Trainer's, whose run dir is its
+# output_dir (by default), so the readers fold the Trainer's own TensorBoard directory
+# beside it (runs/<name>/ or logs/) into the run from the first step, not from the first
+# checkpoint's trainer_state.json on.
+K_FRAMEWORK = "framework"
+FRAMEWORK_HF_TRAINER = "transformers.Trainer"
 
 
 # Keys inside K_MODEL (the model summary, collectors/layers.py).

@@ -4,12 +4,15 @@ config on generated text (nothing downloaded).
 What `watch()` records must come out of a loop the user does not own: per-layer
 gradient norms read before the Trainer clips them, update ratios, activations, token
 accuracy from the model's own logits, eval loss and accuracy; the output dir, holding
-also the Trainer's own TensorBoard log, is read as one run and diagnosed.
+also the Trainer's own TensorBoard log, is read as one run and diagnosed, from the
+first step and with no checkpoint ever saved.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ transformers = pytest.importorskip("transformers")
 import torch  # noqa: E402
 from collector_helpers import diagnosed_by_the_cli, generated_text, read_scalars  # noqa: E402
 
-from trainscope.analyzers.reading import read_logdir  # noqa: E402
+from trainscope.analyzers.reading import LogDirReader, read_logdir  # noqa: E402
 from trainscope.collectors.hf_callback import TrainScopeCallback  # noqa: E402
 from trainscope.logformat import runjson as RJ  # noqa: E402
 from trainscope.logformat import tags as T  # noqa: E402
@@ -75,7 +78,9 @@ def fit(
     accumulate: int = 1,
     report_to: str = "none",
     save: bool = False,
+    watchers: Sequence[transformers.TrainerCallback] = (),
 ) -> TrainScopeCallback:
+    """Train; `watchers` are callbacks called before ours (after the Trainer's own)."""
     callback = TrainScopeCallback(every=10, stats_budget=None)
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"),
@@ -101,7 +106,7 @@ def fit(
         train_dataset=Windows(0, 250),
         eval_dataset=Windows(250 * LENGTH, 32),
         compute_metrics=token_accuracy,
-        callbacks=[callback],
+        callbacks=[*watchers, callback],
     )
     trainer.train()
     return callback
@@ -154,3 +159,105 @@ def test_the_gradients_are_read_once_per_accumulated_step(tmp_path):
     assert 2.0 < scalars[T.TRAIN_LOSS][0] < 4.0
     run_json = json.loads((Path(callback.collector.log_dir) / RJ.RUN_JSON).read_text())
     assert run_json[RJ.K_BATCH_SIZE] == 3 * 8
+
+
+class RefreshingReader(transformers.TrainerCallback):
+    """A dashboard on the live run: one LogDirReader refreshed when training begins
+    (after the Trainer's TensorBoard callback has made its directory, before ours has
+    written run.json), after every step and every evaluation; the run names it saw."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.reader: LogDirReader | None = None
+        self.seen: list[list[str]] = []
+
+    def refresh(self) -> None:
+        if self.reader is None:
+            self.reader = LogDirReader(self.log_dir)
+        self.seen.append(list(self.reader.refresh().runs))
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        self.refresh()
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        self.refresh()
+
+    def on_evaluate(self, args, state, control, **kwargs) -> None:
+        self.refresh()
+
+
+NO_CHECKPOINT_STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def no_checkpoint(tmp_path_factory) -> tuple[Path, RefreshingReader]:
+    """A Trainer run with its TensorBoard log and ours, that never saves a checkpoint."""
+    root = tmp_path_factory.mktemp("no_checkpoint")
+    watcher = RefreshingReader(root)
+    fit(root, steps=NO_CHECKPOINT_STEPS, report_to="tensorboard", watchers=[watcher])
+    watcher.refresh()  # once the run is closed
+    return root, watcher
+
+
+def assert_one_trainer_run(run) -> None:
+    """Our tags and the Trainer's series in one run, each step's loss once."""
+    assert run.source == "trainscope" and run.problems == ()
+    assert run.meta[RJ.K_FRAMEWORK] == RJ.FRAMEWORK_HF_TRAINER
+    assert {T.grad_norm_tag("transformer.wte"), T.TRAIN_ACC, T.update_ratio_tag("lm_head")} <= set(
+        run.scalars
+    )
+    # The Trainer's own, under the names it logs (our canonical tags take the series).
+    assert {"eval/loss", "eval/accuracy", "train/grad_norm", "train/learning_rate"} <= set(run.unmapped)
+    assert run.unmapped["eval/loss"].steps.tolist() == [20, 40]
+    assert run.scalars[T.VAL_LOSS].steps.tolist() == [19, 39]
+    # Both logs write train/loss: one point per step, ours 0..39 and the Trainer's last at 40
+    # (as when a checkpoint's trainer_state.json folded the two).
+    assert run.scalars[T.TRAIN_LOSS].steps.tolist() == list(range(NO_CHECKPOINT_STEPS + 1))
+
+
+def test_a_trainer_run_without_checkpoints_is_one_run(no_checkpoint):
+    root, _ = no_checkpoint
+    out = root / "out"
+    assert not list(out.glob("checkpoint-*")) and not list(out.rglob("trainer_state.json"))
+    assert len(list((out / "runs").iterdir())) == 1  # the Trainer's TensorBoard directory
+    runs = read_logdir(root).runs
+    assert list(runs) == ["out"]
+    assert_one_trainer_run(runs["out"])
+    report = diagnosed_by_the_cli(root)
+    assert [r["run"] for r in report["runs"]] == ["out"]
+
+
+def test_a_live_trainer_run_is_one_run_from_its_first_step(no_checkpoint):
+    """Refreshed before our run.json exists, the Trainer's directory is a run of its own;
+    from the first step on, one run, which the reader keeps up to date incrementally."""
+    root, watcher = no_checkpoint
+    (hf_dir,) = (root / "out" / "runs").iterdir()
+    assert watcher.seen[0] == [f"out/runs/{hf_dir.name}"]
+    assert len(watcher.seen) > NO_CHECKPOINT_STEPS
+    assert all(names == ["out"] for names in watcher.seen[1:])
+    live, fresh = watcher.reader.snapshot.runs["out"], read_logdir(root).runs["out"]
+    assert_one_trainer_run(live)
+    for name in ("eval/loss", "train/grad_norm"):
+        assert live.unmapped[name].values.tolist() == fresh.unmapped[name].values.tolist(), name
+    for tag in (T.VAL_LOSS, T.GRAD_GLOBAL_NORM, T.TRAIN_ACC):
+        assert live.scalars[tag].values.tolist() == fresh.scalars[tag].values.tolist(), tag
+    # (train/loss, which both write, keeps at a step both logged the value read last: which
+    # that is depends on when each writer flushed; its steps are the same.)
+    assert live.scalars[T.TRAIN_LOSS].steps.tolist() == fresh.scalars[T.TRAIN_LOSS].steps.tolist()
+
+
+def test_the_trainer_directory_appearing_beside_our_run_joins_it(no_checkpoint, tmp_path):
+    """The same files in the other order: our run first, then the Trainer's directory."""
+    source = no_checkpoint[0] / "out"
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in source.iterdir():
+        if path.is_file():
+            shutil.copy2(path, out / path.name)
+    reader = LogDirReader(tmp_path)
+    before = reader.refresh()
+    assert list(before.runs) == ["out"] and "eval/loss" not in before.runs["out"].unmapped
+    shutil.copytree(source / "runs", out / "runs")
+    after = reader.refresh()
+    assert list(after.runs) == ["out"] and after.changed == {"out"}
+    assert_one_trainer_run(after.runs["out"])

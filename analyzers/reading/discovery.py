@@ -21,7 +21,15 @@ Some writers spread one run over several directories; those are folded into one 
   ``<output_dir>/runs/<name>/`` (or a ``logs/`` beside the checkpoints): when there is
   exactly one such directory, it belongs to ``<output_dir>`` too (the same points as
   the trainer state, and more where the state is older). Several are several training
-  attempts: they stay runs of their own and the output dir says so.
+  attempts: they stay runs of their own and the output dir says so. A directory is
+  known for an output dir by a ``trainer_state.json`` in it or in a checkpoint under
+  it, or from the first step on, by a run.json that TrainScope's Trainer callback
+  wrote (its ``framework`` says so): a run without checkpoints (``save_strategy="no"``)
+  is then one run, and a live one does not turn from two runs into one at its first
+  checkpoint. A run.json of any other loop folds nothing: its own ``runs/`` stay runs.
+  Only a directory with a ``runs/`` or ``logs/`` in it has its run.json read, once
+  per version of the file (the collector replaces it whole, which re-lists the
+  directory).
 - ``SummaryWriter.add_scalars("Loss", {"train": ..})`` writes ``<run>/Loss_train/``;
   whether a sub-directory of a run is such a child depends on its tags, so that is
   decided when it is read (see `logdir`).
@@ -52,7 +60,7 @@ from trainscope.analyzers.reading.mlflow_store import is_mlflow_run_dir
 from trainscope.analyzers.reading.tagmap import TagMapper
 from trainscope.analyzers.reading.wandb import is_wandb_run_dir
 from trainscope.logformat.events import is_event_file
-from trainscope.logformat.runjson import RUN_JSON
+from trainscope.logformat.runjson import FRAMEWORK_HF_TRAINER, K_FRAMEWORK, RUN_JSON, read_run_json
 
 METRICS_CSV = "metrics.csv"
 TRAINER_STATE = "trainer_state.json"
@@ -95,6 +103,14 @@ class _Dir:
     pending: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Verdicts on candidate metric logs: name -> (inode, kind or None), reused when re-listed.
     sniffed: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    # Whether its run.json was recorded in the Trainer's loop, with the file's (inode, size,
+    # mtime) then, reused when re-listed; None where no run.json was read (`_trainer_verdict`).
+    trainer: tuple[tuple[int, int, int], bool] | None = None
+
+    @property
+    def trainer_output(self) -> bool:
+        """Whether run.json says this is a Trainer's output dir."""
+        return self.trainer is not None and self.trainer[1]
 
 
 @dataclass(frozen=True)
@@ -171,6 +187,7 @@ class DirectoryWatcher:
                     or fresh.files != entry.files
                     or fresh.subdirs != entry.subdirs
                     or fresh.layout != entry.layout
+                    or fresh.trainer_output != entry.trainer_output
                 ):
                     changed = True
                 entry = self._dirs[path] = fresh
@@ -231,6 +248,7 @@ class DirectoryWatcher:
             else:
                 self._sniff(path, name, inode, entry, files)
         entry.files = dict(sorted(files.items()))
+        entry.trainer = _trainer_verdict(path, entry, old)
         return entry
 
     @staticmethod
@@ -328,6 +346,8 @@ class DirectoryWatcher:
             if KIND_TRAINER_STATE in entry.files.values():
                 parent, name = os.path.split(path)
                 outputs.add(parent if _HF_CHECKPOINT.fullmatch(name) and path != self.root else path)
+            elif entry.trainer_output:
+                outputs.add(path)
         found: dict[str, list[str]] = {}
         for path, entry in self._dirs.items():
             if path == self.root or KIND_EVENTS not in entry.files.values():
@@ -346,7 +366,7 @@ class DirectoryWatcher:
                 listing.notes[output] = [
                     (
                         f"{output}: {len(event_dirs)} TensorBoard directories of separate training attempts "
-                        f"({names}) are runs of their own; none is merged with trainer_state.json"
+                        f"({names}) are runs of their own; none is merged into the output dir's run"
                     )
                 ]
         return folded
@@ -365,6 +385,25 @@ class DirectoryWatcher:
         """Whether directory `path` directly holds an event file (as of the last scan)."""
         entry = self._dirs.get(path)
         return entry is not None and KIND_EVENTS in entry.files.values()
+
+
+def _trainer_verdict(path: str, entry: _Dir, old: _Dir | None) -> tuple[tuple[int, int, int], bool] | None:
+    """Whether the run.json of directory `path` was recorded in the Trainer's loop (by
+    its ``framework``), with the file's signature; the old verdict while the file is the
+    same. Read only where it matters: beside a ``runs/`` or ``logs/`` the Trainer's
+    TensorBoard callback may have written (a sub-directory appearing re-lists the
+    directory, and this is asked again)."""
+    if entry.files.get(RUN_JSON) != KIND_RUN_JSON or not {HF_RUNS_DIR, HF_LOGS_DIR} & set(entry.subdirs):
+        return None
+    try:
+        st = os.stat(os.path.join(path, RUN_JSON))
+    except OSError:
+        return None
+    signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if old is not None and old.trainer is not None and old.trainer[0] == signature:
+        return old.trainer
+    data, _ = read_run_json(path)  # an unreadable one is said by its reader; here it folds nothing
+    return signature, data is not None and data.get(K_FRAMEWORK) == FRAMEWORK_HF_TRAINER
 
 
 def _racy(entry: _Dir) -> bool:

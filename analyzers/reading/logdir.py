@@ -295,7 +295,9 @@ class LogDirReader:
         checkpoint), is folded into the output dir's run then, and a second training
         attempt unfolds it. The runs a file leaves and joins hold its points or lack
         them: they start over, every file of theirs read again from its beginning."""
-        moved = [(old, listing.sources[p]) for p, old in self._files.items() if listing.sources.get(p, old) != old]
+        moved = [
+            (old, listing.sources[p]) for p, old in self._files.items() if listing.sources.get(p, old) != old
+        ]
         if not moved:
             return
         restart = {self._owner(old) for old, _ in moved} | {new.run_dir for _, new in moved}
