@@ -28,6 +28,7 @@ from trainscope.analyzers.findings import SEVERITY_ORDER, Finding
 from trainscope.analyzers.formatting import clean, evidence_text, plain, symptom_list, where
 from trainscope.analyzers.layer_names import titled
 from trainscope.analyzers.reading import LogDirSnapshot, parse_rule, read_logdir, unreadable
+from trainscope.analyzers.reading.assemble import EPOCH_SERIES_NAMES
 from trainscope.analyzers.rules import ALL_RULES, RuleFn
 from trainscope.analyzers.run import Run
 from trainscope.analyzers.run_names import given_name
@@ -226,8 +227,9 @@ def _run_header(d: Diagnosis) -> str:
     facts += [run.source, f"{len(run.scalars)} signal(s)"]
     if last is not None:
         facts.append(f"last step {last:,}")
-    if run.unmapped:
-        facts.append(f"{len(run.unmapped)} unmapped tag(s)")
+    unmapped = [tag for tag in run.unmapped if tag not in EPOCH_SERIES_NAMES]  # the epoch count is an axis
+    if unmapped:
+        facts.append(f"{len(unmapped)} unmapped tag(s)")
     return f"run {clean(run.name)} ({'; '.join(facts)})"
 
 

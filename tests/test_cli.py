@@ -274,3 +274,10 @@ def test_a_layer_named_by_its_index_is_described_in_the_finding_s_title():
     assert code == 0
     assert "Dead ReLUs: 94% of `9` (ReLU after 8: Linear 64→64)'s units never fire [step 10, layer 9]" in out
     assert "Initial weight scale too small in `0` (Linear 64→64) and 5 more" in out
+
+
+def test_the_epoch_count_is_an_axis_not_an_unmapped_tag_in_the_run_header():
+    code, out, _ = _run_in_process(os.path.join(FIXTURES, "lightning", "csv"))
+    assert code == 0
+    header = next(line for line in out.splitlines() if line.startswith("run "))
+    assert header.endswith("; 1 unmapped tag(s))"), header  # train_loss_epoch; `epoch` is the x axis

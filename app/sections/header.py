@@ -10,6 +10,7 @@ from trainscope.analyzers.diagnose import Diagnosis
 from trainscope.analyzers.durations import duration
 from trainscope.analyzers.facts import batch_size, data_parallel_ranks, optimizer_type
 from trainscope.analyzers.formatting import plain
+from trainscope.analyzers.reading.assemble import EPOCH_SERIES_NAMES
 from trainscope.app.escape import code, md
 from trainscope.app.export import diagnosis_json, diagnosis_markdown
 from trainscope.app.summaries import HEALTH_COLOR, HEALTH_ICON, health, last_logged, last_step
@@ -44,9 +45,8 @@ def show(logdir: str, d: Diagnosis, label: str | None = None) -> None:
     if batch_size(run):
         ranks = data_parallel_ranks(run)
         facts.append(f"batch size: {batch_size(run)}" + (f" per rank × {ranks} ranks" if ranks > 1 else ""))
-    facts.append(
-        f"{len(run.scalars)} signals" + (f", {len(run.unmapped)} other series" if run.unmapped else "")
-    )
+    other = [tag for tag in run.unmapped if tag not in EPOCH_SERIES_NAMES]  # the epoch count is an axis
+    facts.append(f"{len(run.scalars)} signals" + (f", {len(other)} other series" if other else ""))
     st.caption(" · ".join(facts))
 
     safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in run.name) or "run"
