@@ -482,3 +482,85 @@ def test_plateau_with_small_updates_advises_raising_the_lr_and_cites_why():
     # the stuck-high run with healthy-sized updates keeps the "divide" advice
     [bouncing] = loss_plateau(build(_stuck(), ratios(0.02, n=M)))
     assert bouncing.advice[0].startswith("Divide the learning rate")
+
+
+# --- loss_plateau: fine-tunes and the window's wording ---------------------------------------
+
+
+def _fine_tune(n=430, every=500, seed=0, lr=None, val=None):
+    """A pretrained model's fine-tune, logged every 500 steps: the first point is the mean over the
+    first steps (2.0), the loss then sits near its floor and falls 7% more as the lr is spent (its
+    pace follows a linear decay 5e-5 -> 0), flat in the last 30% where the lr is < 30% of its peak."""
+    t = np.arange(n) / (n - 1)
+    spent = 2 * t - t**2  # share of the linear schedule's lr spent by t
+    trend = 1.75 + 0.14 * (1 - spent)
+    trend[0] = 2.0
+    s = steps(n, every, start=every)
+    scalars = {T.LR: (s, 5e-5 * (1 - t) if lr is None else np.full(n, lr))}
+    if val is not None:
+        scalars[T.VAL_LOSS] = (s[::43], val)
+    return make_run({T.TRAIN_LOSS: (s, noisy(trend, 0.008, seed=seed)), **scalars})
+
+
+def _stuck_after_drop(n=500, every=50, seed=0):
+    """A loss that drops once (0.346 -> 0.312) and creeps to 0.3085 with tiny jitter, at an lr
+    decayed linearly to 0: stuck at 89% of its start, the peak lr moved it no more than the end."""
+    trend = 0.3085 + 0.0035 * np.exp(-np.arange(n) / (n / 4))
+    trend[0] = 0.346
+    s = steps(n, every, start=every - 1)
+    return make_run({T.TRAIN_LOSS: (s, noisy(trend, 0.0007, seed=seed)), T.LR: (s, 1e-3 * (1 - s / s[-1]))})
+
+
+def _lora_rise(n=48, every=5, seed=1):
+    """A LoRA fine-tune at a constant 5e-4, logged every 5 steps: 2.1 -> 0.04 within 30 steps, then a
+    noisy creep up to 0.07 over the last 14 points (multiplicative scatter of 30%)."""
+    trend = decay(n, start=2.1, floor=0.04, tau=3.0)
+    trend[-14:] = np.linspace(0.04, 0.07, 14)
+    s = steps(n, every, start=every)
+    return make_run({T.TRAIN_LOSS: (s, noisy(trend, 0.3, seed=seed)), T.LR: (s, np.full(n, 5e-4))})
+
+
+PLATEAU_FINE_TUNE_CASES = [
+    *(
+        pytest.param(_fine_tune(seed=seed), Quiet(), id=f"fine-tune-falls-until-the-lr-decays-seed{seed}")
+        for seed in range(3)
+    ),
+    pytest.param(
+        _fine_tune(lr=5e-5, val=np.linspace(1.70, 1.62, 10)),
+        Quiet(),
+        id="fine-tune-falling-until-the-window-at-constant-lr-val-improving",
+    ),
+    pytest.param(
+        _stuck_after_drop(),
+        Fires(
+            "warning",
+            step=(0, 2000),
+            says=("stayed at about 0.309 for the last", "89% of where it started", "decayed to 0"),
+            evidence={"kind": "stuck_high"},
+        ),
+        id="stuck-after-a-first-drop-at-a-decayed-lr-still-fires",
+    ),
+    pytest.param(
+        _lora_rise(),
+        Fires(
+            "info",
+            says=(
+                "has stopped falling at about",
+                "rose 43% across the last 30% of the run, within the scatter",
+            ),
+            evidence={"kind": "late"},
+        ),
+        id="late-rise-within-the-scatter-says-rose",
+    ),
+]
+
+
+@pytest.mark.parametrize("run, expect", PLATEAU_FINE_TUNE_CASES)
+def test_loss_plateau_fine_tunes(run, expect):
+    check(loss_plateau, run, expect)
+
+
+def test_plateau_rise_is_not_called_flattened():
+    [found] = loss_plateau(_lora_rise())
+    assert found.title == "Loss has stopped falling at a constant learning rate: time for a decay"
+    assert "flattened" not in found.message

@@ -100,6 +100,7 @@ class Window:
     first: float  # median of its first third
     end: float  # median of its last third
     drop: float  # (first - end) / first
+    error: float  # standard error of end - first (the scatter a change must clear to be shown)
     stalled: bool
 
 
@@ -118,10 +119,15 @@ def check(run: Run) -> Iterable[Finding]:
     "stalled" when, over the last 30% of the run, the loss fell < 2% (or < 25% of its
     average pace) with 2 standard errors to spare (a run still being written needs the
     resolution to tell a 2% change first). A stall still above 80% of the start (or of
-    ln C for a C-class cross-entropy) is a warning, unless the updates are tiny or
-    blocked (then lr_too_low, dead_relu or vanishing_gradients has the cause); so is
-    one that has lasted the last half of the run at >= 10% of the start with validation
-    not improving. A later plateau at a constant lr, with validation no longer
+    ln C for a C-class cross-entropy) is "stuck high", a warning, when it was stalled
+    before the window too (from where the loss came within its band of the level, 5% or
+    3 sigma of its jitter, it did not fall by more than a stall allows plus 2 standard
+    errors) and the updates are not tiny or blocked (then lr_too_low, dead_relu or
+    vanishing_gradients has the cause). A loss still falling until the window is no
+    stuck run: a fine-tune's first logged loss is near its floor, so a healthy one ends
+    at 85-90% of it once its lr decay flattens the tail. A stall that has lasted the
+    last half of the run at >= 10% of the start with validation not improving is a
+    warning too. A later plateau at a constant lr, with validation no longer
     improving, is info; one while the lr has decayed to < 10% of its peak is the
     schedule's end, not a finding.
     What to do: divide the learning rate by 2-10 when the (validation) loss stalls, or
@@ -145,6 +151,11 @@ def check(run: Run) -> Iterable[Finding]:
     chance = chance_loss(run, loss.start)
     high = end >= PLATEAU_HIGH * loss.start or (chance is not None and end >= PLATEAU_HIGH * chance)
     onset = _plateau_onset(curve, end, curve.values[np.searchsorted(curve.steps, loss.steps[window.begin]) :])
+    if _fell_before(loss, onset, window.begin, end):
+        # Still falling until the window: the plateau is no older than the window, so it is no
+        # stuck run (a fine-tune ends near its first logged loss) but, at most, a late plateau.
+        high = False
+        onset = max(onset, int(loss.steps[window.begin]))
     total_drop = (loss.start - end) / loss.start
     evidence = {
         "plateau_level": end,
@@ -181,10 +192,10 @@ def check(run: Run) -> Iterable[Finding]:
         finding(
             RULE_ID,
             "info",
-            "Loss has flattened at a constant learning rate: time for a decay",
-            f"The train loss has flattened at about {fmt(end)} for the last {steps_flat} steps "
-            f"(it changed {fmt_pct(-window.drop)} across the last {fmt_pct(PLATEAU_WINDOW)} of the run, "
-            f"after falling {fmt_pct(total_drop)} overall), with the learning rate constant at {fmt(lr)}.",
+            f"Loss has {_stalled_verb(window)} at a constant learning rate: time for a decay",
+            f"The train loss has {_stalled_verb(window)} at about {fmt(end)} for the last {steps_flat} steps "
+            f"({_change_words(window, PLATEAU_WINDOW)}, after falling {fmt_pct(total_drop)} overall), "
+            f"with the learning rate constant at {fmt(lr)}.",
             (
                 f"Decay the learning rate: divide it by 2-10 now (to about {fmt(lr / 5)}); the loss often "
                 "drops right after a decay.",
@@ -213,18 +224,15 @@ def _window(loss: LossCurve, share: float) -> Window | None:
     """
     n = loss.values.shape[0]
     begin = tail_start(n, share, 3)
-    window = loss.values[begin:]
-    thirds = chunk_medians(window, 3)
-    if thirds.shape[0] < 3:
+    thirds = _thirds(loss, begin, n)
+    if thirds is None:
         return None
-    first, end = float(thirds[0]), float(thirds[2])
+    first, end, error = thirds
     if first <= 0:
         return None  # the loss sits at 0: converged, nothing left to fall
     drop = (first - end) / first
-    error = math.sqrt(2) * loss.median_error(window.shape[0] // 3)
     span = max(int(loss.steps[-1] - loss.steps[begin]), 1)
-    total_span = max(int(loss.steps[-1] - loss.steps[0]), 1)
-    average_pace = max(loss.start - end, 0.0) / total_span
+    average_pace = _average_pace(loss, end)
     if loss.live:
         resolution = 2 * error / first
         if drop < max(PLATEAU_MAX_DROP, resolution) and resolution > PLATEAU_MAX_DROP:
@@ -246,7 +254,47 @@ def _window(loss: LossCurve, share: float) -> Window | None:
         stalled = flat and (first - end) + PLATEAU_CONFIDENCE * error < allowed
     # A rise beyond 5% is not flat either (lr_too_high's case), unless it is within the scatter.
     rising = end - first > max(PLATEAU_MAX_RISE * first, PLATEAU_CONFIDENCE * error)
-    return Window(begin, first, end, drop, stalled and not rising)
+    return Window(begin, first, end, drop, error, stalled and not rising)
+
+
+def _thirds(loss: LossCurve, begin: int, stop: int) -> tuple[float, float, float] | None:
+    """(median of the first third, of the last third, standard error of their difference) of the
+    raw points [begin, stop), or None below 3 points."""
+    thirds = chunk_medians(loss.values[begin:stop], 3)
+    if thirds.shape[0] < 3:
+        return None
+    error = math.sqrt(2) * loss.median_error((stop - begin) // 3)
+    return float(thirds[0]), float(thirds[2]), error
+
+
+def _average_pace(loss: LossCurve, level: float) -> float:
+    """The run's average fall per step, from its start down to `level` (0 when it is no lower)."""
+    total_span = max(int(loss.steps[-1] - loss.steps[0]), 1)
+    return max(loss.start - level, 0.0) / total_span
+
+
+def _fell_before(loss: LossCurve, onset: int, stop: int, level: float) -> bool:
+    """Whether the loss was still falling between the plateau's onset and raw point `stop`.
+
+    Why: "stuck" says the loss stopped making progress well before the stalled window.
+    Against its start alone that cannot be told from a fine-tune, whose first logged
+    loss is already near its floor: the end sits at 85-90% of it after a healthy run.
+    What tells them apart is the stretch before the window: a stuck run is flat there
+    too, a fine-tune was still falling until its schedule decayed the lr.
+    Measured: the window's own test read the other way. The stretch from the onset
+    (where the smoothed loss came within its band of the level) to the window fell more
+    than a stall allows (2% of its level, or 25% of the run's average pace over its
+    span), by `PLATEAU_CONFIDENCE` standard errors. Fewer than 3 points before the
+    window count as falling: the loss reached its level only where the window begins.
+    """
+    begin = int(np.searchsorted(loss.steps, onset))
+    thirds = _thirds(loss, begin, stop)
+    if thirds is None:
+        return True
+    first, end, error = thirds
+    span = max(int(loss.steps[stop] - loss.steps[begin]), 1)
+    allowed = max(PLATEAU_MAX_DROP * first, PLATEAU_RATE_SHARE * _average_pace(loss, level) * span)
+    return (first - end) - PLATEAU_CONFIDENCE * error > allowed
 
 
 def _never_learned(loss: LossCurve, run: Run) -> dict | None:
@@ -355,10 +403,9 @@ def _stuck_high_finding(
     if chance is not None:
         level += f", {fmt_pct(end / chance)} of the chance level ln {num_classes(run)} = {fmt(chance)}"
     message = (
-        f"The train loss has stayed at about {fmt(end)} for the last "
-        f"{fmt_step(loss.curve.steps[-1] - onset)} steps (it changed "
-        f"{fmt_pct(-window.drop)} across the last "
-        f"{fmt_pct(PLATEAU_WINDOW)} of the run) and is still at {level}"
+        f"The train loss has {_stalled_verb(window, 'stayed')} at about {fmt(end)} for the last "
+        f"{fmt_step(loss.curve.steps[-1] - onset)} steps ({_change_words(window, PLATEAU_WINDOW)}) "
+        f"and is still at {level}"
     )
     more, advice, source = _stuck_advice(run, evidence, decayed)
     return finding(
@@ -426,7 +473,8 @@ def _long_plateau_finding(
     loss: LossCurve, long: Window, onset: int, evidence: dict, lr: float | None
 ) -> Finding:
     # The window proved the last half flat, whatever the onset's estimate on a noisy curve says.
-    flat_steps = int(loss.steps[-1] - min(onset, int(loss.steps[long.begin])))
+    onset = min(onset, int(loss.steps[long.begin]))
+    flat_steps = int(loss.steps[-1] - onset)
     total = max(int(loss.steps[-1] - loss.steps[0]), 1)
     evidence = {
         "kind": NO_PROGRESS,
@@ -440,7 +488,7 @@ def _long_plateau_finding(
         f"No progress for {fmt_pct(flat_steps / total)} of the run",
         f"The train loss fell from {fmt(loss.start)} to about {fmt(long.end)} by step {fmt_step(onset)} and "
         f"has not improved since: {fmt_step(flat_steps)} steps, {fmt_pct(flat_steps / total)} of the run "
-        f"(it changed {fmt_pct(-long.drop)} across the last {fmt_pct(PLATEAU_LONG)}), with no validation "
+        f"({_change_words(long, PLATEAU_LONG)}), with no validation "
         "curve improving meanwhile.",
         (
             (
@@ -457,6 +505,27 @@ def _long_plateau_finding(
         step=onset,
         evidence=evidence,
     )
+
+
+def _change_words(window: Window, share: float) -> str:
+    """What the loss did across a stalled window of the last `share` of the run, as measured.
+
+    "it changed -0.4% across ..." within the 2% a stall allows; beyond that, "rose" or
+    "fell" with the size, and "within the scatter" where noise alone could make it: a
+    stalled window may rise 24% on a noisy log, and that must not read as "flattened".
+    """
+    change = fmt_change(window.end / window.first)
+    where = f"across the last {fmt_pct(share)} of the run"
+    if abs(window.drop) < PLATEAU_MAX_DROP:
+        return f"it changed {change} {where}"
+    verb = "rose" if window.drop < 0 else "fell"
+    within = abs(window.end - window.first) < PLATEAU_CONFIDENCE * window.error
+    return f"it {verb} {change.lstrip('+-')} {where}" + (", within the scatter" if within else "")
+
+
+def _stalled_verb(window: Window, flat: str = "flattened") -> str:
+    """`flat` for a window that moved < 2%; "stopped falling" for one that rose more (within the scatter)."""
+    return "stopped falling" if window.drop <= -PLATEAU_MAX_DROP else flat
 
 
 def _lr_decayed_since(run: Run, since: int) -> dict | None:
