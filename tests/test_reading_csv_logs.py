@@ -33,6 +33,11 @@ KERAS_ROWS = "0,0.41,1.71,0.46,1.44\n1,0.46,1.52,0.35,7.41\n2,0.52,1.40,0.50,1.3
         ("pandas.csv", ",epoch,loss\n0,0,1.0\n", True),  # DataFrame.to_csv's unnamed index
         ("quoted.csv", '"epoch","loss"\n0,1.0\n', True),
         ("yolo.csv", "   epoch,  train/box_loss,  metrics/precision(B),  lr/pg0\n1,0.9,0.1,0.01\n", True),
+        # a header below a preamble: a title, Excel's sep= line, comments, blank lines
+        ("titled.csv", "model_history_log\r\nepoch;accuracy;loss\r\n0;0.4;1.6", True),
+        ("excel.csv", "sep=;\nepoch;loss;val_loss\n0;1.5;1.7\n", True),
+        ("commented.log", "# run 3\n# lr 0.1, batch 32\n\nstep,loss\n0,1.0\n", True),
+        ("four_lines.txt", "a\nb\nc\nd\nepoch,loss\n0,1.0\n", True),
         # not runs
         ("digits.csv", "label,pixel_0,pixel_1\n3,0,16\n", False),  # a dataset
         ("eval.csv", "model,accuracy,f1\nmlp,0.9,0.8\n", False),  # a table without an x column
@@ -40,6 +45,13 @@ KERAS_ROWS = "0,0.41,1.71,0.46,1.44\n1,0.46,1.52,0.35,7.41\n2,0.52,1.40,0.50,1.3
         ("odd.csv", "epoch,foo,bar\n0,1,2\n", False),  # nothing that is a metric
         ("export.csv", "Wall time,Step,Value\n1.7e9,0,1.0\n", False),  # TensorBoard's CSV export: unnamed
         ("train.log", "Epoch 1/10\n32/32 - loss: 0.91 - accuracy: 0.71\n", False),  # console output
+        # a dataset under a title: the line below the preamble is no metric header
+        ("iris.csv", "Iris data set\nsepal_length,sepal_width,species\n5.1,3.5,setosa\n", False),
+        ("titled_digits.csv", "# digits\nsep=,\nlabel,pixel_0,pixel_1\n3,0,16\n", False),
+        ("five_lines.txt", "a\nb\nc\nd\ne\nepoch,loss\n0,1.0\n", False),  # too much preamble
+        ("caption.txt", "a cat on a mat\n", False),  # preamble alone
+        ("label.txt", "0 0.51 0.42 0.20 0.31\n1 0.3 0.3 0.1 0.1", False),  # numbers are no title
+        ("console.txt", "Training\nEpoch 1, loss 0.9\nepoch,loss\n0,1.0\n", False),  # no title
         ("numbers.csv", "0,1.0,2.0\n1,0.9,1.9\n", False),
         ("blank_middle.csv", "epoch,,loss\n0,1,2\n", False),
         ("empty.csv", "", False),
@@ -149,6 +161,39 @@ def test_a_header_mid_file_starts_a_new_table(tmp_path):
 def _age(path, seconds: float = 60) -> None:
     old = time.time() - seconds
     os.utime(path, (old, old))
+
+
+def test_a_csvlogger_file_under_a_title_line_is_read_from_its_header(tmp_path):
+    """A Keras CSVLogger(separator=";") file with a title line above the header, CRLF, and
+    the last row without its newline, as found in a real repository."""
+    rows = ["0;0.41;1.58;0.80;0.65", "1;0.78;0.71;0.91;0.30", "2;0.88;0.40;0.93;0.23"]
+    text = "model_history_log\r\nepoch;accuracy;loss;val_accuracy;val_loss\r\n" + "\r\n".join(rows)
+    (tmp_path / "model_history_log.csv").write_text(text, newline="")
+    run = read_logdir(tmp_path).runs["model_history_log.csv"]
+    assert run.scalars[T.TRAIN_LOSS].values.tolist() == [1.58, 0.71, 0.40]
+    assert run.scalars[T.VAL_ACC].steps.tolist() == [0, 1, 2]
+    assert run.x_axis(T.TRAIN_LOSS) == "epoch" and run.problems == ()  # the title is no skipped row
+
+
+def test_a_header_below_a_title_is_found_once_it_is_written(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("model_history_log\nepoch,lo")  # the header is being written
+    _age(tmp_path)
+    reader = LogDirReader(tmp_path)
+    assert reader.refresh().runs == {}
+    path.write_text("model_history_log\nepoch,loss\n0,1.2\n")
+    assert reader.refresh().runs["history.csv"].scalars[T.TRAIN_LOSS].values.tolist() == [1.2]
+
+
+def test_top1_is_accuracy_and_top5_is_not(tmp_path):
+    (tmp_path / "metrics.csv").write_text(
+        "epoch,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,lr,epoch_time\n"
+        "1,4.03,0.079,0.26,3.63,0.131,0.383,0.05,178.6\n"
+        "2,3.47,0.166,0.43,3.25,0.204,0.491,0.05,176.7\n"
+    )
+    run = read_logdir(tmp_path).runs["metrics.csv"]
+    assert run.tag_origins[T.TRAIN_ACC] == "train_top1" and run.tag_origins[T.VAL_ACC] == "val_top1"
+    assert sorted(run.unmapped) == ["epoch_time", "train_top5", "val_top5"]
 
 
 def test_rows_appended_between_refreshes_are_read_and_nothing_else(tmp_path):

@@ -24,7 +24,9 @@ SCALAR_CASES = [
     ("acc_epoch", T.TRAIN_ACC),
     ("loss_step", T.TRAIN_LOSS),
     ("loss_epoch", T.TRAIN_LOSS),
-    ("test_acc", None),
+    ("test_acc", T.VAL_ACC),  # a "test" set stands for val where the run has no val of its own
+    ("test_loss_epoch", T.VAL_LOSS),
+    ("test_loss_step", None),
     ("avg_test_loss", None),
     ("lr-SGD", T.LR),
     ("lr-Adam/pg1", T.LR),
@@ -43,7 +45,7 @@ SCALAR_CASES = [
     ("train/train_loss", None),  # the run's average, logged once at the end
     ("train/epoch", None),
     ("eval/runtime", None),
-    ("test/loss", None),
+    ("test/loss", T.VAL_LOSS),
     ("eval/clean_loss", None),  # a named eval set: only with its eval/clean_runtime (see eval_sets)
     # Keras (sub-directory prefixed by the reader)
     ("train/epoch_loss", T.TRAIN_LOSS),
@@ -75,6 +77,32 @@ SCALAR_CASES = [
     ("learning_rate", T.LR),
     ("grad_norm", T.GRAD_GLOBAL_NORM),
     ("my_custom_metric", None),
+    # hand-written SummaryWriter names with a qualifier, and a "test" split
+    ("Test loss (avg on test)", T.VAL_LOSS),
+    ("Test accuracy", T.VAL_ACC),
+    ("testing_loss", T.VAL_LOSS),
+    ("Loss/test", T.VAL_LOSS),
+    ("Val accuracy (%)", T.VAL_ACC),
+    ("Training loss (mean per batch)", T.TRAIN_LOSS),
+    ("IoU (avg on test)", None),
+    ("Loss (std)", None),  # a qualifier that changes what the name means
+    ("loss (val)", None),  # a split only the qualifier names
+    ("Training loss (avg on test)", None),
+    # top-1 accuracy (timm's summary.csv, torchvision's and timm's acc1, Acc@1); never top-5
+    ("train_top1", T.TRAIN_ACC),
+    ("val_top1", T.VAL_ACC),
+    ("eval_top1", T.VAL_ACC),
+    ("val_acc1", T.VAL_ACC),
+    ("Acc@1/val", T.VAL_ACC),
+    ("test_top1", T.VAL_ACC),
+    ("train_top-1_accuracy", T.TRAIN_ACC),
+    ("train_top5", None),
+    ("val_top5", None),
+    ("eval_top5", None),
+    ("val_acc5", None),
+    ("Acc@5/val", None),
+    ("top1", None),  # no split named: a train or an eval number
+    ("acc1", None),
     # canonical names map to themselves
     (T.TRAIN_LOSS, T.TRAIN_LOSS),
     (T.grad_norm_tag("conv1"), T.grad_norm_tag("conv1")),
@@ -164,3 +192,49 @@ def test_parse_rule_from_the_command_line():
         parse_rule("no-equals-sign")
     with pytest.raises(ValueError):
         parse_rule("(unclosed=train/loss")
+
+
+def _summary_writer_run(tmp_path, curves: dict[str, list[float]]):
+    """A real SummaryWriter log of one point per epoch for each curve, read back as a run."""
+    pytest.importorskip("torch")
+    from torch.utils.tensorboard import SummaryWriter
+
+    from trainscope.analyzers.reading import read_logdir
+
+    writer = SummaryWriter(str(tmp_path / "run"))
+    for epoch in range(len(next(iter(curves.values())))):
+        for name, values in curves.items():
+            writer.add_scalar(name, values[epoch], epoch)
+    writer.close()
+    return read_logdir(tmp_path).runs["run"]
+
+
+def test_a_test_set_evaluated_each_epoch_is_the_validation_curve(tmp_path):
+    run = _summary_writer_run(
+        tmp_path,
+        {
+            "Training loss": [0.9, 0.7, 0.6, 0.5],
+            "Test loss (avg on test)": [0.8, 0.7, 0.65, 0.66],
+            "Test accuracy": [0.6, 0.7, 0.72, 0.71],
+            "IoU (avg on test)": [0.5, 0.6, 0.7, 0.7],
+        },
+    )
+    assert run.tag_origins[T.VAL_LOSS] == "Test loss (avg on test)"
+    assert run.scalars[T.VAL_LOSS].values.tolist() == pytest.approx([0.8, 0.7, 0.65, 0.66])
+    assert run.tag_origins[T.VAL_ACC] == "Test accuracy"
+    assert list(run.unmapped) == ["IoU (avg on test)"]
+
+
+def test_a_test_curve_beside_a_validation_curve_stays_unmapped(tmp_path):
+    run = _summary_writer_run(
+        tmp_path,
+        {
+            "Loss/train": [0.9, 0.7, 0.6, 0.5],
+            "Loss/val": [0.85, 0.75, 0.7, 0.72],
+            "Accuracy/val": [0.55, 0.65, 0.7, 0.69],
+            "Test loss (avg on test)": [0.8, 0.7, 0.65, 0.66],
+            "Test accuracy": [0.6, 0.7, 0.72, 0.71],
+        },
+    )
+    assert run.tag_origins[T.VAL_LOSS] == "Loss/val" and run.tag_origins[T.VAL_ACC] == "Accuracy/val"
+    assert sorted(run.unmapped) == ["Test accuracy", "Test loss (avg on test)"]

@@ -1,12 +1,18 @@
 """Keras ``CSVLogger`` files and plain metric CSV/TSV logs of hand-written loops.
 
 Such a log has no fixed name (``training.log``, ``history.csv``, ``log.tsv``,
-``results/metrics/training_log.csv``), so it is recognised by its first line
-(`first_line`, `parse_header`): a header naming an x column (``epoch``, or ``step``,
+``results/metrics/training_log.csv``), so it is recognised by its header
+(`first_line`, `parse_header`): a line naming an x column (``epoch``, or ``step``,
 ``global_step``, ``iteration``, ``iter``) and at least one metric the tag map knows or
 that names a loss or an accuracy. Only files with a log's suffix (`is_candidate`) are
 looked at, and only their first `SNIFF_BYTES`, so a dataset CSV, a config, a console
 log, images or checkpoints are never taken for runs, and cheaply.
+
+The header is the first line, or follows at most `MAX_PREAMBLE_LINES` lines of preamble
+(`_is_preamble`): a title (one field and no delimiter, e.g. ``model_history_log``),
+Excel's ``sep=;`` line, ``#`` comments, blank lines.
+Only such lines are passed over, and the line after them must pass the same header
+check, so a dataset CSV under a title is still no run.
 
 Keras writes ``epoch,accuracy,loss,val_accuracy,val_loss`` (plus ``learning_rate``
 when a callback sets it), epochs counted from 0: the steps of such a log count epochs.
@@ -32,6 +38,7 @@ import codecs
 import csv
 import math
 import os
+import re
 from array import array
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -70,6 +77,10 @@ CHUNK_BYTES = 16 * 1024 * 1024
 MAX_STEP = 2.0**62
 # A line longer than this is garbage, not a row: it is dropped, not kept waiting.
 MAX_LINE_BYTES = 1024 * 1024
+# Lines of preamble (a title, ``sep=;``, ``#`` comments; blank lines not counted) that
+# may come before the header: the header is at most the fifth line.
+MAX_PREAMBLE_LINES = 4
+_EXCEL_SEP_LINE = re.compile(r'"?sep=.?"?', re.IGNORECASE)
 _METRIC_WORDS = frozenset({"loss", "losses", "acc", "accuracy"})
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
@@ -144,21 +155,58 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _is_preamble(line: str) -> bool:
+    """Whether a line before the header may be passed over: blank, a ``#`` comment, Excel's
+    ``sep=;``, or a title (one printable field without any of the `DELIMITERS`, and some
+    word in it: a row of numbers, as in a YOLO label file, is data, not a title)."""
+    text = line.strip()
+    if not text or text.startswith("#") or _EXCEL_SEP_LINE.fullmatch(text):
+        return True
+    if len(text) > MAX_NAME_CHARS or not text.isprintable() or any(d in text for d in DELIMITERS):
+        return False
+    return not all(_is_number(word) for word in text.split())
+
+
 def first_line(path: str) -> str | None:
-    """The file's first line, decoded; None while it has none yet (being written), and
-    "" when it cannot be read or has no newline within `SNIFF_BYTES` (no header then)."""
+    """The file's header candidate, decoded: its first line that is not preamble
+    (`_is_preamble`; at most `MAX_PREAMBLE_LINES` of it). None while that line is still
+    being written (the file ends inside a line, or is empty); "" when the file cannot be
+    read, or has no such line within `SNIFF_BYTES` and the preamble limit (no header then).
+
+    A file that ends, at a line end, with preamble alone is no log either: caption and
+    label files of a dataset (one line of words each) must be decided at once, not be
+    watched for a header that never comes."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(SNIFF_FIRST_BYTES)
-            if b"\n" not in head and len(head) == SNIFF_FIRST_BYTES:
+            found = _header_candidate(head, len(head) < SNIFF_FIRST_BYTES)
+            if found is None and len(head) == SNIFF_FIRST_BYTES:
                 head += fh.read(SNIFF_BYTES - SNIFF_FIRST_BYTES)
+                found = _header_candidate(head, len(head) < SNIFF_BYTES)
     except OSError:
         return ""
-    text = _decode(head)
-    end = text.find("\n")
-    if end < 0:
-        return None if len(head) < SNIFF_BYTES else ""
-    return text[:end].rstrip("\r")
+    if found is None and len(head) >= SNIFF_BYTES:
+        return ""  # no header ends within the bytes sniffed
+    return found
+
+
+def _header_candidate(head: bytes, at_end: bool) -> str | None:
+    """The first complete line of `head` that is not preamble; "" when there is none (too
+    much preamble, or `head` is the whole file and holds preamble alone); None when the
+    line may come yet (`head` ends inside a line, is empty, or is not all of the file)."""
+    lines = _decode(head).split("\n")
+    preamble = 0
+    for line in lines[:-1]:  # the last piece has no newline yet
+        line = line.rstrip("\r")
+        if not _is_preamble(line):
+            return line
+        if line.strip():
+            preamble += 1
+            if preamble > MAX_PREAMBLE_LINES:
+                return ""
+    if lines[-1] or not at_end or len(lines) == 1:
+        return None
+    return ""
 
 
 @dataclass
@@ -296,6 +344,7 @@ class CsvLogReader:
         self._utf16 = False
         self._segments: list[_Segment] = []
         self._dropped = 0  # lines that were no row of a header
+        self._preamble = 0  # lines of preamble passed over before the first header
 
     def poll(self) -> CsvLog | None:
         """The log as of now when the file changed since the last poll, else None."""
@@ -339,7 +388,7 @@ class CsvLogReader:
 
     def _read_utf16(self, fh: BinaryIO) -> str:
         """UTF-16 does not split at newline bytes: read the whole file again each time."""
-        self._segments, self._dropped = [], 0
+        self._segments, self._dropped, self._preamble = [], 0, 0
         fh.seek(0)
         lines = fh.read().decode("utf-16", errors="replace").split("\n")
         for line in lines[:-1]:
@@ -351,6 +400,9 @@ class CsvLogReader:
         if not line.strip():
             return
         segment = self._segments[-1] if self._segments else None
+        if segment is None and self._preamble < MAX_PREAMBLE_LINES and _is_preamble(line):
+            self._preamble += 1  # a title or a comment above the header, as `first_line` passes over
+            return
         cells = self._cells(line, segment) if segment is not None else None
         if segment is None or (cells is not None and _not_a_number(cells, segment.header.x)):
             header = parse_header(line, self.mapper, self._tsv)
@@ -373,7 +425,7 @@ class CsvLogReader:
         log = CsvLog()
         if not self._segments:
             if self._offset:
-                log.problems.append(f"{self.path}: the first line is not a metric header; nothing read")
+                log.problems.append(f"{self.path}: no metric header at the top of the file; nothing read")
             return log
         last = self._segments[-1]
         mark = None

@@ -10,6 +10,14 @@ they are tried before the defaults.
 Names seen by the mapper are the tags as logged, except that sub-runs folded into
 their parent run carry their directory: Keras's ``validation/epoch_loss`` and
 ``train/epoch_loss``; ``add_scalars("Loss", {"train": ...})``'s ``Loss/train``.
+A name no rule matches is tried again without a trailing qualifier in parentheses
+that only says how it was averaged or its unit (`_without_qualifier`:
+``Test loss (avg on test)``, ``Val accuracy (%)``).
+
+A run's validation curve may be named after a "test" set (a loop that evaluates on
+its test split each epoch): those rules rank below every validation rule, so a run
+that logs both keeps its val curve and shows the test one unmapped. Top-1 accuracy
+(``val_top1``, ``acc1``, ``Acc@1``) named after a split is accuracy; top-5 never is.
 
 `axis` says what a rule's steps count: "step" (optimizer steps, the default) or
 "epoch" (Keras's ``epoch_*`` summaries). The run records epoch-indexed tags, and a
@@ -98,8 +106,12 @@ def _lightning_lr_group(match: re.Match[str]) -> str | None:
 _SEP = r"[/_\-. ]"
 _TRAIN = r"(?:train|training|trn)"
 _VAL = r"(?:val|valid|validation|eval|evaluation|dev)"
+_TEST = r"(?:test|testing)"
 _LOSS = r"loss"
 _ACC = r"(?:acc|accuracy)"
+# Named after a split, top-1 accuracy is accuracy too (timm's eval_top1, torchvision's
+# and timm's acc1, Acc@1); top-5 is not. Alone, "top1" or "acc1" names no split: unmapped.
+_SPLIT_ACC = r"(?:acc|accuracy|acc@?1|top-?1(?:[_-]?acc(?:uracy)?)?)"
 _LR_WORD = r"(?:lr|learning[_ ]?rate)"
 
 
@@ -120,10 +132,10 @@ DEFAULT_RULES: tuple[TagRule, ...] = (
     TagRule(rf"validation/evaluation_{_ACC}_vs_iterations", T.VAL_ACC),
     # Training loss and accuracy per step (Lightning, Hugging Face, hand-written).
     TagRule(_either_order(_TRAIN, _LOSS, r"(?:[_/](?:step|batch))?"), T.TRAIN_LOSS),
-    TagRule(_either_order(_TRAIN, _ACC, r"(?:[_/](?:step|batch))?"), T.TRAIN_ACC),
+    TagRule(_either_order(_TRAIN, _SPLIT_ACC, r"(?:[_/](?:step|batch))?"), T.TRAIN_ACC),
     # Validation loss and accuracy (Lightning val_loss, HF eval/loss, Loss/validation ...).
     TagRule(_either_order(_VAL, _LOSS, r"(?:_epoch)?"), T.VAL_LOSS),
-    TagRule(_either_order(_VAL, _ACC, r"(?:_epoch)?"), T.VAL_ACC),
+    TagRule(_either_order(_VAL, _SPLIT_ACC, r"(?:_epoch)?"), T.VAL_ACC),
     # A bare "loss" or "accuracy" is the training one in Lightning and Keras logs
     # (Keras's CSVLogger writes loss, accuracy, val_loss, val_accuracy).
     TagRule(r"(?:batch_|step_)?loss(?:_step)?", T.TRAIN_LOSS),
@@ -131,7 +143,7 @@ DEFAULT_RULES: tuple[TagRule, ...] = (
     # Lightning's per-epoch means of the training loss and accuracy.
     TagRule(_either_order(_TRAIN, _LOSS, r"_epoch"), T.TRAIN_LOSS),
     TagRule(r"loss_epoch", T.TRAIN_LOSS),
-    TagRule(_either_order(_TRAIN, _ACC, r"_epoch"), T.TRAIN_ACC),
+    TagRule(_either_order(_TRAIN, _SPLIT_ACC, r"_epoch"), T.TRAIN_ACC),
     TagRule(rf"{_ACC}_epoch", T.TRAIN_ACC),
     # Learning rate: Lightning's LearningRateMonitor (lr-SGD, lr-Adam/pg2), HF, hand-written.
     TagRule(r"lr-[A-Za-z]\w*", T.LR, ignore_case=False),
@@ -151,6 +163,11 @@ DEFAULT_RULES: tuple[TagRule, ...] = (
     TagRule(r"validation/epoch_loss", T.VAL_LOSS, axis=EPOCH_AXIS),
     TagRule(rf"validation/epoch_{_ACC}", T.VAL_ACC, axis=EPOCH_AXIS),
     TagRule(r"train/epoch_learning_rate", T.LR, axis=EPOCH_AXIS),
+    # A loop that evaluates on a set it calls "test" each epoch (SummaryWriter's
+    # ``Test loss``, Lightning's test_loss) has that as its validation curve. Ranked below
+    # every validation rule: beside a val curve of its own, the test curve stays unmapped.
+    TagRule(_either_order(_TEST, _LOSS, r"(?:_epoch)?"), T.VAL_LOSS),
+    TagRule(_either_order(_TEST, _SPLIT_ACC, r"(?:_epoch)?"), T.VAL_ACC),
     # Histograms of `model.named_parameters()` as most scripts log them.
     TagRule(r"(?:grad|grads|gradients)/(.+)\.weight", T.HIST_GRAD_PREFIX + r"\1", kind="histogram"),
     TagRule(r"(.+)\.weight[./_]grad", T.HIST_GRAD_PREFIX + r"\1", kind="histogram"),
@@ -161,6 +178,33 @@ DEFAULT_RULES: tuple[TagRule, ...] = (
     ),
     TagRule(r"(.+)\.weight", T.HIST_WEIGHT_PREFIX + r"\1", kind="histogram"),
 )
+
+
+# A trailing qualifier in parentheses, as hand-written SummaryWriter tags carry one:
+# ``Test loss (avg on test)``, ``Val accuracy (%)``. It may say how the value was
+# averaged, over what, its unit, and repeat the name's own split; any other word
+# (``Loss (std)``, ``loss (val)``) may change what the name means, and keeps it as it is.
+_QUALIFIED = re.compile(r"(?P<name>.*[^\s(])\s*\((?P<note>[^()]*)\)")
+_QUALIFIER_WORDS = frozenset(
+    {"avg", "average", "averaged", "mean", "on", "over", "per", "of", "the", "across", "in", "whole"}
+    | {"full", "all", "epoch", "epochs", "batch", "batches", "step", "steps", "set", "data", "dataset"}
+    | {"%", "percent"}
+)
+_SPLITS = tuple(re.compile(rf"(?<![a-z]){split}(?![a-z])", re.IGNORECASE) for split in (_TRAIN, _VAL, _TEST))
+
+
+def _without_qualifier(tag: str) -> str | None:
+    """``Test loss (avg on test)`` -> ``Test loss``; None when `tag` ends in no qualifier
+    that may be dropped (see `_QUALIFIER_WORDS`)."""
+    match = _QUALIFIED.fullmatch(tag)
+    if match is None:
+        return None
+    name, note = match.group("name", "note")
+    named = [split for split in _SPLITS if split.search(name)]
+    for word in re.findall(r"[^\W_]+|%", note.lower()):
+        if word not in _QUALIFIER_WORDS and not any(split.fullmatch(word) for split in named):
+            return None
+    return name
 
 
 def parse_rule(text: str) -> TagRule:
@@ -198,6 +242,14 @@ class TagMapper:
         return result
 
     def _map(self, tag: str, kind: Kind) -> Mapped | None:
+        mapped = self._match(tag, kind)
+        if mapped is None and kind == "scalar":
+            plain = _without_qualifier(tag)
+            if plain is not None:
+                mapped = self._match(plain, kind)
+        return mapped
+
+    def _match(self, tag: str, kind: Kind) -> Mapped | None:
         for rank, (rule, regex) in enumerate(zip(self.rules, self._compiled)):
             if rank == self._user and is_canonical(tag, kind):
                 return Mapped(tag, rank, STEP_AXIS)  # canonical names map to themselves
