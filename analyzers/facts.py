@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from trainscope.analyzers.reading.hparams import NUM_CLASSES_KEYS
 from trainscope.analyzers.run import Run
 from trainscope.logformat import runjson as R
 from trainscope.logformat import tags as T
@@ -46,7 +47,6 @@ RECURRENT_TYPES = frozenset({"LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCe
 
 # Hyperparameter names under which users commonly log these facts.
 _BATCH_SIZE_KEYS = ("batch_size", "train_batch_size", "per_device_train_batch_size", "bs", "batch")
-_NUM_CLASSES_KEYS = ("num_classes", "n_classes", "classes", "num_labels", "nclasses", "n_class")
 _LR_KEYS = ("lr", "learning_rate", "learningrate")
 
 
@@ -93,11 +93,13 @@ def data_parallel_ranks(run: Run) -> int:
 
 
 def num_classes(run: Run) -> int | None:
-    """Number of classes: run.json's (the collector's, from the logits it saw), else the
-    hyperparameters'; None when unknown."""
+    """Number of classes: run.json's (the collector's, from the logits it saw; for a
+    foreign run what its reader found: a Hugging Face classifier's config.json, the one
+    count a nested config names, `hparams.class_count`), else a hyperparameter named
+    for it; None when unknown."""
     value = finite_number(run.meta.get(R.K_NUM_CLASSES)) if run.meta else None
     if value is None:
-        value = _hparam_number(run, _NUM_CLASSES_KEYS)
+        value = _hparam_number(run, NUM_CLASSES_KEYS)
     return int(value) if value is not None and value >= 2 else None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 from reading_helpers import scalar_events, write_events
 
@@ -36,9 +37,10 @@ def our_run(out: str, run_json: dict, steps: int = 20) -> None:
     write_events(out, scalar_events({s: {T.TRAIN_LOSS: 1.0 / (s + 1)} for s in range(steps)}))
 
 
-def trainer_events(
-    event_dir: str, steps=(10, 20), name: str = "events.out.tfevents.1700000001.host.2.0"
-) -> None:
+HF_EVENTS = "events.out.tfevents.1700000001.host.2.0"  # named after ours: read after them
+
+
+def trainer_events(event_dir: str, steps=(10, 20), name: str = HF_EVENTS) -> None:
     """What Trainer's TensorBoard callback logs (its names; eval/loss is our val/loss)."""
     write_events(
         event_dir, scalar_events({s: {"eval/loss": 2.0 / s, "train/grad_norm": 0.5} for s in steps}), name
@@ -177,3 +179,34 @@ def test_run_json_is_read_only_beside_a_trainer_directory_and_once_per_version(t
         ].run_dir
         == out
     )
+
+
+def test_our_series_own_their_tags_against_the_trainer_s_logs(tmp_path):
+    """The Trainer logs train/loss too (a mean over logging_steps, at its own steps) and
+    its eval/loss (our val/loss) here at every step: neither replaces nor joins ours,
+    read at once or as the files grow; the Trainer's other series come through."""
+    out = os.path.join(tmp_path, "out")
+    os.makedirs(out)
+    RJ.write_run_json(out, TRAINER)
+    ours = {s: {T.TRAIN_LOSS: 1.0 / (s + 1)} for s in range(20)}
+    ours[9][T.VAL_LOSS] = ours[19][T.VAL_LOSS] = 0.5
+    theirs = {s: {"eval/loss": 2.0, "train/learning_rate": 1e-3} for s in range(1, 21)}
+    theirs[10]["train/loss"] = theirs[20]["train/loss"] = 9.0
+    hf_dir = os.path.join(out, "runs", "Jan01_host")
+    reader = LogDirReader(tmp_path)
+    for half in (range(0, 10), range(10, 20)):  # the Trainer's events first, then ours
+        write_events(hf_dir, scalar_events({s + 1: theirs[s + 1] for s in half}), HF_EVENTS)
+        write_events(out, scalar_events({s: ours[s] for s in half}))
+        live = reader.refresh().runs["out"]
+    os.makedirs(os.path.join(out, "checkpoint-20"))
+    with open(os.path.join(out, "checkpoint-20", D.TRAINER_STATE), "w") as fh:
+        json.dump({"global_step": 20, "log_history": [{"step": 20, "loss": 8.0, "eval_loss": 2.0}]}, fh)
+    live = reader.refresh().runs["out"]
+    for run in (live, read_logdir(tmp_path).runs["out"]):
+        assert run.scalars[T.TRAIN_LOSS].steps.tolist() == list(range(20))
+        assert run.scalars[T.TRAIN_LOSS].values.tolist() == [
+            float(np.float32(1.0 / (s + 1))) for s in range(20)
+        ]
+        assert run.scalars[T.VAL_LOSS].steps.tolist() == [9, 19]
+        assert run.unmapped["eval/loss"].steps.tolist() == list(range(1, 21))
+        assert T.TRAIN_LOSS not in run.unmapped and T.LR in run.scalars

@@ -9,7 +9,10 @@ points: Lightning's ``train_loss_epoch`` of 400 one-batch epochs beside the 8 po
 ``train_loss_step`` got), and every other canonical tag prefers candidates on the same
 axis as the training loss, so train and validation curves share one x-axis. Losers
 stay in `Run.unmapped` under their own names. A run that names no series as its
-training loss gets the one `train_loss` finds most plausible.
+training loss gets the one `train_loss` finds most plausible. Where the reader says
+which names TrainScope's collector wrote (``preferred``), a canonical tag one of them
+maps to is always theirs: another writer beside it (the Trainer's ``eval/loss``) loses,
+however many more points it has.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ CLEARLY_MORE_POINTS = 4
 
 
 def _choose(
-    raw: Mapping[str, Any], mapper: TagMapper, kind: Kind
+    raw: Mapping[str, Any], mapper: TagMapper, kind: Kind, preferred: frozenset[str] = frozenset()
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str], set[str]]:
-    """``(canonical, unmapped, origins, epoch_tags)`` from raw name -> data."""
+    """``(canonical, unmapped, origins, epoch_tags)`` from raw name -> data; a canonical
+    tag that one of the `preferred` names maps to is read from one of those."""
     candidates: dict[str, list[tuple[int, str, str]]] = {}
     unmapped: dict[str, Any] = {}
     user_ranks: set[int] = set()
@@ -53,12 +57,12 @@ def _choose(
                 user_ranks.add(mapped.rank)
     primary_axis = STEP_AXIS
     if T.TRAIN_LOSS in candidates:
-        primary_axis = min(candidates[T.TRAIN_LOSS])[2]
+        primary_axis = min(candidates[T.TRAIN_LOSS], key=lambda c: (c[1] not in preferred, c))[2]
     canonical: dict[str, Any] = {}
     origins: dict[str, str] = {}
     epoch_tags: set[str] = set()
     for tag, options in candidates.items():
-        options.sort(key=lambda c: (c[2] != primary_axis, c[0], c[1]))
+        options.sort(key=lambda c: (c[1] not in preferred, c[2] != primary_axis, c[0], c[1]))
         best = options[0]
         if best[0] not in user_ranks:
             points = len(raw[best[1]].steps)
@@ -67,6 +71,7 @@ def _choose(
                 for c in options[1:]
                 if c[2] == best[2]
                 and c[0] not in user_ranks
+                and (c[1] in preferred) == (best[1] in preferred)
                 and len(raw[c[1]].steps) >= CLEARLY_MORE_POINTS * max(points, 1)
             ]
             if rivals:
@@ -116,11 +121,14 @@ def build_run(
     problems: tuple[str, ...],
     steps_are_epochs: bool = False,
     not_shown: Mapping[str, str] | None = None,
+    preferred: frozenset[str] = frozenset(),
 ) -> Run:
     """`steps_are_epochs`: the reader knows every step of this log counts epochs
     (a CSV log whose x column is ``epoch``). `not_shown`: what the log holds that is not
-    read as a series (images, text, ...); histograms under names no chart reads join it."""
-    scalars, unmapped, origins, epoch_tags = _choose(raw_scalars, mapper, "scalar")
+    read as a series (images, text, ...); histograms under names no chart reads join it.
+    `preferred`: raw scalar names TrainScope's collector wrote; a canonical tag one of them
+    maps to is theirs, whatever another log beside them (the Trainer's) offers."""
+    scalars, unmapped, origins, epoch_tags = _choose(raw_scalars, mapper, "scalar", preferred)
     histograms, unmapped_hists, hist_origins, _ = _choose(raw_histograms, mapper, "histogram")
     origins.update(hist_origins)
     if T.TRAIN_LOSS not in scalars:

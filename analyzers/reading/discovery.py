@@ -4,7 +4,9 @@ A run is one of:
 
 - a directory holding TensorBoard event files, a Lightning ``metrics.csv``, a Hugging
   Face ``trainer_state.json`` or a TrainScope ``run.json`` (a Lightning ``hparams.yaml``
-  beside them gives the run's hyperparameters, and alone makes no run);
+  beside them gives the run's hyperparameters, and alone makes no run; a model's
+  ``config.json`` gives a Trainer run its number of classes, read only in a directory
+  known to be a Trainer's output dir or checkpoint, see below);
 - a Keras ``CSVLogger`` file or a plain metric CSV/TSV log of any name (``.csv``,
   ``.tsv``, ``.log``, ``.txt``), recognised by its first line (`metric_csv.parse_header`): the
   file is the run, named by its path;
@@ -54,6 +56,7 @@ import time
 from dataclasses import dataclass, field
 
 from trainscope.analyzers.reading import metric_csv
+from trainscope.analyzers.reading.hf_config import CONFIG_JSON
 from trainscope.analyzers.reading.hparams import HPARAMS_YAML
 from trainscope.analyzers.reading.lightning_csv import is_lightning_header
 from trainscope.analyzers.reading.mlflow_store import is_mlflow_run_dir
@@ -82,6 +85,7 @@ KIND_CSV = "lightning_csv"
 KIND_TRAINER_STATE = "hf_trainer_state"
 KIND_RUN_JSON = "run_json"
 KIND_HPARAMS = "hparams_yaml"
+KIND_HF_CONFIG = "hf_model_config"  # a model's config.json: a source only in a Trainer's directories
 KIND_CSV_LOG = "csv_log"  # a metric CSV log: the file is the run
 KIND_MLFLOW = "mlflow"  # an MLflow run directory: the directory is the source
 KIND_WANDB = "wandb"  # a W&B run folder: the directory is the source
@@ -89,6 +93,8 @@ KIND_WANDB = "wandb"  # a W&B run folder: the directory is the source
 DIRECTORY_KINDS = (KIND_MLFLOW, KIND_WANDB)
 # Kinds that make a directory a run (hparams.yaml only joins one; a CSV log is its own).
 _RUN_MAKING = (KIND_EVENTS, KIND_CSV, KIND_TRAINER_STATE, KIND_RUN_JSON)
+# What a Trainer checkpoint holds that its output dir's run reads (checkpoint-<n>/ folds into it).
+_CHECKPOINT_KINDS = {KIND_TRAINER_STATE, KIND_HF_CONFIG, KIND_CSV_LOG}
 
 
 @dataclass
@@ -139,6 +145,8 @@ def classify(name: str) -> str | None:
         return KIND_TRAINER_STATE
     if name == HPARAMS_YAML:
         return KIND_HPARAMS
+    if name == CONFIG_JSON:
+        return KIND_HF_CONFIG
     if is_event_file(name):
         return KIND_EVENTS
     return None
@@ -317,7 +325,8 @@ class DirectoryWatcher:
     def _assign(self, problems: list[str]) -> Listing:
         """Give every source file its run (folding the Keras and HF layouts)."""
         listing = Listing(problems=problems)
-        hf_events = self._hf_event_dirs(listing)
+        hf_outputs = self._hf_output_dirs()
+        hf_events = self._hf_event_dirs(listing, hf_outputs)
         for path, entry in self._dirs.items():
             if entry.layout is not None:
                 listing.run_dirs.add(path)
@@ -333,14 +342,18 @@ class DirectoryWatcher:
                 if kind == KIND_CSV_LOG:
                     listing.run_dirs.add(file_path)
                     listing.sources[file_path] = SourceFile(file_path, kind, file_path)
+                elif kind == KIND_HF_CONFIG:
+                    if path in hf_outputs or KIND_TRAINER_STATE in kinds:  # a Trainer's, else not ours
+                        listing.run_dirs.add(run_dir)
+                        listing.sources[file_path] = SourceFile(file_path, kind, run_dir)
                 elif kinds & set(_RUN_MAKING):
                     listing.run_dirs.add(run_dir)
                     listing.sources[file_path] = SourceFile(file_path, kind, run_dir, side)
         return listing
 
-    def _hf_event_dirs(self, listing: Listing) -> dict[str, str]:
-        """Event directories of Trainer's TensorBoard callback -> their output dir, where
-        the output dir has exactly one; a note on the output dir where it has several."""
+    def _hf_output_dirs(self) -> set[str]:
+        """Directories known to be a Trainer's output dir: a trainer_state.json in them or
+        in a checkpoint under them, or a run.json of TrainScope's Trainer callback."""
         outputs: set[str] = set()
         for path, entry in self._dirs.items():
             if KIND_TRAINER_STATE in entry.files.values():
@@ -348,6 +361,11 @@ class DirectoryWatcher:
                 outputs.add(parent if _HF_CHECKPOINT.fullmatch(name) and path != self.root else path)
             elif entry.trainer_output:
                 outputs.add(path)
+        return outputs
+
+    def _hf_event_dirs(self, listing: Listing, outputs: set[str]) -> dict[str, str]:
+        """Event directories of Trainer's TensorBoard callback -> their output dir, where
+        the output dir has exactly one; a note on the output dir where it has several."""
         found: dict[str, list[str]] = {}
         for path, entry in self._dirs.items():
             if path == self.root or KIND_EVENTS not in entry.files.values():
@@ -377,7 +395,7 @@ class DirectoryWatcher:
         parent, name = os.path.split(path)
         if name in KERAS_SIDES and KIND_EVENTS in entry.files.values():
             return parent, name
-        if _HF_CHECKPOINT.fullmatch(name) and set(entry.files.values()) <= {KIND_TRAINER_STATE, KIND_CSV_LOG}:
+        if _HF_CHECKPOINT.fullmatch(name) and set(entry.files.values()) <= _CHECKPOINT_KINDS:
             return parent, None
         return path, None
 

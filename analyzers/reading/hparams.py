@@ -1,8 +1,10 @@
 """Hyperparameters from foreign logs: Lightning's ``hparams.yaml``, MLflow params.
 
 Both end up under run.json's keys: the flat dict under `K_HPARAMS` (nested keys joined
-with "."), and an integer ``batch_size`` also under `K_BATCH_SIZE`, which the rules
-read (the noise scale against the batch size, for one).
+with "."), an integer ``batch_size`` also under `K_BATCH_SIZE`, which the rules
+read (the noise scale against the batch size, for one), and the one class count the config
+names at any depth under `K_NUM_CLASSES` (`class_count`: configs nest it, in ``hparams.yaml``
+often inside lists that the flat dict only shows as text, e.g. torchmetrics' ``metrics_params``).
 
 Lightning writes ``hparams.yaml`` with PyYAML's default dumper, so a hyperparameter
 that is a Python object becomes a ``!!python/object:...`` or ``!!python/tuple`` node,
@@ -25,6 +27,10 @@ from trainscope.logformat import runjson as RJ
 HPARAMS_YAML = "hparams.yaml"
 # Keys (the last part of a nested key) whose integer value is the training batch size.
 BATCH_SIZE_KEYS = ("batch_size", "train_batch_size")
+# Keys (the last part of a nested key, any case) whose integer value is the number of classes.
+NUM_CLASSES_KEYS = ("num_classes", "n_classes", "classes", "num_labels", "nclasses", "n_class")
+# Mappings and lists `class_count` looks into; a config is dozens, an alias bomb is not walked whole.
+MAX_NODES = 10_000
 # A value's text beyond this many characters is cut: hyperparameters are shown, not parsed.
 MAX_VALUE_CHARS = 500
 # Hyperparameters kept per run; a config dumped whole can hold thousands of entries.
@@ -99,15 +105,48 @@ def parse_param(text: str) -> Any:
     return {"True": True, "False": False, "None": None}.get(text, _plain(text))
 
 
-def meta_from_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """run.json keys for flat hyperparameters: `K_HPARAMS`, and `K_BATCH_SIZE` when one is named."""
+def meta_from_hparams(hparams: Mapping[str, Any], doc: Any = None) -> dict[str, Any]:
+    """run.json keys for flat hyperparameters: `K_HPARAMS`, `K_BATCH_SIZE` when one is
+    named, and `K_NUM_CLASSES` when `class_count` finds one in `doc` (the document they
+    were flattened from; else `hparams`)."""
     meta: dict[str, Any] = {RJ.K_HPARAMS: dict(hparams)} if hparams else {}
+    count = class_count(hparams if doc is None else doc)
+    if count is not None:
+        meta[RJ.K_NUM_CLASSES] = count
     for key, value in hparams.items():
         is_count = isinstance(value, int) and not isinstance(value, bool) and value > 0
         if key.rsplit(_SEP, 1)[-1] in BATCH_SIZE_KEYS and is_count:
             meta[RJ.K_BATCH_SIZE] = value
             break
     return meta
+
+
+def class_count(doc: Any) -> int | None:
+    """The number of classes a config names at any depth (mappings, lists; a key's last
+    "."-part among `NUM_CLASSES_KEYS`): the one count all such integer values agree on,
+    None when there is none or they disagree (a model of 7 classes and a head of 3 say
+    nothing certain of the loss's chance level). Values that are not counts (a list of
+    class names under ``classes``) are passed over."""
+    counts: set[int] = set()
+    stack, seen = [doc], 0
+    while stack and seen < MAX_NODES:
+        node = stack.pop()
+        seen += 1
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if str(key).rsplit(_SEP, 1)[-1].lower() in NUM_CLASSES_KEYS and _is_count(value):
+                    counts.add(int(value))
+                elif isinstance(value, (Mapping, list, tuple)):
+                    stack.append(value)
+        elif isinstance(node, (list, tuple)):
+            stack.extend(v for v in node if isinstance(v, (Mapping, list, tuple)))
+    return counts.pop() if len(counts) == 1 else None
+
+
+def _is_count(value: Any) -> bool:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 2
 
 
 def parse_hparams_yaml(text: str, path: str) -> tuple[dict[str, Any], list[str]]:
@@ -121,7 +160,7 @@ def parse_hparams_yaml(text: str, path: str) -> tuple[dict[str, Any], list[str]]
     if not isinstance(doc, Mapping):
         return {}, [f"{path}: hparams.yaml is not a mapping of names to values; ignored"]
     try:
-        return meta_from_hparams(flatten(doc)), []
+        return meta_from_hparams(flatten(doc), doc), []
     except Exception as exc:  # noqa: BLE001 - e.g. keys that are not text
         return {}, [f"{path}: unreadable hparams.yaml ({type(exc).__name__}: {_short(exc)})"]
 

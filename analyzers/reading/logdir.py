@@ -18,6 +18,17 @@ the hyperparameters and each metric once. It is folded into the parent too, the
 hyperparameters and metric values (``hparam/accuracy``) under their own names, so that
 it does not show as a run with nothing logged. A sub-directory with no scalars yet stays
 hidden; one with other tags is a run of its own.
+
+A TrainScope run (one with a run.json) that takes in another writer's files (the
+Trainer's TensorBoard directory, a checkpoint's trainer_state.json) keeps what its
+collector wrote as written: a raw name that the run directory's own event files hold is
+theirs alone, and the other sources' points under that name are dropped. The Trainer
+writes ``train/loss`` too, as the mean over ``logging_steps`` of the per-step losses
+ours holds: merged, it replaced ours at the steps both logged (whichever file was read
+last, so a live read and a fresh one differed), and kept under its own name it would be
+a second series called ``train/loss``, a smoothing of the first. A canonical tag that one
+of ours maps to is read from ours (`build_run`'s ``preferred``), and what only the other
+writer logs (``eval/*``, ``train/learning_rate``) comes through as before.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ from trainscope.analyzers.reading.sources import (
     EventSource,
     HparamsSource,
     MlflowSource,
+    ModelConfigSource,
     ProblemLog,
     RunJsonSource,
     Table,
@@ -78,6 +90,7 @@ _Source = (
     | CsvSource
     | TrainerStateSource
     | HparamsSource
+    | ModelConfigSource
     | CsvLogSource
     | MlflowSource
     | WandbSource
@@ -125,7 +138,9 @@ class LogDirSnapshot:
 @dataclass
 class _RunState:
     path: str
-    scalars: dict[str, ScalarColumn] = field(default_factory=dict)  # raw name -> points (event files)
+    scalars: dict[str, ScalarColumn] = field(default_factory=dict)  # raw name -> points (event files in path)
+    # Raw name -> points of event files folded in from other directories (see `_build`).
+    folded: dict[str, ScalarColumn] = field(default_factory=dict)
     histograms: dict[str, HistogramColumn] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)  # source path -> what it read
     hparams: dict[str, Any] = field(default_factory=dict)
@@ -318,6 +333,8 @@ class LogDirReader:
             return TrainerStateSource(file)
         if file.kind == D.KIND_HPARAMS:
             return HparamsSource(file)
+        if file.kind == D.KIND_HF_CONFIG:
+            return ModelConfigSource(file)
         if file.kind == D.KIND_CSV_LOG:
             return CsvLogSource(file, self.mapper)
         if file.kind == D.KIND_MLFLOW:
@@ -374,10 +391,11 @@ class LogDirReader:
             (_raw_name(tag, file.side, None), kind) for tag, kind in chunk.not_shown.items()
         )
         suffix = os.path.basename(file.run_dir) if decision == _CHILD else None
+        columns = state.scalars if os.path.dirname(file.path) == state.path else state.folded
         for tag, (steps, values, walls) in chunk.scalars.items():
-            column = state.scalars.get(name := _raw_name(tag, file.side, suffix))
+            column = columns.get(name := _raw_name(tag, file.side, suffix))
             if column is None:
-                column = state.scalars[name] = ScalarColumn()
+                column = columns[name] = ScalarColumn()
             column.append(steps, values, walls)
         for tag, points in chunk.histograms.items():
             column = state.histograms.get(name := _raw_name(tag, file.side, None))
@@ -397,7 +415,8 @@ class LogDirReader:
                 problems.append(src.tail_note)
         tables = sorted(state.tables.items(), key=lambda item: (item[1].order, item[0]))
         meta: dict[str, Any]
-        if state.run_json is not None or D.KIND_RUN_JSON in kinds:  # an unreadable run.json is still ours
+        ours = state.run_json is not None or D.KIND_RUN_JSON in kinds  # an unreadable run.json is still ours
+        if ours:
             meta = dict(state.run_json or {})
             source = SOURCE_TRAINSCOPE
         else:
@@ -405,7 +424,7 @@ class LogDirReader:
             source = next((_SOURCE_OF_KIND[k] for k in _SOURCE_OF_KIND if k in kinds), SOURCE_TRAINSCOPE)
         rel = os.path.relpath(run_dir, self.path)
         name = "." if rel == os.curdir else rel.replace(os.sep, "/")
-        epochs = bool(tables) and not state.scalars and all(t.epochs for _, t in tables)
+        epochs = bool(tables) and not state.scalars and not state.folded and all(t.epochs for _, t in tables)
         parted = next((t.parts for _, t in tables if t.parts is not None), None)
         if parted is not None:  # a CSV log with key columns: one run per key value
             return {
@@ -414,14 +433,29 @@ class LogDirReader:
                 )
                 for label, series in parted.items()
             }
-        raw: dict[str, list[Series]] = {tag: [c.snapshot()] for tag, c in state.scalars.items() if len(c)}
-        for _, table in tables:
-            for tag, series in table.series.items():
-                raw.setdefault(tag, []).append(series)
+        own = {tag: c.snapshot() for tag, c in state.scalars.items() if len(c)}
+        others = [{tag: c.snapshot() for tag, c in state.folded.items() if len(c)}]
+        others += [table.series for _, table in tables]
+        raw: dict[str, list[Series]] = {tag: [series] for tag, series in own.items()}
+        for series_by_tag in others:
+            for tag, series in series_by_tag.items():
+                if not (ours and tag in own):
+                    raw.setdefault(tag, []).append(series)
         raw_scalars = {tag: merge_series(parts) for tag, parts in raw.items()}
         raw_histograms = {tag: c.snapshot() for tag, c in state.histograms.items() if len(c)}
+        foreign = {tag for series_by_tag in others for tag in series_by_tag if tag not in own}
         run = self._assemble(
-            name, run_dir, source, raw_scalars, raw_histograms, meta, problems, epochs, state.not_shown
+            name,
+            run_dir,
+            source,
+            raw_scalars,
+            raw_histograms,
+            meta,
+            problems,
+            epochs,
+            state.not_shown,
+            ours,
+            foreign,
         )
         state.watch, state.killed = None, False
         if run.meta.get(RJ.K_STATUS) == RJ.STATUS_RUNNING:
@@ -454,7 +488,11 @@ class LogDirReader:
         problems: list[str],
         epochs: bool,
         not_shown: dict[str, str] | None = None,
+        ours: bool = False,
+        foreign: set[str] | frozenset[str] = frozenset(),
     ) -> Run:
+        """`ours`: the run is TrainScope's (a run.json); then every series but those named in
+        `foreign` (folded directories', tables') is the collector's, and owns its canonical tag."""
         # A sharded run's parts (also one whose run.json rank 0 never wrote).
         summed = sum_shards(raw_scalars, meta, raw_histograms)
         if summed.problem:
@@ -470,6 +508,7 @@ class LogDirReader:
             problems=tuple(problems),
             steps_are_epochs=epochs,
             not_shown=not_shown,
+            preferred=frozenset(summed.scalars) - foreign if ours else frozenset(),
         )
 
 

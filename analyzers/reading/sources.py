@@ -2,7 +2,7 @@
 
 Event files are append-only: a `RecordReader` keeps the offset and each poll decodes
 the new records. ``metrics.csv`` may be rewritten (a wider header) and
-``trainer_state.json``/``run.json``/``hparams.yaml`` are replaced whole, so those are
+``trainer_state.json``/``run.json``/``hparams.yaml``/``config.json`` are replaced whole, so those are
 re-read when their size or mtime changes. A metric CSV log and an MLflow run are read
 incrementally by their own readers; a W&B run folder is re-read when its stat-based
 signature changes. Everything but event files and run.json yields a `Table`.
@@ -19,6 +19,7 @@ from typing import Any
 
 from trainscope.analyzers.reading.discovery import SourceFile
 from trainscope.analyzers.reading.eventdecode import DecodedEvents, EventDecoder
+from trainscope.analyzers.reading.hf_config import parse_model_config
 from trainscope.analyzers.reading.hf_state import parse_trainer_state
 from trainscope.analyzers.reading.hparams import parse_hparams_yaml
 from trainscope.analyzers.reading.lightning_csv import parse_metrics_csv
@@ -258,6 +259,14 @@ class TrainerStateSource(_WholeFileSource):
     def _parse(self, text: str) -> tuple[Table, list[str]]:
         state = parse_trainer_state(text, self.file.path)
         return Table(series=state.series, meta=state.meta, order=state.global_step), state.problems
+
+
+class ModelConfigSource(_WholeFileSource):
+    """A Hugging Face model's ``config.json`` in a Trainer's output dir: its number of classes."""
+
+    def _parse(self, text: str) -> tuple[Table, list[str]]:
+        meta, problems = parse_model_config(text, self.file.path)
+        return Table(meta=meta), problems
 
 
 class HparamsSource(_WholeFileSource):
