@@ -158,3 +158,14 @@ def test_row_percentiles_are_numpys_from_one_sort():
     rows = np.random.default_rng(0).normal(size=(50, 25))
     for got, q in zip(R.row_percentiles(rows, (10, 50, 90)), (10, 50, 90)):
         np.testing.assert_allclose(got, np.percentile(rows, q, axis=1))
+
+
+@pytest.mark.parametrize(
+    "fraction, said",
+    [(0.997, "99.7%"), (0.99996, "99.9%"), (1.0, "100%"), (-0.997, "-99.7%"), (0.994, "99%")],
+)
+def test_a_share_just_short_of_the_whole_is_not_said_as_the_whole(fraction, said):
+    """ "Train loss fell 100%" would say it reached zero; 99.7% is what was measured."""
+    from trainscope.analyzers.rules.common import fmt_pct
+
+    assert fmt_pct(fraction) == said

@@ -105,8 +105,11 @@ def fmt_step(step: int | float) -> str:
 
 
 def fmt_pct(fraction: float) -> str:
-    """0.234 -> "23%"; small fractions keep a decimal ("0.4%")."""
+    """0.234 -> "23%"; small fractions keep a decimal ("0.4%"), and so does a share just short of
+    the whole (0.997 -> "99.7%", 0.99996 -> "99.9%"): "fell 100%" would say it reached zero."""
     value = 100.0 * fraction
+    if 99.5 <= abs(value) < 100:
+        return f"{math.copysign(math.floor(abs(value) * 10) / 10, value):.1f}%"
     return f"{value:.1f}%" if abs(value) < 10 else f"{value:.0f}%"
 
 
