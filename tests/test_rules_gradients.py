@@ -173,7 +173,9 @@ EXPLODE_CASES = [
     pytest.param(_late_small_batch_spikes(), Quiet(), id="late-spikes-below-early-norms"),
     pytest.param(_grows_out_of_tiny_init(), Quiet(), id="grows-out-of-a-tiny-init"),
     pytest.param(
-        {T.GRAD_GLOBAL_NORM: (steps(30), np.ones(30))}, Skips("not enough data yet: 30 of 50"), id="too-short"
+        {T.GRAD_GLOBAL_NORM: (steps(12), noisy(np.ones(12), 0.3))},
+        Skips("too few gradient-norm points to judge: 12 (needs 20)"),
+        id="too-short",
     ),
     pytest.param({T.TRAIN_LOSS: (S, np.ones(N))}, Skips("needs grad/global_norm"), id="missing"),
 ]
@@ -195,3 +197,65 @@ def test_exploding_gradients_uses_per_layer_norms_without_a_global_norm():
     norm[[300, 550, 800]] = [40.0, 100.0, 300.0]
     scalars = {T.grad_norm_tag("a"): (S, norm / np.sqrt(2)), T.grad_norm_tag("b"): (S, norm / np.sqrt(2))}
     check(exploding_gradients, make_run(scalars), Fires("warning", says=("spiked 3 times",)))
+
+
+# --- exploding_gradients on short logs, live or ended; NaN/Inf the optimizer skipped --------------
+
+LIVE = {"status": "running"}  # a run still being written: "not enough data yet" is for these
+
+
+def _fine_tune_norm(n, seed=0):
+    """A fine-tune's gradient norm logged every few steps: ~3.5 at the start, settling to ~0.5."""
+    return noisy(0.5 + 3.0 * np.exp(-np.arange(n) / (n / 6)), 0.25, seed)
+
+
+def _short_growth_then_nan(n=30):
+    norm = noisy(np.ones(n), 0.2)
+    norm[12:] = np.exp(np.linspace(0, np.log(1e5), n - 12))
+    norm[-2:] = np.inf
+    loss = np.ones(n)
+    loss[-2:] = np.nan
+    return {T.GRAD_GLOBAL_NORM: (steps(n, 10), norm), T.TRAIN_LOSS: (steps(n, 10), loss)}
+
+
+def _spikes_then_one_skipped_overflow():
+    """Record spikes, then one inf norm with finite norms and losses after it: a step AMP skipped."""
+    scalars = _record_spikes()
+    norm = scalars[T.GRAD_GLOBAL_NORM][1].copy()
+    norm[900] = np.inf
+    return {T.GRAD_GLOBAL_NORM: (S, norm), T.TRAIN_LOSS: (S, np.linspace(2.0, 0.5, N))}
+
+
+EXPLODE_SHORT_CASES = [
+    pytest.param(
+        make_run({T.GRAD_GLOBAL_NORM: (steps(30, 10), _fine_tune_norm(30))}),
+        Quiet(),
+        id="ended-30-points-healthy-fine-tune-judged",
+    ),
+    pytest.param(
+        make_run({T.GRAD_GLOBAL_NORM: (steps(20, 10), _fine_tune_norm(20, seed=3))}),
+        Quiet(),
+        id="ended-20-points-judged",
+    ),
+    pytest.param(
+        make_run({T.GRAD_GLOBAL_NORM: (steps(30, 10), _fine_tune_norm(30))}, LIVE),
+        Skips("not enough data yet: 30 of 50"),
+        id="live-30-points-waits",
+    ),
+    pytest.param(
+        make_run(_short_growth_then_nan()),
+        Fires("critical", step=(60, 130), says=("grew", "became NaN/Inf at step 280")),
+        id="ended-30-points-growth-then-nan",
+    ),
+    pytest.param(
+        make_run(_spikes_then_one_skipped_overflow()),
+        Fires("warning", says=("spiked 3 times",)),
+        id="amp-skipped-overflow-is-not-nan-following",
+    ),
+]
+
+
+@pytest.mark.parametrize("run, expect", EXPLODE_SHORT_CASES)
+def test_exploding_gradients_on_short_or_skipped_runs(run, expect):
+    found = check(exploding_gradients, run, expect)
+    assert all("nonfinite_step" not in f.evidence for f in found if f.severity == "warning")

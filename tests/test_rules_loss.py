@@ -6,6 +6,8 @@ it: fire (severity, step, numbers in the message), stay quiet, or skip with a re
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from rules_support import Fires, Quiet, Skips, check
@@ -74,7 +76,10 @@ NONFINITE_CASES = [
         id="loss-nan-to-the-end",
     ),
     pytest.param(
-        build(healthy(), {T.grad_norm_tag("features.2"): (S, with_nans(np.ones(N), [700], np.inf))}),
+        build(
+            with_nans(healthy(), slice(701, None)),  # the update took the Inf: every later loss is NaN
+            {T.grad_norm_tag("features.2"): (S, with_nans(np.ones(N), [700], np.inf))},
+        ),
         Fires("critical", step=(700, 700), layer="features.2", says=("grad/norm/features.2 became Inf",)),
         id="layer-grad-inf",
     ),
@@ -482,6 +487,182 @@ def test_plateau_with_small_updates_advises_raising_the_lr_and_cites_why():
     # the stuck-high run with healthy-sized updates keeps the "divide" advice
     [bouncing] = loss_plateau(build(_stuck(), ratios(0.02, n=M)))
     assert bouncing.advice[0].startswith("Divide the learning rate")
+
+
+# --- nonfinite: a step AMP skipped in a log that does not record skips; the lr to lower ----------
+
+
+def _fp16_fine_tune(n=70, inf_at=(33,), loss_nan_from=None, peak=2e-4):
+    """A QLoRA-style chat fine-tune logged every step (Hugging Face trainer_state.json): lr warm-up to `peak`
+    then linear decay, the loss falling from ~2.7 with batch noise, the gradient norm settling from ~3 to ~0.5;
+    inf gradient norms at `inf_at` (fp16 overflow) and, optionally, a NaN loss from `loss_nan_from` on."""
+    s = steps(n, 1, start=1)
+    lr = np.minimum(np.arange(1, n + 1) / 8, 1.0) * peak * np.clip((n - np.arange(n)) / (n - 8), 0, 1)
+    loss = noisy(decay(n, start=2.7, floor=0.25, tau=6), 0.2, seed=1)
+    norm = noisy(0.5 + 3.0 * np.exp(-np.arange(n) / 8), 0.25, seed=2)
+    norm[list(inf_at)] = np.inf
+    if loss_nan_from is not None:
+        loss[loss_nan_from:] = np.nan
+        norm[loss_nan_from:] = np.nan
+    return {T.TRAIN_LOSS: (s, loss), T.GRAD_GLOBAL_NORM: (s, norm), T.LR: (s, lr)}
+
+
+def _collector_meta():
+    """run.json of TrainScope's collector watching an optimizer: it records every skipped step."""
+    return {"collector": {"every": 10}, "optimizer": {"type": "AdamW", "param_groups": [{"lr": 2e-4}]}}
+
+
+NONFINITE_SKIP_CASES = [
+    pytest.param(
+        make_run(_fp16_fine_tune(), {"status": "finished"}),
+        Fires(
+            "info",
+            step=(34, 34),
+            says=("Inf on 1 logged step(s) (at step 34)", "the optimizer skipped the step"),
+            evidence={"inferred": True, "skipped_steps": 1},
+        ),
+        id="one-inf-norm-then-finite-is-a-skipped-amp-step",
+    ),
+    pytest.param(
+        make_run(_fp16_fine_tune(inf_at=(20, 21, 50)), {"hparams": {"fp16": True, "learning_rate": 2e-4}}),
+        Fires("info", step=(21, 21), says=("the run trained in float16: its arguments set fp16=True",)),
+        id="a-few-skips-with-fp16-in-the-arguments",
+    ),
+    pytest.param(
+        make_run(_fp16_fine_tune(inf_at=(0, 1, 2, 3, 4, 5, 9))),
+        Fires("info", step=(1, 1), says=("Inf on 7 logged step(s)", "the optimizer skipped the step")),
+        id="opening-streak-while-the-scaler-finds-its-scale-then-one-more",
+    ),
+    pytest.param(
+        make_run(_fp16_fine_tune(inf_at=(0, 1, 2, 3, 4, 5, 20, 30, 40, 50))),
+        Fires("critical", step=(1, 1), says=("10 logged step(s) non-finite",)),
+        id="opening-streak-then-repeated-inf-norms",
+    ),
+    pytest.param(
+        make_run(_fp16_fine_tune(inf_at=(10, 18, 26, 34, 42, 50, 58))),
+        Fires("critical", step=(11, 11), says=("grad/global_norm became Inf at step 11",)),
+        id="repeated-inf-norms-stay-critical",
+    ),
+    pytest.param(
+        make_run(_fp16_fine_tune(inf_at=(33,), loss_nan_from=34)),
+        Fires("critical", step=(34, 34), says=("became Inf at step 34", "still non-finite")),
+        id="inf-norm-then-nan-loss-was-taken",
+    ),
+    pytest.param(
+        make_run(
+            {**_fp16_fine_tune(), T.TRAIN_LOSS: (steps(70, 1, 1), with_nans(np.ones(70), slice(34, None)))}
+        ),
+        Fires("critical", step=(34, 34), says=("grad/global_norm became Inf at step 34",)),
+        id="inf-norm-then-the-next-loss-nan",
+    ),
+    pytest.param(
+        make_run(_fp16_fine_tune(inf_at=(69,))),
+        Fires("critical", step=(70, 70)),
+        id="inf-norm-at-the-last-logged-step",
+    ),
+    pytest.param(
+        make_run(
+            {**_fp16_fine_tune(inf_at=()), T.TRAIN_LOSS: (steps(70, 1, 1), with_nans(np.ones(70), [33]))}
+        ),
+        Fires("critical", step=(34, 34), says=("train/loss became NaN at step 34",)),
+        id="one-nan-loss-stays-critical",
+    ),
+    pytest.param(
+        make_run(_fp16_fine_tune(), _collector_meta()),
+        Fires("critical", step=(34, 34)),
+        id="collector-says-every-step-ran",
+    ),
+]
+
+
+@pytest.mark.parametrize("run, expect", NONFINITE_SKIP_CASES)
+def test_nonfinite_skipped_steps(run, expect):
+    check(nonfinite, run, expect)
+
+
+def test_nonfinite_advises_lowering_the_peak_learning_rate_not_the_decayed_one():
+    [found] = nonfinite(make_run(_fp16_fine_tune(inf_at=(33,), loss_nan_from=34)))
+    assert found.advice[0] == "Lower the peak learning rate: from 2e-4 to about 2e-5.", found.advice[0]
+
+
+def _amp_digits(digits, lr=0.05, amp=True, init_scale=2.0**24, collector_dir=None, n=70, naive_log=False):
+    """A real MLP on the digits under float16 autocast and a GradScaler whose initial scale is too large,
+    so its first steps overflow and are skipped, as in a real fp16 run; returns HF Trainer log_history
+    entries (loss, the norm clip_grad_norm_ returns after unscale_, lr) for every step. `naive_log`: the
+    loss as log(softmax), without log-sum-exp, which a high lr drives to log(0)."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    from collector_helpers import mlp
+
+    from trainscope.collectors import watch
+
+    X, y = digits
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, enabled=amp)
+    collector = watch(model, opt, collector_dir, scaler=scaler) if collector_dir else None
+    history = []
+    for step in range(1, n + 1):
+        idx = torch.arange(step * 32, step * 32 + 32) % len(X)
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16, enabled=amp):
+            out = model(X[idx]).float()
+            loss = (
+                -torch.log(torch.softmax(out, 1)[torch.arange(32), y[idx]]).mean()
+                if naive_log
+                else F.cross_entropy(out, y[idx])
+            )
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9)
+        scaler.step(opt)
+        scaler.update()
+        if collector:
+            collector.step(loss=loss)
+        history.append({"step": step, "loss": loss.item(), "grad_norm": norm.item(), "learning_rate": lr})
+    if collector:
+        collector.close()
+    return history
+
+
+def _trainer_state(tmp_path, history, name):
+    """`history` as the Trainer writes trainer_state.json (json.dumps: inf as Infinity), read back."""
+    from trainscope.analyzers.reading import read_logdir
+
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    ended = {"step": history[-1]["step"], "train_loss": 1.0, "train_runtime": 1.0}
+    doc = {
+        "global_step": history[-1]["step"],
+        "max_steps": history[-1]["step"],
+        "log_history": history + [ended],
+    }
+    (run_dir / "trainer_state.json").write_text(json.dumps(doc))
+    (run,) = read_logdir(run_dir).runs.values()
+    return run
+
+
+def test_nonfinite_on_a_real_fp16_run_with_grad_scaler_skips(tmp_path, digits):
+    history = _amp_digits(digits, collector_dir=tmp_path / "collector")
+    skipped = [h["step"] for h in history if not np.isfinite(h["grad_norm"])]
+    assert skipped and skipped[0] == 1 and all(np.isfinite(h["loss"]) for h in history)
+    # The Trainer's log: no record of skips, so the curves tell.
+    [found] = nonfinite(_trainer_state(tmp_path, history, "hf"))
+    assert found.severity == "info" and found.evidence["inferred"] is True, found.message
+    assert found.evidence["skipped_steps"] == len(skipped)
+    # TrainScope's collector on the same training records the skips itself.
+    from trainscope.analyzers.reading import read_logdir
+
+    (collected,) = read_logdir(tmp_path / "collector").runs.values()
+    [found] = nonfinite(collected)
+    assert found.severity == "info" and found.evidence["inferred"] is False, found.message
+
+
+def test_nonfinite_on_a_real_divergence_stays_critical(tmp_path, digits):
+    history = _amp_digits(digits, lr=10.0, amp=False, naive_log=True)
+    assert not np.isfinite(history[-1]["loss"])
+    [found] = nonfinite(_trainer_state(tmp_path, history, "hf"))
+    assert found.severity == "critical" and "still non-finite" in found.message, found.message
 
 
 # --- loss_plateau: fine-tunes and the window's wording ---------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from trainscope.analyzers.facts import is_live
 from trainscope.analyzers.findings import Finding, Skip
 from trainscope.analyzers.rules.common import (
     cite,
@@ -22,12 +23,14 @@ from trainscope.analyzers.rules.common import (
     require_finite_points,
     sentence,
 )
+from trainscope.analyzers.rules.curves import MIN_CURVE_POINTS
 from trainscope.analyzers.rules.robust import (
     binned,
     chunk_medians,
     finite_points,
     trailing_median,
 )
+from trainscope.analyzers.rules.skipped_steps import nonfinite_steps
 from trainscope.analyzers.run import Run, Series
 from trainscope.logformat import tags as T
 
@@ -42,8 +45,10 @@ EXPLODE_SOURCE = cite(
         "if the value exceeds the threshold, scale it down to the threshold: 5, 10, 15",
     ),
 )
-EXPLODE_MIN_POINTS = 50  # gradient-norm points before any verdict
-EXPLODE_WARMUP = 0.05  # the first 5% of the run (10 points at least) is the norm settling from its init
+EXPLODE_MIN_POINTS = 50  # gradient-norm points before any verdict while the run is still being written...
+EXPLODE_ENDED_POINTS = 5 * MIN_CURVE_POINTS  # ...and on a run that has ended (20): fewer is too few to judge
+EXPLODE_WARMUP = 0.05  # the first 5% of the run is the norm settling from its init...
+EXPLODE_WARMUP_POINTS = 10  # ...10 points at least (a fifth of a run shorter than 50 points)
 SPIKE_FACTOR = 10.0  # a spike: the norm above 10x the median of the stretch before it
 SPIKE_WINDOW = 50  # ...that stretch being the previous 50 points (bins, on long runs)
 SPIKE_RECORD = 2.0  # ...and above 2x every norm seen before it, warm-up included
@@ -55,7 +60,8 @@ SPIKE_BINS = 2000  # long runs are searched for spikes on per-bin maxima over at
 GROWTH_WINDOWS = 5  # exponential growth: 5 consecutive windows...
 GROWTH_PER_WINDOW = 2.0  # ...each with a median >= 2x the one before (AUTOTRAINER / TheDeepChecker)
 GROWTH_ABOVE_TYPICAL = 10.0  # ...ending >= 10x the run's typical norm (growing out of a tiny init is fine)
-GROWTH_MIN_WINDOW = 5  # points per window at the finest scale searched
+GROWTH_MIN_WINDOW = 5  # points per window at the finest scale searched...
+GROWTH_MIN_WINDOW_FLOOR = 3  # ...a tenth of a run shorter than 50 points, 3 at least
 # A norm recorded after clip_grad_norm_ equals max_norm (to ~1e-5) on every clipped step,
 # where an unclipped norm, a continuous quantity, reaches its maximum once: so many
 # points at the maximum mean the norm was capped and spikes cannot show.
@@ -83,39 +89,28 @@ def global_norm(run: Run) -> Series:
     return Series(common, np.sqrt(total))
 
 
-def _real_nonfinite_steps(run: Run) -> np.ndarray:
-    """Steps where the loss or the gradient norm was NaN/Inf and the optimizer did not skip the step."""
-    bad = []
-    for tag in (T.TRAIN_LOSS, T.GRAD_GLOBAL_NORM):
-        s = run.scalar(tag)
-        if s is not None:
-            bad.append(s.steps[~np.isfinite(s.values)])
-    steps = np.unique(np.concatenate(bad)) if bad else np.zeros(0, np.int64)
-    skipped = run.scalar(T.STEP_SKIPPED)
-    if skipped is not None and steps.shape[0]:
-        steps = steps[~np.isin(steps, skipped.steps[skipped.values >= 0.5])]
-    return steps
-
-
 def check(run: Run) -> Iterable[Finding]:
     """The gradient norm spikes far above its running median, or grows exponentially.
 
     Why it matters: one huge gradient throws the weights far from where training had
     brought them (the loss jumps back up), and exponential growth ends in Inf/NaN.
-    Measured on the gradient norm before clipping (a norm capped at one value on 2%+
-    of the steps was recorded after it: skipped), after the first 5% of the run: 3+
-    separate spikes above 10x the median of the preceding 50 points and above 2x every
-    norm seen before; or 5 consecutive windows each with a median >= 2x the previous,
-    ending >= 10x the run's earlier typical norm (warning); critical when NaN/Inf
-    follows (then one spike is enough).
+    Measured on the gradient norm before clipping, after the first 5% of the run (10
+    points, a fifth of a short run): 3+ separate spikes above 10x the median of the
+    preceding 50 points and above 2x every norm seen before; or 5 consecutive windows
+    each with a median >= 2x the previous, ending >= 10x the run's earlier typical norm
+    (warning); critical when a NaN/Inf that the optimizer took follows (then one spike
+    is enough; an AMP GradScaler's skipped overflow step is not one). Not judged below
+    50 points while the run is being written, or 20 once it has ended, nor on a norm
+    capped at one value on 2%+ of the steps (recorded after clipping).
     What to do: clip the gradient norm (about 2x the typical norm keeps normal steps
     untouched; 5, 10 or 15 are common thresholds), recording the norm before clipping;
     lower the learning rate; check the initialization.
     """
     series = global_norm(run)
-    require_finite_points(series, EXPLODE_MIN_POINTS, "gradient-norm points")
+    _require_points(series, is_live(run))
     steps, values = finite_points(series)
-    warm = min(max(10, int(EXPLODE_WARMUP * values.shape[0])), values.shape[0] - 1)
+    n = values.shape[0]
+    warm = min(max(min(EXPLODE_WARMUP_POINTS, n // 5), int(EXPLODE_WARMUP * n)), n - 1)
     _require_unclipped(values[warm:])
     typical = float(np.median(values[warm:]))
     reasons: list[str] = []
@@ -145,7 +140,7 @@ def check(run: Run) -> Iterable[Finding]:
             f"one before), to {fmt_factor(growth['end_over_typical'])} "
             f"its earlier typical {fmt(growth['typical'])}"
         )
-    bad = _real_nonfinite_steps(run)
+    bad = nonfinite_steps(run).real
     followed = None
     if onset is not None:
         after = bad[bad >= onset]
@@ -188,6 +183,19 @@ def check(run: Run) -> Iterable[Finding]:
             evidence=evidence,
         )
     ]
+
+
+def _require_points(series: Series, live: bool) -> None:
+    """`Skip` a norm too short to judge: 50 points while the run is being written (early on, the norm is
+    still settling from its init and every wiggle looks like a trend), 20 once it has ended (a finished run
+    gets a verdict on what it has; the warm-up and the growth windows scale with its length)."""
+    if live:
+        require_finite_points(series, EXPLODE_MIN_POINTS, "gradient-norm points")
+        return
+    have = int(np.isfinite(series.values).sum())
+    if have < EXPLODE_ENDED_POINTS and have == len(series):
+        raise Skip(f"too few gradient-norm points to judge: {have:,} (needs {EXPLODE_ENDED_POINTS:,})")
+    require_finite_points(series, EXPLODE_ENDED_POINTS, "gradient-norm points")
 
 
 def _require_unclipped(values: np.ndarray) -> None:
@@ -236,7 +244,8 @@ def _exponential_growth(steps: np.ndarray, values: np.ndarray, warm: int) -> dic
     body_steps, body = steps[warm:], values[warm:]
     n = body.shape[0]
     width = n // GROWTH_WINDOWS
-    while width >= GROWTH_MIN_WINDOW:
+    finest = min(GROWTH_MIN_WINDOW, max(GROWTH_MIN_WINDOW_FLOOR, values.shape[0] // 10))
+    while width >= finest:
         # Search the finite run's end first: growth that ends in NaN ends where the finite part does.
         meds = chunk_medians(body[n - width * GROWTH_WINDOWS :], GROWTH_WINDOWS)
         if meds.shape[0] == GROWTH_WINDOWS and (meds > 0).all():

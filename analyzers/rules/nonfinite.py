@@ -11,11 +11,10 @@ from collections.abc import Iterable
 import numpy as np
 
 from trainscope.analyzers.facts import (
-    configured_lr,
+    lr_to_adjust,
     ordered_layers,
 )
 from trainscope.analyzers.findings import Finding, Skip
-from trainscope.analyzers.reading.train_loss import is_training_loss_name
 from trainscope.analyzers.rules.common import (
     cite,
     finding,
@@ -26,6 +25,13 @@ from trainscope.analyzers.rules.common import (
 )
 from trainscope.analyzers.rules.robust import (
     finite_points,
+)
+from trainscope.analyzers.rules.skipped_steps import (
+    INFERRED_SKIP_FEW,
+    fp16_setting,
+    loss_signals,
+    nonfinite_steps,
+    norm_signals,
 )
 from trainscope.analyzers.run import Run
 from trainscope.logformat import tags as T
@@ -47,6 +53,7 @@ NONFINITE_SOURCE = cite(
     ),
 )
 NONFINITE_CONTEXT_STEPS = 20  # the gradient norm "just before" a NaN is the median of the 20 steps before
+SKIPS_USUAL_SHARE = 0.01  # skips on > 1% of the logged steps (and more than a few) are more than usual
 
 
 def check(run: Run) -> Iterable[Finding]:
@@ -58,43 +65,30 @@ def check(run: Run) -> Iterable[Finding]:
     scale, and it skips those steps.
     Measured: any NaN/Inf in ``train/loss``, ``grad/global_norm`` or ``grad/norm/*``,
     or in a training loss the run logs under another name (a term of the loss,
-    ``dynamics_loss``) (critical, at the first such step). Where ``opt/step_skipped`` is 1 at all of
-    those steps (AMP skipped them), info only.
+    ``dynamics_loss``) (critical, at the first such step). Info only where every one
+    of them was a skipped step: ``opt/step_skipped`` is 1 there (TrainScope's
+    collector records it), or, in a log that does not record skips (a Hugging Face
+    Trainer's ``grad_norm: inf`` under ``fp16=True``), the gradient norm alone was
+    non-finite, on at most 3 logged points (1% on long logs) besides up to 16 that open
+    the log (GradScaler halving its initial scale until it fits), and the next loss
+    and norm after each are finite: an applied inf/NaN update would have made every
+    later loss NaN, so the optimizer did not take it.
     What to do: lower the learning rate; clip gradients; check the initialization
     and the inputs (a NaN in the data gives a NaN loss at once).
     """
-    signals = {T.TRAIN_LOSS: run.scalar(T.TRAIN_LOSS), T.GRAD_GLOBAL_NORM: run.scalar(T.GRAD_GLOBAL_NORM)}
-    grad_layers = run.layers(T.GRAD_NORM_PREFIX)
-    signals.update({T.GRAD_NORM_PREFIX + name: s for name, s in grad_layers.items()})
-    # Losses the run logs under other names (terms of the loss, a second training loss): a NaN in any
-    # of them is a NaN in what is being minimized.
-    signals.update({name: s for name, s in run.unmapped.items() if is_training_loss_name(name) and len(s)})
-    signals = {tag: s for tag, s in signals.items() if s is not None}
+    signals = {**loss_signals(run), **norm_signals(run)}
     if not signals:
         raise Skip(f"needs {T.TRAIN_LOSS} or gradient norms, which this run does not log")
-
-    skipped_steps = np.zeros(0, np.int64)
-    skip_series = run.scalar(T.STEP_SKIPPED)
-    if skip_series is not None:
-        skipped_steps = skip_series.steps[skip_series.values >= 0.5]
-
-    bad_steps: dict[str, np.ndarray] = {}
-    ends_bad: list[str] = []
-    total_points = 0
-    for tag, series in signals.items():
-        bad = ~np.isfinite(series.values)
-        total_points = max(total_points, len(series))
-        if bad.any():
-            bad_steps[tag] = series.steps[bad]
-            if bad[-1]:
-                ends_bad.append(tag)
-    if not bad_steps:
+    judged = nonfinite_steps(run)
+    if not judged.bad:
         return []
-
-    all_bad = np.unique(np.concatenate(list(bad_steps.values())))
-    real = all_bad[~np.isin(all_bad, skipped_steps)]
+    bad_steps = judged.bad
+    ends_bad = [tag for tag in bad_steps if not np.isfinite(signals[tag].values[-1])]
+    real = judged.real
     if real.shape[0] == 0:
-        return [_nonfinite_skipped_only(run, all_bad, total_points)]
+        total_points = max(len(s) for s in signals.values())
+        kinds = _nonfinite_kinds(signals, list(bad_steps), judged.skipped)
+        return [_nonfinite_skipped_only(run, judged.skipped, kinds, total_points, judged.inferred)]
 
     first = int(real[0])
     first_tags = [tag for tag, steps in bad_steps.items() if np.isin(first, steps)]
@@ -113,9 +107,9 @@ def check(run: Run) -> Iterable[Finding]:
             f"; just before, the gradient norm was {fmt(before[0])}, {fmt_factor(before[1])} its median "
             f"of {fmt(before[2])}"
         )
-    lr = configured_lr(run)
+    lr, lr_name = lr_to_adjust(run)
     advice = (
-        f"Lower the learning rate (now {fmt(lr)}): try {fmt(lr / 10)}."
+        f"Lower the {lr_name}: from {fmt(lr)} to about {fmt(lr / 10)}."
         if lr
         else "Lower the learning rate 3-10x.",
         "Clip the gradient norm: torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=5.0) "
@@ -139,7 +133,7 @@ def check(run: Run) -> Iterable[Finding]:
                 "signals": sorted(bad_steps),
                 "first_signals": first_tags,
                 "still_nonfinite": ends_bad,
-                "amp_skipped_steps": int(all_bad.shape[0] - real.shape[0]),
+                "amp_skipped_steps": int(judged.skipped.shape[0]),
                 "grad_norm_before": before[0] if before else None,
                 "grad_norm_median": before[2] if before else None,
             },
@@ -147,10 +141,11 @@ def check(run: Run) -> Iterable[Finding]:
     ]
 
 
-def _nonfinite_kinds(signals: dict, tags: list[str], step: int) -> str:
-    values = [s.values[np.searchsorted(s.steps, step)] for tag, s in signals.items() if tag in tags]
-    has_nan = any(np.isnan(v) for v in values)
-    has_inf = any(np.isinf(v) for v in values)
+def _nonfinite_kinds(signals: dict, tags: list[str], steps: int | np.ndarray) -> str:
+    """ "NaN", "Inf" or "NaN and Inf": what `tags` hold at `steps` (one step or several)."""
+    values = np.concatenate([s.values[np.isin(s.steps, steps)] for tag, s in signals.items() if tag in tags])
+    has_nan = bool(np.isnan(values).any())
+    has_inf = bool(np.isinf(values).any())
     return "NaN and Inf" if has_nan and has_inf else ("NaN" if has_nan else "Inf")
 
 
@@ -170,17 +165,32 @@ def _norm_before(run: Run, step: int) -> tuple[float, float, float] | None:
     return recent, recent / median, median
 
 
-def _nonfinite_skipped_only(run: Run, steps: np.ndarray, total_points: int) -> Finding:
+def _nonfinite_skipped_only(
+    run: Run, steps: np.ndarray, kinds: str, total_points: int, inferred: bool
+) -> Finding:
     scale = run.scalar(T.LOSS_SCALE)
-    message = (
-        f"{steps.shape[0]:,} step(s) had inf/NaN gradients (first at step {fmt_step(steps[0])}, last at "
-        f"{fmt_step(steps[-1])}) and the optimizer skipped them, as an AMP GradScaler does while it "
-        "finds its loss scale"
-    )
+    where = f"first at step {fmt_step(steps[0])}, last at {fmt_step(steps[-1])}"
+    if steps.shape[0] == 1:
+        where = f"at step {fmt_step(steps[0])}"
+    if inferred:
+        message = (
+            f"The gradient norm was {kinds} on {steps.shape[0]:,} logged step(s) ({where}), and the loss and "
+            "the gradient norm logged after are finite: the optimizer skipped the step, as an AMP GradScaler "
+            "does when the scaled gradients overflow (an update with inf/NaN gradients would have made every "
+            "later loss NaN)"
+        )
+        fp16 = fp16_setting(run)
+        if fp16:
+            message += f"; the run trained in float16: {fp16}"
+    else:
+        message = (
+            f"{steps.shape[0]:,} step(s) had inf/NaN gradients ({where}) and the optimizer skipped them, "
+            "as an AMP GradScaler does while it finds its loss scale"
+        )
     if scale is not None:
         message += f"; the loss scale is now {fmt(float(scale.values[-1]))}"
     share = steps.shape[0] / max(total_points, 1)
-    if share > 0.01:
+    if share > SKIPS_USUAL_SHARE and steps.shape[0] > INFERRED_SKIP_FEW:
         message += f". That is {fmt_pct(share)} of the steps: more than usual"
     return finding(
         RULE_ID,
@@ -194,5 +204,10 @@ def _nonfinite_skipped_only(run: Run, steps: np.ndarray, total_points: int) -> F
         ),
         NONFINITE_SOURCE,
         step=int(steps[0]),
-        evidence={"skipped_steps": int(steps.shape[0]), "first_step": int(steps[0]), "share": share},
+        evidence={
+            "skipped_steps": int(steps.shape[0]),
+            "first_step": int(steps[0]),
+            "share": share,
+            "inferred": inferred,
+        },
     )
