@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trainscope.analyzers.causes import explain
-from trainscope.analyzers.findings import SEVERITY_ORDER, Finding, Skip, Skipped
+from trainscope.analyzers.facts import is_live
+from trainscope.analyzers.findings import (
+    SEVERITY_ORDER,
+    TOO_FEW_TO_JUDGE,
+    WAITING_FOR_DATA,
+    Finding,
+    Skip,
+    Skipped,
+)
 from trainscope.analyzers.rules import ALL_RULES, RuleFn
 from trainscope.analyzers.run import Run
 from trainscope.analyzers.summary import Advice, end_of_run_advice
@@ -50,18 +58,30 @@ def diagnose_run(run: Run, rules: tuple[tuple[str, RuleFn], ...] = ALL_RULES) ->
 
     A rule that raises `Skip` is listed as skipped, never as a finding.
 
+    A rule that waits for more data says so only while the run may still grow; on a run
+    that has ended its reason reads "too few to judge" (`_ended`): a finished run is never
+    told to wait.
+
     A rule that crashes on odd data is a bug, but it must not hide the other rules'
     findings: it is reported as skipped with the error.
     """
     findings: list[Finding] = []
     skipped: list[Skipped] = []
+    live = is_live(run)
     for rule_id, rule in rules:
         try:
             findings.extend(rule(run))
         except Skip as skip:
-            skipped.append(Skipped(rule_id, skip.reason))
+            skipped.append(Skipped(rule_id, skip.reason if live else _ended(skip.reason)))
         except Exception as exc:  # noqa: BLE001 - one broken rule must not hide the rest
             skipped.append(Skipped(rule_id, f"rule error: {type(exc).__name__}: {exc}"))
     findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], f.step if f.step is not None else -1))
     tree = explain(findings, run)
     return Diagnosis(run, tree.findings, tuple(skipped), end_of_run_advice(run), tree.parents)
+
+
+def _ended(reason: str) -> str:
+    """A rule's "not enough data yet: 12 of 50 points" as said of a run that will not grow."""
+    if reason.startswith(WAITING_FOR_DATA):
+        return TOO_FEW_TO_JUDGE + reason[len(WAITING_FOR_DATA) :]
+    return reason

@@ -29,6 +29,12 @@ class Finding:
         return d
 
 
+# How a rule's reason begins when its signal is there but still too short (`rules.common.require_points`);
+# on a run that has ended (`facts.is_live`) the diagnosis says it as `TOO_FEW_TO_JUDGE`: it will not grow.
+WAITING_FOR_DATA = "not enough data yet"
+TOO_FEW_TO_JUDGE = "too few to judge"
+
+
 @dataclass(frozen=True)
 class Skipped:
     """A rule that could not judge this run, and why (missing signal, or not enough data yet)."""

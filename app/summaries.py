@@ -15,6 +15,7 @@ import pandas as pd
 
 from trainscope.analyzers.diagnose import Diagnosis
 from trainscope.analyzers.durations import duration
+from trainscope.analyzers.findings import TOO_FEW_TO_JUDGE, WAITING_FOR_DATA
 from trainscope.analyzers.formatting import symptom_list
 from trainscope.analyzers.run import Run
 
@@ -34,8 +35,6 @@ HEALTH_CELL = {  # a translucent tint and a mid-tone text: readable on the light
     WAITING: ("rgba(128, 128, 128, 0.18)", "#808690"),
     OK: ("rgba(34, 197, 94, 0.18)", "#16a34a"),
 }
-# The reason a rule gives when its signal is there but still too short (analyzers.rules.common).
-NOT_ENOUGH_DATA = "not enough data yet"
 
 
 def health(d: Diagnosis) -> str:
@@ -46,7 +45,7 @@ def health(d: Diagnosis) -> str:
         return d.worst
     if not any(len(s) for s in d.run.scalars.values()):
         return WAITING
-    if any(s.reason.startswith(NOT_ENOUGH_DATA) for s in d.skipped):
+    if any(s.reason.startswith(WAITING_FOR_DATA) for s in d.skipped):
         return WAITING
     return OK
 
@@ -73,10 +72,16 @@ def _calm(d: Diagnosis) -> str:
     """Why a run without a warning is calm: nothing logged yet, checks still waiting, or nothing found."""
     if not any(len(s) for s in d.run.scalars.values()):
         return "nothing logged yet"
-    waiting = [s.rule for s in d.skipped if s.reason.startswith(NOT_ENOUGH_DATA)]
+    waiting = [s.rule for s in d.skipped if s.reason.startswith(WAITING_FOR_DATA)]
     if waiting:
         return f"no problem so far; {len(waiting)} check(s) wait for more data ({', '.join(waiting[:3])}" + (
             ", …)" if len(waiting) > 3 else ")"
+        )
+    short = [s.rule for s in d.skipped if s.reason.startswith(TOO_FEW_TO_JUDGE)]
+    if short:
+        return (
+            f"no problem found; {len(short)} check(s) had too little data to judge ({', '.join(short[:3])}"
+            + (", …)" if len(short) > 3 else ")")
         )
     return "no problem found"
 

@@ -52,3 +52,25 @@ def test_end_of_run_advice_only_for_finished_runs_and_never_a_finding():
     assert finished.advice and all(a.severity == "info" for a in finished.advice)
     assert finished.findings == () and finished.worst is None
     assert diagnose_run(_run("running"), ()).advice == ()
+
+
+def test_a_finished_run_is_never_told_to_wait_for_data():
+    """A rule's "not enough data yet" stands while the run may grow; once it has ended, the
+    same shortfall reads "too few to judge", and the run's health is not "waiting"."""
+    from trainscope.app.summaries import OK, WAITING, headline, health
+
+    def short(run):
+        from trainscope.analyzers.rules.common import require_points
+
+        require_points(12, 50, "gradient-norm points")
+
+    rules = (("exploding_gradients", short),)
+    live = diagnose_run(_run("running"), rules)
+    assert live.skipped[0].reason == "not enough data yet: 12 of 50 gradient-norm points"
+    assert health(live) == WAITING
+    ended = diagnose_run(_run("finished"), rules)
+    assert ended.skipped[0].reason == "too few to judge: 12 of 50 gradient-norm points"
+    assert health(ended) == OK
+    assert (
+        headline(ended) == "no problem found; 1 check(s) had too little data to judge (exploding_gradients)"
+    )

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from trainscope.analyzers.findings import Finding, Severity, Skip
+from trainscope.analyzers.findings import WAITING_FOR_DATA, Finding, Severity, Skip
 from trainscope.analyzers.run import Run, Series
 
 # --- building runs (tests, benchmarks, what-ifs) ---------------------------------------
@@ -62,7 +62,7 @@ def require_layers(run: Run, prefix: str, what: str) -> dict[str, Series]:
 def require_points(have: int, need: int, what: str) -> None:
     """`Skip` with "not enough data yet" unless `have` >= `need`."""
     if have < need:
-        raise Skip(f"not enough data yet: {have:,} of {need:,} {what}")
+        raise Skip(f"{WAITING_FOR_DATA}: {have:,} of {need:,} {what}")
 
 
 def require_finite_points(series: Series, need: int, what: str) -> None:
