@@ -6,8 +6,10 @@ One module per rule, named by its id: the module holds `RULE_ID`, its thresholds
 constants, one comment each), its source, and `check(run)`, whose docstring says what it
 detects, why it matters and what to do. Shared measures live beside them: `curves` (the
 smoothed loss, chance level, the learning rate), `updates` (update/weight ratios),
-`labels` (how mixed a batch's labels are), `robust` (smoothing and trends), `common`
-(required signals, wording, citations); run facts (batch size, classes, layers) are in
+`labels` (how mixed a batch's labels are), `robust` (smoothing and trends),
+`skipped_steps` (whether a NaN/Inf step was taken or skipped by AMP), `val_metrics` (the
+validation metrics a log names, and which way is better), `common` (required signals,
+wording, citations); run facts (batch size, classes, layers) are in
 `analyzers.facts`. `synthetic` builds realistic runs for tests and the benchmark.
 """
 
