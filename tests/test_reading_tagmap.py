@@ -238,3 +238,25 @@ def test_a_test_curve_beside_a_validation_curve_stays_unmapped(tmp_path):
     )
     assert run.tag_origins[T.VAL_LOSS] == "Loss/val" and run.tag_origins[T.VAL_ACC] == "Accuracy/val"
     assert sorted(run.unmapped) == ["Test accuracy", "Test loss (avg on test)"]
+
+
+def test_a_busier_test_curve_never_takes_the_place_of_a_sparse_validation_curve(tmp_path):
+    """A val curve every 10 steps beside a test curve every step: the test curve has 10x the
+    points (what lets a per-step curve beat a per-epoch one of the same split), but it only
+    stands in for a validation curve the run lacks."""
+    pytest.importorskip("torch")
+    from torch.utils.tensorboard import SummaryWriter
+
+    from trainscope.analyzers.reading import read_logdir
+
+    writer = SummaryWriter(str(tmp_path / "run"))
+    for step in range(50):
+        writer.add_scalar("Loss/train", 1.0 / (1 + step), step)
+        writer.add_scalar("Test loss", 1.1 / (1 + step), step)
+        if step % 10 == 9:
+            writer.add_scalar("Loss/val", 1.2 / (1 + step), step)
+    writer.close()
+    run = read_logdir(tmp_path).runs["run"]
+    assert run.tag_origins[T.VAL_LOSS] == "Loss/val"
+    assert len(run.scalars[T.VAL_LOSS]) == 5
+    assert "Test loss" in run.unmapped

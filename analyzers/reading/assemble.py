@@ -42,6 +42,7 @@ def _choose(
     """``(canonical, unmapped, origins, epoch_tags)`` from raw name -> data; a canonical
     tag that one of the `preferred` names maps to is read from one of those."""
     candidates: dict[str, list[tuple[int, str, str]]] = {}
+    stand_ins: set[str] = set()  # names that stand for their tag only where nothing else does
     unmapped: dict[str, Any] = {}
     user_ranks: set[int] = set()
     eval_sets = eval_set_tags(raw) if kind == "scalar" else {}
@@ -53,6 +54,8 @@ def _choose(
             unmapped[name] = raw[name]
         else:
             candidates.setdefault(mapped.tag, []).append((mapped.rank, name, mapped.axis))
+            if mapped.stand_in:
+                stand_ins.add(name)
             if mapper.from_user(mapped):
                 user_ranks.add(mapped.rank)
     primary_axis = STEP_AXIS
@@ -62,6 +65,11 @@ def _choose(
     origins: dict[str, str] = {}
     epoch_tags: set[str] = set()
     for tag, options in candidates.items():
+        if any(c[1] not in stand_ins for c in options):  # a stand-in never beats a curve of the tag's own
+            for c in options:
+                if c[1] in stand_ins:
+                    unmapped[c[1]] = raw[c[1]]
+            options = [c for c in options if c[1] not in stand_ins]
         options.sort(key=lambda c: (c[1] not in preferred, c[2] != primary_axis, c[0], c[1]))
         best = options[0]
         if best[0] not in user_ranks:

@@ -79,6 +79,9 @@ class TagRule:
     kind: Kind = "scalar"
     axis: Axis = STEP_AXIS
     ignore_case: bool = True
+    # Stands for `target` only where nothing else does: a "test" curve is the validation
+    # curve of a run that has no val curve of its own, never beside one (see `assemble`).
+    stand_in: bool = False
 
     def __post_init__(self) -> None:
         re.compile(self.pattern)  # fail early on a bad pattern
@@ -95,6 +98,7 @@ class Mapped:
     tag: str  # canonical tag
     rank: int  # index of the rule that matched: lower wins a conflict
     axis: Axis
+    stand_in: bool = False  # the rule's `TagRule.stand_in`
 
 
 def _lightning_lr_group(match: re.Match[str]) -> str | None:
@@ -164,10 +168,10 @@ DEFAULT_RULES: tuple[TagRule, ...] = (
     TagRule(rf"validation/epoch_{_ACC}", T.VAL_ACC, axis=EPOCH_AXIS),
     TagRule(r"train/epoch_learning_rate", T.LR, axis=EPOCH_AXIS),
     # A loop that evaluates on a set it calls "test" each epoch (SummaryWriter's
-    # ``Test loss``, Lightning's test_loss) has that as its validation curve. Ranked below
-    # every validation rule: beside a val curve of its own, the test curve stays unmapped.
-    TagRule(_either_order(_TEST, _LOSS, r"(?:_epoch)?"), T.VAL_LOSS),
-    TagRule(_either_order(_TEST, _SPLIT_ACC, r"(?:_epoch)?"), T.VAL_ACC),
+    # ``Test loss``, Lightning's test_loss) has that as its validation curve. A stand-in:
+    # beside a val curve of its own, however sparse, the test curve stays unmapped.
+    TagRule(_either_order(_TEST, _LOSS, r"(?:_epoch)?"), T.VAL_LOSS, stand_in=True),
+    TagRule(_either_order(_TEST, _SPLIT_ACC, r"(?:_epoch)?"), T.VAL_ACC, stand_in=True),
     # Histograms of `model.named_parameters()` as most scripts log them.
     TagRule(r"(?:grad|grads|gradients)/(.+)\.weight", T.HIST_GRAD_PREFIX + r"\1", kind="histogram"),
     TagRule(r"(.+)\.weight[./_]grad", T.HIST_GRAD_PREFIX + r"\1", kind="histogram"),
@@ -260,7 +264,7 @@ class TagMapper:
                 continue
             target = rule.target(match) if callable(rule.target) else match.expand(rule.target)
             if target and is_canonical(target, kind):
-                return Mapped(target, rank if rank < self._user else rank + 1, rule.axis)
+                return Mapped(target, rank if rank < self._user else rank + 1, rule.axis, rule.stand_in)
         if self._user == len(self.rules) and is_canonical(tag, kind):
             return Mapped(tag, len(self.rules), STEP_AXIS)
         return None
