@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
+from test_app_runs import clean, shown_cells, start
 
 from trainscope.analyzers.reading import read_logdir
 from trainscope.analyzers.run import Run
@@ -23,10 +23,7 @@ from trainscope.app import links
 from trainscope.app.runfilter import filter_runs
 from trainscope.logformat import runjson as RJ
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = ROOT / "app" / "main.py"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-TIMEOUT = 60
 GIVEN = "lr 0.05, momentum 0.9 [baseline]"  # brackets: Markdown must show them as text
 
 
@@ -133,27 +130,6 @@ def test_the_markdown_export_is_titled_by_the_given_name(named):
 
 
 # -- the pages ------------------------------------------------------------------------------
-
-
-def start(logdir: Path | str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    at.session_state["logdir"] = str(logdir)
-    return at.run()
-
-
-def clean(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
-def shown_cells(at: AppTest, index: int = 0) -> list[str]:
-    """What the cells of a table show (the Styler's display values), as text."""
-    import pyarrow as pa
-
-    proto = at.dataframe[index].proto
-    display = pa.ipc.open_stream(proto.arrow_data.styler.display_values).read_all().to_pandas()
-    return [str(v) for v in display.to_numpy().ravel()]
 
 
 def test_the_pages_show_the_given_name_and_link_by_the_folder(named):
