@@ -745,3 +745,160 @@ def test_plateau_rise_is_not_called_flattened():
     [found] = loss_plateau(_lora_rise())
     assert found.title == "Loss has stopped falling at a constant learning rate: time for a decay"
     assert "flattened" not in found.message
+
+
+# --- loss_plateau: "never learned" only where the log holds the untrained start ---------------
+
+
+def _late_lightning_log(classes=7, seed=0, val_acc=0.574):
+    """A Lightning CSVLogger run (log_every_n_steps=50: the first point at step 49, 48 in all) of a
+    small tabular classifier short of inputs: its loss fell from ln C before step 49 and holds
+    0.865 after a last 4% within the first epoch (2% batch scatter); a validation every 341 steps,
+    its accuracy flat at `val_acc`."""
+    n = 48
+    trend = 0.865 + 0.04 * np.exp(-np.arange(n) / 3)
+    s = steps(n, 50, start=49)
+    val_steps = steps(7, 341, start=340)
+    rng = np.random.default_rng(seed + 1)
+    scalars = {
+        T.TRAIN_LOSS: (s, noisy(trend, 0.02, seed=seed)),
+        T.VAL_ACC: (val_steps, val_acc + rng.normal(0, 0.001, 7)),
+    }
+    return make_run(scalars, {"hparams": {"num_classes": classes}} if classes else None)
+
+
+def _per_epoch_means(n=15, seed=0):
+    """A Keras CSVLogger's loss, one mean per epoch (steps count epochs): the first epoch's mean
+    0.94 holds the fall within it, later epochs sit at 0.87."""
+    from dataclasses import replace
+
+    trend = np.full(n, 0.87)
+    trend[0] = 0.94
+    run = make_run({T.TRAIN_LOSS: (steps(n), noisy(trend, 0.004, seed=seed))})
+    return replace(run, epoch_axis=frozenset({T.TRAIN_LOSS}))
+
+
+def _at_chance_from_step(first, n=250, every=3, level=1.386, classes=4, seed=0):
+    """A 4-class model that never leaves chance: its per-epoch loss at ln 4 from the first log."""
+    s = steps(n, every, start=first)
+    return make_run(
+        {T.TRAIN_LOSS: (s, noisy(np.full(n, level), 0.01, seed=seed))}, {"hparams": {"num_classes": classes}}
+    )
+
+
+def _small_steady_fine_tune(n=300, every=50, seed=0):
+    """A pretrained model's fine-tune logged every 50 steps (first point at step 50, already near
+    its floor): the loss falls 9% in all, at a pace that follows a linear lr decay to 0 and
+    slows as it nears the floor (1.90 -> 1.73), with 0.6% scatter."""
+    t = np.arange(n) / (n - 1)
+    spent = 2 * t - t**2  # share of the linear schedule's lr spent by t
+    trend = 1.6 + 0.3 * np.exp(-0.84 * spent)
+    s = steps(n, every, start=every)
+    return make_run({T.TRAIN_LOSS: (s, noisy(trend, 0.006, seed=seed)), T.LR: (s, 5e-5 * (1 - t))})
+
+
+def _fell_little_and_stopped(n=300, seed=0):
+    """Logged from step 0: the loss falls 5% over the first 45% of the run, then stays flat while
+    the lr decays linearly: it stopped with the lr still high, no fine-tune's slow creep."""
+    t = np.arange(n) / (n - 1)
+    trend = 2.0 * (1 - 0.05 * np.clip(t / 0.45, 0, 1))
+    s = steps(n, 10)
+    return make_run({T.TRAIN_LOSS: (s, noisy(trend, 0.01, seed=seed)), T.LR: (s, 1e-3 * (1 - t))})
+
+
+NEVER_LEARNED_START_CASES = [
+    *(
+        pytest.param(
+            _late_lightning_log(seed=seed),
+            Fires(
+                "warning",
+                step=(49, 49),
+                says=(
+                    "The train loss has stayed around",
+                    "The log starts after the initial loss (its first point is at step 49)",
+                    "the validation accuracy ends at 5",
+                    "above chance (1/7 = 14%): the model learned early",
+                ),
+                evidence={"kind": "early_plateau", "accuracy_of": "validation"},
+            ),
+            id=f"late-log-accuracy-above-chance-is-an-early-plateau-seed{seed}",
+        )
+        for seed in range(3)
+    ),
+    pytest.param(
+        _late_lightning_log(classes=None),
+        Fires(
+            "warning",
+            says=("after the initial loss", "the number of classes is unknown: compare it with chance"),
+            evidence={"kind": "early_plateau"},
+        ),
+        id="late-log-classes-unknown-is-an-early-plateau",
+    ),
+    pytest.param(
+        _per_epoch_means(),
+        Fires(
+            "warning",
+            says=("its first point is the mean over the first epoch",),
+            evidence={"kind": "early_plateau"},
+        ),
+        id="per-epoch-means-are-no-initial-loss",
+    ),
+    pytest.param(
+        _at_chance_from_step(2),
+        Fires(
+            "warning",
+            step=(2, 2),
+            says=("has not come down", "of the chance level ln 4"),
+            evidence={"kind": "never_learned"},
+        ),
+        id="guard-logged-from-the-start-at-ln-c-never-learned",
+    ),
+    pytest.param(
+        _at_chance_from_step(49),
+        Fires("warning", evidence={"kind": "never_learned"}),
+        id="guard-late-log-still-at-ln-c-never-learned",
+    ),
+    pytest.param(
+        _late_lightning_log(classes=7, val_acc=0.15),
+        Fires("warning", evidence={"kind": "never_learned"}),
+        id="guard-late-log-accuracy-at-chance-never-learned",
+    ),
+    pytest.param(
+        _fell_little_and_stopped(),
+        Fires("warning", evidence={"kind": "never_learned"}),
+        id="guard-fell-little-and-stopped-never-learned",
+    ),
+    *(
+        pytest.param(
+            _small_steady_fine_tune(seed=seed), Quiet(), id=f"fine-tune-falling-9pct-steadily-seed{seed}"
+        )
+        for seed in range(3)
+    ),
+]
+
+
+@pytest.mark.parametrize("run, expect", NEVER_LEARNED_START_CASES)
+def test_never_learned_needs_the_untrained_start(run, expect):
+    check(loss_plateau, run, expect)
+
+
+def test_early_plateau_advises_inputs_and_capacity_not_a_bug_hunt():
+    [known] = loss_plateau(_late_lightning_log())
+    assert known.advice[0].startswith("The loss stopped where this model gets on these inputs")
+    assert not any("overfit a single batch" in line for line in known.advice)
+    # with the number of classes unknown, the accuracy cannot be placed: the bug hunt is the last resort
+    [unknown] = loss_plateau(_late_lightning_log(classes=None))
+    assert unknown.advice[-1].startswith("If the accuracy is at chance")
+
+
+def test_never_learned_says_what_shows_the_start_untrained():
+    """The guards above, each with the evidence that lets its start stand for the untrained model's."""
+    [initial] = loss_plateau(_at_chance_from_step(2))
+    [at_ln_c] = loss_plateau(_at_chance_from_step(49))
+    [at_chance] = loss_plateau(_late_lightning_log(classes=7, val_acc=0.15))
+    assert [f.evidence["shown_by"] for f in (initial, at_ln_c, at_chance)] == [
+        "initial",
+        "chance_loss",
+        "chance_accuracy",
+    ]
+    assert "the validation accuracy ends at 15%, at chance (1/7 = 14%)" in at_chance.message

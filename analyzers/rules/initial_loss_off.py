@@ -29,6 +29,18 @@ MIN_POINTS = 3  # ...3 of them at least (a log that starts later has no initial 
 FAR = 1.0  # far: the initial loss more than ln C above ln C (TheDeepChecker's |L0 - ln C| >= ln C)
 
 
+def logs_initial_loss(steps: np.ndarray) -> bool:
+    """Whether a log's first point can be the untrained model's loss: it was logged within the
+    first `FIRST_STEPS` optimizer steps.
+
+    Why: the steepest fall of training comes in its first steps, so a log that starts
+    later (Lightning's first point at step 49, a Trainer's at its logging_steps) opens
+    after it, and its first value says nothing of where the model started. loss_plateau
+    asks the same before it calls a loss that fell little "never learned".
+    """
+    return steps.shape[0] > 0 and int(steps[0]) <= FIRST_STEPS
+
+
 def check(run: Run) -> Iterable[Finding]:
     """The first losses of a C-class cross-entropy are more than twice the chance level ln C.
 
@@ -54,7 +66,7 @@ def check(run: Run) -> Iterable[Finding]:
     if steps.shape[0] == 0:
         raise Skip(f"{T.TRAIN_LOSS} has no finite value")
     first = values[steps < steps[0] + FIRST_STEPS]
-    if steps[0] > FIRST_STEPS or first.shape[0] < MIN_POINTS:
+    if not logs_initial_loss(steps) or first.shape[0] < MIN_POINTS:
         raise Skip(f"the log starts at step {fmt_step(int(steps[0]))}, after the initial loss")
     chance = math.log(classes)
     initial = float(np.median(first))

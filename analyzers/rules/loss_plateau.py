@@ -44,6 +44,7 @@ from trainscope.analyzers.rules.curves import (
     start_points,
     validation_sets,
 )
+from trainscope.analyzers.rules.initial_loss_off import logs_initial_loss
 from trainscope.analyzers.rules.lr_too_low import LR_LOW_SOURCE
 from trainscope.analyzers.rules.robust import (
     Curve,
@@ -53,6 +54,7 @@ from trainscope.analyzers.rules.robust import (
     tail_start,
     theil_sen,
 )
+from trainscope.analyzers.rules.underfitting import UNDERFIT_SOURCE
 from trainscope.analyzers.rules.updates import (
     UPDATE_RATIO_LOW,
     UPDATE_RATIO_TARGET,
@@ -67,6 +69,8 @@ RULE_ID = "loss_plateau"
 NAME = "a loss plateau"  # what the finding is called where it is listed under another
 # evidence["kind"]: which plateau was found (another finding's cause may span the whole run only for the first)
 NEVER_LEARNED, STUCK_HIGH, NO_PROGRESS, LATE = "never_learned", "stuck_high", "no_progress", "late"
+# never fell in the log, but the log starts after the initial loss: it learned before, then stopped
+EARLY = "early_plateau"
 PLATEAU_SOURCE = cite(
     ("000", 43, "将LR除以2或5后继续跑", "divide the learning rate by 2 or 5 and keep training"),
     ("001", 185, "loss不降了lr就除10", "when the loss stops falling, divide the learning rate by 10"),
@@ -114,24 +118,33 @@ def check(run: Run) -> Iterable[Finding]:
     Measured: on the raw loss against its own point-to-point scatter, so that a sparse
     log of 20 points is judged as well as a dense one. "Never learned" when, with 2
     standard errors to spare, the loss fell < 10% below its first points (or, where the
-    loss is too noisy to show it, the training accuracy rose < 10% of its headroom) and
-    is not falling now;
+    loss is too noisy to show it, the training accuracy rose < 10% of its headroom),
+    is not falling now nor steadily (it did not surely fall at 25%+ of its average pace
+    in the stretch before the last 30%: a fine-tune falling 5-9% in all, until its lr
+    is spent, is learning). That says "not learning" only where the start is the
+    untrained model's: the log starts within the first 10 steps (as initial_loss_off
+    judges it; a per-epoch mean never does), the start is still >= 80% of ln C, the accuracy ends
+    within 10% of its headroom above chance (1/C), or the loss rose 10%+ since the log
+    began. Otherwise the log opens after the steepest fall, and a loss that held its
+    first logged level is an "early plateau" (warning): the model learned before the
+    log and stopped, short of inputs or capacity;
     "stalled" when, over the last 30% of the run, the loss fell < 2% (or < 25% of its
     average pace) with 2 standard errors to spare (a run still being written needs the
     resolution to tell a 2% change first). A stall still above 80% of the start (or of
     ln C for a C-class cross-entropy) is "stuck high", a warning, when it was stalled
     before the window too (from where the loss came within its band of the level, 5% or
     3 sigma of its jitter, it did not fall by more than a stall allows plus 2 standard
-    errors) and the updates are not tiny or blocked (then lr_too_low, dead_relu or
-    vanishing_gradients has the cause). A loss still falling until the window is no
-    stuck run: a fine-tune's first logged loss is near its floor, so a healthy one ends
-    at 85-90% of it once its lr decay flattens the tail. A stall that has lasted the
-    last half of the run at >= 10% of the start with validation not improving is a
-    warning too. A later plateau at a constant lr, with validation no longer
+    errors, nor at 25%+ of its average pace just before the window) and the updates are
+    not tiny or blocked (then lr_too_low, dead_relu or vanishing_gradients has the
+    cause). A loss still falling until the window is no stuck run: a fine-tune's first
+    logged loss is near its floor, so a healthy one ends at 85-90% of it once its lr
+    decay flattens the tail. A stall that has lasted the last half of the run at >= 10%
+    of the start with validation not improving is a warning too. A later plateau at a constant lr, with validation no longer
     improving, is info; one while the lr has decayed to < 10% of its peak is the
     schedule's end, not a finding.
     What to do: divide the learning rate by 2-10 when the (validation) loss stalls, or
-    use a schedule (StepLR, ReduceLROnPlateau, cosine).
+    use a schedule (StepLR, ReduceLROnPlateau, cosine); for an early plateau, give the
+    model more inputs or capacity first, then try a higher learning rate.
     """
     loss = loss_curve(run, PLATEAU_LIVE_POINTS)
     require_positive(loss)
@@ -142,7 +155,10 @@ def check(run: Run) -> Iterable[Finding]:
     blocked = _updates_tiny_or_blocked(run)
     never = None if loss.live else _never_learned(loss, run)
     if never is not None and not blocked:
-        return [_never_learned_finding(run, loss, never)]
+        shown = _not_learning_shown(run, loss, never)
+        if shown is None:
+            return [_early_plateau_finding(run, loss, never)]
+        return [_never_learned_finding(run, loss, {**never, **shown})]
     window = _window(loss, PLATEAU_WINDOW)
     if window is None or not window.stalled:
         return []
@@ -151,7 +167,7 @@ def check(run: Run) -> Iterable[Finding]:
     chance = chance_loss(run, loss.start)
     high = end >= PLATEAU_HIGH * loss.start or (chance is not None and end >= PLATEAU_HIGH * chance)
     onset = _plateau_onset(curve, end, curve.values[np.searchsorted(curve.steps, loss.steps[window.begin]) :])
-    if _fell_before(loss, onset, window.begin, end):
+    if _fell_before(loss, onset, window.begin, end) or _fell_at_pace_before(loss, window.begin, end):
         # Still falling until the window: the plateau is no older than the window, so it is no
         # stuck run (a fine-tune ends near its first logged loss) but, at most, a late plateau.
         high = False
@@ -287,13 +303,50 @@ def _fell_before(loss: LossCurve, onset: int, stop: int, level: float) -> bool:
     span), by `PLATEAU_CONFIDENCE` standard errors. Fewer than 3 points before the
     window count as falling: the loss reached its level only where the window begins.
     """
-    begin = int(np.searchsorted(loss.steps, onset))
+    fell = _fell_between(loss, int(np.searchsorted(loss.steps, onset)), stop, level)
+    return True if fell is None else fell
+
+
+def _fell_at_pace_before(loss: LossCurve, stop: int, level: float) -> bool:
+    """Whether the loss still fell at a fair pace just before raw point `stop` (the window).
+
+    Why: a fine-tune whose whole fall is 5-10% falls < 2% in any stretch of a third of
+    the run, so `_fell_before`'s 2% floor reads its slow, steady fall as a stall (and
+    its band of 5% of the level puts the onset early). Measured: the run up to `stop`
+    surely fell (its Theil-Sen line by `SIGNIFICANT_Z` standard errors: a pace to
+    compare with), and the stretch of as many points before `stop` as follow it fell
+    by more than 25% of the run's average pace over its span, `PLATEAU_CONFIDENCE`
+    standard errors to spare. A loss that dropped early and then stayed flat falls at
+    no such pace there; one that never fell has no pace to keep.
+    """
+    if stop < MIN_CURVE_POINTS:
+        return False
+    x = (loss.steps[:stop] - loss.steps[0]).astype(np.float64)
+    slope, _ = theil_sen(x, loss.values[:stop])
+    # The line is fitted on at most 400 points (theil_sen thins longer series).
+    error = TREND_INEFFICIENCY * loss.noise * math.sqrt(12 / min(stop, 400))
+    if not math.isfinite(error) or -slope * float(x[-1]) <= SIGNIFICANT_Z * error:
+        return False
+    begin = max(0, 2 * stop - loss.steps.shape[0])
+    return bool(_fell_between(loss, begin, stop, level, floor=0.0))
+
+
+def _fell_between(
+    loss: LossCurve, begin: int, stop: int, level: float, floor: float = PLATEAU_MAX_DROP
+) -> bool | None:
+    """Whether the raw points [begin, stop) fell more than a stall allows, with
+    `PLATEAU_CONFIDENCE` standard errors to spare; None below 3 points.
+
+    A stall allows a fall of `floor` (2%) of the level, or 25% of the run's average pace
+    (from its start down to `level`) over the stretch: the window's stall test read the
+    other way.
+    """
     thirds = _thirds(loss, begin, stop)
     if thirds is None:
-        return True
+        return None
     first, end, error = thirds
-    span = max(int(loss.steps[stop] - loss.steps[begin]), 1)
-    allowed = max(PLATEAU_MAX_DROP * first, PLATEAU_RATE_SHARE * _average_pace(loss, level) * span)
+    span = max(int(loss.steps[min(stop, loss.steps.shape[0] - 1)] - loss.steps[begin]), 1)
+    allowed = max(floor * first, PLATEAU_RATE_SHARE * _average_pace(loss, level) * span)
     return (first - end) - PLATEAU_CONFIDENCE * error > allowed
 
 
@@ -307,6 +360,11 @@ def _never_learned(loss: LossCurve, run: Run) -> dict | None:
     that, a training accuracy whose line surely rose < 10% of its headroom (1 - its
     start) says the same. And it is not falling now: the last third is not
     significantly below the middle third (a slow, steady fall is lr_too_low's case).
+    Nor is it falling steadily: in the stretch before the last 30% (as many points as
+    those) it did not surely fall at 25% of its average pace or more. A small fall that
+    goes on is learning, however small in %: a fine-tune's first logged loss is near its
+    floor, and under a decaying lr it falls 5-10% in all, still falling until the lr is
+    spent. A loss that "fell little and stopped" is flat there.
     """
     n = loss.values.shape[0]
     rest = loss.values[start_points(n) :]
@@ -331,6 +389,8 @@ def _never_learned(loss: LossCurve, run: Run) -> dict | None:
         third_error = math.sqrt(2) * loss.median_error(n // 3)
         if thirds[1] - thirds[2] >= max(SIGNIFICANT_Z * third_error, PLATEAU_MAX_DROP * thirds[1]):
             return None
+    if _fell_at_pace_before(loss, tail_start(n, PLATEAU_WINDOW, 3), level):
+        return None
     found = {
         "start": loss.start,
         "level": level,
@@ -338,6 +398,64 @@ def _never_learned(loss: LossCurve, run: Run) -> dict | None:
         "trend_fall": trend_fall / loss.start,
     }
     return {**found, "points": n, **(accuracy or {})}
+
+
+def _not_learning_shown(run: Run, loss: LossCurve, never: dict) -> dict | None:
+    """What shows that a loss that never fell in the log is a model not learning, or None.
+
+    Why: "never learned" compares the loss with its start, which is the untrained
+    model's only when the log holds it. A log that starts after the first steps
+    (Lightning's first point at step 49, a Trainer's at its logging_steps; see
+    initial_loss_off) or logs per-epoch means opens after the steepest fall, where a
+    model that learned fast and plateaued early (short of inputs or capacity) looks
+    like one that never learned, and needs other advice.
+    Shown (`shown_by`) when the log starts within the first steps ("initial"); when its
+    start is still >= 80% of the chance level ln C, a C-class cross-entropy that has
+    barely left it ("chance_loss"); when the accuracy ends within 10% of its headroom
+    above chance, 1/C ("chance_accuracy"); or when the loss rose 10%+ above where the
+    log began ("rose"): an early plateau holds its level, a loss going the wrong way is
+    not learning now, whatever came before.
+    """
+    if run.x_axis(T.TRAIN_LOSS) != "epoch" and logs_initial_loss(loss.steps):
+        return {"shown_by": "initial"}
+    chance = chance_loss(run, loss.start)
+    if chance is not None and loss.start >= PLATEAU_HIGH * chance:
+        return {"shown_by": "chance_loss"}
+    accuracy = _accuracy_now(run)
+    classes = num_classes(run)
+    if accuracy is not None and classes is not None:
+        chance_acc = 1.0 / classes
+        if accuracy[1] - chance_acc < NO_LEARNING * (1 - chance_acc):
+            return {
+                "shown_by": "chance_accuracy",
+                "accuracy_of": accuracy[0],
+                "accuracy": accuracy[1],
+                "chance_acc": chance_acc,
+            }
+    if never["fall"] <= -NO_LEARNING:
+        return {"shown_by": "rose"}
+    return None
+
+
+def _accuracy_now(run: Run) -> tuple[str, float] | None:
+    """("validation" or "training", the accuracy the run ends at), as a fraction, or None.
+
+    The validation accuracy (median of its last 3), else the training accuracy (of its
+    last 10%, 5 points at least): what the model reached, which the loss alone cannot
+    place when the log starts late.
+    """
+    sets = [s for s in validation_sets(run) if s.acc is not None]
+    for label, series, share, least in (
+        ("validation", sets[0].acc if sets else None, 0.0, 3),
+        ("training", run.scalar(T.TRAIN_ACC), 0.1, 5),
+    ):
+        if series is None:
+            continue
+        _, values = finite_points(series)
+        if values.shape[0]:
+            values = as_fraction(values)
+            return label, float(np.median(values[tail_start(values.shape[0], share, least) :]))
+    return None
 
 
 def _accuracy_never_rose(run: Run) -> dict | None:
@@ -376,6 +494,11 @@ def _never_learned_finding(run: Run, loss: LossCurve, never: dict) -> Finding:
             f"; the training accuracy did not rise either: it started at {fmt_pct(never['train_acc_start'])} "
             f"and its trend moved {fmt_points(never['train_acc_trend_rise'])} over the run"
         )
+    if never.get("shown_by") == "chance_accuracy":
+        message += (
+            f"; the {never['accuracy_of']} accuracy ends at {fmt_pct(never['accuracy'])}, at chance "
+            f"(1/{num_classes(run)} = {fmt_pct(never['chance_acc'])})"
+        )
     val = _val_change(run)
     if val is not None:
         message += f"; the validation loss moved {fmt_change(val)} over the run"
@@ -389,6 +512,75 @@ def _never_learned_finding(run: Run, loss: LossCurve, never: dict) -> Finding:
         advice,
         source,
         step=int(loss.steps[0]),
+        evidence=evidence,
+    )
+
+
+def _early_plateau_finding(run: Run, loss: LossCurve, never: dict) -> Finding:
+    """The loss never fell in a log that starts after the initial loss: an early plateau.
+
+    Where the log opens after the first steps, the model may have done its learning
+    before it, as a model short of inputs or capacity does within its first hundred
+    steps; then a lower lr and a bug hunt are the wrong advice. The accuracy, where
+    logged, says how far it got: with the number of classes known, against chance.
+    """
+    first = int(loss.steps[0])
+    span = fmt_step(loss.steps[-1] - loss.steps[0])
+    opening = (
+        "its first point is the mean over the first epoch"
+        if run.x_axis(T.TRAIN_LOSS) == "epoch"
+        else f"its first point is at step {fmt_step(first)}"
+    )
+    message = (
+        f"The train loss has stayed around {fmt(never['level'])} since its first logged point "
+        f"({fmt(loss.start)}; {fmt_change(never['level'] / loss.start)} over {span} steps, "
+        f"{never['points']:,} logged points). The log starts after the initial loss ({opening}), so "
+        "what the model learned before it is not in the log"
+    )
+    evidence = {"kind": EARLY, **never, "first_step": first}
+    accuracy = _accuracy_now(run)
+    classes = num_classes(run)
+    learned = False
+    if accuracy is not None:
+        label, value = accuracy
+        evidence.update(accuracy_of=label, accuracy=value)
+        message += f"; the {label} accuracy ends at {fmt_pct(value)}"
+        if classes is not None:
+            # _not_learning_shown found it more than 10% of its headroom above chance.
+            learned = True
+            evidence["chance_acc"] = 1.0 / classes
+            message += (
+                f", above chance (1/{classes} = {fmt_pct(1.0 / classes)}): the model learned early and "
+                "has not improved since"
+            )
+        else:
+            message += " (the number of classes is unknown: compare it with chance, 1/C, or the largest class's share)"
+    lr = configured_lr(run)
+    capacity = (
+        "The loss stopped where this model gets on these inputs: give it more to work with, more or better "
+        "input features, or more capacity (wider or deeper layers), and regularize less."
+    )
+    advice = (
+        capacity,
+        "Then tune the learning rate: the loss reached this level before the first logged point, so a "
+        + (f"higher one (now {fmt(lr)}; try {fmt(3 * lr)})" if lr else "higher one (2-3x)")
+        + " or a longer run with a schedule may go further; if the loss then jumps around, divide it by "
+        "2-10 instead.",
+    )
+    if not learned:
+        advice += (
+            "If the accuracy is at chance, the model learned nothing: overfit a single batch of 10-20 "
+            "examples to find out why (labels misaligned with inputs, a loss on the wrong outputs, frozen "
+            "parameters).",
+        )
+    return finding(
+        RULE_ID,
+        "warning",
+        "Early plateau: the loss has not improved since the log began",
+        message + ".",
+        advice,
+        f"{UNDERFIT_SOURCE}; {PLATEAU_SOURCE}",
+        step=first,
         evidence=evidence,
     )
 
