@@ -115,12 +115,17 @@ def strictly_before(cause: Finding, symptom: Finding, run: Run) -> bool:
     return cause.step is None or symptom.step is None or cause.step <= symptom.step
 
 
+# loss_plateau kinds that span the whole log: a cause found anywhere in it is there while they last.
+WHOLE_RUN_PLATEAUS = (loss_plateau.NEVER_LEARNED, loss_plateau.EARLY)
+
+
 def during(cause: Finding, symptom: Finding, run: Run) -> bool:
-    """before, or the symptom spans the whole run (a loss that never came down)
+    """before, or the symptom spans the whole run (a loss that never came down, or that sat on
+    its plateau from the first logged point)
 
     Then a cause found anywhere in the run is there while the symptom lasts.
     """
-    return before(cause, symptom, run) or symptom.evidence.get("kind") == loss_plateau.NEVER_LEARNED
+    return before(cause, symptom, run) or symptom.evidence.get("kind") in WHOLE_RUN_PLATEAUS
 
 
 def lr_already_high(cause: Finding, symptom: Finding, run: Run) -> bool:

@@ -15,7 +15,7 @@ from trainscope.analyzers.causes import LINKS, explain
 from trainscope.analyzers.diagnose import diagnose_run
 from trainscope.analyzers.findings import Finding
 from trainscope.analyzers.rules.common import make_run
-from trainscope.analyzers.rules.loss_plateau import NEVER_LEARNED
+from trainscope.analyzers.rules.loss_plateau import EARLY, NEVER_LEARNED
 from trainscope.logformat import tags as T
 
 STEPS = np.arange(1000)
@@ -177,6 +177,13 @@ CASES = [
         "dead-plateau",
         f("dead_relu", "critical", 20, "2"),
         f("loss_plateau", step=0, kind=NEVER_LEARNED),
+        None,
+        True,
+    ),
+    (
+        "vanish-early-plateau",  # sat on its plateau from the first logged point: the whole log
+        f("vanishing_gradients", step=500),
+        f("loss_plateau", step=49, kind=EARLY),
         None,
         True,
     ),
