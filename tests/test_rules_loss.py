@@ -415,7 +415,9 @@ NOISY_CASES = [
         id="batch-size-unknown-averaged-log",
     ),
     pytest.param(
-        build(noisy(np.full(N, 2.3), 0.5), meta={"batch_size": 2}),
+        # seed 1: a flat loss this noisy reads "fell 10%" on 8% of seeds (26% when the start was the
+        # median of 20 points, which seed 0 passed by luck; see test_rules_robust's start-level section)
+        build(noisy(np.full(N, 2.3), 0.5, seed=1), meta={"batch_size": 2}),
         Skips("has not fallen yet"),
         id="flat-loss",
     ),

@@ -169,3 +169,77 @@ def test_a_share_just_short_of_the_whole_is_not_said_as_the_whole(fraction, said
     from trainscope.analyzers.rules.common import fmt_pct
 
     assert fmt_pct(fraction) == said
+
+
+# --- the start level: a window sized by the scatter ----------------------------------------------------
+
+
+def _start_median(values):
+    from trainscope.analyzers.rules.curves import noise_sigma, start_window
+
+    return float(np.median(values[: start_window(values, noise_sigma(values))]))
+
+
+def test_a_noisy_flat_start_is_measured_over_as_many_points_as_its_scatter_needs():
+    """Batches of 4 swing a flat loss 0.03-3: 20 points' median is off by up to 55% over 20 seeds
+    (a fake "fell 30%"); the window grown to the scatter stays within 20% of the true level."""
+    from trainscope.analyzers.rules.curves import START_MAX_SHARE
+    from trainscope.analyzers.rules.synthetic import batch_losses
+
+    worst, worst_20 = 0.0, 0.0
+    for seed in range(20):
+        values = batch_losses(np.full(4000, 0.72), 4, seed=seed, classes=4)
+        level = float(np.median(values))
+        worst = max(worst, abs(_start_median(values) / level - 1))
+        worst_20 = max(worst_20, abs(float(np.median(values[:20])) / level - 1))
+    assert worst_20 > 0.3 and worst < 0.2
+    values = batch_losses(np.full(4000, 0.72), 4, classes=4)
+    from trainscope.analyzers.rules.curves import noise_sigma, start_window
+
+    assert start_window(values, noise_sigma(values)) == int(4000 * START_MAX_SHARE)  # capped at 10%
+
+
+def test_a_clean_falling_curve_keeps_its_first_20_points_as_the_start():
+    from trainscope.analyzers.rules.curves import noise_sigma, start_level, start_window
+    from trainscope.analyzers.rules.synthetic import noisy
+
+    values = noisy(2.3 * np.exp(-np.arange(2000) / 400) + 0.1, 0.05)
+    assert start_window(values, noise_sigma(values)) == 20
+    # as before: its 20 points' median, or its first point where it stands above them (a steep drop)
+    assert start_level(values, noise_sigma(values)) in (float(values[0]), float(np.median(values[:20])))
+
+
+def test_a_noisy_curve_falling_steeply_in_its_first_tenth_is_not_averaged_across_the_fall():
+    """A median over the first 10% of a loss dropping 1.5 -> 0.25 there would start it near 0.6."""
+    from trainscope.analyzers.rules.curves import noise_sigma, start_level, start_window
+    from trainscope.analyzers.rules.synthetic import noisy
+
+    values = noisy(1.3 * np.exp(-np.arange(2000) / 150) + 0.2, 0.5)
+    assert start_window(values, noise_sigma(values)) == 20
+    assert start_level(values, noise_sigma(values)) > 1.2
+
+
+def test_a_sparse_noisy_log_keeps_its_first_5_percent():
+    """Below 400 points a curve's bends pass for scatter: the window does not grow across them."""
+    from trainscope.analyzers.rules.curves import noise_sigma, start_points, start_window
+    from trainscope.analyzers.rules.synthetic import batch_losses
+
+    values = batch_losses(np.full(300, 0.72), 4, classes=4)
+    assert start_window(values, noise_sigma(values)) == start_points(300) == 15
+
+
+def test_a_flat_noisy_loss_reads_as_fallen_10_percent_far_less_often():
+    """The start against the end of a flat loss: with 20 points, 1 seed in 4 'fell' 10%+."""
+    from trainscope.analyzers.rules.curves import TREND_BINS, noise_sigma, start_level, trend_bin_size
+    from trainscope.analyzers.rules.synthetic import noisy
+
+    fell = fell_20 = 0
+    for seed in range(100):
+        values = noisy(np.full(2000, 2.3), 0.5, seed=seed)
+        curve = R.binned(np.arange(2000), values, TREND_BINS, trend_bin_size(2000))
+        end = float(np.median(curve.values[-max(3, len(curve) // 10) :]))
+        start = start_level(values, noise_sigma(values))
+        fell += start - end >= 0.1 * start
+        head = float(np.median(values[:20]))
+        fell_20 += head - end >= 0.1 * head
+    assert fell_20 >= 20 and fell <= 12

@@ -16,7 +16,7 @@ from trainscope.analyzers.facts import is_live, num_classes
 from trainscope.analyzers.findings import Skip
 from trainscope.analyzers.rules.common import require_finite_points, require_scalar
 from trainscope.analyzers.rules.labels import looks_unshuffled
-from trainscope.analyzers.rules.robust import Curve, binned, finite_points, robust_sigma, value_at
+from trainscope.analyzers.rules.robust import Curve, binned, finite_points, robust_sigma, theil_sen, value_at
 from trainscope.analyzers.run import Run, Series
 from trainscope.logformat import tags as T
 
@@ -27,9 +27,13 @@ TREND_MIN_PER_BIN = 5  # each smoothed point is the median of up to 5 logged poi
 TREND_POINTS_PER_BIN_STEP = 40  # ...5 from 200 points on, fewer below (a 20-point log is already sparse)
 CHANCE_MIN_START = 0.5  # ln C is the yardstick only for a loss starting >= 0.5 ln C (a C-class cross-entropy)
 START_POINTS = 20  # the start is the median of the first 5% of the points (20 at most)...
+START_PRECISION = 0.02  # ...more on a noisy curve, until that median's standard error is < 2% of it...
+START_MAX_SHARE = 0.1  # ...up to the first 10% of the points, while no trend shows across them...
 START_DROP_Z = (
     3.0  # ...or the first point alone when it stands > 3 sigma of scatter above that (a steep drop)
 )
+START_GROWTH = 1.1  # the window grows by 10% a try (a few dozen medians on a 1,000,000-point log)
+TREND_INEFFICIENCY = 1.3  # a Theil-Sen line's standard error, relative to least squares' on normal noise
 MIN_CURVE_POINTS = 4  # the fewest points any verdict on a curve is taken on: fewer is truly too short
 SIGNIFICANT_Z = 3.0  # a change counts when it is >= 3 standard errors (of the medians compared) away from 0
 
@@ -59,23 +63,65 @@ def trend_bin_size(n: int) -> int:
 
 
 def start_points(n: int) -> int:
-    """How many of the first points the start's median takes: 5% of them, 1 to `START_POINTS`."""
+    """The fewest first points the start's median takes: 5% of them, 1 to `START_POINTS`."""
     return max(1, min(START_POINTS, n // 20))
+
+
+def start_window(values: np.ndarray, noise: float) -> int:
+    """How many of the first points the start's median takes: as many as the scatter needs.
+
+    Why: a median of 20 points is precise on a clean curve, but where single batches
+    swing 0.03-2.9 (a batch of 4) it is off by 20%+ from the level the run starts at,
+    and every comparison with the start inherits that ("fell 20%" where it did not
+    move). So the window grows from `start_points` until the median's standard error,
+    1.25 sigma / sqrt(k), is under `START_PRECISION` of the level, up to
+    `START_MAX_SHARE` of the points; sigma is the larger of the whole curve's scatter
+    (`noise`) and that of the window itself (a run stuck at a constant prediction is
+    quiet later but noisy at first). A clean curve keeps `start_points`, and so does a
+    log of fewer than 400 points (its first 5% under `START_POINTS`): sampled that
+    sparsely, a curve's bends pass for scatter and would grow the window across them.
+    A noisy curve that falls across the grown window has no single start level there
+    (a loss dropping from 1.3 to 0.25 within its first 10%): where a robust line
+    (Theil-Sen) through the window falls by more than 3 of its standard errors and
+    more than that precision, the window stays at `start_points`.
+    """
+    n = values.shape[0]
+    least = start_points(n)
+    cap = max(least, int(n * START_MAX_SHARE))
+    if not math.isfinite(noise) or least < START_POINTS or cap <= least:
+        return least
+    k, sigma = least, noise
+    while k < cap:
+        own = noise_sigma(values[:k])
+        sigma = max(noise, own) if math.isfinite(own) else noise
+        level = abs(float(np.median(values[:k])))
+        if 1.2533 * sigma / math.sqrt(k) <= START_PRECISION * level:
+            break
+        k = min(cap, max(k + 1, int(k * START_GROWTH)))
+    if k == least:
+        return least
+    level = abs(float(np.median(values[:k])))
+    slope, _ = theil_sen(np.arange(k, dtype=np.float64), values[:k])
+    error = TREND_INEFFICIENCY * sigma * math.sqrt(12 / min(k, 400))  # the line's change (on <= 400 points)
+    if abs(slope) * (k - 1) > max(SIGNIFICANT_Z * error, START_PRECISION * level):
+        return least
+    return k
 
 
 def start_level(values: np.ndarray, noise: float) -> float:
     """Where a curve starts: the median of its first points, or its first point after a steep drop.
 
-    The median resists one noisy batch, but a median over the first points skips a
-    steep first drop (0.85 -> 0.001 within five logs reads as "started at 0.01"). So
-    the first point alone is the start when it stands more than `START_DROP_Z` sigma of
-    the curve's scatter above that median: no noise makes such a gap.
+    The median (over `start_window` points: more on a noisy curve) resists noisy
+    batches, but a median over the first points skips a steep first drop (0.85 ->
+    0.001 within five logs reads as "started at 0.01"). So the first point alone is the
+    start when it stands more than `START_DROP_Z` sigma of the curve's scatter above
+    the median of the first `start_points`: no noise makes such a gap.
     """
-    head = float(np.median(values[: start_points(values.shape[0])]))
+    n = values.shape[0]
     first = float(values[0])
-    if math.isfinite(noise) and first - head > START_DROP_Z * noise:
+    if math.isfinite(noise) and first - float(np.median(values[: start_points(n)])) > START_DROP_Z * noise:
         return first
-    return head
+    return float(np.median(values[: start_window(values, noise)]))
 
 
 def noise_sigma(values: np.ndarray) -> float:

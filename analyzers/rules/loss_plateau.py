@@ -31,6 +31,7 @@ from trainscope.analyzers.rules.curves import (
     MIN_CURVE_POINTS,
     PLATEAU_WINDOW,
     SIGNIFICANT_Z,
+    TREND_INEFFICIENCY,
     LossCurve,
     as_fraction,
     chance_loss,
@@ -85,7 +86,6 @@ PLATEAU_MAX_RISE = 0.05  # a loss rising > 5% across the window is not flat eith
 PLATEAU_HIGH = 0.8  # "far from good": still above 80% of its start (or of ln C for a C-class cross-entropy)
 PLATEAU_CONFIDENCE = 2.0  # an ended run is stalled when even the fall + 2 standard errors is that small
 NO_LEARNING = 0.1  # "never learned": with that confidence, the loss fell < 10% below where it started...
-TREND_INEFFICIENCY = 1.3  # a Theil-Sen line's standard error, relative to least squares' on normal noise
 PLATEAU_LONG = 0.5  # "no progress for most of the run": stalled over the last 50% of it...
 PLATEAU_LONG_LEVEL = 0.1  # ...at >= 10% of where it started (a loss that reached ~0 has converged)
 LR_CONSTANT = 0.05  # the lr counts as constant when it moved < 5% across the window
