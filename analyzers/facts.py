@@ -172,6 +172,31 @@ def model_layers(run: Run) -> list[Mapping[str, Any]]:
     return [layer for layer in layers if isinstance(layer, Mapping)] if isinstance(layers, list) else []
 
 
+def parameter_counts(run: Run) -> tuple[int | None, int | None]:
+    """(the model's parameters, those of them that require grad), as run.json's model
+    summary counts them; None for a count it does not give (a foreign log, a lazy model
+    before its first forward pass)."""
+    model = run.meta.get(R.K_MODEL) if run.meta else None
+    if not isinstance(model, Mapping):
+        return None, None
+    return _count(model.get(R.M_PARAMETERS)), _count(model.get(R.M_TRAINABLE))
+
+
+def _count(value: Any) -> int | None:
+    number = finite_number(value)
+    return int(number) if number is not None and number >= 0 else None
+
+
+def layers_updated(run: Run) -> list[bool] | None:
+    """For each of run.json's model layers, whether the optimizer updates any of its own
+    parameters that require grad (the layer's ``trainable``, collectors/layers.py); None
+    when there are no layers or one does not say (a foreign log, an older run.json)."""
+    flags = [layer.get(R.L_TRAINABLE) for layer in model_layers(run)]
+    if not flags or not all(isinstance(f, bool) for f in flags):
+        return None
+    return flags
+
+
 def layer_types(run: Run) -> dict[str, str]:
     return {str(layer.get("name")): str(layer.get("type", "")) for layer in model_layers(run)}
 

@@ -224,7 +224,7 @@ def map_model(model: nn.Module, param_groups: Iterable[Mapping[str, Any]]) -> Mo
                 "name": _layer_name(name),
                 "type": type_name(module),
                 "parameters": sum(p.numel() for p in own),
-                "trainable": bool(trainable),
+                RJ.L_TRAINABLE: bool(trainable),
             }
         )
         if not trainable:

@@ -71,6 +71,9 @@ M_CLASS = "class"
 M_PARAMETERS = "parameters"
 M_TRAINABLE = "trainable_parameters"
 M_LAYERS = "layers"  # [{"name", "type", "parameters", "trainable", "activation_after"}]
+# In an M_LAYERS entry: whether the optimizer updates any of the layer's own parameters that
+# require grad (every layer false while some parameter requires grad: the optimizer holds none).
+L_TRAINABLE = "trainable"
 M_ACTIVATIONS = "activations"  # {activation kind: [names of the layers it follows]}
 # In M_ACTIVATIONS, at close: layers whose input showed a ReLU applied as a function.
 M_RELU_FUNCTIONAL = "relu_functional_at_input_of"

@@ -43,7 +43,52 @@ def _ratios(values_of, every=10, n=N):
     return {f"update__ratio__{layer}": (s, values_of(s)) for layer in LAYERS}
 
 
+def _model(trainable_parameters, updated=(False, False, False), parameters=3000):
+    """run.json's model summary: three Linear layers and which of them the optimizer updates."""
+    layers = [
+        {"name": name, "type": "Linear", "parameters": parameters // len(LAYERS), **flag}
+        for name, flag in zip(LAYERS, [{} if u is None else {R.L_TRAINABLE: u} for u in updated], strict=True)
+    ]
+    return {R.K_MODEL: {R.M_PARAMETERS: parameters, R.M_TRAINABLE: trainable_parameters, R.M_LAYERS: layers}}
+
+
+FLAT_LOSS = noisy(np.full(N, 2.3), 0.05)
+
 NOTHING_CASES = [
+    pytest.param(
+        run(_model(0), train__loss=FLAT_LOSS),
+        Fires("critical", step=(0, 0), says=("every parameter is frozen (requires_grad=False)", "3,000")),
+        id="every-parameter-frozen",
+    ),
+    pytest.param(
+        run(_model(3000), train__loss=FLAT_LOSS),
+        Fires("critical", step=(0, 0), says=("optimizer updates none of its 3 layers", "another model")),
+        id="optimizer-holds-none-of-the-model",
+    ),
+    pytest.param(
+        run(_model(3000, (False, False, True)), train__loss=FLAT_LOSS),
+        Skips("needs grad/global_norm"),
+        id="optimizer-holds-the-head",
+    ),
+    pytest.param(
+        run(_model(3000, (False, None, False)), train__loss=FLAT_LOSS),
+        Skips("needs grad/global_norm"),
+        id="a-layer-that-does-not-say",
+    ),
+    pytest.param(
+        run(_model(0), train__loss=noisy(decay(N), 0.05)),
+        Skips("needs grad/global_norm"),
+        id="frozen-model-but-the-loss-fell-something-else-trains",
+    ),
+    pytest.param(
+        run(
+            _model(0),
+            train__loss=FLAT_LOSS,
+            **{f"grad__norm__{layer}": (steps(100, 10), np.full(100, 0.3)) for layer in LAYERS},
+        ),
+        Quiet(),
+        id="frozen-at-the-end-after-training",
+    ),
     pytest.param(
         run(grad__global_norm=np.where(S < 300, 1.0, 0.0)),
         Fires("critical", step=(300, 300), says=("gradient norm is exactly 0", "70% of the logged steps")),

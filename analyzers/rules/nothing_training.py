@@ -10,10 +10,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from trainscope.analyzers.facts import NORM_OR_EMBEDDING_TYPES, layer_types
+from trainscope.analyzers.facts import NORM_OR_EMBEDDING_TYPES, layer_types, layers_updated, parameter_counts
 from trainscope.analyzers.findings import Finding, Skip
 from trainscope.analyzers.rules.common import finding, fmt, fmt_pct, fmt_step, missing_reason
-from trainscope.analyzers.rules.robust import finite_points, longest_tail_run
+from trainscope.analyzers.rules.robust import finite_points, head_median, longest_tail_run, tail_median
 from trainscope.analyzers.run import Run, Series
 from trainscope.logformat import tags as T
 
@@ -24,9 +24,20 @@ NOTHING_SOURCE = (
     "max_norm=0 zeroes them all; autograd gives no gradient to a tensor computed under torch.no_grad() "
     "or .detach(), or to parameters with requires_grad=False"
 )
+OPTIMIZER_SOURCE = (
+    "PyTorch docs, torch.optim, 'Constructing it': an optimizer is given an iterable of the parameters to "
+    "optimize and updates those ('make sure that optimized parameters live in consistent locations when "
+    "optimizers are constructed and used')"
+)
 ZERO_STEPS = 20  # the gradient norm exactly 0 for the last 20 logged steps or more...
 ZERO_SHARE = 0.1  # ...and 10% of the run at least: not a few skipped steps
 ZERO_SAMPLES = 3  # or every layer's gradient norm, or update ratio, exactly 0 in its last 3 samples or more
+# The model's own facts (run.json) say nothing it holds is trained, unless the loss says otherwise:
+LEARNED_FALL = 0.2  # the train loss's closing median 20%+ below its opening one: something outside it trains
+EDGE_SHARE = 0.2  # the opening and closing windows: a fifth of the logged loss points each
+# Which fact says so (evidence "cause").
+ALL_FROZEN = "frozen"  # no parameter requires grad
+NOT_IN_OPTIMIZER = "not_in_optimizer"  # some do, but the optimizer holds none of them
 
 
 def check(run: Run) -> Iterable[Finding]:
@@ -38,7 +49,17 @@ def check(run: Run) -> Iterable[Finding]:
     gradient), a loss detached from the graph (``.item()``, ``.detach()``, computed under
     ``torch.no_grad()``), every parameter frozen, or an optimizer given other parameters
     than the model's.
-    Measured: the gradient norm exactly 0 in each of the last 20 logged steps and 10%+ of
+    Measured: first, run.json's model summary (the collector's, at attach and whenever
+    the trained parameters change): a model with parameters none of which requires grad
+    (every parameter frozen), or with some that do but not one layer the optimizer
+    updates (the optimizer holds none of this model's parameters: it was built for
+    another model, or before the model was re-created or its parameters replaced), with
+    no per-layer gradient or update ever logged. The one thing that overrules these facts
+    is a train loss whose closing fifth's median is 20%+ below its opening fifth's: a
+    model whose weights never change keeps its loss where it started, so a loss that
+    fell says something trains that the collector was not shown (a watched submodule,
+    an optimizer holding master copies of the weights), and the rule says nothing.
+    Then the gradient norm exactly 0 in each of the last 20 logged steps and 10%+ of
     the run; or every layer's gradient norm (as the optimizer gets it, after clipping),
     or every layer's update/weight ratio, exactly 0 in each of its last 3 samples and
     10%+ of them (steps an AMP GradScaler skipped aside). Where the norm passed before
@@ -46,8 +67,12 @@ def check(run: Run) -> Iterable[Finding]:
     What to do: pass ``clip_grad_norm_`` a real threshold (1-10), or do not call it; make
     sure the loss is computed from the model's outputs with autograd on; check
     ``requires_grad`` and what the optimizer was given (``sum(p.numel() for g in
-    opt.param_groups for p in g['params'])``).
+    opt.param_groups for p in g['params'])``); build the optimizer from the model that
+    trains, once that model is final.
     """
+    untrained = _untrained_model(run)
+    if untrained is not None:
+        return [untrained]
     norm = run.scalar(T.GRAD_GLOBAL_NORM)
     grads, ratios = _trained_layers(run, T.GRAD_NORM_PREFIX), _trained_layers(run, T.UPDATE_RATIO_PREFIX)
     if norm is None and not grads and not ratios:
@@ -142,3 +167,84 @@ def _clipped_to_zero(found: tuple[int, str, dict], norm: Series) -> tuple[int, s
     if before.shape[0] == 0 or float(np.median(before)) <= 0:
         return found
     return since, what, {**evidence, "norm_before_clipping": float(np.median(before))}
+
+
+def _untrained_model(run: Run) -> Finding | None:
+    """The finding when run.json says none of the model's parameters is trained, else None."""
+    parameters, requires_grad = parameter_counts(run)
+    updated = layers_updated(run)
+    if not parameters or requires_grad is None:
+        return None
+    if run.layers(T.GRAD_NORM_PREFIX) or run.layers(T.UPDATE_RATIO_PREFIX):
+        return None  # some layer was measured: trained at some point, the gradient checks judge it
+    if requires_grad == 0:
+        cause = ALL_FROZEN
+    elif updated is not None and not any(updated):
+        cause = NOT_IN_OPTIMIZER
+    else:
+        return None
+    if _loss_fell(run):
+        return None
+    loss = run.scalar(T.TRAIN_LOSS)
+    since = int(loss.steps[0]) if loss is not None and len(loss) else 0
+    evidence = {"cause": cause, "parameters": parameters, "trainable_parameters": requires_grad}
+    if cause == ALL_FROZEN:
+        return finding(
+            RULE_ID,
+            "critical",
+            "Nothing is training: every parameter is frozen (requires_grad=False)",
+            f"None of the model's {parameters:,} parameters requires grad (run.json: trainable parameters 0): "
+            "every parameter is frozen (requires_grad=False), so backward() gives no weight a gradient and the "
+            "optimizer has nothing to update. The loss stays where it started, whatever the learning rate.",
+            (
+                "Unfreeze what should train: model.requires_grad_(True), or for a fine-tune the head alone. A "
+                "freeze loop that picks parameters by name (if 'fc' not in name: ...) must match the model's "
+                "own names: print [n for n, p in model.named_parameters() if p.requires_grad] before training.",
+                "Check it before the first step: sum(p.numel() for p in model.parameters() if p.requires_grad) "
+                "must be above 0.",
+            ),
+            NOTHING_SOURCE,
+            step=since,
+            evidence=evidence,
+        )
+    layers = len(updated or ())
+    return finding(
+        RULE_ID,
+        "critical",
+        "Nothing is training: the optimizer holds none of this model's parameters",
+        f"{_how_many(requires_grad, parameters)} require grad, but the optimizer updates "
+        f"none of its {layers} layers: it holds none of this model's parameters (built for another model, or "
+        "before the model was replaced/moved?). The gradients reach the model, the optimizer steps other "
+        "tensors, and the model's weights never change.",
+        (
+            "Build the optimizer from the model that trains, once the model is final: re-creating it "
+            "(model = Net()), loading a checkpoint into a new instance or wrapping it in a way that copies its "
+            "parameters comes first, then opt = torch.optim.SGD(model.parameters(), ...). In a notebook, run "
+            "the optimizer's cell again after the model's.",
+            "Check it before the first step: {id(p) for g in opt.param_groups for p in g['params']} & "
+            "{id(p) for p in model.parameters()} must not be empty.",
+        ),
+        OPTIMIZER_SOURCE,
+        step=since,
+        evidence={**evidence, "layers": layers},
+    )
+
+
+def _how_many(some: int, of: int) -> str:
+    return (
+        f"All {of:,} of the model's parameters"
+        if some == of
+        else f"{some:,} of the model's {of:,} parameters"
+    )
+
+
+def _loss_fell(run: Run) -> bool:
+    """Whether the train loss's closing median is `LEARNED_FALL` below its opening one."""
+    loss = run.scalar(T.TRAIN_LOSS)
+    if loss is None:
+        return False
+    _, values = finite_points(loss)
+    if values.shape[0] < 2:
+        return False
+    start, end = head_median(values, EDGE_SHARE), tail_median(values, EDGE_SHARE)
+    return start - end > LEARNED_FALL * abs(start)
