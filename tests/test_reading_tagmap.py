@@ -27,7 +27,7 @@ SCALAR_CASES = [
     ("test_acc", T.VAL_ACC),  # a "test" set stands for val where the run has no val of its own
     ("test_loss_epoch", T.VAL_LOSS),
     ("test_loss_step", None),
-    ("avg_test_loss", None),
+    ("avg_test_loss", T.VAL_LOSS),  # averaged, and a stand-in as test_loss is
     ("lr-SGD", T.LR),
     ("lr-Adam/pg1", T.LR),
     ("lr-Adam/pg2", T.lr_tag(1)),
@@ -88,6 +88,30 @@ SCALAR_CASES = [
     ("Loss (std)", None),  # a qualifier that changes what the name means
     ("loss (val)", None),  # a split only the qualifier names
     ("Training loss (avg on test)", None),
+    # a validation curve named with words that only say how it was averaged (a hand-written
+    # loop's W&B average_val_loss); any other word may mean another statistic
+    ("average_val_loss", T.VAL_LOSS),
+    ("mean_val_loss", T.VAL_LOSS),
+    ("val_loss_avg", T.VAL_LOSS),
+    ("val_avg_loss", T.VAL_LOSS),
+    ("avgValLoss", T.VAL_LOSS),
+    ("Loss/val_mean", T.VAL_LOSS),
+    ("epoch_val_loss", T.VAL_LOSS),
+    ("val_loss_per_token", T.VAL_LOSS),  # an LM's loss per token is its loss
+    ("avg_val_acc", T.VAL_ACC),
+    ("avg_val_top1", T.VAL_ACC),
+    ("test_mean_acc", T.VAL_ACC),
+    ("val_loss_std", None),
+    ("val_loss_min", None),
+    ("best_val_loss", None),
+    ("max_val_acc", None),
+    ("val_acc_top5", None),
+    ("avg_val_top5", None),
+    ("val_loss_per_class", None),
+    ("avg_val_loss_std", None),
+    ("val_recon_loss_avg", None),  # a term of the loss
+    ("val_test_avg_loss", None),
+    ("avg_loss", None),  # no split: the training loss's fallback reads it (reading.train_loss)
     # top-1 accuracy (timm's summary.csv, torchvision's and timm's acc1, Acc@1); never top-5
     ("train_top1", T.TRAIN_ACC),
     ("val_top1", T.VAL_ACC),
@@ -260,3 +284,33 @@ def test_a_busier_test_curve_never_takes_the_place_of_a_sparse_validation_curve(
     assert run.tag_origins[T.VAL_LOSS] == "Loss/val"
     assert len(run.scalars[T.VAL_LOSS]) == 5
     assert "Test loss" in run.unmapped
+
+
+def test_an_averaged_validation_loss_is_the_validation_curve(tmp_path):
+    """A hand-written loop's ``average_val_loss`` beside its ``average_train_loss``
+    (as a real W&B run logs them): the val curve of a run that names none otherwise."""
+    run = _summary_writer_run(
+        tmp_path,
+        {
+            "average_train_loss": [0.9, 0.7, 0.6, 0.5, 0.4],
+            "average_val_loss": [0.8, 0.7, 0.68, 0.72, 0.76],
+            "val_loss_std": [0.1, 0.1, 0.1, 0.1, 0.1],
+        },
+    )
+    assert run.tag_origins[T.VAL_LOSS] == "average_val_loss"
+    assert run.scalars[T.VAL_LOSS].values.tolist() == pytest.approx([0.8, 0.7, 0.68, 0.72, 0.76])
+    assert run.tag_origins[T.TRAIN_LOSS] == "average_train_loss"
+    assert list(run.unmapped) == ["val_loss_std"]
+
+
+def test_a_plain_validation_loss_wins_over_an_averaged_one(tmp_path):
+    run = _summary_writer_run(
+        tmp_path,
+        {
+            "train_loss": [0.9, 0.7, 0.6, 0.5],
+            "val_loss": [0.85, 0.75, 0.7, 0.72],
+            "avg_val_loss": [0.8, 0.7, 0.65, 0.66],
+        },
+    )
+    assert run.tag_origins[T.VAL_LOSS] == "val_loss"
+    assert list(run.unmapped) == ["avg_val_loss"]

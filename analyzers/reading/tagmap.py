@@ -18,6 +18,9 @@ A run's validation curve may be named after a "test" set (a loop that evaluates 
 its test split each epoch): those rules rank below every validation rule, so a run
 that logs both keeps its val curve and shows the test one unmapped. Top-1 accuracy
 (``val_top1``, ``acc1``, ``Acc@1``) named after a split is accuracy; top-5 never is.
+A validation curve whose name adds only words that say how it was averaged
+(``average_val_loss``, ``val_loss_per_token``) is that curve, ranked below the plain
+names; a name with any other word (``val_loss_std``, ``best_val_loss``) is not.
 
 `axis` says what a rule's steps count: "step" (optimizer steps, the default) or
 "epoch" (Keras's ``epoch_*`` summaries). The run records epoch-indexed tags, and a
@@ -117,11 +120,28 @@ _ACC = r"(?:acc|accuracy)"
 # and timm's acc1, Acc@1); top-5 is not. Alone, "top1" or "acc1" names no split: unmapped.
 _SPLIT_ACC = r"(?:acc|accuracy|acc@?1|top-?1(?:[_-]?acc(?:uracy)?)?)"
 _LR_WORD = r"(?:lr|learning[_ ]?rate)"
+# Words that say "an average of the curve", not another statistic of it (std, min, best):
+# a hand-written loop's ``average_val_loss``, and the training loss's fallback
+# (reading.train_loss) reads its ``mean_loss`` by the same words.
+MEAN_WORDS = frozenset({"mean", "avg", "average", "running", "smoothed", "smooth", "ema"})
+# In a validation curve's name, words that only say how it was averaged: a mean word,
+# once per epoch, or per token or sample (an LM's loss per token is its loss).
+_UNIT = r"(?:token|tok|sample|example|item)s?"
+_AVERAGED = rf"(?:{'|'.join(sorted(MEAN_WORDS, key=lambda w: (-len(w), w)))}|epoch|per{_SEP}?{_UNIT})"
 
 
 def _either_order(split: str, metric: str, suffix: str = "") -> str:
     """``split<sep>metric`` or ``metric<sep>split``, e.g. ``train_loss`` and ``Loss/train``."""
     return rf"(?:{split}{_SEP}?{metric}|{metric}{_SEP}{split}){suffix}"
+
+
+def _averaged(split: str, metric: str) -> str:
+    """`split` and `metric` once each, in either order, with words of `_AVERAGED` before,
+    between or after them: ``average_val_loss``, ``val_avg_loss``, ``Loss/val_mean``.
+    Any other word (``val_loss_std``, ``best_val_loss``, ``val_acc_top5``) is no match."""
+    words = rf"(?:{_SEP}?{_AVERAGED})*"
+    first = rf"(?:{_AVERAGED}{_SEP}?)*"
+    return rf"{first}(?:{split}{words}{_SEP}?{metric}|{metric}{words}{_SEP}{split}){words}"
 
 
 # In order of preference. Lightning: `self.log("train_loss", on_step=True, on_epoch=True)`
@@ -167,11 +187,17 @@ DEFAULT_RULES: tuple[TagRule, ...] = (
     TagRule(r"validation/epoch_loss", T.VAL_LOSS, axis=EPOCH_AXIS),
     TagRule(rf"validation/epoch_{_ACC}", T.VAL_ACC, axis=EPOCH_AXIS),
     TagRule(r"train/epoch_learning_rate", T.LR, axis=EPOCH_AXIS),
+    # Validation curves named with words that say how they were averaged (a hand-written
+    # loop's ``average_val_loss``), below every other val rule: a plain val_loss wins.
+    TagRule(_averaged(_VAL, _LOSS), T.VAL_LOSS),
+    TagRule(_averaged(_VAL, _SPLIT_ACC), T.VAL_ACC),
     # A loop that evaluates on a set it calls "test" each epoch (SummaryWriter's
     # ``Test loss``, Lightning's test_loss) has that as its validation curve. A stand-in:
     # beside a val curve of its own, however sparse, the test curve stays unmapped.
     TagRule(_either_order(_TEST, _LOSS, r"(?:_epoch)?"), T.VAL_LOSS, stand_in=True),
     TagRule(_either_order(_TEST, _SPLIT_ACC, r"(?:_epoch)?"), T.VAL_ACC, stand_in=True),
+    TagRule(_averaged(_TEST, _LOSS), T.VAL_LOSS, stand_in=True),
+    TagRule(_averaged(_TEST, _SPLIT_ACC), T.VAL_ACC, stand_in=True),
     # Histograms of `model.named_parameters()` as most scripts log them.
     TagRule(r"(?:grad|grads|gradients)/(.+)\.weight", T.HIST_GRAD_PREFIX + r"\1", kind="histogram"),
     TagRule(r"(.+)\.weight[./_]grad", T.HIST_GRAD_PREFIX + r"\1", kind="histogram"),

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from trainscope.analyzers.reading.tagmap import MEAN_WORDS
 from trainscope.analyzers.run import Series
 
 _LOSS_WORDS = frozenset({"loss", "losses"})
@@ -35,11 +36,10 @@ _HELD_OUT_WORDS = frozenset(
 )
 # Words that say "the whole loss": a total of the terms ...
 _TOTAL_WORDS = frozenset({"total", "overall", "sum", "full", "combined", "all"})
-# ... or an average of it ...
-_MEAN_WORDS = frozenset({"mean", "avg", "average", "running", "smoothed", "smooth", "ema"})
+# ... or an average of it (MEAN_WORDS, shared with the tag map's averaged val names) ...
 # ... or words that only say where or how often it was logged.
 _PLAIN_WORDS = frozenset({"train", "training", "trn", "epoch", "step", "batch", "iter", "iteration"})
-_WHOLE_WORDS = _LOSS_WORDS | _TOTAL_WORDS | _MEAN_WORDS | _PLAIN_WORDS
+_WHOLE_WORDS = _LOSS_WORDS | _TOTAL_WORDS | MEAN_WORDS | _PLAIN_WORDS
 # Terms of an adversarial pair pull against each other; their sum is no training loss.
 _ADVERSARIAL_WORDS = frozenset(
     {"g", "d", "gen", "disc", "generator", "discriminator", "adv", "adversarial", "critic"}
@@ -73,7 +73,7 @@ def choose_train_loss(unmapped: Mapping[str, Series]) -> tuple[str, Series] | No
         if not (ws & _LOSS_WORDS) or ws & _HELD_OUT_WORDS or not len(series):
             continue
         if ws <= _WHOLE_WORDS:
-            tier = 0 if ws & _TOTAL_WORDS else 1 if ws & _MEAN_WORDS else 2
+            tier = 0 if ws & _TOTAL_WORDS else 1 if ws & MEAN_WORDS else 2
             whole.append((tier, -len(series), name))
         else:
             terms.append(name)
