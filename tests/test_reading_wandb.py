@@ -583,6 +583,105 @@ def test_summary_alone_is_no_status_and_metadata_exitcode_is(tmp_path):
     }
 
 
+# --- a log cut off short of its summary -------------------------------------------------------------
+
+SUMMARY = "files/wandb-summary.json"
+CUT_LINE = "history ends at step {last:,} of {run_step:,} ({share}) in the summary: the log is cut off; findings describe only that part"
+
+
+def copy_with_summary(tmp_path, run_id: str, summary: str | bytes) -> str:
+    """A real run folder with the ``files/wandb-summary.json`` an online or synced run has
+    (offline runs write none)."""
+    run_dir = str(tmp_path / os.path.basename(fixture_dir(run_id)))
+    shutil.copytree(fixture_dir(run_id), run_dir)
+    os.makedirs(os.path.join(run_dir, "files"), exist_ok=True)
+    with open(os.path.join(run_dir, SUMMARY), "wb") as fh:
+        fh.write(summary.encode() if isinstance(summary, str) else summary)
+    return run_dir
+
+
+def synced_summary(run: W.WandbRun, steps: int, seconds_later: float) -> tuple[str, float]:
+    """The summary W&B keeps for a run that logged `steps` rows: the last row's values,
+    ``_step``, ``_timestamp`` (`seconds_later` than the log's last wall time), ``_runtime``."""
+    last_wall = max(float(s.wall_times.max()) for s in run.series.values())
+    summary = dict(GEN.logged_rows(steps)[-1])
+    summary.update(_step=steps - 1, _timestamp=last_wall + seconds_later, _runtime=seconds_later + 2.5)
+    summary["_wandb"] = {"runtime": int(seconds_later + 2)}
+    return json.dumps(summary, allow_nan=True), summary["_timestamp"]
+
+
+def last_step(run: W.WandbRun) -> int:
+    return max(int(s.steps[-1]) for s in run.series.values())
+
+
+def test_a_log_cut_off_short_of_its_summary_is_one_problem_line(tmp_path):
+    """wandb-core and its script killed after 60 steps, the log holding the first block
+    only; the summary says step 59. Not live: one line, and the history read as before."""
+    alone = W.read_wandb_run(fixture_dir("tskilled"))
+    text, summary_wall = synced_summary(alone, GEN.KILLED_STEPS, 1.0)
+    run_dir = copy_with_summary(tmp_path, "tskilled", text)
+    run = W.read_wandb_run(run_dir, now=summary_wall + 16 * 60)
+    last, run_step = last_step(alone), GEN.KILLED_STEPS - 1
+    assert last_step(run) == last < run_step - 5
+    share = f"{100 * last / run_step:.0f}%"
+    log = os.path.join(run_dir, os.path.basename(log_file("tskilled")))
+    assert run.problems == [f"{log}: " + CUT_LINE.format(last=last, run_step=run_step, share=share)]
+    assert run.meta == alone.meta and set(run.series) == set(alone.series)
+    for name, series in alone.series.items():
+        np.testing.assert_array_equal(run.series[name].values, series.values)
+
+
+def test_a_live_run_s_summary_may_run_ahead_of_its_log(tmp_path):
+    """No exit record and a summary written a minute ago: the log is still being written
+    out a block at a time. The same summary without a fresh wall time is a cut-off log."""
+    alone = W.read_wandb_run(fixture_dir("tskilled"))
+    text, summary_wall = synced_summary(alone, GEN.KILLED_STEPS, 1.0)
+    run_dir = copy_with_summary(tmp_path, "tskilled", text)
+    assert W.read_wandb_run(run_dir, now=summary_wall + 60).problems == []
+    assert len(W.read_wandb_run(run_dir, now=summary_wall + 15 * 60 + 1).problems) == 1
+
+
+def test_an_exit_record_ends_the_run_however_fresh(tmp_path):
+    """A finished run whose summary is far past its log: cut off, even at once."""
+    alone = W.read_wandb_run(fixture_dir("tsfinish"))
+    text, summary_wall = synced_summary(alone, 1000, 1.0)
+    run = W.read_wandb_run(copy_with_summary(tmp_path, "tsfinish", text), now=summary_wall)
+    assert len(run.problems) == 1 and "history ends at step 11 of 999 (1%)" in run.problems[0]
+
+
+@pytest.mark.parametrize("steps", [GEN.STEPS, GEN.STEPS + 5])
+def test_a_summary_that_agrees_with_the_history_is_no_problem(tmp_path, steps):
+    """Its last step, or a few steps past it (rows lost in a killed writer's buffer)."""
+    alone = W.read_wandb_run(fixture_dir("tsfinish"))
+    text, summary_wall = synced_summary(alone, steps, 1.0)
+    run = W.read_wandb_run(copy_with_summary(tmp_path, "tsfinish", text), now=summary_wall + 86400)
+    assert run.problems == []
+
+
+def test_the_old_client_s_own_summary_agrees_with_its_history():
+    """wandb 0.9.7 wrote wandb-summary.json beside wandb-history.jsonl: ``_step`` 11."""
+    run_dir = fixture_dir("tsjsonl")
+    with open(os.path.join(run_dir, "wandb-summary.json")) as fh:
+        assert json.load(fh)["_step"] == last_step(W.read_wandb_run(run_dir)) == GEN.STEPS - 1
+    assert W.read_wandb_run(run_dir, now=2e9).problems == []
+
+
+@pytest.mark.parametrize("summary", ['{"_step": 11, "train/loss": 0.1', "[11]", b'\xff{"_step": 11}'])
+def test_a_corrupt_summary_is_one_line_and_the_run_is_read(tmp_path, summary):
+    run_dir = copy_with_summary(tmp_path, "tsfinish", summary)
+    run = W.read_wandb_run(run_dir)
+    assert len(run.problems) == 1
+    assert run.problems[0].startswith(os.path.join(run_dir, SUMMARY) + ": unreadable")
+    alone = W.read_wandb_run(fixture_dir("tsfinish"))
+    assert run.meta == alone.meta and set(run.series) == set(alone.series)
+
+
+def test_a_summary_without_a_whole_step_is_not_a_check(tmp_path):
+    for step in ('"12000"', "1.5", "null", "true"):
+        run_dir = copy_with_summary(tmp_path / step, "tsfinish", f'{{"_step": {step}}}')
+        assert W.read_wandb_run(run_dir, now=2e9).problems == []
+
+
 def test_never_raises(tmp_path):
     missing = W.read_wandb_run(str(tmp_path / "nowhere"))
     assert missing.series == {} and len(missing.problems) == 1 and "cannot list" in missing.problems[0]
@@ -607,8 +706,8 @@ def test_signature_changes_with_the_files_read(tmp_path):
         fh.write("lr: {value: 1}\n")
     assert [entry[0] for entry in W.wandb_signature(run_dir)] == ["run-test.wandb", "files/config.yaml"]
     with open(os.path.join(run_dir, "files", "wandb-summary.json"), "w") as fh:
-        fh.write("{}")  # not read, so not in the signature
-    assert len(W.wandb_signature(run_dir)) == 2
+        fh.write("{}")  # read for its last step
+    assert [entry[0] for entry in W.wandb_signature(run_dir)][-1] == "files/wandb-summary.json"
     assert W.wandb_signature(str(tmp_path / "nowhere"))  # no exception
 
 

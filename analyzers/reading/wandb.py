@@ -11,9 +11,10 @@ W&B writes one folder per run, ``wandb/run-<time>-<id>/`` (``offline-run-...`` o
 - ``files/config.yaml`` (``key: {desc: ..., value: X}``; written when the run is synced or
   online, at the top of the folder before 0.10): the hyperparameters.
 - ``files/wandb-metadata.json``: start time, and before 0.10 the run's name and exit code.
-- ``files/wandb-summary.json``: the last value of each key. It is not read: the history
-  has those values at their steps, and a summary exists for a killed run too, so it
-  proves nothing about how the run ended.
+- ``files/wandb-summary.json`` (at the top before 0.10; online and synced runs only):
+  the last value of each key. Only its ``_step`` is read, to check that the history
+  reaches the run's end: the values are in the history at their steps, and a summary
+  exists for a killed run too, so it proves nothing about how the run ended.
 
 The transaction log (facts read from wandb/wandb: ``wandb/sdk/internal/datastore.py``,
 the Python writer; ``core/pkg/leveldb/record.go`` and ``crc.go`` and
@@ -55,6 +56,15 @@ Bounded work: the log is read one 32 KiB block at a time and each series grows i
 compact arrays, so memory is the series, not the file; a truncated tail (a run still
 being written) ends the read quietly; a chunk that fails its checksum costs one
 problem line and that record, and reading resumes at the next whole record.
+
+A cut-off log: a log copied (or committed) while the run was writing it ends cleanly at
+a block, and reads like a run still being written. The summary's ``_step`` is the run's
+last step; when it is well past the history's (`CUT_OFF_SHARE` of the run and more than
+`CUT_OFF_MIN_STEPS`) and the run is not live, one problem line says the findings
+describe only the part the log holds. A live run's summary may run ahead of its log
+(the log is written out a block at a time), so a run is live here as in
+`facts.is_live`: no exit record, and its newest wall time (the summary's ``_timestamp``
+too) younger than `facts.LIVE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -65,6 +75,7 @@ import math
 import os
 import re
 import struct
+import time
 import zlib
 from array import array
 from collections.abc import Collection, Iterator
@@ -85,11 +96,12 @@ FILES_DIR = "files"  # where wandb 0.10+ keeps the run's text files
 HISTORY_JSONL = "wandb-history.jsonl"
 CONFIG_YAML = "config.yaml"
 METADATA_JSON = "wandb-metadata.json"
+SUMMARY_JSON = "wandb-summary.json"
 # The transaction log's name: run-<run id>.wandb.
 _LOG_NAME = re.compile(r"run-.+\.wandb")
 # Text files read_wandb_run may read, under files/ or at the top of the folder.
-_TEXT_FILES = (HISTORY_JSONL, CONFIG_YAML, METADATA_JSON)
-# A config.yaml or wandb-metadata.json larger than this is not read (they are a few KiB).
+_TEXT_FILES = (HISTORY_JSONL, CONFIG_YAML, METADATA_JSON, SUMMARY_JSON)
+# A config.yaml, wandb-metadata.json or wandb-summary.json larger than this is not read (they are a few KiB).
 MAX_TEXT_FILE_BYTES = 16 * 1024 * 1024
 # Config entries that are W&B's own bookkeeping, not hyperparameters.
 _CONFIG_INTERNAL = ("_wandb", "wandb_version")
@@ -108,6 +120,12 @@ _MEDIA_TYPE = "_type"
 # Nested dicts deeper than this are not followed (logged metrics are one or two deep).
 MAX_NESTING = 16
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+# A history whose last step is short of the summary's by more than this share of the run,
+# and more than this many steps, is a cut-off log (a few rows lost in a killed writer's
+# buffer are not worth a line; 94% of a run is).
+CUT_OFF_SHARE = 0.05
+CUT_OFF_MIN_STEPS = 5
 
 # --- the transaction log's framing (datastore.py, record.go) ------------------------------
 
@@ -196,14 +214,18 @@ def wandb_signature(run_dir: str) -> tuple:
     return tuple(signature)
 
 
-def read_wandb_run(run_dir: str) -> WandbRun:
-    """Read what the folder holds; never raises (a file that fails is one problem line)."""
+def read_wandb_run(run_dir: str, now: float | None = None) -> WandbRun:
+    """Read what the folder holds; never raises (a file that fails is one problem line).
+
+    `now` (seconds since the epoch; the clock when None) decides whether a run without
+    an exit record is still live, which a cut-off log's problem line waits for.
+    """
     run = WandbRun()
-    _guarded(run_dir, run.problems, lambda: _read_folder(run_dir, run))
+    _guarded(run_dir, run.problems, lambda: _read_folder(run_dir, run, time.time() if now is None else now))
     return run
 
 
-def _read_folder(run_dir: str, run: WandbRun) -> None:
+def _read_folder(run_dir: str, run: WandbRun, now: float) -> None:
     history = _History()
     facts = _Facts()
     try:
@@ -223,6 +245,12 @@ def _read_folder(run_dir: str, run: WandbRun) -> None:
     metadata = _text_file(run_dir, METADATA_JSON)
     if metadata is not None:
         _guarded(metadata, run.problems, lambda: facts.add_metadata(_read_json_object(metadata), metadata))
+    summary = _text_file(run_dir, SUMMARY_JSON)
+    if summary is not None:
+        source = os.path.join(run_dir, logs[-1]) if logs else jsonl or run_dir
+        _guarded(
+            summary, run.problems, lambda: _check_coverage(summary, source, history, facts, now, run.problems)
+        )
     run.series.update(history.series())
     run.meta = facts.meta()
     run.problems.extend(facts.problems)
@@ -255,6 +283,8 @@ class _History:
         self._by_path: dict[tuple[str, ...], tuple[array, array, array]] = {}
         self.rows = 0
         self.bad_steps = 0
+        self.last_step: int | None = None  # of any row, numbers or not
+        self.last_wall = -math.inf  # the newest ``_timestamp``; -inf when none
 
     def add_row(self, items: list[tuple[tuple[str, ...], Any]], logged_step: int | None) -> None:
         """One row: (key path, value) pairs. The step is the row's ``_step``, else the
@@ -279,8 +309,12 @@ class _History:
             if step is None:
                 self.bad_steps += 1
                 return
+        if self.last_step is None or step > self.last_step:
+            self.last_step = step
         wall = _as_number(wall)
         wall = math.nan if wall is None else wall
+        if wall > self.last_wall:
+            self.last_wall = wall
         for path, value in items:
             if path[0][:1] == _INTERNAL_PREFIX or (media and _under_media(path, media)):
                 continue
@@ -434,6 +468,51 @@ def _read_json_object(path: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise TypeError("not a JSON object")
     return doc
+
+
+# --- wandb-summary.json: does the history reach the run's end? ---------------------------------
+
+
+def _check_coverage(
+    path: str, source: str, history: _History, facts: _Facts, now: float, problems: list[str]
+) -> None:
+    """One line for `source` (the log the history came from) when the summary's last step
+    is well past the history's and the run is not live: the log was cut off, and what
+    is found in it holds for its part of the run only."""
+    summary = _read_json_object(path)
+    run_step = _as_step(summary.get(_STEP_KEY[0]))
+    if run_step is None:
+        return
+    logged = -1 if history.last_step is None else history.last_step
+    missing = run_step - logged
+    if missing <= CUT_OFF_MIN_STEPS or missing <= CUT_OFF_SHARE * run_step:
+        return
+    summary_wall = _as_number(summary.get(_TIMESTAMP_KEY[0]))
+    newest_wall = history.last_wall if summary_wall is None else max(history.last_wall, summary_wall)
+    if _is_live(facts, newest_wall, now):
+        return
+    if history.last_step is None:
+        problems.append(
+            f"{source}: history holds no step, the summary's last is {run_step:,}: the log is cut off"
+        )
+        return
+    share = 100 * logged / run_step
+    share_text = f"{share:.0f}%" if share >= 1 else "<1%"
+    problems.append(
+        f"{source}: history ends at step {logged:,} of {run_step:,} ({share_text}) in the summary: "
+        "the log is cut off; findings describe only that part"
+    )
+
+
+def _is_live(facts: _Facts, newest_wall: float, now: float) -> bool:
+    """`facts.is_live` for a folder not yet a Run: no exit record, and a newest wall time
+    younger than `LIVE_SECONDS`; none at all is judged as it stands."""
+    # Imported here: facts imports the reading package, which imports this module.
+    from trainscope.analyzers.facts import LIVE_SECONDS
+
+    if facts.exit_code is not None or not math.isfinite(newest_wall):
+        return False
+    return now - newest_wall < LIVE_SECONDS
 
 
 def _iso_utc(moment: _dt.datetime) -> str:
