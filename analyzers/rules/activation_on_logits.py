@@ -14,6 +14,7 @@ import numpy as np
 
 from trainscope.analyzers.facts import NORM_OR_EMBEDDING_TYPES, model_layers, num_classes
 from trainscope.analyzers.findings import Finding, Skip
+from trainscope.analyzers.layer_names import weight_shapes
 from trainscope.analyzers.rules.common import finding, fmt_pct, missing_meta_reason, quote
 from trainscope.analyzers.rules.curves import as_fraction
 from trainscope.analyzers.rules.robust import finite_points
@@ -27,6 +28,10 @@ LOGITS_SOURCE = (
     'PyTorch docs, torch.nn.CrossEntropyLoss: "The input is expected to contain the unnormalized logits '
     'for each class (which do not need to be positive or sum to 1, in general)"'
 )
+BINARY_SOURCE = (
+    'PyTorch docs, torch.nn.BCEWithLogitsLoss: "This loss combines a Sigmoid layer and the BCELoss in one '
+    'single class. This version is more numerically stable than using a plain Sigmoid followed by a BCELoss"'
+)
 # The activation kinds the collector names (collectors/layers.py) that have no place before a
 # cross-entropy: they clip, squash or normalize the logits the loss expects raw.
 LOGIT_KILLERS = ("relu", "sigmoid", "tanh", "softmax")
@@ -35,6 +40,7 @@ DEAD_OUTPUTS = 0.5  # critical when > 50% of the output units are zero for the w
 STUCK_ACCURACY = 0.1  # ...or val accuracy within 10 points of a k/C level the model cannot leave...
 CAP_BELOW = 0.1  # ...or at the cap dead output units set (their classes never predicted): within 10 points
 CAP_ABOVE = 0.02  # below it, 2 above (the classes need not be balanced exactly)
+BINARY_UNITS = 1  # an output layer of 1 unit is a binary (sigmoid) head: its loss is BCEWithLogitsLoss
 _NAME_PART = re.compile(r"(\d+)|(\D+)")
 
 
@@ -54,12 +60,13 @@ def check(run: Run) -> Iterable[Finding]:
     never predicted: 4 dead of 10 cap it near 60%).
     What to do: remove the activation after the output layer and give the loss the raw
     logits (``nn.CrossEntropyLoss`` applies log-softmax itself; use ``torch.softmax`` only
-    for predictions, outside the loss).
+    for predictions, outside the loss). An output of one unit (its weight's shape in
+    run.json's initialization check) is a binary head: ``nn.BCEWithLogitsLoss`` applies
+    the sigmoid itself, so the advice names it instead.
     """
-    layers = [entry for entry in model_layers(run) if str(entry.get("type")) not in NORM_OR_EMBEDDING_TYPES]
-    if not layers:
+    output = output_layer(run)
+    if output is None:
         raise Skip(missing_meta_reason(R.K_MODEL, "the model's layers"))
-    output = str(layers[-1].get("name"))
     after = _activation_after(run, output)
     if after is None:
         return []
@@ -76,22 +83,21 @@ def check(run: Run) -> Iterable[Finding]:
         message += f"; {fmt_pct(dead)} of the output units are zero for every example of a batch"
     if stuck:
         message += f"; {stuck}"
+    units = _units(run, output)
+    binary = units == BINARY_UNITS
     return [
         finding(
             RULE_ID,
             severity,
             f"A {kind} on the logits: the output layer {quote(output)} feeds the loss through {quote(name)}",
             message + ".",
-            (
-                f"Remove {quote(name)} after {quote(output)}: give nn.CrossEntropyLoss / F.cross_entropy the "
-                "raw logits (it applies log-softmax itself).",
-                "Apply softmax or argmax only to turn the logits into predictions, outside the loss.",
-            ),
-            LOGITS_SOURCE,
+            _binary_advice(name, output) if binary else _advice(name, output),
+            BINARY_SOURCE if binary else LOGITS_SOURCE,
             step=0,
             layer=output,
             evidence={
                 "output_layer": output,
+                "output_units": units,
                 "activation": name,
                 "kind": kind,
                 "dead_output_share": dead,
@@ -99,6 +105,48 @@ def check(run: Run) -> Iterable[Finding]:
             },
         )
     ]
+
+
+def output_layer(run: Run) -> str | None:
+    """The name of the model's output layer: its last layer with weights (norms and embeddings
+    left out), as run.json's model summary lists them in registration order; None without one."""
+    layers = [entry for entry in model_layers(run) if str(entry.get("type")) not in NORM_OR_EMBEDDING_TYPES]
+    return str(layers[-1].get("name")) if layers else None
+
+
+def output_activation(run: Run) -> str | None:
+    """The activation module after the output layer (the one this rule reports), if any.
+
+    run.json's layers list only modules with weights, so an output ``nn.Sigmoid`` is never
+    the last of them; it is the activation after the last one. saturated_activations leaves
+    it out: its saturation is this rule's fault, not a hidden layer's.
+    """
+    output = output_layer(run)
+    after = _activation_after(run, output) if output is not None else None
+    return after[0] if after else None
+
+
+def _units(run: Run, layer: str) -> int | None:
+    """The number of outputs of `layer` (its weight's first dimension), where run.json has it."""
+    shape = weight_shapes(run).get(layer)
+    return shape[0] if shape else None
+
+
+def _advice(name: str, output: str) -> tuple[str, ...]:
+    return (
+        f"Remove {quote(name)} after {quote(output)}: give nn.CrossEntropyLoss / F.cross_entropy the "
+        "raw logits (it applies log-softmax itself).",
+        "Apply softmax or argmax only to turn the logits into predictions, outside the loss.",
+    )
+
+
+def _binary_advice(name: str, output: str) -> tuple[str, ...]:
+    return (
+        f"Remove {quote(name)} after {quote(output)}: give nn.BCEWithLogitsLoss / "
+        "F.binary_cross_entropy_with_logits the raw logit (it applies the sigmoid itself, more stably "
+        "than nn.Sigmoid followed by nn.BCELoss).",
+        "Apply torch.sigmoid (or logit > 0) only to turn the logit into a prediction, outside the loss.",
+    )
 
 
 def _key(name: str) -> tuple[tuple[int, Any], ...]:

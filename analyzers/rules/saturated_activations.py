@@ -13,6 +13,7 @@ from trainscope.analyzers.facts import (
     ordered_layers,
 )
 from trainscope.analyzers.findings import Finding
+from trainscope.analyzers.rules.activation_on_logits import output_activation
 from trainscope.analyzers.rules.common import (
     cite,
     finding,
@@ -50,12 +51,19 @@ SATURATED_SUSTAIN = 3  # ...in each of the last 3 samples at least
 OUTPUT_ACTIVATIONS = frozenset({"Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Hardsigmoid", "Hardtanh"})
 
 
-def _output_layer(run: Run) -> str | None:
-    """The model's last module when it is an output squashing (a sigmoid head is meant to saturate)."""
+def _output_modules(run: Run) -> set[str]:
+    """The output's squashing modules, whose saturation is no hidden layer's fault.
+
+    A sigmoid head is meant to saturate, so is a sigmoid wrongly placed in front of a loss that
+    applies its own (activation_on_logits reports that one). run.json's layers list only modules
+    with weights, so the collector's output activation is the one after the last of them; a model
+    summary that lists the activation module itself as the last layer is read as it says.
+    """
     layers = model_layers(run)
+    found = {name} if (name := output_activation(run)) else set()
     if layers and str(layers[-1].get("type")) in OUTPUT_ACTIVATIONS:
-        return str(layers[-1].get("name"))
-    return None
+        found.add(str(layers[-1].get("name")))
+    return found
 
 
 def check(run: Run) -> Iterable[Finding]:
@@ -66,8 +74,9 @@ def check(run: Run) -> Iterable[Finding]:
     stop learning.
     Measured on ``act/saturated_fraction/<layer>`` (sigmoid outputs below 0.01 or
     above 0.99, tanh |y| > 0.99): above 50% in each of the last 3 samples. The model's
-    final sigmoid/tanh output module is left out: confident predictions are supposed
-    to sit at the ends.
+    output sigmoid/tanh, the activation after its last layer with weights, is left out:
+    confident predictions are supposed to sit at the ends, and one in front of a loss that
+    applies its own is activation_on_logits' finding (one fault, reported once).
     What to do: ReLU-family activations (keep sigmoid for gates and outputs only);
     normalize the inputs; Xavier initialization; batch normalization before the
     activation.
@@ -76,10 +85,10 @@ def check(run: Run) -> Iterable[Finding]:
         run, T.SATURATED_FRACTION_PREFIX, "share of saturated sigmoid/tanh outputs per layer"
     )
     require_points(max_finite_samples(layers), SATURATED_SUSTAIN, "activation samples")
-    output = _output_layer(run)
+    output = _output_modules(run)
     found = []
     for name in ordered_layers(run, layers):
-        if name == output:
+        if name in output:
             continue
         streak = sustained_above(layers[name], SATURATED_WARNING, SATURATED_SUSTAIN)
         if streak is None:
