@@ -904,3 +904,60 @@ def test_never_learned_says_what_shows_the_start_untrained():
         "chance_accuracy",
     ]
     assert "the validation accuracy ends at 15%, at chance (1/7 = 14%)" in at_chance.message
+
+
+# --- initial_loss_off: the start is judged before a blow-up takes over ----------------------------
+
+C10 = {"hparams": {"num_classes": 10}}
+
+
+def _starts_then_blows_up(start=2.3, onset=3, seed=0):
+    """A noisy start at `start`, a geometric blow-up from step `onset` (lr far too high,
+    as with reduction='sum' under a mean's lr), then a dead network sitting near chance."""
+    opening = noisy(np.full(onset, start), 0.05, seed=seed)
+    blow_up = np.geomspace(2.5 * start, 150 * start, 7)
+    return np.concatenate((opening, blow_up, noisy(np.full(N - onset - 7, 2.4), 0.05, seed=seed)))
+
+
+INITIAL_AFTER_BLOW_UP_CASES = [
+    *(
+        pytest.param(
+            run_of(_starts_then_blows_up(onset=onset), meta=C10), Quiet(), id=f"at-chance-blows-up-at-{onset}"
+        )
+        for onset in (1, 2, 3, 5)
+    ),
+    pytest.param(
+        run_of(_starts_then_blows_up(start=14.0), meta=C10),
+        Fires("warning", step=(0, 0), says=("median of 14", "against ln 10 = 2.3")),
+        id="starts-6x-above-chance-then-blows-up",
+    ),
+    pytest.param(
+        run_of(np.concatenate(([14.0, 12.0, 11.0, 40.0], decay(N - 4, start=6.0))), meta=C10),
+        Fires("warning", says=("first 3 losses",)),
+        id="starts-6x-above-chance-with-an-early-spike",
+    ),
+]
+
+
+@pytest.mark.parametrize("run, expect", INITIAL_AFTER_BLOW_UP_CASES)
+def test_initial_loss_is_judged_before_the_loss_blows_up(run, expect):
+    from trainscope.analyzers.rules.initial_loss_off import check as initial_loss_off
+
+    check(initial_loss_off, run, expect)
+
+
+def test_sum_reduction_lr_on_digits_blows_up_from_chance(tmp_path, digits):
+    """reduction='sum' over a batch of 64 is the mean's gradient x 64: lr 0.05 x 64. The first loss
+    is ln 10; the updates blow it up within a few steps: lr_too_high, not the initialization."""
+    from collector_helpers import mlp, train
+
+    from trainscope.analyzers.diagnose import diagnose_run
+    from trainscope.analyzers.reading import read_logdir
+    from trainscope.analyzers.rules.initial_loss_off import check as initial_loss_off
+    from trainscope.collectors import watch
+
+    X, y = digits
+    train(mlp(), X, y, steps=200, lr=0.05 * 64, collector=lambda m, o: watch(m, o, tmp_path))
+    run = read_logdir(tmp_path).runs["."]
+    assert list(initial_loss_off(run)) == []
+    assert "lr_too_high" in {f.rule for f in diagnose_run(run).findings if f.severity != "info"}

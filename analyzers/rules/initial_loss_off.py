@@ -27,6 +27,7 @@ INITIAL_SOURCE = (
 FIRST_STEPS = 10  # the initial loss is the median of the points logged within the first 10 steps...
 MIN_POINTS = 3  # ...3 of them at least (a log that starts later has no initial loss to judge)
 FAR = 1.0  # far: the initial loss more than ln C above ln C (TheDeepChecker's |L0 - ln C| >= ln C)
+DIVERGED = 2.0  # the opening ends at the first loss above 2x the first one: the updates took over
 
 
 def logs_initial_loss(steps: np.ndarray) -> bool:
@@ -41,6 +42,20 @@ def logs_initial_loss(steps: np.ndarray) -> bool:
     return steps.shape[0] > 0 and int(steps[0]) <= FIRST_STEPS
 
 
+def opening_losses(values: np.ndarray) -> np.ndarray:
+    """The first losses up to (not including) the first one above `DIVERGED` x the first.
+
+    Why: the untrained model's loss is what the run starts with, before any update counts.
+    A run whose learning rate is far too high can start right at chance and blow up within
+    a few steps (2.3, 2.0, 2.3, 5.8, 8.4, 12.6, 329 ...); a median over the first steps then
+    measures the blow-up, not the start, and blames the initialization for lr_too_high's
+    fault. A loss that more than doubles from its first value is no longer the starting
+    loss; a bad start shows in the points before that (its loss starts high and falls).
+    """
+    above = np.flatnonzero(values[1:] > DIVERGED * values[0])
+    return values[: above[0] + 1] if above.shape[0] else values
+
+
 def check(run: Run) -> Iterable[Finding]:
     """The first losses of a C-class cross-entropy are more than twice the chance level ln C.
 
@@ -50,9 +65,10 @@ def check(run: Run) -> Iterable[Finding]:
     or the labels do not match the outputs. Training spends its first steps undoing the
     start, or never recovers.
     Measured on the points logged within the first 10 steps (3 at least; a log that starts
-    later has no initial loss to judge), their median against ln C for the run's number of
-    classes (run.json, from the logits the collector saw, or a num_classes hyperparameter):
-    more than 2 ln C is a warning.
+    later has no initial loss to judge), up to the first one above 2x the first (a loss
+    that blows up within a few steps started fine: the updates, not the start, raised it),
+    their median against ln C for the run's number of classes (run.json, from the logits
+    the collector saw, or a num_classes hyperparameter): more than 2 ln C is a warning.
     What to do: initialize the output layer small (``nn.init.zeros_`` for its bias and
     ``normal_(std=0.01)`` for its weights, or PyTorch's default), feed the loss raw logits
     (no softmax/sigmoid before ``cross_entropy``), and check that the labels index the
@@ -69,6 +85,7 @@ def check(run: Run) -> Iterable[Finding]:
     if not logs_initial_loss(steps) or first.shape[0] < MIN_POINTS:
         raise Skip(f"the log starts at step {fmt_step(int(steps[0]))}, after the initial loss")
     chance = math.log(classes)
+    first = opening_losses(first)
     initial = float(np.median(first))
     if initial - chance <= FAR * chance:
         return []
