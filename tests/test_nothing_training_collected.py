@@ -21,15 +21,20 @@ BATCH = 64
 VAL = 400  # the last examples, held out
 
 
-def _train(log_dir, model: nn.Module, opt: torch.optim.Optimizer, X, y, steps: int = STEPS) -> Diagnosis:
-    """SGD steps on shuffled digits through the collector, a validation every 50 steps; the diagnosis.
+def _train(
+    log_dir, model: nn.Module, opt: torch.optim.Optimizer, X, y, watched: nn.Module | None = None
+) -> Diagnosis:
+    """SGD steps on shuffled digits through the collector (watching `watched`, the model by
+    default), a validation every 50 steps; the diagnosis.
 
     A frozen model's loss does not require grad: backward() is skipped then, as a loop
     that survives the bug does (optimizer.step() with no gradients does nothing)."""
-    collector = watch(model, opt, log_dir, {"batch_size": BATCH, "lr": 0.05}, every=10, stats_budget=None)
+    collector = watch(
+        watched or model, opt, log_dir, {"batch_size": BATCH, "lr": 0.05}, every=10, stats_budget=None
+    )
     g = torch.Generator().manual_seed(0)
     xt, yt, xv, yv = X[:-VAL], y[:-VAL], X[-VAL:], y[-VAL:]
-    for step in range(steps):
+    for step in range(STEPS):
         idx = torch.randint(0, len(xt), (BATCH,), generator=g)
         opt.zero_grad()
         out = model(xt[idx])
@@ -86,16 +91,5 @@ def test_a_frozen_submodule_watched_while_its_head_trains_is_no_finding(tmp_path
     torch.manual_seed(0)
     model = nn.Sequential(backbone, nn.Linear(32, 10))
     opt = torch.optim.SGD(model[1].parameters(), lr=0.1, momentum=0.9)
-    collector = watch(backbone, opt, tmp_path, every=10, stats_budget=None)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(STEPS):
-        idx = torch.randint(0, len(X), (BATCH,), generator=g)
-        opt.zero_grad()
-        out = model(X[idx])
-        loss = F.cross_entropy(out, y[idx])
-        loss.backward()
-        opt.step()
-        collector.step(loss=loss, outputs=out, targets=y[idx], inputs=X[idx])
-    collector.close()
-    report = diagnose_run(read_logdir(tmp_path).runs["."])
+    report = _train(tmp_path, model, opt, X, y, watched=backbone)
     assert "nothing_training" not in {f.rule for f in report.findings}, [f.title for f in report.findings]
