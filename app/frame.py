@@ -36,6 +36,10 @@ class Opened:
     diagnoses: dict[str, Diagnosis]
     labels: dict[str, str]  # what each run is called on the page, by run name (`analyzers.run_names`)
 
+    def label(self, name: str) -> str:
+        """What the run `name` is called on the page (the name itself for a run not listed)."""
+        return self.labels.get(name, name)
+
 
 def live(body: Callable[[], None]) -> None:
     """Show `body`; while *Live* is on, it reruns by itself every few seconds (only it, not the page)."""

@@ -35,7 +35,7 @@ def compare_runs() -> None:
         "Runs",
         [n for n in names if n in matching or n in kept],  # chosen runs stay, whatever the filter
         default=None if KEY_COMPARE in st.session_state else matching[:DEFAULT_RUNS],
-        format_func=lambda n: opened.labels.get(n, n),
+        format_func=opened.label,
         key=KEY_COMPARE,
         bind="query-params",
     )
@@ -78,7 +78,7 @@ def compare_runs() -> None:
     smoothing = smoothing_col.slider("Smoothing", 0.0, 0.99, SMOOTHING_DEFAULT, 0.01, key="compare_smoothing")
     placed, off_axis = comparison.axes(runs, axis_name)
     if off_axis:
-        off = ", ".join(code(opened.labels.get(n, n)) for n in off_axis)
+        off = ", ".join(code(opened.label(n)) for n in off_axis)
         st.caption(f"Not drawn on {axis_name} (their log has none): {off}")
 
     for start in range(0, len(shown), CHART_COLUMNS):

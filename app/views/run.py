@@ -21,7 +21,7 @@ def inspect_run() -> None:
     name = st.selectbox(
         "Run",
         names,
-        format_func=lambda n: opened.labels.get(n, n),
+        format_func=opened.label,
         key=KEY_RUN,
         bind="query-params",
         help="Runs of the log dir, the worst first",
@@ -31,12 +31,12 @@ def inspect_run() -> None:
     asked, shown = st.session_state.get(links.KEY_UNKNOWN_RUN) or (None, None)
     if shown == name:
         st.warning(
-            f"No run named {code(asked)} in this log dir; showing {code(opened.labels.get(name, name))}, its worst run."
+            f"No run named {code(asked)} in this log dir; showing {code(opened.label(name))}, its worst run."
         )
     else:
         st.session_state.pop(links.KEY_UNKNOWN_RUN, None)
     d = opened.diagnoses[name]
-    header.show(opened.snapshot.path, d, opened.labels.get(name, name))
+    header.show(opened.snapshot.path, d, opened.label(name))
     findings.show(d)
     charts.show(d)
 
