@@ -19,7 +19,8 @@ from trainscope.analyzers.durations import duration
         (2 * 3600, "2 h"),  # not "2.0 h"
         (3.5 * 3600, "3.5 h"),
         (10 * 3600, "10 h"),
-        (36 * 3600, "1.5 days"),
+        (36 * 3600, "2 days"),
+        (7.8 * 86400, "8 days"),  # whole days: the page's "last logged" metric has room for "8 days ago"
         (12 * 86400, "12 days"),
         (-5, "0 s"),  # a clock set back
         (float("nan"), "0 s"),
